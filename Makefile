@@ -1,0 +1,39 @@
+# cvn-focal: the two commands of the README, plus a few conveniences.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: install sweep test lint dev bench clean-home
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## The whole FTF sweep (125 trainings + calibration + results + gates) on the embedded default.
+sweep: install
+	$(PY) -m cvn_assets.sweep $(SWEEP_ARGS)
+
+## Lint + the full test suite (unit, integration, PostgreSQL, webserver).
+test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+## Browse runs, assets, checks and metadata of the local instance.
+dev: install
+	$(VENV)/bin/dagster dev -w workspace.yaml
+
+bench: install
+	$(PY) bench/bench_focal.py
+	$(PY) bench/bench_sweep.py
+
+clean-home:
+	rm -rf .dagster_home

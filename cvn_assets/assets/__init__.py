@@ -1,0 +1,1 @@
+"""Thin Dagster layer: each asset calls the pure modules beside it and reports metadata."""

@@ -1,0 +1,175 @@
+"""Market stage: candles -> features, labels -> model dataset -> purged fold plans (per crypto)."""
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
+    MetadataValue,
+    asset,
+)
+
+from cvn_assets.assets._util import by_key, run_partition_keys
+from cvn_assets.candles_io import gap_report
+from cvn_assets.dataset import assemble_dataset
+from cvn_assets.features import FEATURE_NAMES, build_features
+from cvn_assets.folds import FoldPlan, three_way_fold_plan
+from cvn_assets.labels import triple_barrier_labels
+from cvn_assets.partitions import SETTINGS, crypto_partitions
+from resources.market_data import MarketDataResource
+from resources.sweep_settings import SweepSettings
+
+_COMMON = dict(
+    partitions_def=crypto_partitions,
+    group_name="market",
+    backfill_policy=BackfillPolicy.single_run(),
+)
+
+
+@asset(**_COMMON, kinds={"pandas"})
+def candles(
+    context: AssetExecutionContext, market_data: MarketDataResource
+) -> dict[str, pd.DataFrame]:
+    """Hourly OHLCV candles from the market-data resource (synthetic by default, or CSV)."""
+    out: dict[str, pd.DataFrame] = {}
+    for symbol in run_partition_keys(context):
+        df = market_data.load_candles(symbol)
+        gaps = gap_report(df)
+        context.add_asset_metadata(
+            {
+                "source": market_data.source,
+                "rows": len(df),
+                "first": str(df.index[0]),
+                "last": str(df.index[-1]),
+                "gaps": int(gaps["n_gaps"]),
+                "missing_bars": int(gaps["missing_bars"]),
+                "longest_gap_hours": float(gaps["longest_gap_hours"]),
+                "zero_volume_bars": int(gaps["n_zero_volume"]),
+                "last_close": float(df["close"].iloc[-1]),
+            },
+            partition_key=symbol,
+        )
+        out[symbol] = df
+    return out
+
+
+@asset(**_COMMON, kinds={"pandas"})
+def features(context: AssetExecutionContext, candles) -> dict[str, pd.DataFrame]:
+    """Causal OHLCV features (no row uses information after its own bar's close)."""
+    keys = run_partition_keys(context)
+    out: dict[str, pd.DataFrame] = {}
+    for symbol, c in by_key(candles, keys).items():
+        f = build_features(c)
+        warm = int(f.isna().any(axis=1).sum())
+        context.add_asset_metadata(
+            {"rows": len(f), "n_features": f.shape[1], "warm_up_rows_with_nan": warm},
+            partition_key=symbol,
+        )
+        out[symbol] = f
+    return out
+
+
+@asset(**_COMMON, kinds={"pandas"})
+def labels(
+    context: AssetExecutionContext, candles, sweep: SweepSettings
+) -> dict[str, pd.DataFrame]:
+    """Triple-barrier BUY labels for the configured strategy (default SL0.5_TP1_H4)."""
+    strat = sweep.label
+    keys = run_partition_keys(context)
+    out: dict[str, pd.DataFrame] = {}
+    for symbol, c in by_key(candles, keys).items():
+        lab = triple_barrier_labels(
+            c, take_profit=strat.take_profit, stop_loss=strat.stop_loss, horizon=strat.horizon
+        )
+        counts = lab["barrier"].value_counts()
+        context.add_asset_metadata(
+            {
+                "label_strategy": sweep.label_strategy,
+                "rows": len(lab),
+                "buy_rate": round(float(lab["label"].mean()), 4),
+                "take_profit_hits": int(counts.get("tp", 0)),
+                "stop_loss_hits": int(counts.get("sl", 0)),
+                "time_outs": int(counts.get("time", 0)),
+                "same_candle_ties": int(lab["tie"].sum()),
+            },
+            partition_key=symbol,
+        )
+        out[symbol] = lab
+    return out
+
+
+@asset(**_COMMON, kinds={"pandas"})
+def model_dataset(
+    context: AssetExecutionContext, features, labels
+) -> dict[str, pd.DataFrame]:
+    """Features joined to labels; warm-up rows dropped; what every model of a crypto sees."""
+    keys = run_partition_keys(context)
+    feats, labs = by_key(features, keys), by_key(labels, keys)
+    out: dict[str, pd.DataFrame] = {}
+    for symbol in keys:
+        ds = assemble_dataset(feats[symbol], labs[symbol])
+        context.add_asset_metadata(
+            {
+                "rows": len(ds),
+                "n_features": len(FEATURE_NAMES),
+                "buy_rate": round(float(ds["label"].mean()), 4),
+                "first": str(ds.index[0]),
+                "last": str(ds.index[-1]),
+            },
+            partition_key=symbol,
+        )
+        out[symbol] = ds
+    return out
+
+
+@asset(**_COMMON)
+def fold_splits(
+    context: AssetExecutionContext, model_dataset, sweep: SweepSettings
+) -> dict[str, list[FoldPlan]]:
+    """Purged + embargoed train / early-stopping / calibration / test plan per fold (AFML 7)."""
+    keys = run_partition_keys(context)
+    out: dict[str, list[FoldPlan]] = {}
+    for symbol, ds in by_key(model_dataset, keys).items():
+        plans = three_way_fold_plan(
+            ds.index.to_numpy(),
+            ds["t1"].to_numpy(),
+            n_splits=SETTINGS.n_folds,
+            embargo_pct=sweep.embargo_pct,
+            early_stopping_frac=sweep.early_stopping_frac,
+        )
+        y = ds["label"].to_numpy()
+        table = pd.DataFrame(
+            [
+                {
+                    "fold": p.fold,
+                    "train": len(p.train),
+                    "early_stop": len(p.early_stopping),
+                    "calibration": len(p.calibration),
+                    "test": len(p.test),
+                    "test_buy_rate": round(float(np.mean(y[p.test])), 4),
+                    "dropped": len(ds)
+                    - len(p.train)
+                    - len(p.early_stopping)
+                    - len(p.calibration)
+                    - len(p.test),
+                }
+                for p in plans
+            ]
+        )
+        context.add_asset_metadata(
+            {
+                "rows": len(ds),
+                "n_folds": len(plans),
+                "embargo_pct": sweep.embargo_pct,
+                "plan": MetadataValue.md(table.to_markdown(index=False)),
+            },
+            partition_key=symbol,
+        )
+        out[symbol] = plans
+    return out
+
+
+MARKET_ASSET_KEYS = [
+    AssetKey(n) for n in ("candles", "features", "labels", "model_dataset", "fold_splits")
+]

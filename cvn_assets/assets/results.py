@@ -1,0 +1,248 @@
+"""Results stage: the fan-in ``finetune_results`` (125 rows by default) and ``gate_verdicts``."""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetExecutionContext,
+    AssetKey,
+    Failure,
+    MetadataValue,
+    asset,
+    asset_check,
+)
+
+from cvn_assets.ablation import Variant
+from cvn_assets.assets.training import calibrated_asset_name
+from cvn_assets.calibration import CALIBRATION_METHODS
+from cvn_assets.evaluation import daily_oos_returns, result_row
+from cvn_assets.gates import evaluate_gates, gate_verdicts_markdown
+from cvn_assets.partitions import SETTINGS, cell_key
+from resources.model_store import ArtifactStore
+from resources.results_store import ResultsStore
+from resources.sweep_settings import SweepSettings
+
+KEY_METRICS = (
+    "f1_buy",
+    "precision_buy",
+    "recall_buy",
+    "log_loss",
+    "threshold",
+    "expectancy_net",
+    *(f"ece_hold_{m}" for m in CALIBRATION_METHODS),
+)
+
+
+def expected_cells(variants: tuple[Variant, ...]) -> list[tuple[str, int, str]]:
+    return [
+        (c, f, v.name) for v in variants for c in SETTINGS.universe for f in range(SETTINGS.n_folds)
+    ]
+
+
+def portfolio_daily_returns(oos: pd.DataFrame) -> pd.DataFrame:
+    """Equal-weight (over cryptos) daily net return per variant: the T x N input of PBO."""
+    g = oos.groupby(["period", "variant"], sort=True)["net_return"].mean().reset_index()
+    return g
+
+
+@asset(
+    group_name="results",
+    deps=[AssetKey(calibrated_asset_name(v)) for v in SETTINGS.variants],
+    kinds={"pandas", "sql"},
+)
+def finetune_results(
+    context: AssetExecutionContext,
+    artifacts: ArtifactStore,
+    results_store: ResultsStore,
+    sweep: SweepSettings,
+) -> pd.DataFrame:
+    """One row per crypto x fold x variant with OOS metrics, upserted into the results store.
+
+    Reads the calibrated cells one at a time without their boosters (the fan-in never holds
+    125 models in memory). Missing cells fail the asset, naming them.
+    """
+    rows: list[dict[str, Any]] = []
+    oos_parts: list[pd.DataFrame] = []
+    missing: list[str] = []
+    for crypto, fold, variant in expected_cells(SETTINGS.variants):
+        v = next(x for x in SETTINGS.variants if x.name == variant)
+        try:
+            cal = artifacts.read(calibrated_asset_name(v), cell_key(crypto, fold), with_model=False)
+        except FileNotFoundError:
+            missing.append(f"{variant} {crypto}|f{fold}")
+            continue
+        rows.append(result_row(crypto, fold, cal))
+        oos_parts.append(daily_oos_returns(crypto, fold, variant, cal))
+    if missing:
+        raise Failure(
+            description=f"finetune_results: {len(missing)} cells not materialized: "
+            + ", ".join(missing[:20])
+            + (" ..." if len(missing) > 20 else ""),
+            metadata={"missing": MetadataValue.json(missing)},
+        )
+    frame = pd.DataFrame(rows)
+    oos = pd.concat(oos_parts, ignore_index=True)
+    results_store.replace_results(sweep.sweep_id, frame.to_dict("records"))
+    results_store.replace_oos_returns(sweep.sweep_id, oos)
+
+    summary = (
+        frame.groupby("variant", sort=False)
+        .agg(
+            f1_buy_mean=("f1_buy", "mean"),
+            f1_buy_median=("f1_buy", "median"),
+            f1_buy_sd=("f1_buy", "std"),
+            ece_temperature=("ece_hold_temperature", "mean"),
+            ece_platt=("ece_hold_platt", "mean"),
+            expectancy_net=("expectancy_net", "mean"),
+            trades=("n_trades", "sum"),
+        )
+        .round(4)
+    )
+    context.add_output_metadata(
+        {
+            "sweep_id": sweep.sweep_id,
+            "rows": len(frame),
+            "results_store": MetadataValue.text(_redact(results_store.url)),
+            "oos_return_rows": len(oos),
+            "summary": MetadataValue.md(summary.to_markdown()),
+        }
+    )
+    return frame
+
+
+@asset_check(asset=finetune_results, blocking=True, description="Every cell present, no NaN.")
+def finetune_results_complete(
+    artifacts: ArtifactStore, results_store: ResultsStore, sweep: SweepSettings
+) -> AssetCheckResult:
+    frame = results_store.load_results(sweep.sweep_id)
+    have = {(r.crypto, int(r.fold), r.variant) for r in frame.itertuples()}
+    want = set(expected_cells(SETTINGS.variants))
+    missing = sorted(want - have)
+    extra = sorted(have - want)
+    nan_cells = (
+        frame.loc[frame[list(KEY_METRICS)].isna().any(axis=1), ["crypto", "fold", "variant"]]
+        .astype(str)
+        .agg("|".join, axis=1)
+        .tolist()
+        if len(frame)
+        else []
+    )
+    ok = not missing and not nan_cells and len(frame) == len(want)
+    return AssetCheckResult(
+        passed=ok,
+        metadata={
+            "rows": len(frame),
+            "expected_rows": len(want),
+            "missing_cells": MetadataValue.json([list(map(str, m)) for m in missing[:50]]),
+            "cells_with_nan": MetadataValue.json(nan_cells[:50]),
+            "cells_outside_grid": len(extra),
+        },
+    )
+
+
+@asset(group_name="results", kinds={"pandas", "sql", "html"})
+def gate_verdicts(
+    context: AssetExecutionContext,
+    finetune_results: pd.DataFrame,
+    artifacts: ArtifactStore,
+    results_store: ResultsStore,
+    sweep: SweepSettings,
+) -> pd.DataFrame:
+    """Per variant: every gate's figure, threshold and PASS/FAIL, and the lock decision."""
+    oos = results_store.load_oos_returns(sweep.sweep_id)
+    daily = portfolio_daily_returns(oos)
+    verdicts = evaluate_gates(
+        finetune_results,
+        baseline=_baseline_name(),
+        primary_calibration=sweep.primary_calibration,
+        oos_returns=daily,
+        seed=sweep.seed,
+    )
+    results_store.replace_verdicts(sweep.sweep_id, verdicts.to_dict("records"))
+    report_path = _write_report(finetune_results, verdicts, daily, artifacts, sweep)
+    locked = [str(v) for v in verdicts.loc[verdicts["lock"].fillna(False).astype(bool), "variant"]]
+    context.add_output_metadata(
+        {
+            "sweep_id": sweep.sweep_id,
+            "verdicts": MetadataValue.md(gate_verdicts_markdown(verdicts)),
+            "lockable_variants": MetadataValue.json(locked),
+            "report": MetadataValue.path(str(report_path)),
+        }
+    )
+    return verdicts
+
+
+@asset_check(asset=gate_verdicts, description="WARN when no focal variant may be locked.")
+def lock_decision(gate_verdicts: pd.DataFrame) -> AssetCheckResult:
+    focal = gate_verdicts[gate_verdicts["variant"] != _baseline_name()]
+    locked = focal.loc[focal["lock"].fillna(False).astype(bool), "variant"].tolist()
+    return AssetCheckResult(
+        passed=bool(locked),
+        severity=AssetCheckSeverity.WARN,
+        metadata={
+            "lockable_variants": MetadataValue.json([str(v) for v in locked]),
+            "note": "No variant passing every gate is a valid research outcome, not an error.",
+        },
+    )
+
+
+def _baseline_name() -> str:
+    return next(v.name for v in SETTINGS.variants if v.loss_function == "binary:logistic")
+
+
+def report_dir(sweep_id: str) -> Path:
+    home = os.environ.get("DAGSTER_HOME") or str(Path.cwd() / ".dagster_home")
+    return Path(home).resolve() / "reports" / sweep_id
+
+
+def _write_report(
+    results: pd.DataFrame,
+    verdicts: pd.DataFrame,
+    daily: pd.DataFrame,
+    artifacts: ArtifactStore,
+    sweep: SweepSettings,
+) -> Path:
+    from cvn_assets.gates import cscv_logits
+    from cvn_assets.report import render_report
+
+    baseline = _baseline_name()
+    focal = verdicts[verdicts["variant"] != baseline]
+    best = str(focal.sort_values("mean_delta", ascending=False)["variant"].iloc[0])
+    reliability: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for name in (baseline, best):
+        v = next(x for x in SETTINGS.variants if x.name == name)
+        probs: dict[str, list[np.ndarray]] = {m: [] for m in CALIBRATION_METHODS}
+        ys: list[np.ndarray] = []
+        for crypto, fold, _ in expected_cells((v,)):
+            ev = artifacts.read(
+                calibrated_asset_name(v), cell_key(crypto, fold), with_model=False
+            ).test_eval
+            ys.append(ev["y"])
+            for m in CALIBRATION_METHODS:
+                probs[m].append(ev[f"prob_{m}"])
+        y = np.concatenate(ys)
+        reliability[name] = {m: (np.concatenate(p), y) for m, p in probs.items()}
+    matrix = daily.pivot(index="period", columns="variant", values="net_return").sort_index()
+    logits = cscv_logits(matrix.to_numpy(), n_blocks=8)
+    out = report_dir(sweep.sweep_id) / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return render_report(
+        results,
+        verdicts,
+        reliability=reliability,
+        pbo_logits=logits,
+        out_path=out,
+        title=f"cvn-focal FTF sweep {sweep.sweep_id}",
+    )
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

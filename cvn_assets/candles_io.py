@@ -1,0 +1,435 @@
+"""Read and validate hourly OHLCV candles (pure: no Dagster).
+
+Two on-disk forms are accepted, one file per symbol:
+
+* the Binance public kline dump: 12 columns, no header (``open time, open, high, low, close,
+  volume, close time, quote volume, trades, taker base, taker quote, ignore``), open time as an
+  epoch integer in milliseconds -- or microseconds, which the Binance spot dumps use from
+  2025-01-01 on. The unit is detected per row by magnitude, so a file that straddles the switch
+  reads correctly. The same columns with Binance's header line are accepted too.
+* a headed ``open_time,open,high,low,close,volume`` file with ISO 8601 UTC timestamps (the form
+  of the real candles under ``shared/data``); extra columns are ignored.
+
+Every frame that leaves this module has the project's candle contract (docs/CONTRACTS.md): a UTC
+``DatetimeIndex`` named ``open_time`` and float64 columns ``open, high, low, close, volume``.
+
+Bad input is refused *before* any downstream work with a :class:`CandleValidationError` naming
+the file, the line and the offending value. Gaps (exchange outages) and flat zero-volume candles
+are legal market facts, not errors: :func:`gap_report` counts them so that a run can show them.
+"""
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+"""Columns of a candle frame, in order (the index is ``open_time``)."""
+
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+
+BINANCE_KLINE_COLUMNS: tuple[str, ...] = (
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
+)
+"""The 12 columns of a Binance kline dump (binance/binance-public-data README)."""
+
+DEFAULT_FILENAME_PATTERNS: tuple[str, ...] = ("{symbol}_1h.csv", "{symbol}.csv")
+"""File names tried for a symbol when no explicit pattern matches."""
+
+HOUR_US = 3_600_000_000
+"""One hour in microseconds (the resolution of the candle index)."""
+
+# Epoch magnitudes: milliseconds for 2001..2286 lie in [1e12, 1e13); Binance switched its spot
+# dumps to microseconds from 2025, values in [1e15, 1e16). Anything else is refused rather than
+# guessed (seconds or nanoseconds would silently land in 1970 or the far future).
+_MS_RANGE = (10**11, 10**14)
+_US_RANGE = (10**14, 10**17)
+
+
+class CandleValidationError(ValueError):
+    """Candles that break the OHLCV contract. Carries where and what, for the message and tests.
+
+    Attributes: ``source`` (file name or label), ``line`` (1-based physical line in the file, or
+    ``None``), ``column``, ``value`` and ``problem``.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        problem: str,
+        *,
+        line: int | None = None,
+        column: str | None = None,
+        value: object = None,
+        n_rows: int = 1,
+    ) -> None:
+        self.source = source
+        self.line = line
+        self.column = column
+        self.value = value
+        self.problem = problem
+        self.n_rows = n_rows
+        where = source if line is None else f"{source} line {line}"
+        what = "" if column is None else f" column {column!r}"
+        val = "" if value is None else f" value {value!r}:"
+        more = "" if n_rows <= 1 else f" ({n_rows} rows affected; the first is shown)"
+        super().__init__(f"{where}{what}:{val} {problem}{more}")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+
+
+def resolve_candle_file(
+    csv_dir: str | Path,
+    symbol: str,
+    patterns: Iterable[str] = DEFAULT_FILENAME_PATTERNS,
+) -> Path:
+    """Return the file holding ``symbol`` in ``csv_dir``, trying each pattern in turn.
+
+    Patterns use ``{symbol}`` (e.g. ``"{symbol}_1h.csv"``). The error lists every path tried so a
+    misnamed folder is diagnosed in one look.
+    """
+    folder = Path(csv_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"csv_dir {str(folder)!r} is not a directory")
+    tried: list[str] = []
+    for pattern in patterns:
+        if "{symbol}" not in pattern:
+            raise ValueError(f"filename pattern {pattern!r} must contain '{{symbol}}'")
+        candidate = folder / pattern.format(symbol=symbol)
+        tried.append(str(candidate))
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"no candle file for symbol {symbol!r}; tried {tried}")
+
+
+def _first_line(path: Path) -> str:
+    with path.open("r", encoding="utf-8-sig") as fh:
+        for raw in fh:
+            if raw.strip():
+                return raw.strip()
+    return ""
+
+
+def read_candles_csv(path: str | Path) -> pd.DataFrame:
+    """Read one symbol's hourly candles from ``path`` and validate them.
+
+    The layout is detected from the first line: a first field that is an integer means a
+    headerless Binance dump (12 columns); otherwise the line is a header that must name
+    ``open_time, open, high, low, close, volume`` (extra columns, e.g. the rest of Binance's
+    header, are ignored). Values are read as text first and converted here, so the error for an
+    unparsable value names its line rather than failing inside the CSV parser.
+    """
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise FileNotFoundError(f"candle file {str(path)!r} does not exist")
+    first = _first_line(path)
+    if not first:
+        raise CandleValidationError(name, "file is empty (no header and no candles)")
+    first_field = first.split(",")[0].strip().strip('"')
+    headerless = first_field.lstrip("-").isdigit()
+    if headerless:
+        raw = pd.read_csv(
+            path, header=None, dtype=str, skip_blank_lines=False, encoding="utf-8-sig"
+        )
+        if raw.shape[1] != len(BINANCE_KLINE_COLUMNS):
+            raise CandleValidationError(
+                name,
+                f"a headerless file must be a Binance kline dump with "
+                f"{len(BINANCE_KLINE_COLUMNS)} columns, found {raw.shape[1]}",
+                line=1,
+            )
+        raw.columns = list(BINANCE_KLINE_COLUMNS)
+        first_line_no = 1
+    else:
+        raw = pd.read_csv(path, dtype=str, skip_blank_lines=False, encoding="utf-8-sig")
+        raw.columns = [str(c).strip().lower() for c in raw.columns]
+        missing = [c for c in ("open_time", *OHLCV_COLUMNS) if c not in raw.columns]
+        if missing:
+            raise CandleValidationError(
+                name,
+                f"missing column(s) {missing}; header is {list(raw.columns)} "
+                f"(expected open_time,open,high,low,close,volume)",
+                line=1,
+            )
+        first_line_no = 2
+    if raw.empty:
+        raise CandleValidationError(name, "file has a header but no candles")
+    return _frame_from_text(raw, name, first_line_no)
+
+
+def _line_of(pos: int, first_line_no: int) -> int:
+    return pos + first_line_no
+
+
+def _parse_times(text: pd.Series, source: str, first_line_no: int) -> pd.DatetimeIndex:
+    """Parse the open-time column: epoch integers (ms or us, per row) or ISO 8601 UTC."""
+    stripped = text.str.strip()
+    missing = stripped.isna() | (stripped == "")
+    if missing.any():
+        pos = int(np.flatnonzero(missing.to_numpy())[0])
+        raise CandleValidationError(
+            source,
+            "open_time is empty",
+            line=_line_of(pos, first_line_no),
+            column="open_time",
+            value=text.iloc[pos],
+            n_rows=int(missing.sum()),
+        )
+    is_int = stripped.str.fullmatch(r"-?\d+").to_numpy(dtype=bool)
+    micros = np.empty(len(stripped), dtype=np.int64)
+    if is_int.any():
+        ints = stripped[is_int].astype("int64").to_numpy()
+        in_ms = (ints >= _MS_RANGE[0]) & (ints < _MS_RANGE[1])
+        in_us = (ints >= _US_RANGE[0]) & (ints < _US_RANGE[1])
+        bad = ~(in_ms | in_us)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            pos = int(np.flatnonzero(is_int)[k])
+            raise CandleValidationError(
+                source,
+                "epoch open_time is neither milliseconds (1e11..1e14) nor microseconds "
+                "(1e14..1e17)",
+                line=_line_of(pos, first_line_no),
+                column="open_time",
+                value=text.iloc[pos],
+                n_rows=int(bad.sum()),
+            )
+        micros[is_int] = np.where(in_ms, ints * 1000, ints)
+    if (~is_int).any():
+        iso_text = stripped[~is_int]
+        parsed = pd.to_datetime(iso_text, utc=True, errors="coerce", format="ISO8601")
+        bad_iso = parsed.isna().to_numpy()
+        if bad_iso.any():
+            k = int(np.flatnonzero(bad_iso)[0])
+            pos = int(np.flatnonzero(~is_int)[k])
+            raise CandleValidationError(
+                source,
+                "unparsable timestamp (expected ISO 8601 UTC or epoch ms/us)",
+                line=_line_of(pos, first_line_no),
+                column="open_time",
+                value=text.iloc[pos],
+                n_rows=int(bad_iso.sum()),
+            )
+        micros[~is_int] = pd.DatetimeIndex(parsed).as_unit("us").asi8
+    return pd.DatetimeIndex(
+        pd.to_datetime(micros, unit="us", utc=True), name="open_time"
+    ).as_unit("us")
+
+
+def _frame_from_text(raw: pd.DataFrame, source: str, first_line_no: int) -> pd.DataFrame:
+    index = _parse_times(raw["open_time"], source, first_line_no)
+    data: dict[str, np.ndarray] = {}
+    for col in OHLCV_COLUMNS:
+        text = raw[col]
+        numeric = pd.to_numeric(text.str.strip(), errors="coerce")
+        bad = numeric.isna() & text.notna() & (text.str.strip() != "")
+        if bad.any():
+            pos = int(np.flatnonzero(bad.to_numpy())[0])
+            raise CandleValidationError(
+                source,
+                "not a number",
+                line=_line_of(pos, first_line_no),
+                column=col,
+                value=text.iloc[pos],
+                n_rows=int(bad.sum()),
+            )
+        data[col] = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
+    frame = pd.DataFrame(data, index=index)
+    return validate_candles(frame, source=source, first_line_no=first_line_no)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+
+def _fail_first(
+    mask: np.ndarray,
+    frame: pd.DataFrame,
+    source: str,
+    first_line_no: int | None,
+    problem: str,
+    column: str | None,
+    values: np.ndarray | None = None,
+) -> None:
+    if not mask.any():
+        return
+    pos = int(np.flatnonzero(mask)[0])
+    line = None if first_line_no is None else _line_of(pos, first_line_no)
+    when = frame.index[pos]
+    value: Any = None
+    if values is not None:
+        v = values[pos]
+        value = v.item() if hasattr(v, "item") else v
+    elif column == "open_time":
+        value = str(when)
+    label = f"{source} (row {pos}, open_time {when})" if line is None else source
+    if line is not None:
+        problem = f"{problem} [open_time {when}]"
+    raise CandleValidationError(
+        label, problem, line=line, column=column, value=value, n_rows=int(mask.sum())
+    )
+
+
+def validate_candles(
+    frame: pd.DataFrame, *, source: str = "candles", first_line_no: int | None = None
+) -> pd.DataFrame:
+    """Check a candle frame against the OHLCV contract and return it in canonical form.
+
+    Canonical form: UTC ``DatetimeIndex`` named ``open_time`` (microsecond resolution, the pandas 3
+    default), float64 ``open, high, low, close, volume`` in that order, extra columns dropped.
+
+    Refused, with the row (``line`` when the frame came from a file) and value named: missing
+    columns, a non-datetime or naive index, NaN, non-positive prices, ``high < max(open, close)``,
+    ``low > min(open, close)`` (which together imply ``high >= low``), negative volume, duplicate
+    or out-of-order timestamps, timestamps off the hour, and steps that are not a whole number of
+    hours (mixed intervals). Gaps of whole hours and zero volume are legal (see
+    :func:`gap_report`).
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise CandleValidationError(source, f"expected a DataFrame, got {type(frame).__name__}")
+    missing = [c for c in OHLCV_COLUMNS if c not in frame.columns]
+    if missing:
+        raise CandleValidationError(
+            source, f"missing column(s) {missing}; has {list(frame.columns)}"
+        )
+    if frame.empty:
+        raise CandleValidationError(source, "no candles (empty frame)")
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise CandleValidationError(
+            source, f"index must be a DatetimeIndex of open times, got {type(frame.index).__name__}"
+        )
+    if frame.index.tz is None:
+        raise CandleValidationError(source, "index is timezone-naive; candles must be UTC")
+    index = frame.index.tz_convert("UTC").as_unit("us").rename("open_time")
+    columns: dict[str, np.ndarray] = {}
+    for col in OHLCV_COLUMNS:
+        numeric = pd.to_numeric(frame[col], errors="coerce")
+        bad = (numeric.isna() & frame[col].notna()).to_numpy()
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise CandleValidationError(
+                f"{source} (row {pos}, open_time {frame.index[pos]})",
+                "not a number",
+                column=col,
+                value=frame[col].iloc[pos],
+                n_rows=int(bad.sum()),
+            )
+        columns[col] = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
+    out = pd.DataFrame(columns, index=index)
+    o, h, lo, c, v = (out[col].to_numpy() for col in OHLCV_COLUMNS)
+
+    for col, arr in zip(OHLCV_COLUMNS, (o, h, lo, c, v), strict=True):
+        _fail_first(np.isnan(arr), out, source, first_line_no, "missing value (NaN)", col, arr)
+        _fail_first(np.isinf(arr), out, source, first_line_no, "infinite value", col, arr)
+    for col, arr in zip(PRICE_COLUMNS, (o, h, lo, c), strict=True):
+        _fail_first(arr <= 0, out, source, first_line_no, "price must be positive", col, arr)
+    _fail_first(
+        h < np.maximum(o, c),
+        out,
+        source,
+        first_line_no,
+        "high is below max(open, close)",
+        "high",
+        h,
+    )
+    _fail_first(
+        lo > np.minimum(o, c),
+        out,
+        source,
+        first_line_no,
+        "low is above min(open, close)",
+        "low",
+        lo,
+    )
+    _fail_first(v < 0, out, source, first_line_no, "volume must be >= 0", "volume", v)
+
+    t = index.asi8
+    off_hour = (t % HOUR_US) != 0
+    _fail_first(
+        off_hour,
+        out,
+        source,
+        first_line_no,
+        "open_time is not on the hour (hourly candles open at HH:00:00)",
+        "open_time",
+    )
+    if len(t) > 1:
+        step = np.diff(t)
+        dup = np.concatenate([[False], step == 0])
+        _fail_first(dup, out, source, first_line_no, "duplicate open_time", "open_time")
+        back = np.concatenate([[False], step < 0])
+        _fail_first(
+            back,
+            out,
+            source,
+            first_line_no,
+            "open_time is out of order (earlier than the previous row)",
+            "open_time",
+        )
+        odd = np.concatenate([[False], (step % HOUR_US) != 0])
+        _fail_first(
+            odd,
+            out,
+            source,
+            first_line_no,
+            "mixed intervals: step from the previous candle is not a whole number of hours",
+            "open_time",
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Gaps
+# --------------------------------------------------------------------------------------------
+
+
+def gap_report(frame: pd.DataFrame) -> dict[str, Any]:
+    """Count the legal irregularities of an hourly candle frame.
+
+    A gap is a step of more than one hour between consecutive candles (an exchange outage);
+    ``missing_bars`` is the number of hourly candles absent in all gaps, ``longest_gap_hours`` the
+    number missing in the longest one. ``n_zero_volume`` counts candles with zero volume (flat
+    candles Binance publishes during some outages). ``gaps`` lists ``(last open_time before,
+    first open_time after, missing bars)`` for each gap.
+    """
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise TypeError("gap_report needs a DatetimeIndex of open times")
+    t = frame.index.as_unit("us").asi8
+    if len(t) > 1:
+        step_h = np.diff(t) // HOUR_US
+    else:
+        step_h = np.empty(0, dtype=np.int64)
+    gap_pos = np.flatnonzero(step_h > 1)
+    missing = step_h[gap_pos] - 1
+    gaps = [
+        (frame.index[p], frame.index[p + 1], int(m)) for p, m in zip(gap_pos, missing, strict=True)
+    ]
+    vol = frame["volume"].to_numpy() if "volume" in frame.columns else np.empty(0)
+    return {
+        "n_rows": len(frame),
+        "first": frame.index[0] if len(frame) else None,
+        "last": frame.index[-1] if len(frame) else None,
+        "n_gaps": len(gaps),
+        "missing_bars": int(missing.sum()),
+        "longest_gap_hours": int(missing.max()) if len(missing) else 0,
+        "n_zero_volume": int((vol == 0).sum()),
+        "gaps": gaps,
+    }

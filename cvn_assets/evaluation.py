@@ -1,0 +1,183 @@
+"""One cell of the FTF sweep, Dagster-free: train, calibrate on the calibration block, score the
+test block once.
+
+The same functions run inside the Dagster assets and in the plain-Python reference loop of
+``bench/bench_sweep.py``, so the benchmark compares orchestration cost and nothing else.
+
+Protocol (spec 7.1-7.2, ADR-14/15):
+- the booster is fitted on the fold's train rows, early-stopped on its early-stopping slice;
+- every calibrator (none / temperature / Platt / isotonic) and the BUY threshold are fitted on
+  the calibration block only, which is neither train nor test;
+- the test block is scored once; f1_buy, precision, recall, log loss and the trade expectancy
+  use the primary calibrator and the fitted threshold, ECE_HOLD is reported per method.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cvn_assets.ablation import Variant
+from cvn_assets.calibrated_model import CalibratedModel
+from cvn_assets.calibration import (
+    CALIBRATION_METHODS,
+    expected_calibration_error,
+    fit_calibrator,
+)
+from cvn_assets.features import FEATURE_NAMES
+from cvn_assets.folds import FoldPlan
+from cvn_assets.metrics import (
+    classification_metrics,
+    fit_buy_threshold,
+    log_loss,
+    trade_returns,
+)
+from cvn_assets.training import TrainResult, train_variant
+
+
+def cell_arrays(dataset: pd.DataFrame, rows: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features and labels of the given row positions (positions into ``dataset``)."""
+    part = dataset.iloc[np.asarray(rows, dtype=np.int64)]
+    return part.loc[:, list(FEATURE_NAMES)], part["label"].to_numpy(dtype=np.int8)
+
+
+def train_cell(
+    variant: Variant,
+    dataset: pd.DataFrame,
+    plan: FoldPlan,
+    *,
+    params: dict[str, Any],
+    num_boost_round: int,
+    early_stopping_rounds: int,
+    seed: int,
+) -> TrainResult:
+    X_tr, y_tr = cell_arrays(dataset, plan.train)
+    X_es, y_es = cell_arrays(dataset, plan.early_stopping)
+    return train_variant(
+        variant,
+        X_tr,
+        y_tr,
+        X_es,
+        y_es,
+        params=params,
+        num_boost_round=num_boost_round,
+        early_stopping_rounds=early_stopping_rounds,
+        seed=seed,
+    )
+
+
+def calibrate_and_evaluate(
+    train: TrainResult,
+    variant: Variant,
+    dataset: pd.DataFrame,
+    plan: FoldPlan,
+    *,
+    primary: str,
+    fee_per_side: float,
+) -> CalibratedModel:
+    """Fit calibrators + threshold on the calibration block, score the test block once."""
+    model = train.model
+    X_cal, y_cal = cell_arrays(dataset, plan.calibration)
+    X_te, y_te = cell_arrays(dataset, plan.test)
+    m_cal = model.predict_margin(X_cal)
+    m_te = model.predict_margin(X_te)
+
+    calibrators = {m: fit_calibrator(m, m_cal, y_cal) for m in CALIBRATION_METHODS}
+    threshold = float(fit_buy_threshold(calibrators[primary].transform(m_cal), y_cal))
+
+    probs = {m: np.asarray(c.transform(m_te), dtype=np.float64) for m, c in calibrators.items()}
+    p_te = probs[primary]
+    y_pred = (p_te >= threshold).astype(np.int8)
+    cls = classification_metrics(y_te, y_pred)
+    test_rows = dataset.iloc[np.asarray(plan.test, dtype=np.int64)]
+    realized = test_rows["ret"].to_numpy(dtype=np.float64)
+    net = trade_returns(y_pred, realized, fee_per_side)
+    n_trades = int(y_pred.sum())
+    temperature = calibrators["temperature"].to_dict().get("temperature")
+
+    info: dict[str, Any] = {
+        "variant": variant.name,
+        "loss_function": variant.loss_function,
+        "gamma": variant.gamma,
+        "alpha": variant.alpha,
+        "primary_calibration": primary,
+        "n_train": int(len(plan.train)),
+        "n_early_stopping": int(len(plan.early_stopping)),
+        "n_calibration": int(len(plan.calibration)),
+        "n_test": int(len(plan.test)),
+        "n_buy": int(y_te.sum()),
+        "n_pred_buy": n_trades,
+        "threshold": threshold,
+        "f1_buy": float(cls["f1_buy"]),
+        "precision_buy": float(cls["precision_buy"]),
+        "recall_buy": float(cls["recall_buy"]),
+        "log_loss": float(log_loss(p_te, y_te)),
+        "temperature": None if temperature is None else float(temperature),
+        "expectancy_net": float(net[y_pred == 1].mean()) if n_trades else 0.0,
+        "n_trades": n_trades,
+        "best_iteration": int(train.best_iteration),
+        "train_seconds": float(train.train_seconds),
+    }
+    for m in CALIBRATION_METHODS:
+        info[f"ece_hold_{m}"] = float(expected_calibration_error(probs[m], y_te))
+    test_eval = {
+        "open_time_ns": test_rows.index.to_numpy(dtype="datetime64[ns]").astype(np.int64),
+        "y": y_te,
+        "margin": m_te.astype(np.float64),
+        "realized_return": realized,
+        "net_return": net.astype(np.float64),
+        "y_pred": y_pred,
+        **{f"prob_{m}": p for m, p in probs.items()},
+    }
+    return CalibratedModel(
+        model=model,
+        calibrators=calibrators,
+        primary=primary,
+        threshold=threshold,
+        info=info,
+        test_eval=test_eval,
+    )
+
+
+def result_row(crypto: str, fold: int, calibrated: CalibratedModel) -> dict[str, Any]:
+    """The ``finetune_results`` row of one cell (keys + every metric in ``info``)."""
+    return {"crypto": crypto, "fold": int(fold), **calibrated.info}
+
+
+def daily_oos_returns(
+    crypto: str, fold: int, variant: str, calibrated: CalibratedModel
+) -> pd.DataFrame:
+    """Per-day net return of the strategy on the test block (0 on days without a trade).
+
+    The rows feed PBO/CSCV (Bailey et al. 2014), which needs time-ordered per-period
+    performance of every variant over the same periods.
+    """
+    ev = calibrated.test_eval
+    t = pd.to_datetime(ev["open_time_ns"], utc=True)
+    frame = pd.DataFrame(
+        {"period": t.strftime("%Y-%m-%d"), "net": ev["net_return"], "trade": ev["y_pred"]}
+    )
+    g = frame.groupby("period", sort=True).agg(net_return=("net", "sum"), n_trades=("trade", "sum"))
+    g = g.reset_index()
+    g.insert(0, "variant", variant)
+    g.insert(0, "fold", int(fold))
+    g.insert(0, "crypto", crypto)
+    return g
+
+
+def fingerprint(*parts: Any) -> str:
+    """Stable hash of the inputs of a training (used to reuse checkpoints after a crash)."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, pd.DataFrame):
+            h.update(pd.util.hash_pandas_object(p, index=True).to_numpy().tobytes())
+        elif isinstance(p, np.ndarray):
+            h.update(np.ascontiguousarray(p).tobytes())
+        elif isinstance(p, Variant):
+            h.update(json.dumps(asdict(p), sort_keys=True).encode())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]

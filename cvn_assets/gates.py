@@ -1,0 +1,1066 @@
+"""Statistical ship/no-ship gates for the focal-loss ablation sweep (spec 7.3-7.5).
+
+Input is the ``finetune_results`` frame: one row per (crypto, fold, variant), 5 x 5 x 5 = 125
+rows by default. Every focal variant is compared with the ``binary:logistic`` baseline trained
+on the *same* crypto and fold, so all tests here are **paired** on the (crypto, fold) cell.
+
+Gates (one row per variant in :func:`evaluate_gates`; all six must pass for ``lock``):
+
+1. **Significance** -- per (variant, fold) a one-sided paired t-test across the cryptos
+   (H1: mean f1_buy delta > 0, ``n_cryptos - 1`` df), Benjamini-Hochberg adjusted over the whole
+   family "non-baseline variants x folds" (4 x 5 = 20 tests, spec 7.3).  The gate needs the
+   variant's smallest BH-adjusted fold p <= ``alpha_fdr`` (at least one fold is a discovery) AND
+   the per-variant one-sided paired t-test over all crypto x fold cells, BH-adjusted over the
+   variants, <= ``alpha_fdr`` (the gain is not confined to one period).
+2. **Bootstrap CI** -- the lower bound of the paired percentile-bootstrap 95% CI of the mean
+   f1_buy delta over cells is > 0.
+3. **Effect size** -- Cohen's d_av >= 0.2 ("small", Cohen 1988): a significant but negligible
+   gain is not worth a new loss function in production.
+4. **Per asset** -- a crypto "improves" when the median delta over its folds is > 0; at least
+   ``ceil(min_improving_fraction * n_cryptos)`` cryptos (4 of 5) must improve.
+5. **ECE_HOLD** -- mean test-block ECE of the variant <= mean baseline ECE + ``ece_tolerance``
+   (0.01) on the variant's primary calibration method (method-matched baseline); all methods
+   and a bootstrap CI of the mean ECE difference are reported.
+6. **PBO** -- probability of backtest overfitting by CSCV across all variants < 0.5.
+
+Why a t-test and not Wilcoxon: with n = 5 cryptos the exact Wilcoxon signed-rank null
+distribution has 2^5 = 32 equally likely sign patterns, so its smallest p is 1/32 = 0.03125
+one-sided and 0.0625 two-sided (Wilcoxon 1945).  Two-sided it can never reach 0.05; one-sided,
+after BH over 20 tests the k-th smallest p must satisfy p_(k) <= 0.05 k / 20, so 0.03125 passes
+only if at least 13 of the 20 tests sit at the floor -- the gate would be nearly powerless.  The
+paired t-test has a continuous null (Student 1908) and can reach any p with 4 df; its normality
+assumption is the price, which is why gates 2 and 3 (distribution-free bootstrap, effect size)
+are required as well.  BH stays valid under the positive dependence created by the shared
+baseline and shared cryptos (PRDS, Benjamini & Yekutieli 2001).
+
+References
+----------
+- Benjamini, Hochberg (1995), "Controlling the false discovery rate", JRSS B 57(1):289-300.
+- Benjamini, Yekutieli (2001), "The control of the FDR under dependency", Ann. Stat. 29(4).
+- Student (1908), "The probable error of a mean", Biometrika 6(1).
+- Wilcoxon (1945), "Individual comparisons by ranking methods", Biometrics Bulletin 1(6).
+- Efron, Tibshirani (1993), *An Introduction to the Bootstrap*, ch. 13 (percentile interval).
+- Cohen (1988), *Statistical Power Analysis for the Behavioral Sciences*, 2nd ed.
+- Lakens (2013), "Calculating and reporting effect sizes", Front. Psychol. 4:863 (d_z, d_av).
+- Guo, Pleiss, Sun, Weinberger (2017), "On calibration of modern neural networks", ICML (ECE).
+- Bailey, Borwein, Lopez de Prado, Zhu (2014/2017), "The probability of backtest overfitting",
+  J. Computational Finance 20(4) (CSCV, PBO).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any, Literal, TypedDict
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+from scipy import stats
+
+__all__ = [
+    "ECE_METHODS",
+    "GATE_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "CohensD",
+    "OneSidedTest",
+    "benjamini_hochberg",
+    "cohens_d",
+    "cscv_logits",
+    "effect_size_label",
+    "evaluate_gates",
+    "fold_tests",
+    "gate_verdicts_markdown",
+    "paired_bootstrap_ci",
+    "paired_t_test_greater",
+    "pbo_performance_matrix",
+    "per_asset_breakdown",
+    "probability_of_backtest_overfitting",
+    "trim_for_cscv",
+]
+
+#: Calibration methods whose test-block ECE is stored as ``ece_hold_<method>``.  Mirrors
+#: ``cvn_assets.calibration.CALIBRATION_METHODS`` (kept local so this module has no import-time
+#: dependency on the calibration code; a unit test checks the two agree).
+ECE_METHODS: tuple[str, ...] = ("none", "temperature", "platt", "isotonic")
+
+#: Columns ``finetune_results`` must carry (docs/CONTRACTS.md, gates.py section).
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "crypto",
+    "fold",
+    "variant",
+    "loss_function",
+    "f1_buy",
+    *(f"ece_hold_{m}" for m in ECE_METHODS),
+)
+
+#: The six gate columns of :func:`evaluate_gates` ("PASS" / "FAIL", <NA> on the baseline row).
+GATE_COLUMNS: tuple[str, ...] = (
+    "gate_significance",
+    "gate_bootstrap_ci",
+    "gate_effect_size",
+    "gate_per_asset",
+    "gate_ece",
+    "gate_pbo",
+)
+
+PboMetric = Literal["mean", "sharpe"]
+
+# Relative spread below which a vector of deltas is treated as constant: f1 deltas are
+# differences of floats, so "all equal" deltas can differ in the last bits.
+_ZERO_SPREAD_RTOL = 1e-12
+_PBO_THRESHOLD = 0.5
+_EFFECT_SIZE_THRESHOLD = 0.2
+_F1_CELL_SOURCE = "f1_buy per (fold, crypto) cell, ordered by fold"
+_OOS_SOURCE = "oos_returns net_return per period"
+
+
+# --------------------------------------------------------------------------------------------
+# small validated-array helpers
+# --------------------------------------------------------------------------------------------
+def _as_1d_finite(values: ArrayLike, name: str, *, min_size: int) -> NDArray[np.float64]:
+    """Return ``values`` as a finite 1-D float array or raise a ValueError naming ``name``."""
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric; got {values!r}") from exc
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {arr.shape}")
+    if arr.size < min_size:
+        raise ValueError(f"{name} needs at least {min_size} values; got {arr.size}")
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{name}[{i}] is not finite: {arr[i]!r}")
+    return arr
+
+
+def _is_constant(arr: NDArray[np.float64]) -> bool:
+    scale = max(1.0, float(np.max(np.abs(arr))))
+    return float(np.ptp(arr)) <= _ZERO_SPREAD_RTOL * scale
+
+
+def _check_probability(value: float, name: str, *, inclusive_high: bool = False) -> None:
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = numeric and math.isfinite(value) and (value <= 1.0 if inclusive_high else value < 1.0)
+    if not (ok and value > 0.0):
+        upper = "1]" if inclusive_high else "1)"
+        raise ValueError(f"{name} must be in (0, {upper}; got {value!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# multiple testing
+# --------------------------------------------------------------------------------------------
+def benjamini_hochberg(pvalues: ArrayLike) -> NDArray[np.float64]:
+    """Benjamini-Hochberg (1995) step-up adjusted p-values, same shape as ``pvalues``.
+
+    Rejecting every hypothesis whose adjusted p is <= q controls the false discovery rate at q
+    for independent or positively dependent (PRDS) tests (Benjamini & Yekutieli 2001).  The
+    sweep applies it to the family "non-baseline variants x folds" (spec 7.3: 4 x 5 = 20).
+    Adjusted p_(k) = min_{j >= k} min(1, m p_(j) / j), identical to
+    ``statsmodels.stats.multitest.multipletests(method="fdr_bh")[1]``.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    flat = p.ravel()
+    if flat.size == 0:
+        raise ValueError("pvalues is empty; BH needs at least one p-value")
+    bad = np.flatnonzero(~np.isfinite(flat) | (flat < 0.0) | (flat > 1.0))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"pvalues[{i}] must be a finite number in [0, 1]; got {flat[i]!r}")
+    m = flat.size
+    order = np.argsort(flat, kind="stable")
+    scaled = flat[order] * m / np.arange(1, m + 1)
+    adjusted_sorted = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    out = np.empty(m, dtype=float)
+    out[order] = adjusted_sorted
+    return out.reshape(p.shape)
+
+
+# --------------------------------------------------------------------------------------------
+# paired tests
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OneSidedTest:
+    """Result of a one-sided paired test of H1: mean delta > 0."""
+
+    statistic: float
+    pvalue: float
+    df: int
+    method: str
+
+
+def paired_t_test_greater(deltas: ArrayLike) -> OneSidedTest:
+    """One-sided paired t-test (Student 1908) of H1: E[delta] > 0 on paired differences.
+
+    ``t = mean(d) / (sd(d) / sqrt(n))`` with ``sd`` at ddof=1 and ``p = P(T_{n-1} >= t)``; the
+    same as ``scipy.stats.ttest_rel(treatment, control, alternative="greater")``.  Chosen over
+    the Wilcoxon signed-rank test because with n = 5 cryptos the latter cannot go below
+    p = 1/32 one-sided (see module docstring), so a BH-corrected Wilcoxon gate could not pass.
+
+    Zero-variance deltas (all equal, up to float noise) make t undefined, handled explicitly:
+
+    * common delta <= 0: ``p = 1`` (no evidence of improvement; ``statistic`` is -inf, or NaN
+      when the delta is exactly 0);
+    * common delta > 0: t would be +inf and p = 0, which would let a degenerate pipeline (e.g.
+      the same constant offset everywhere) pass any threshold.  We instead return the exact
+      one-sided **sign-test** p = 2**-n (every one of the n pairs improved; the smallest p any
+      distribution-free test of the sign can give), ``statistic`` +inf, and say so in
+      ``method``.  With n = 5 that is 0.03125: finite and conservative.
+    """
+    d = _as_1d_finite(deltas, "deltas", min_size=2)
+    n = int(d.size)
+    mean = float(d.mean())
+    if _is_constant(d):
+        if mean <= 0.0:
+            stat = float("nan") if mean == 0.0 else float("-inf")
+            return OneSidedTest(stat, 1.0, n - 1, "zero-variance deltas <= 0: p = 1")
+        return OneSidedTest(
+            float("inf"), 0.5**n, n - 1, "zero-variance deltas > 0: exact sign test p = 2^-n"
+        )
+    sd = float(d.std(ddof=1))
+    t = mean / (sd / math.sqrt(n))
+    p = float(stats.t.sf(t, df=n - 1))
+    return OneSidedTest(t, p, n - 1, "one-sided paired t-test")
+
+
+def _wilcoxon_greater(deltas: NDArray[np.float64]) -> float:
+    """One-sided Wilcoxon signed-rank p (robustness figure, not a gate); 1.0 if all zero."""
+    if np.all(deltas == 0.0):
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = stats.wilcoxon(deltas, alternative="greater", zero_method="wilcox")
+    return float(res.pvalue)
+
+
+# --------------------------------------------------------------------------------------------
+# bootstrap CI and effect size
+# --------------------------------------------------------------------------------------------
+def paired_bootstrap_ci(
+    deltas: ArrayLike,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile-bootstrap CI of the mean of paired differences (Efron & Tibshirani 1993).
+
+    Resampling the per-cell deltas ``treatment - control`` with replacement resamples whole
+    pairs, so the pairing is preserved.  ``scipy.stats.bootstrap`` with ``method="percentile"``
+    and a seeded generator makes the interval reproducible.  Percentile rather than BCa: BCa's
+    acceleration is 0/0 (NaN) when every delta is equal, which happens with quantised F1 on
+    small test blocks; in that case the bootstrap distribution is a point mass and we return
+    ``(d, d)`` directly.
+    """
+    d = _as_1d_finite(deltas, "deltas", min_size=2)
+    _check_probability(confidence, "confidence")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 100:
+        raise ValueError(f"n_resamples must be an integer >= 100; got {n_resamples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an integer; got {seed!r}")
+    if _is_constant(d):
+        value = float(d.mean())
+        return value, value
+    res = stats.bootstrap(
+        (d,),
+        np.mean,
+        n_resamples=n_resamples,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(int(seed)),
+    )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+class CohensD(TypedDict):
+    """Paired standardized mean differences (Lakens 2013)."""
+
+    mean_delta: float
+    d_z: float
+    d_av: float
+    magnitude: str
+
+
+def effect_size_label(d: float) -> str:
+    """Cohen's (1988) benchmark for |d|: <0.2 negligible, <0.5 small, <0.8 medium, else large."""
+    if not isinstance(d, int | float) or math.isnan(d):
+        raise ValueError(f"effect size must be a number; got {d!r}")
+    a = abs(d)
+    if a < 0.2:
+        return "negligible"
+    if a < 0.5:
+        return "small"
+    if a < 0.8:
+        return "medium"
+    return "large"
+
+
+def _standardize(mean: float, sd: float) -> float:
+    if sd > 0.0:
+        return mean / sd
+    return 0.0 if mean == 0.0 else math.copysign(math.inf, mean)
+
+
+def cohens_d(treatment: ArrayLike, control: ArrayLike) -> CohensD:
+    """Cohen's d for paired samples, both flavours of Lakens (2013).
+
+    * ``d_z = mean(t - c) / sd(t - c)``: the standardizer of the paired test itself; it grows
+      with the correlation between arms, so it is not comparable with the 0.2/0.5/0.8 scale.
+    * ``d_av = mean(t - c) / ((sd(t) + sd(c)) / 2)``: standardized on the spread of the raw
+      f1_buy values, comparable with between-subject d, so Cohen's (1988) 0.2/0.5/0.8
+      benchmarks (and ``magnitude``) apply to it.
+
+    Standard deviations use ddof=1.  A zero standardizer gives 0 for a zero mean and +-inf
+    otherwise (no noise at all: the effect is infinitely large relative to it).
+    """
+    t = _as_1d_finite(treatment, "treatment", min_size=2)
+    c = _as_1d_finite(control, "control", min_size=2)
+    if t.shape != c.shape:
+        raise ValueError(
+            f"treatment and control must be paired (same length); got {t.size} and {c.size}"
+        )
+    diff = t - c
+    mean = float(diff.mean())
+    d_z = _standardize(mean, float(diff.std(ddof=1)))
+    sd_av = (float(t.std(ddof=1)) + float(c.std(ddof=1))) / 2.0
+    d_av = _standardize(mean, sd_av)
+    return CohensD(mean_delta=mean, d_z=d_z, d_av=d_av, magnitude=effect_size_label(d_av))
+
+
+# --------------------------------------------------------------------------------------------
+# PBO by combinatorially symmetric cross-validation
+# --------------------------------------------------------------------------------------------
+def _performance_array(performance: ArrayLike | pd.DataFrame) -> NDArray[np.float64]:
+    arr = np.asarray(performance, dtype=float)
+    if arr.ndim != 2:
+        raise ValueError(f"performance must be 2-D (T x N); got shape {arr.shape}")
+    if arr.shape[1] < 2:
+        raise ValueError(f"performance needs at least 2 columns (variants); got {arr.shape[1]}")
+    bad = np.argwhere(~np.isfinite(arr))
+    if bad.size:
+        r, c = (int(x) for x in bad[0])
+        raise ValueError(f"performance[{r}, {c}] is not finite: {arr[r, c]!r}")
+    return arr
+
+
+def _check_n_blocks(n_blocks: int, n_rows: int) -> None:
+    if isinstance(n_blocks, bool) or not isinstance(n_blocks, int | np.integer):
+        raise ValueError(f"n_blocks must be an even integer >= 2; got {n_blocks!r}")
+    if n_blocks < 2 or n_blocks % 2:
+        raise ValueError(f"n_blocks must be an even integer >= 2; got {n_blocks}")
+    if n_rows < n_blocks:
+        raise ValueError(f"n_blocks={n_blocks} needs at least {n_blocks} rows; got T={n_rows}")
+
+
+def _trim(arr: NDArray[np.float64], n_blocks: int) -> tuple[NDArray[np.float64], int]:
+    _check_n_blocks(n_blocks, arr.shape[0])
+    n_drop = arr.shape[0] % n_blocks
+    return arr[n_drop:], n_drop
+
+
+def trim_for_cscv(
+    performance: ArrayLike | pd.DataFrame, n_blocks: int
+) -> tuple[NDArray[np.float64], int]:
+    """Drop the first ``T mod n_blocks`` rows so CSCV gets equal blocks; warn when it does.
+
+    The *oldest* rows are dropped so the most recent evidence is kept.  Returns the trimmed
+    T' x N array and the number of rows dropped.
+    """
+    arr = _performance_array(performance)
+    trimmed, n_drop = _trim(arr, n_blocks)
+    if n_drop:
+        warnings.warn(
+            f"CSCV: dropped the first {n_drop} of {arr.shape[0]} rows so that T is divisible "
+            f"by n_blocks={n_blocks}",
+            UserWarning,
+            stacklevel=2,
+        )
+    return trimmed, n_drop
+
+
+def _metric(x: NDArray[np.float64], metric: PboMetric) -> NDArray[np.float64]:
+    """Column-wise performance over rows: mean, or Sharpe ratio mean / sd (ddof=1)."""
+    mean = x.mean(axis=0)
+    if metric == "mean":
+        return mean
+    sd = x.std(axis=0, ddof=1)
+    out = np.where(mean == 0.0, 0.0, np.copysign(np.inf, mean))
+    np.divide(mean, sd, out=out, where=sd > 0.0)
+    return out
+
+
+def cscv_logits(
+    performance: ArrayLike | pd.DataFrame, n_blocks: int, *, metric: PboMetric = "mean"
+) -> NDArray[np.float64]:
+    """Logits of the out-of-sample relative rank of the in-sample best column, by CSCV.
+
+    Combinatorially symmetric cross-validation (Bailey, Borwein, Lopez de Prado, Zhu 2014):
+    split the T time-ordered rows of the T x N ``performance`` matrix (columns = variants)
+    into ``n_blocks`` equal contiguous blocks; for each of the C(S, S/2) ways to choose half of
+    the blocks as in-sample (IS, the rest out-of-sample, OOS), pick the column with the best IS
+    metric, take its OOS rank r in 1..N (higher = better; ties share the average rank), and
+    return ``logit(r / (N + 1))``.  A logit <= 0 means the IS winner was at or below the OOS
+    median.  ``metric`` is the column-wise mean (default: f1_buy or net returns are already
+    comparable levels) or the Sharpe ratio mean/sd (for return series; zero sd gives +-inf, or
+    0 for a zero mean).  An IS tie for best goes to the first column (``np.argmax``).
+
+    T must be divisible by ``n_blocks`` (use :func:`trim_for_cscv` otherwise).  Logits come in
+    ``itertools.combinations(range(n_blocks), n_blocks // 2)`` order.
+    """
+    if metric not in ("mean", "sharpe"):
+        raise ValueError(f"metric must be 'mean' or 'sharpe'; got {metric!r}")
+    arr = _performance_array(performance)
+    t_rows, n_cols = arr.shape
+    _check_n_blocks(n_blocks, t_rows)
+    if t_rows % n_blocks:
+        raise ValueError(
+            f"T={t_rows} rows is not divisible by n_blocks={n_blocks}; "
+            "use trim_for_cscv() to drop the oldest rows explicitly"
+        )
+    blocks = np.split(np.arange(t_rows), n_blocks)
+    logits = []
+    for is_blocks in combinations(range(n_blocks), n_blocks // 2):
+        is_set = set(is_blocks)
+        is_rows = np.concatenate([blocks[b] for b in is_blocks])
+        oos_rows = np.concatenate([blocks[b] for b in range(n_blocks) if b not in is_set])
+        best = int(np.argmax(_metric(arr[is_rows], metric)))
+        rank = float(stats.rankdata(_metric(arr[oos_rows], metric), method="average")[best])
+        omega = rank / (n_cols + 1)
+        logits.append(math.log(omega / (1.0 - omega)))
+    return np.asarray(logits, dtype=float)
+
+
+def probability_of_backtest_overfitting(
+    performance: ArrayLike | pd.DataFrame, n_blocks: int, *, metric: PboMetric = "mean"
+) -> float:
+    """PBO = share of CSCV logits <= 0 (Bailey, Borwein, Lopez de Prado, Zhu 2014).
+
+    The probability that the configuration chosen in-sample ranks at or below the median
+    out-of-sample.  See :func:`cscv_logits` for the procedure and its conventions.
+    """
+    logits = cscv_logits(performance, n_blocks, metric=metric)
+    return float(np.mean(logits <= 0.0))
+
+
+# --------------------------------------------------------------------------------------------
+# finetune_results validation and grid
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Grid:
+    baseline: str
+    variants: tuple[str, ...]  # baseline first
+    folds: tuple[Any, ...]
+    cryptos: tuple[str, ...]
+    loss_function: dict[str, str]
+    f1: NDArray[np.float64]  # (V, F, C)
+    ece: dict[str, NDArray[np.float64]]  # method -> (V, F, C)
+    expectancy: NDArray[np.float64] | None
+    n_test: NDArray[np.float64] | None
+
+    @property
+    def focal(self) -> tuple[str, ...]:
+        return self.variants[1:]
+
+    def idx(self, variant: str) -> int:
+        return self.variants.index(variant)
+
+    def delta(self, variant: str) -> NDArray[np.float64]:
+        """(F, C) f1_buy delta variant - baseline."""
+        return self.f1[self.idx(variant)] - self.f1[0]
+
+
+def _py(x: Any) -> Any:
+    """numpy scalar -> Python scalar, so error messages read ``fold=3`` not ``np.int64(3)``."""
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def _cell(row: pd.Series) -> str:
+    v, c, f = (_py(row[k]) for k in ("variant", "crypto", "fold"))
+    return f"(variant={v!r}, crypto={c!r}, fold={f!r})"
+
+
+def _numeric_column(
+    df: pd.DataFrame, column: str, *, lo: float | None, hi: float | None, allow_nan: bool
+) -> pd.Series:
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() & df[column].notna()
+    if bad.any():
+        row = df.loc[bad.idxmax()]
+        raise ValueError(f"column {column!r} is not numeric at cell {_cell(row)}: {row[column]!r}")
+    if not allow_nan and values.isna().any():
+        row = df.loc[values.isna().idxmax()]
+        raise ValueError(f"column {column!r} is NaN at cell {_cell(row)}")
+    finite = values.dropna()
+    out_of_range = ~np.isfinite(finite.to_numpy(dtype=float))
+    if lo is not None:
+        out_of_range |= finite.to_numpy(dtype=float) < lo
+    if hi is not None:
+        out_of_range |= finite.to_numpy(dtype=float) > hi
+    if out_of_range.any():
+        label = finite.index[int(np.flatnonzero(out_of_range)[0])]
+        row = df.loc[label]
+        raise ValueError(
+            f"column {column!r} at cell {_cell(row)} must be in [{lo}, {hi}]; got {row[column]!r}"
+        )
+    return values.astype(float)
+
+
+def _prepare(results: pd.DataFrame, baseline: str) -> _Grid:
+    """Validate ``finetune_results`` and reshape it to (variant, fold, crypto) arrays."""
+    if not isinstance(results, pd.DataFrame):
+        raise TypeError(f"results must be a pandas DataFrame; got {type(results).__name__}")
+    missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
+    if missing:
+        raise ValueError(
+            f"finetune_results is missing column(s) {missing}; required: {list(REQUIRED_COLUMNS)}"
+        )
+    if results.empty:
+        raise ValueError("finetune_results is empty")
+    df = results.reset_index(drop=True)
+    for key in ("crypto", "fold", "variant"):
+        if df[key].isna().any():
+            i = int(df[key].isna().to_numpy().argmax())
+            raise ValueError(f"column {key!r} is missing (NaN) in row {i}")
+    variants_seen = list(dict.fromkeys(df["variant"].astype(str)))
+    if baseline not in variants_seen:
+        raise ValueError(
+            f"baseline variant {baseline!r} not found in column 'variant'; "
+            f"variants present: {variants_seen}"
+        )
+    if len(variants_seen) < 2:
+        raise ValueError(
+            f"finetune_results needs the baseline and >= 1 variant; got {variants_seen}"
+        )
+    dup = df.duplicated(["variant", "crypto", "fold"], keep="first")
+    if dup.any():
+        raise ValueError(f"duplicate finetune_results cell {_cell(df.loc[dup.idxmax()])}")
+
+    loss: dict[str, str] = {}
+    for name, group in df.groupby("variant", sort=False):
+        kinds = group["loss_function"].astype(str).unique()
+        if len(kinds) != 1:
+            raise ValueError(
+                f"column 'loss_function' must be constant per variant; variant {name!r} has "
+                f"{sorted(kinds)}"
+            )
+        loss[str(name)] = str(kinds[0])
+
+    f1 = _numeric_column(df, "f1_buy", lo=0.0, hi=1.0, allow_nan=False)
+    ece_cols = {
+        m: _numeric_column(df, f"ece_hold_{m}", lo=0.0, hi=1.0, allow_nan=False)
+        for m in ECE_METHODS
+    }
+    expectancy = (
+        _numeric_column(df, "expectancy_net", lo=None, hi=None, allow_nan=True)
+        if "expectancy_net" in df.columns
+        else None
+    )
+    n_test = (
+        _numeric_column(df, "n_test", lo=0.0, hi=None, allow_nan=True)
+        if "n_test" in df.columns
+        else None
+    )
+
+    # Sorted, not row order: the verdicts (and PBO's row order) must not depend on the order in
+    # which the results store returns rows.
+    variants = (baseline, *sorted(v for v in variants_seen if v != baseline))
+    cryptos = tuple(sorted(dict.fromkeys(df["crypto"].astype(str))))
+    try:
+        folds = tuple(sorted(dict.fromkeys(_py(f) for f in df["fold"])))
+    except TypeError as exc:
+        raise ValueError(
+            f"column 'fold' must hold sortable values; got {df['fold'].unique()}"
+        ) from exc
+    if len(cryptos) < 2:
+        raise ValueError(f"the paired tests need >= 2 cryptos; column 'crypto' has {list(cryptos)}")
+
+    key = pd.MultiIndex.from_arrays(
+        [df["variant"].astype(str), df["fold"], df["crypto"].astype(str)]
+    )
+    full = pd.MultiIndex.from_product([variants, folds, cryptos])
+    present = set(key)
+    for cell in full:
+        if cell not in present:
+            v, f, c = cell
+            raise ValueError(
+                f"incomplete grid: finetune_results has no row for cell "
+                f"(variant={v!r}, crypto={c!r}, fold={f!r})"
+            )
+    shape = (len(variants), len(folds), len(cryptos))
+
+    def cube(values: pd.Series) -> NDArray[np.float64]:
+        s = pd.Series(values.to_numpy(dtype=float), index=key)
+        return s.reindex(full).to_numpy(dtype=float).reshape(shape)
+
+    return _Grid(
+        baseline=baseline,
+        variants=variants,
+        folds=folds,
+        cryptos=cryptos,
+        loss_function=loss,
+        f1=cube(f1),
+        ece={m: cube(v) for m, v in ece_cols.items()},
+        expectancy=None if expectancy is None else cube(expectancy),
+        n_test=None if n_test is None else cube(n_test),
+    )
+
+
+def _fold_test_table(grid: _Grid) -> pd.DataFrame:
+    rows = []
+    for v in grid.focal:
+        delta = grid.delta(v)
+        for fi, fold in enumerate(grid.folds):
+            test = paired_t_test_greater(delta[fi])
+            rows.append(
+                {
+                    "variant": v,
+                    "fold": fold,
+                    "n_cryptos": len(grid.cryptos),
+                    "mean_delta": float(delta[fi].mean()),
+                    "median_delta": float(np.median(delta[fi])),
+                    "var_delta": float(delta[fi].var(ddof=1)),
+                    "t": test.statistic,
+                    "p": test.pvalue,
+                    "test": test.method,
+                }
+            )
+    table = pd.DataFrame(rows)
+    table["p_bh"] = benjamini_hochberg(table["p"].to_numpy(dtype=float))
+    return table
+
+
+def fold_tests(results: pd.DataFrame, *, baseline: str = "baseline") -> pd.DataFrame:
+    """Per (variant, fold) paired test across cryptos with BH over the variant x fold family.
+
+    Columns: variant, fold, n_cryptos, mean_delta, median_delta, var_delta (across cryptos,
+    ddof=1), t, p (one-sided paired t, :func:`paired_t_test_greater`), test, p_bh (BH over all
+    non-baseline variants x folds, spec 7.3).
+    """
+    return _fold_test_table(_prepare(results, baseline))
+
+
+def _asset_table(grid: _Grid) -> pd.DataFrame:
+    rows = []
+    for v in grid.focal:
+        delta = grid.delta(v)
+        for ci, crypto in enumerate(grid.cryptos):
+            col = delta[:, ci]
+            median = float(np.median(col))
+            rows.append(
+                {
+                    "variant": v,
+                    "crypto": crypto,
+                    "n_folds": len(grid.folds),
+                    "median_delta": median,
+                    "mean_delta": float(col.mean()),
+                    "var_delta": float(col.var(ddof=1)) if col.size > 1 else float("nan"),
+                    "improves": median > 0.0,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def per_asset_breakdown(results: pd.DataFrame, *, baseline: str = "baseline") -> pd.DataFrame:
+    """Per (variant, crypto): median, mean and variance over folds of the f1_buy delta.
+
+    A crypto ``improves`` when its median delta over folds is > 0 (median: one lucky fold must
+    not decide).  The variance across folds sits next to the median as F1_BUY_BOOST_PLAN §7
+    asks (spec 7.3), so a median gain with a wild fold-to-fold swing is visible.
+    """
+    return _asset_table(_prepare(results, baseline))
+
+
+# --------------------------------------------------------------------------------------------
+# PBO input
+# --------------------------------------------------------------------------------------------
+def _oos_matrix(oos_returns: pd.DataFrame, variants: Sequence[str]) -> pd.DataFrame:
+    if not isinstance(oos_returns, pd.DataFrame):
+        raise TypeError(f"oos_returns must be a pandas DataFrame; got {type(oos_returns).__name__}")
+    need = ("period", "variant", "net_return")
+    missing = [c for c in need if c not in oos_returns.columns]
+    if missing:
+        raise ValueError(f"oos_returns is missing column(s) {missing}; required: {list(need)}")
+    if oos_returns.empty:
+        raise ValueError("oos_returns is empty")
+    df = oos_returns.assign(variant=oos_returns["variant"].astype(str))
+    present = list(dict.fromkeys(df["variant"]))
+    absent = [v for v in variants if v not in present]
+    extra = [v for v in present if v not in variants]
+    if absent or extra:
+        raise ValueError(
+            f"oos_returns variants must match finetune_results: missing {absent}, unknown {extra}"
+        )
+    dup = df.duplicated(["period", "variant"])
+    if dup.any():
+        row = df.loc[dup.idxmax()]
+        raise ValueError(
+            f"oos_returns has duplicate cell "
+            f"(period={_py(row['period'])!r}, variant={row['variant']!r})"
+        )
+    values = pd.to_numeric(df["net_return"], errors="coerce")
+    not_finite = ~np.isfinite(values.to_numpy(dtype=float))
+    if not_finite.any():
+        row = df.iloc[int(not_finite.argmax())]
+        raise ValueError(
+            f"oos_returns column 'net_return' is not a finite number at cell "
+            f"(period={_py(row['period'])!r}, variant={row['variant']!r}): {row['net_return']!r}"
+        )
+    wide = df.assign(net_return=values).pivot(
+        index="period", columns="variant", values="net_return"
+    )
+    wide = wide.sort_index()
+    if wide.isna().any().any():
+        period, variant = next(
+            (p, v) for p in wide.index for v in wide.columns if pd.isna(wide.at[p, v])
+        )
+        raise ValueError(
+            f"oos_returns has no row for cell (period={_py(period)!r}, variant={variant!r})"
+        )
+    return wide[list(variants)]
+
+
+def _f1_matrix(grid: _Grid) -> pd.DataFrame:
+    # (V, F, C) -> rows (fold, crypto) in fold order, columns variants
+    values = grid.f1.reshape(len(grid.variants), -1).T
+    index = pd.MultiIndex.from_product([grid.folds, grid.cryptos], names=["fold", "crypto"])
+    return pd.DataFrame(values, index=index, columns=list(grid.variants))
+
+
+def pbo_performance_matrix(
+    results: pd.DataFrame,
+    *,
+    baseline: str = "baseline",
+    oos_returns: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, str]:
+    """The T x N matrix CSCV runs on, and a sentence naming its source.
+
+    With ``oos_returns`` (long frame ``period, variant, net_return``): pivoted to periods x
+    variants, sorted by period.  Without it: f1_buy per (fold, crypto) cell, rows ordered by
+    fold (folds are contiguous in time) then crypto name, one column per variant incl. baseline.
+    """
+    grid = _prepare(results, baseline)
+    if oos_returns is None:
+        return _f1_matrix(grid), _F1_CELL_SOURCE
+    return _oos_matrix(oos_returns, grid.variants), _OOS_SOURCE
+
+
+# --------------------------------------------------------------------------------------------
+# the verdict table
+# --------------------------------------------------------------------------------------------
+def _pass(flag: bool) -> str:
+    return "PASS" if flag else "FAIL"
+
+
+def _validate_gate_params(
+    *,
+    alpha_fdr: float,
+    min_improving_fraction: float,
+    ece_tolerance: float,
+    n_pbo_blocks: int,
+    seed: int,
+    n_resamples: int,
+    pbo_metric: str,
+) -> None:
+    _check_probability(alpha_fdr, "alpha_fdr")
+    _check_probability(min_improving_fraction, "min_improving_fraction", inclusive_high=True)
+    if not (isinstance(ece_tolerance, int | float) and math.isfinite(ece_tolerance)) or (
+        ece_tolerance < 0
+    ):
+        raise ValueError(f"ece_tolerance must be a finite number >= 0; got {ece_tolerance!r}")
+    if isinstance(n_pbo_blocks, bool) or not isinstance(n_pbo_blocks, int):
+        raise ValueError(f"n_pbo_blocks must be an even integer >= 2; got {n_pbo_blocks!r}")
+    if n_pbo_blocks < 2 or n_pbo_blocks % 2:
+        raise ValueError(f"n_pbo_blocks must be an even integer >= 2; got {n_pbo_blocks}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer; got {seed!r}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 100:
+        raise ValueError(f"n_resamples must be an integer >= 100; got {n_resamples!r}")
+    if pbo_metric not in ("mean", "sharpe"):
+        raise ValueError(f"pbo_metric must be 'mean' or 'sharpe'; got {pbo_metric!r}")
+
+
+def _primary_methods(
+    primary_calibration: str | Mapping[str, str], variants: Sequence[str]
+) -> dict[str, str]:
+    if isinstance(primary_calibration, str):
+        chosen = dict.fromkeys(variants, primary_calibration)
+    elif isinstance(primary_calibration, Mapping):
+        unknown = [v for v in primary_calibration if v not in variants]
+        if unknown:
+            raise ValueError(
+                f"primary_calibration names unknown variant(s) {unknown}; "
+                f"variants: {list(variants)}"
+            )
+        chosen = {v: primary_calibration.get(v, "temperature") for v in variants}
+    else:
+        raise ValueError(
+            f"primary_calibration must be a method name or a variant -> method mapping; "
+            f"got {primary_calibration!r}"
+        )
+    for v, m in chosen.items():
+        if m not in ECE_METHODS:
+            raise ValueError(
+                f"primary_calibration for variant {v!r} must be one of {list(ECE_METHODS)}; "
+                f"got {m!r}"
+            )
+    return chosen
+
+
+def _fold_var(cube: NDArray[np.float64]) -> float:
+    """Variance across folds (ddof=1) of the per-fold mean over cryptos; NaN with one fold."""
+    per_fold = cube.mean(axis=1)
+    return float(per_fold.var(ddof=1)) if per_fold.size > 1 else float("nan")
+
+
+def evaluate_gates(
+    results: pd.DataFrame,
+    *,
+    baseline: str = "baseline",
+    primary_calibration: str | Mapping[str, str] = "temperature",
+    oos_returns: pd.DataFrame | None = None,
+    alpha_fdr: float = 0.05,
+    min_improving_fraction: float = 0.8,
+    ece_tolerance: float = 0.01,
+    n_pbo_blocks: int = 8,
+    seed: int = 0,
+    n_resamples: int = 10_000,
+    pbo_metric: PboMetric = "mean",
+) -> pd.DataFrame:
+    """Evaluate the six ship gates (module docstring) for every variant of ``finetune_results``.
+
+    Returns one row per variant: the baseline first (its gate columns and ``lock`` are <NA>;
+    its f1_buy level statistics are filled for reference), then the others sorted by name.
+    Every gate has its figure(s), its threshold and a "PASS"/"FAIL" column
+    (:data:`GATE_COLUMNS`); ``lock`` is True only when all six pass.
+
+    ``primary_calibration`` is one method for all variants or a mapping variant -> method
+    (unlisted variants use "temperature"); the ECE comparison is method-matched (the
+    baseline's ECE under the same calibrator).  The ECE gate compares the point estimate of the
+    mean ECE difference over cells with ``ece_tolerance``; its percentile bootstrap CI is
+    reported because at 1-2k test rows even a perfectly calibrated model shows ECE ~0.02-0.03,
+    so the sampling noise is of the order of the tolerance.
+
+    PBO runs CSCV with ``n_pbo_blocks`` blocks on :func:`pbo_performance_matrix` (net returns
+    per period when ``oos_returns`` is given, else f1_buy per (fold, crypto) cell); when T is
+    not divisible by ``n_pbo_blocks`` the oldest ``T mod n_pbo_blocks`` rows are dropped and the
+    count is in ``pbo_rows_dropped``.  Bootstraps use ``seed`` for every variant (common random
+    numbers: variants are compared on the same resamples).
+    """
+    _validate_gate_params(
+        alpha_fdr=alpha_fdr,
+        min_improving_fraction=min_improving_fraction,
+        ece_tolerance=ece_tolerance,
+        n_pbo_blocks=n_pbo_blocks,
+        seed=seed,
+        n_resamples=n_resamples,
+        pbo_metric=pbo_metric,
+    )
+    grid = _prepare(results, baseline)
+    primary = _primary_methods(primary_calibration, grid.focal)
+    if oos_returns is None:
+        matrix, source = _f1_matrix(grid), _F1_CELL_SOURCE
+    else:
+        matrix, source = _oos_matrix(oos_returns, grid.variants), _OOS_SOURCE
+    if matrix.shape[0] < n_pbo_blocks:
+        raise ValueError(
+            f"n_pbo_blocks={n_pbo_blocks} needs at least {n_pbo_blocks} rows in the PBO matrix "
+            f"({source}); got T={matrix.shape[0]}"
+        )
+
+    # --- everything validated; now the work ---
+    trimmed, n_dropped = _trim(_performance_array(matrix.to_numpy(dtype=float)), n_pbo_blocks)
+    pbo = probability_of_backtest_overfitting(trimmed, n_pbo_blocks, metric=pbo_metric)
+
+    folds = _fold_test_table(grid)
+    assets = _asset_table(grid)
+    n_cryptos = len(grid.cryptos)
+    required = math.ceil(min_improving_fraction * n_cryptos - 1e-9)
+
+    cell_tests = {v: paired_t_test_greater(grid.delta(v).ravel()) for v in grid.focal}
+    cell_p_bh = dict(
+        zip(
+            grid.focal,
+            benjamini_hochberg([cell_tests[v].pvalue for v in grid.focal]),
+            strict=True,
+        )
+    )
+    boot = {"confidence": 0.95, "n_resamples": n_resamples, "seed": seed}
+
+    rows: list[dict[str, Any]] = []
+    for v in grid.variants:
+        vi = grid.idx(v)
+        f1 = grid.f1[vi]
+        row: dict[str, Any] = {
+            "variant": v,
+            "loss_function": grid.loss_function[v],
+            "is_baseline": v == baseline,
+            "n_cells": int(f1.size),
+            "f1_buy_mean": float(f1.mean()),
+            "f1_buy_median": float(np.median(f1)),
+            "f1_buy_fold_var": _fold_var(f1),
+        }
+        if grid.expectancy is not None:
+            exp = grid.expectancy[vi]
+            row["expectancy_net_mean"] = (
+                float(np.nanmean(exp)) if np.isfinite(exp).any() else float("nan")
+            )
+        if grid.n_test is not None:
+            row["n_test_total"] = float(np.nansum(grid.n_test[vi]))
+        row.update(
+            {
+                "pbo": pbo,
+                "pbo_threshold": _PBO_THRESHOLD,
+                "pbo_source": source,
+                "pbo_metric": pbo_metric,
+                "pbo_n_blocks": n_pbo_blocks,
+                "pbo_rows_dropped": n_dropped,
+            }
+        )
+        if v == baseline:
+            rows.append(row)
+            continue
+
+        delta = grid.delta(v)
+        cells = delta.ravel()
+        vf = folds[folds["variant"] == v]
+        best = vf.loc[vf["p_bh"].idxmin()]
+        sig_pass = bool(best["p_bh"] <= alpha_fdr and cell_p_bh[v] <= alpha_fdr)
+        lo, hi = paired_bootstrap_ci(cells, **boot)  # type: ignore[arg-type]
+        d = cohens_d(f1.ravel(), grid.f1[0].ravel())
+        va = assets[assets["variant"] == v]
+        n_improving = int(va["improves"].sum())
+
+        row.update(
+            {
+                "delta_mean": float(cells.mean()),
+                "delta_median": float(np.median(cells)),
+                "delta_fold_var": _fold_var(delta),
+                # gate 1
+                "p_fold_min": float(vf["p"].min()),
+                "p_fold_min_bh": float(best["p_bh"]),
+                "best_fold": _py(best["fold"]),
+                "p_cells": cell_tests[v].pvalue,
+                "p_cells_bh": float(cell_p_bh[v]),
+                "p_cells_wilcoxon": _wilcoxon_greater(cells),
+                "alpha_fdr": alpha_fdr,
+                "gate_significance": _pass(sig_pass),
+                # gate 2
+                "ci_lo": lo,
+                "ci_hi": hi,
+                "ci_threshold": 0.0,
+                "gate_bootstrap_ci": _pass(lo > 0.0),
+                # gate 3
+                "d_z": d["d_z"],
+                "d_av": d["d_av"],
+                "d_magnitude": d["magnitude"],
+                "d_threshold": _EFFECT_SIZE_THRESHOLD,
+                "gate_effect_size": _pass(d["d_av"] >= _EFFECT_SIZE_THRESHOLD),
+                # gate 4
+                "n_cryptos": n_cryptos,
+                "n_cryptos_improving": n_improving,
+                "n_cryptos_required": required,
+                "cryptos_improving": ",".join(va.loc[va["improves"], "crypto"]),
+                "gate_per_asset": _pass(n_improving >= required),
+            }
+        )
+        # gate 5: every method reported, the primary one gates
+        for m in ECE_METHODS:
+            diff = (grid.ece[m][vi] - grid.ece[m][0]).ravel()
+            m_lo, m_hi = paired_bootstrap_ci(diff, **boot)  # type: ignore[arg-type]
+            row[f"ece_delta_{m}"] = float(diff.mean())
+            row[f"ece_delta_{m}_lo"] = m_lo
+            row[f"ece_delta_{m}_hi"] = m_hi
+            row[f"ece_pass_{m}"] = _pass(float(diff.mean()) <= ece_tolerance)
+        m = primary[v]
+        row.update(
+            {
+                "ece_method": m,
+                "ece_variant": float(grid.ece[m][vi].mean()),
+                "ece_baseline": float(grid.ece[m][0].mean()),
+                "ece_delta": row[f"ece_delta_{m}"],
+                "ece_delta_lo": row[f"ece_delta_{m}_lo"],
+                "ece_delta_hi": row[f"ece_delta_{m}_hi"],
+                "ece_tolerance": ece_tolerance,
+                "gate_ece": row[f"ece_pass_{m}"],
+                # gate 6
+                "gate_pbo": _pass(pbo < _PBO_THRESHOLD),
+            }
+        )
+        row["lock"] = all(row[g] == "PASS" for g in GATE_COLUMNS)
+        rows.append(row)
+
+    out = pd.DataFrame(rows)
+    for col in (*GATE_COLUMNS, *(f"ece_pass_{m}" for m in ECE_METHODS)):
+        out[col] = out[col].astype("string")
+    for col in ("n_cryptos", "n_cryptos_improving", "n_cryptos_required"):
+        out[col] = out[col].astype("Int64")
+    out["lock"] = out["lock"].astype("boolean")
+    return out
+
+
+def _fmt(x: Any, spec: str) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
+        return "n/a"
+    return format(x, spec)
+
+
+def gate_verdicts_markdown(verdicts: pd.DataFrame) -> str:
+    """Render :func:`evaluate_gates` output as a GitHub-flavoured Markdown table.
+
+    Meant for Dagster ``MetadataValue.md``: one line per variant with each gate's figure and
+    PASS/FAIL and the lock decision, followed by the PBO source note.
+    """
+    need = ("variant", "is_baseline", "lock", *GATE_COLUMNS)
+    if not isinstance(verdicts, pd.DataFrame):
+        raise TypeError(f"verdicts must be a pandas DataFrame; got {type(verdicts).__name__}")
+    missing = [c for c in need if c not in verdicts.columns]
+    if missing:
+        raise ValueError(f"verdicts is missing column(s) {missing}; pass evaluate_gates() output")
+    header = [
+        "variant",
+        "lock",
+        "significance (min p_BH fold / p_BH cells)",
+        "bootstrap 95% CI of mean delta f1_buy",
+        "Cohen's d_av",
+        "cryptos improving",
+        "delta ECE_HOLD",
+        "PBO",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, r in verdicts.iterrows():
+        name = str(r["variant"]).replace("|", "\\|")
+        if bool(r["is_baseline"]):
+            f1 = _fmt(r.get("f1_buy_mean"), ".4f")
+            lines.append(
+                f"| {name} | reference | f1_buy mean {f1} | - | - | - | - | "
+                f"{_fmt(r.get('pbo'), '.3f')} |"
+            )
+            continue
+        cells = [
+            name,
+            "**LOCK**" if bool(r["lock"]) else "no",
+            f"{_fmt(r['p_fold_min_bh'], '.3g')} / {_fmt(r['p_cells_bh'], '.3g')} "
+            f"{r['gate_significance']}",
+            f"{_fmt(r['delta_mean'], '+.4f')} [{_fmt(r['ci_lo'], '+.4f')}, "
+            f"{_fmt(r['ci_hi'], '+.4f')}] {r['gate_bootstrap_ci']}",
+            f"{_fmt(r['d_av'], '.2f')} ({r['d_magnitude']}) {r['gate_effect_size']}",
+            f"{r['n_cryptos_improving']}/{r['n_cryptos']} (need {r['n_cryptos_required']}) "
+            f"{r['gate_per_asset']}",
+            f"{_fmt(r['ece_delta'], '+.4f')} ({r['ece_method']}, tol {r['ece_tolerance']}) "
+            f"{r['gate_ece']}",
+            f"{_fmt(r['pbo'], '.3f')} {r['gate_pbo']}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    first = verdicts.iloc[0]
+    if "pbo_source" in verdicts.columns:
+        lines.append("")
+        lines.append(
+            f"PBO by CSCV on {first['pbo_source']} ({first['pbo_metric']}, "
+            f"{first['pbo_n_blocks']} blocks, {first['pbo_rows_dropped']} oldest rows dropped)."
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,87 @@
+"""Definition-time settings: what must be known before Dagster loads the asset graph.
+
+Partitions (the crypto universe, the fold count) and the asset factory (one model asset per
+variant of the ablation matrix) are fixed when ``Definitions`` is built, so they come from
+environment variables, validated here with errors that name the variable and the value.
+Everything else that varies per run (label strategy, embargo, fees, XGBoost parameters) is
+run config on the ``SweepSettings`` resource.
+
+This module imports no Dagster.
+"""
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cvn_assets.ablation import DEFAULT_VARIANTS, Variant, build_variant_matrix
+
+DEFAULT_UNIVERSE: tuple[str, ...] = ("BTCUSDC", "ETHUSDC", "SOLUSDC", "BNBUSDC", "XRPUSDC")
+DEFAULT_N_FOLDS = 5
+_SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,20}$")
+
+
+class SettingsError(ValueError):
+    """A definition-time setting (environment variable) is invalid."""
+
+
+@dataclass(frozen=True)
+class ProjectSettings:
+    universe: tuple[str, ...]
+    n_folds: int
+    variants: tuple[Variant, ...]
+
+    @property
+    def fold_keys(self) -> tuple[str, ...]:
+        return tuple(f"f{i}" for i in range(self.n_folds))
+
+
+def parse_universe(raw: str | None) -> tuple[str, ...]:
+    if raw is None or not raw.strip():
+        return DEFAULT_UNIVERSE
+    symbols = tuple(s.strip().upper() for s in raw.split(",") if s.strip())
+    for s in symbols:
+        if not _SYMBOL_RE.match(s):
+            raise SettingsError(f"CVN_UNIVERSE: symbol {s!r} is not an exchange symbol like BTCUSDC")
+    if len(set(symbols)) != len(symbols):
+        raise SettingsError(f"CVN_UNIVERSE: duplicate symbols in {raw!r}")
+    if len(symbols) < 2:
+        raise SettingsError(f"CVN_UNIVERSE: need at least 2 symbols for paired tests, got {raw!r}")
+    return symbols
+
+
+def parse_n_folds(raw: str | None) -> int:
+    if raw is None or not raw.strip():
+        return DEFAULT_N_FOLDS
+    try:
+        n = int(raw)
+    except ValueError:
+        raise SettingsError(f"CVN_N_FOLDS: {raw!r} is not an integer") from None
+    if not 3 <= n <= 20:
+        raise SettingsError(f"CVN_N_FOLDS: {n} is outside [3, 20]")
+    return n
+
+
+def parse_variants(raw: str | None) -> tuple[Variant, ...]:
+    if raw is None or not raw.strip():
+        return DEFAULT_VARIANTS
+    try:
+        specs = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"CVN_VARIANTS: not valid JSON ({exc.msg}): {raw!r}") from None
+    if not isinstance(specs, list):
+        raise SettingsError(f"CVN_VARIANTS: expected a JSON list of variants, got {raw!r}")
+    try:
+        return build_variant_matrix(specs)
+    except ValueError as exc:
+        raise SettingsError(f"CVN_VARIANTS: {exc}") from None
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> ProjectSettings:
+    env = os.environ if environ is None else environ
+    return ProjectSettings(
+        universe=parse_universe(env.get("CVN_UNIVERSE")),
+        n_folds=parse_n_folds(env.get("CVN_N_FOLDS")),
+        variants=parse_variants(env.get("CVN_VARIANTS")),
+    )

@@ -1,0 +1,222 @@
+"""Results store: the sweep's tables in a real SQL database (SQLAlchemy Core).
+
+SQLite file under the local Dagster home by default; PostgreSQL when ``CVN_DATABASE_URL`` is
+set (``postgresql+psycopg2://...``). Rows are keyed by (sweep_id, crypto, fold, variant) and
+written with replace semantics inside one transaction: re-materializing replaces the rows of
+the keys it writes, it never duplicates them, and a failure leaves the previous rows intact.
+"""
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
+
+METADATA = sa.MetaData()
+
+RESULT_KEY = ("sweep_id", "crypto", "fold", "variant")
+
+#: metrics columns of finetune_results, in display order
+RESULT_COLUMNS: tuple[tuple[str, Any], ...] = (
+    ("loss_function", sa.String(32)),
+    ("gamma", sa.Float),
+    ("alpha", sa.Float),
+    ("primary_calibration", sa.String(16)),
+    ("n_train", sa.Integer),
+    ("n_early_stopping", sa.Integer),
+    ("n_calibration", sa.Integer),
+    ("n_test", sa.Integer),
+    ("n_buy", sa.Integer),
+    ("n_pred_buy", sa.Integer),
+    ("threshold", sa.Float),
+    ("f1_buy", sa.Float),
+    ("precision_buy", sa.Float),
+    ("recall_buy", sa.Float),
+    ("log_loss", sa.Float),
+    ("ece_hold_none", sa.Float),
+    ("ece_hold_temperature", sa.Float),
+    ("ece_hold_platt", sa.Float),
+    ("ece_hold_isotonic", sa.Float),
+    ("temperature", sa.Float),
+    ("expectancy_net", sa.Float),
+    ("n_trades", sa.Integer),
+    ("best_iteration", sa.Integer),
+    ("train_seconds", sa.Float),
+)
+
+finetune_results_table = sa.Table(
+    "finetune_results",
+    METADATA,
+    sa.Column("sweep_id", sa.String(64), primary_key=True),
+    sa.Column("crypto", sa.String(32), primary_key=True),
+    sa.Column("fold", sa.Integer, primary_key=True),
+    sa.Column("variant", sa.String(64), primary_key=True),
+    *(sa.Column(name, typ, nullable=True) for name, typ in RESULT_COLUMNS),
+    sa.Column("written_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+oos_returns_table = sa.Table(
+    "oos_returns",
+    METADATA,
+    sa.Column("sweep_id", sa.String(64), primary_key=True),
+    sa.Column("crypto", sa.String(32), primary_key=True),
+    sa.Column("fold", sa.Integer, primary_key=True),
+    sa.Column("variant", sa.String(64), primary_key=True),
+    sa.Column("period", sa.String(32), primary_key=True),
+    sa.Column("net_return", sa.Float, nullable=False),
+    sa.Column("n_trades", sa.Integer, nullable=False),
+)
+
+gate_verdicts_table = sa.Table(
+    "gate_verdicts",
+    METADATA,
+    sa.Column("sweep_id", sa.String(64), primary_key=True),
+    sa.Column("variant", sa.String(64), primary_key=True),
+    sa.Column("lock", sa.Boolean, nullable=True),
+    sa.Column("verdict_json", sa.Text, nullable=False),
+    sa.Column("written_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+
+def default_database_url() -> str:
+    """SQLite file beside the Dagster instance (``$DAGSTER_HOME/cvn_results.sqlite``)."""
+    home = os.environ.get("DAGSTER_HOME") or str(Path.cwd() / ".dagster_home")
+    Path(home).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(home).resolve() / 'cvn_results.sqlite'}"
+
+
+class ResultsStore(ConfigurableResource):
+    """SQL results store for ``finetune_results``, per-period OOS returns and gate verdicts."""
+
+    database_url: str = ""
+
+    _engine: sa.Engine | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._engine = None
+
+    @property
+    def url(self) -> str:
+        return self.database_url or default_database_url()
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            url = self.url
+            if url.startswith("postgresql://"):
+                url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+            self._engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+            METADATA.create_all(self._engine)
+        return self._engine
+
+    # --- finetune_results -------------------------------------------------------------
+    def replace_results(self, sweep_id: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Upsert rows keyed by (sweep_id, crypto, fold, variant) in one transaction."""
+        allowed = set(RESULT_KEY[1:]) | {name for name, _ in RESULT_COLUMNS}
+        clean: list[dict[str, Any]] = []
+        for i, row in enumerate(rows):
+            missing = [k for k in RESULT_KEY[1:] if k not in row]
+            if missing:
+                raise ValueError(f"finetune_results row {i}: missing key column(s) {missing}")
+            unknown = set(row) - allowed
+            if unknown:
+                raise ValueError(f"finetune_results row {i}: unknown column(s) {sorted(unknown)}")
+            clean.append({**{k: _py(v) for k, v in row.items()}, "sweep_id": sweep_id})
+        t = finetune_results_table
+        with self.engine.begin() as conn:
+            for row in clean:
+                conn.execute(
+                    t.delete().where(
+                        (t.c.sweep_id == sweep_id)
+                        & (t.c.crypto == row["crypto"])
+                        & (t.c.fold == row["fold"])
+                        & (t.c.variant == row["variant"])
+                    )
+                )
+            if clean:
+                conn.execute(t.insert(), clean)
+        return len(clean)
+
+    def load_results(self, sweep_id: str) -> pd.DataFrame:
+        t = finetune_results_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t).where(t.c.sweep_id == sweep_id).order_by(t.c.variant, t.c.crypto, t.c.fold)
+            ).mappings().all()
+        return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in t.columns])
+
+    # --- per-period OOS returns (for PBO) ---------------------------------------------
+    def replace_oos_returns(self, sweep_id: str, frame: pd.DataFrame) -> int:
+        t = oos_returns_table
+        keys = frame[["crypto", "fold", "variant"]].drop_duplicates().itertuples(index=False)
+        records = [
+            {
+                "sweep_id": sweep_id,
+                "crypto": str(r.crypto),
+                "fold": int(r.fold),
+                "variant": str(r.variant),
+                "period": str(r.period),
+                "net_return": float(r.net_return),
+                "n_trades": int(r.n_trades),
+            }
+            for r in frame.itertuples(index=False)
+        ]
+        with self.engine.begin() as conn:
+            for k in keys:
+                conn.execute(
+                    t.delete().where(
+                        (t.c.sweep_id == sweep_id)
+                        & (t.c.crypto == str(k.crypto))
+                        & (t.c.fold == int(k.fold))
+                        & (t.c.variant == str(k.variant))
+                    )
+                )
+            if records:
+                conn.execute(t.insert(), records)
+        return len(records)
+
+    def load_oos_returns(self, sweep_id: str) -> pd.DataFrame:
+        t = oos_returns_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t).where(t.c.sweep_id == sweep_id)).mappings().all()
+        return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in t.columns])
+
+    # --- gate verdicts ----------------------------------------------------------------
+    def replace_verdicts(self, sweep_id: str, verdicts: Iterable[dict[str, Any]]) -> int:
+        t = gate_verdicts_table
+        records = [
+            {
+                "sweep_id": sweep_id,
+                "variant": str(v["variant"]),
+                "lock": None if v.get("lock") is None else bool(v["lock"]),
+                "verdict_json": json.dumps({k: _py(x) for k, x in v.items()}, default=str),
+            }
+            for v in verdicts
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(t.delete().where(t.c.sweep_id == sweep_id))
+            if records:
+                conn.execute(t.insert(), records)
+        return len(records)
+
+    def load_verdicts(self, sweep_id: str) -> pd.DataFrame:
+        t = gate_verdicts_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t).where(t.c.sweep_id == sweep_id)).mappings().all()
+        return pd.DataFrame([json.loads(r["verdict_json"]) for r in rows])
+
+
+def _py(v: Any) -> Any:
+    """numpy/pandas scalars -> plain Python (SQL drivers and JSON want builtins; NaN -> None)."""
+    if v is None:
+        return None
+    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+        v = v.item()
+    if isinstance(v, float) and v != v:
+        return None
+    return v

@@ -1,0 +1,138 @@
+"""Run-time settings of the FTF sweep, validated by the guardrails before any work starts.
+
+Everything here is Dagster run config (editable in the launchpad), so a sweep can be re-run
+with another label strategy, embargo, fee or XGBoost parameters without code changes. The
+partition-shaping settings (universe, fold count, variant matrix) are definition-time and live
+in ``cvn_assets.settings``. ``setup_for_execution`` validates every field and fails the run at
+resource initialisation, i.e. before the first candle is loaded, with a message naming the
+field and the value.
+"""
+
+import re
+import time
+from typing import Any
+
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
+
+from cvn_assets.calibration import CALIBRATION_METHODS
+from cvn_assets.guardrails import validate_xgb_params
+from cvn_assets.labels import LabelStrategy, parse_label_strategy
+
+_SWEEP_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class SweepConfigError(ValueError):
+    """A sweep setting is invalid; the message names the field and the value."""
+
+
+class SweepSettings(ConfigurableResource):
+    """What a sweep run may vary. Defaults reproduce the spec's FTF sweep (section 7)."""
+
+    sweep_id: str = "default"
+    label_strategy: str = "SL0.5_TP1_H4"
+    embargo_pct: float = 0.005
+    early_stopping_frac: float = 0.15
+    fee_per_side: float = 0.00075
+    primary_calibration: str = "temperature"
+    num_boost_round: int = 400
+    early_stopping_rounds: int = 40
+    max_depth: int = 4
+    eta: float = 0.05
+    subsample: float = 0.8
+    colsample_bytree: float = 0.8
+    min_child_weight: float = 5.0
+    reg_lambda: float = 1.0
+    nthread: int = 2
+    seed: int = 0
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self.validate_all()
+
+    def validate_all(self) -> None:
+        if not _SWEEP_ID_RE.match(self.sweep_id):
+            raise SweepConfigError(
+                f"sweep_id: {self.sweep_id!r} must be 1-64 characters of [A-Za-z0-9_.-]"
+            )
+        try:
+            parse_label_strategy(self.label_strategy)
+        except ValueError as exc:
+            raise SweepConfigError(f"label_strategy: {exc}") from None
+        if not 0.0 <= self.embargo_pct < 0.2:
+            raise SweepConfigError(f"embargo_pct: {self.embargo_pct!r} is outside [0, 0.2)")
+        if not 0.0 < self.early_stopping_frac < 0.5:
+            raise SweepConfigError(
+                f"early_stopping_frac: {self.early_stopping_frac!r} is outside (0, 0.5)"
+            )
+        if not 0.0 <= self.fee_per_side < 0.01:
+            raise SweepConfigError(f"fee_per_side: {self.fee_per_side!r} is outside [0, 0.01)")
+        if self.primary_calibration not in CALIBRATION_METHODS:
+            raise SweepConfigError(
+                f"primary_calibration: {self.primary_calibration!r} is not one of "
+                f"{list(CALIBRATION_METHODS)}"
+            )
+        if not 1 <= self.num_boost_round <= 10_000:
+            raise SweepConfigError(f"num_boost_round: {self.num_boost_round!r} outside [1, 10000]")
+        if not 1 <= self.early_stopping_rounds <= self.num_boost_round:
+            raise SweepConfigError(
+                f"early_stopping_rounds: {self.early_stopping_rounds!r} outside "
+                f"[1, num_boost_round={self.num_boost_round}]"
+            )
+        try:
+            validate_xgb_params(self.xgb_params())
+        except ValueError as exc:
+            raise SweepConfigError(str(exc)) from None
+
+    @property
+    def label(self) -> LabelStrategy:
+        return parse_label_strategy(self.label_strategy)
+
+    def xgb_params(self) -> dict[str, Any]:
+        return {
+            "tree_method": "hist",
+            "max_depth": self.max_depth,
+            "eta": self.eta,
+            "subsample": self.subsample,
+            "colsample_bytree": self.colsample_bytree,
+            "min_child_weight": self.min_child_weight,
+            "lambda": self.reg_lambda,
+            "nthread": self.nthread,
+            "seed": self.seed,
+        }
+
+
+class SweepProgress(ConfigurableResource):
+    """k / total with an ETA, logged per training; echoed to stdout by the one command.
+
+    With ``total`` > 0 (the one command sets it to the sweep's training count) the counter is
+    shared by every run in this process, so the sweep shows k / 125 across its per-variant
+    runs; with ``total`` = 0 (UI launches) each step counts its own partitions.
+    """
+
+    echo: bool = False
+    total: int = 0
+
+    def tick(self, context: Any, label: str, step_total: int) -> str:
+        key = "sweep" if self.total > 0 else f"{context.run.run_id}:{context.op.name}"
+        total = self.total if self.total > 0 else step_total
+        start, done = _PROGRESS.get(key, (time.perf_counter(), 0))
+        done += 1
+        _PROGRESS[key] = (start, done)
+        elapsed = time.perf_counter() - start
+        eta = elapsed / done * max(total - done, 0)
+        msg = f"[{done:>3}/{total}] {label}  elapsed {elapsed:6.1f}s  ETA {eta:6.1f}s"
+        context.log.info(msg)
+        if self.echo:
+            print(msg, flush=True)
+        return msg
+
+    def start(self, context: Any) -> None:
+        key = "sweep" if self.total > 0 else f"{context.run.run_id}:{context.op.name}"
+        _PROGRESS.setdefault(key, (time.perf_counter(), 0))
+
+
+def reset_progress() -> None:
+    _PROGRESS.clear()
+
+
+_PROGRESS: dict[str, tuple[float, int]] = {}
