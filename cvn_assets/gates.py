@@ -491,7 +491,9 @@ def _numeric_column(
     bad = values.isna() & df[column].notna()
     if bad.any():
         row = df.loc[bad.idxmax()]
-        raise ValueError(f"column {column!r} is not numeric at cell {_cell(row)}: {row[column]!r}")
+        raise ValueError(
+            f"column {column!r} is not numeric at cell {_cell(row)}: {_py(row[column])!r}"
+        )
     if not allow_nan and values.isna().any():
         row = df.loc[values.isna().idxmax()]
         raise ValueError(f"column {column!r} is NaN at cell {_cell(row)}")
@@ -505,7 +507,8 @@ def _numeric_column(
         label = finite.index[int(np.flatnonzero(out_of_range)[0])]
         row = df.loc[label]
         raise ValueError(
-            f"column {column!r} at cell {_cell(row)} must be in [{lo}, {hi}]; got {row[column]!r}"
+            f"column {column!r} at cell {_cell(row)} must be in [{lo}, {hi}]; "
+            f"got {_py(row[column])!r}"
         )
     return values.astype(float)
 
@@ -708,7 +711,8 @@ def _oos_matrix(oos_returns: pd.DataFrame, variants: Sequence[str]) -> pd.DataFr
         row = df.iloc[int(not_finite.argmax())]
         raise ValueError(
             f"oos_returns column 'net_return' is not a finite number at cell "
-            f"(period={_py(row['period'])!r}, variant={row['variant']!r}): {row['net_return']!r}"
+            f"(period={_py(row['period'])!r}, variant={row['variant']!r}): "
+            f"{_py(row['net_return'])!r}"
         )
     wide = df.assign(net_return=values).pivot(
         index="period", columns="variant", values="net_return"

@@ -43,7 +43,9 @@ def parse_universe(raw: str | None) -> tuple[str, ...]:
     symbols = tuple(s.strip().upper() for s in raw.split(",") if s.strip())
     for s in symbols:
         if not _SYMBOL_RE.match(s):
-            raise SettingsError(f"CVN_UNIVERSE: symbol {s!r} is not an exchange symbol like BTCUSDC")
+            raise SettingsError(
+                f"CVN_UNIVERSE: symbol {s!r} is not an exchange symbol like BTCUSDC"
+            )
     if len(set(symbols)) != len(symbols):
         raise SettingsError(f"CVN_UNIVERSE: duplicate symbols in {raw!r}")
     if len(symbols) < 2:

@@ -128,8 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"!! {job_name} failed (run {result.run_id}); continuing", file=sys.stderr)
         return result.success
 
-    print(f"DAGSTER_HOME={home}  universe={','.join(SETTINGS.universe)}  folds={SETTINGS.n_folds}"
-          f"  variants={','.join(v.name for v in SETTINGS.variants)}")
+    print(
+        f"DAGSTER_HOME={home}  universe={','.join(SETTINGS.universe)}  folds={SETTINGS.n_folds}"
+        f"  variants={','.join(v.name for v in SETTINGS.variants)}"
+    )
 
     # 1. market stage
     crypto_keys = list(crypto_partitions.get_partition_keys())
@@ -139,8 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     for a, b in contiguous_ranges(crypto_keys, market_missing):
         run("market_job", _range_tags(a, b))
-    print(f"market stage: {len(market_missing)} crypto partitions in "
-          f"{time.perf_counter() - t0:.1f}s")
+    print(
+        f"market stage: {len(market_missing)} crypto partitions in {time.perf_counter() - t0:.1f}s"
+    )
 
     # 2. models + calibration, one ranged run per variant
     cell_keys = [str(k) for k in crypto_fold_partitions.get_partition_keys()]

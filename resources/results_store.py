@@ -145,9 +145,15 @@ class ResultsStore(ConfigurableResource):
     def load_results(self, sweep_id: str) -> pd.DataFrame:
         t = finetune_results_table
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(t).where(t.c.sweep_id == sweep_id).order_by(t.c.variant, t.c.crypto, t.c.fold)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    sa.select(t)
+                    .where(t.c.sweep_id == sweep_id)
+                    .order_by(t.c.variant, t.c.crypto, t.c.fold)
+                )
+                .mappings()
+                .all()
+            )
         return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in t.columns])
 
     # --- per-period OOS returns (for PBO) ---------------------------------------------

@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 from dagster import ConfigurableResource, InitResourceContext
-from pydantic import PrivateAttr
 
 from cvn_assets.calibration import CALIBRATION_METHODS
 from cvn_assets.guardrails import validate_xgb_params

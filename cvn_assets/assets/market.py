@@ -100,9 +100,7 @@ def labels(
 
 
 @asset(**_COMMON, kinds={"pandas"})
-def model_dataset(
-    context: AssetExecutionContext, features, labels
-) -> dict[str, pd.DataFrame]:
+def model_dataset(context: AssetExecutionContext, features, labels) -> dict[str, pd.DataFrame]:
     """Features joined to labels; warm-up rows dropped; what every model of a crypto sees."""
     keys = run_partition_keys(context)
     feats, labs = by_key(features, keys), by_key(labels, keys)

@@ -106,8 +106,14 @@ def build_model_asset(variant: Variant):
             plan = plans[crypto][fold]
             ds = datasets[crypto]
             fp = fingerprint(
-                ds, plan.train, plan.early_stopping, variant, params,
-                sweep.num_boost_round, sweep.early_stopping_rounds, sweep.seed,
+                ds,
+                plan.train,
+                plan.early_stopping,
+                variant,
+                params,
+                sweep.num_boost_round,
+                sweep.early_stopping_rounds,
+                sweep.seed,
             )
             t0 = time.perf_counter()
             cached = artifacts.read_checkpoint(name, key, fp)
@@ -116,9 +122,13 @@ def build_model_asset(variant: Variant):
                     model, reused = cached, True
                 else:
                     res: TrainResult = train_cell(
-                        variant, ds, plan, params=params,
+                        variant,
+                        ds,
+                        plan,
+                        params=params,
                         num_boost_round=sweep.num_boost_round,
-                        early_stopping_rounds=sweep.early_stopping_rounds, seed=sweep.seed,
+                        early_stopping_rounds=sweep.early_stopping_rounds,
+                        seed=sweep.seed,
                     )
                     model, reused = res.model, False
                     artifacts.write_checkpoint(name, key, fp, model)
@@ -138,7 +148,8 @@ def build_model_asset(variant: Variant):
                 },
                 partition_key=key,
             )
-            progress.tick(context, f"{variant.name:<16} {key:<12} trained", len(keys))
+            action = "reused " if reused else "trained"
+            progress.tick(context, f"{variant.name:<16} {key:<12} {action} ", len(keys))
         _fail_if_any(context, failed, name)
         return out
 
@@ -189,8 +200,12 @@ def build_calibrated_asset(variant: Variant):
             )
             try:
                 cal = calibrate_and_evaluate(
-                    train, variant, datasets[crypto], plans[crypto][fold],
-                    primary=sweep.primary_calibration, fee_per_side=sweep.fee_per_side,
+                    train,
+                    variant,
+                    datasets[crypto],
+                    plans[crypto][fold],
+                    primary=sweep.primary_calibration,
+                    fee_per_side=sweep.fee_per_side,
                 )
             except Exception as exc:
                 context.log.error(f"{name} {key}: {type(exc).__name__}: {exc}")

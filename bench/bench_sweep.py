@@ -1,0 +1,177 @@
+"""The one command vs a plain Python loop doing the same work, measured side by side.
+
+Both run as fresh subprocesses (interpreter start and imports included) on the same data:
+- plain: for each crypto load candles, features, labels, dataset, fold plan; for each
+  variant x fold train, calibrate and score (``cvn_assets.evaluation``, the functions the
+  assets call); fan-in the 125 rows and daily returns; gates; HTML report;
+- dagster: ``python -m cvn_assets.sweep`` into a fresh ``DAGSTER_HOME`` (SQLite instance,
+  7 runs, every materialization, check and metadata entry recorded).
+
+Usage:
+  python bench/bench_sweep.py                       # embedded synthetic market
+  python bench/bench_sweep.py --csv ../shared/data/binance_spot_1h_2021_2023
+Prints both wall times and their ratio (target <= 1.10).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+USDT_MAP = {
+    s: s.replace("USDC", "USDT") for s in ("BTCUSDC", "ETHUSDC", "SOLUSDC", "BNBUSDC", "XRPUSDC")
+}
+
+
+def plain_loop(csv_dir: str | None) -> None:
+    import pandas as pd
+
+    from cvn_assets.ablation import DEFAULT_VARIANTS
+    from cvn_assets.dataset import assemble_dataset
+    from cvn_assets.evaluation import (
+        calibrate_and_evaluate,
+        daily_oos_returns,
+        result_row,
+        train_cell,
+    )
+    from cvn_assets.features import build_features
+    from cvn_assets.folds import three_way_fold_plan
+    from cvn_assets.gates import cscv_logits, evaluate_gates
+    from cvn_assets.labels import triple_barrier_labels
+    from cvn_assets.report import render_report
+    from cvn_assets.settings import DEFAULT_UNIVERSE
+    from resources.market_data import MarketDataResource
+    from resources.sweep_settings import SweepSettings
+
+    settings = SweepSettings()
+    market = (
+        MarketDataResource(source="csv", csv_dir=csv_dir, symbol_map=USDT_MAP)
+        if csv_dir
+        else MarketDataResource()
+    )
+    strat = settings.label
+    rows, oos = [], []
+    reliability: dict = {}
+    for crypto in DEFAULT_UNIVERSE:
+        candles = market.load_candles(crypto)
+        ds = assemble_dataset(
+            build_features(candles),
+            triple_barrier_labels(
+                candles,
+                take_profit=strat.take_profit,
+                stop_loss=strat.stop_loss,
+                horizon=strat.horizon,
+            ),
+        )
+        plans = three_way_fold_plan(
+            ds.index.to_numpy(),
+            ds["t1"].to_numpy(),
+            n_splits=5,
+            embargo_pct=settings.embargo_pct,
+            early_stopping_frac=settings.early_stopping_frac,
+        )
+        for v in DEFAULT_VARIANTS:
+            for plan in plans:
+                tr = train_cell(
+                    v,
+                    ds,
+                    plan,
+                    params=settings.xgb_params(),
+                    num_boost_round=settings.num_boost_round,
+                    early_stopping_rounds=settings.early_stopping_rounds,
+                    seed=settings.seed,
+                )
+                cal = calibrate_and_evaluate(
+                    tr,
+                    v,
+                    ds,
+                    plan,
+                    primary=settings.primary_calibration,
+                    fee_per_side=settings.fee_per_side,
+                )
+                rows.append(result_row(crypto, plan.fold, cal))
+                oos.append(daily_oos_returns(crypto, plan.fold, v.name, cal))
+                reliability.setdefault(v.name, []).append(cal.test_eval)
+    results = pd.DataFrame(rows)
+    daily = (
+        pd.concat(oos).groupby(["period", "variant"], sort=True)["net_return"].mean().reset_index()
+    )
+    verdicts = evaluate_gates(results, baseline="baseline", oos_returns=daily)
+    matrix = daily.pivot(index="period", columns="variant", values="net_return").sort_index()
+    import numpy as np
+
+    rel = {
+        name: {
+            m: (
+                np.concatenate([e[f"prob_{m}"] for e in evs]),
+                np.concatenate([e["y"] for e in evs]),
+            )
+            for m in ("none", "temperature", "platt", "isotonic")
+        }
+        for name, evs in reliability.items()
+        if name in ("baseline", verdicts.sort_values("mean_delta").iloc[-1]["variant"])
+    }
+    with tempfile.TemporaryDirectory() as d:
+        render_report(
+            results,
+            verdicts,
+            reliability=rel,
+            pbo_logits=cscv_logits(matrix.to_numpy(), n_blocks=8),
+            out_path=Path(d) / "report.html",
+            title="plain loop",
+        )
+    print(f"plain loop: {len(results)} rows")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--csv", default=None, help="folder of real candles (USDT files)")
+    ap.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.plain:
+        plain_loop(args.csv)
+        return 0
+
+    plain_cmd = [sys.executable, str(Path(__file__).resolve()), "--plain"]
+    env = {**os.environ}
+    if args.csv:
+        plain_cmd += ["--csv", args.csv]
+        env.update(
+            CVN_MARKET_SOURCE="csv",
+            CVN_CSV_DIR=str(Path(args.csv).resolve()),
+            CVN_SYMBOL_MAP=json.dumps(USDT_MAP),
+        )
+    for k in ("CVN_DATABASE_URL", "CVN_STORE_DIR"):
+        env.pop(k, None)
+
+    t = time.perf_counter()
+    subprocess.run(plain_cmd, cwd=REPO, env=env, check=True)
+    plain_s = time.perf_counter() - t
+
+    with tempfile.TemporaryDirectory() as home:
+        env["DAGSTER_HOME"] = home
+        t = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "cvn_assets.sweep", "--quiet"],
+            cwd=REPO,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        dagster_s = time.perf_counter() - t
+
+    data = f"csv {args.csv}" if args.csv else "synthetic default"
+    print(f"data: {data}")
+    print(f"plain Python loop : {plain_s:7.1f} s")
+    print(f"one command (dagster, 7 runs, SQLite instance): {dagster_s:7.1f} s")
+    print(f"ratio dagster / plain: {dagster_s / plain_s:.3f}  (target <= 1.10)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""The one command end to end, on a real local Dagster instance (SQLite), in a subprocess.
+
+A smaller synthetic market and fewer boosting rounds keep it to CI size; the graph, the
+125 cells, the checks and the gates are the real ones.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.integration.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+SMALL = json.dumps(
+    {
+        "market_data": {"hours": 4000},
+        "sweep": {"num_boost_round": 40, "early_stopping_rounds": 10},
+    }
+)
+
+
+def _env(tmp_path) -> dict[str, str]:
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
+    for k in ("CVN_DATABASE_URL", "CVN_STORE_DIR", "CVN_MARKET_SOURCE"):
+        env.pop(k, None)
+    return env
+
+
+def _sweep_cmd(*extra: str) -> list[str]:
+    return [sys.executable, "-m", "cvn_assets.sweep", "--resource-config", SMALL, *extra]
+
+
+def _rows(tmp_path, sweep_id="default") -> int:
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'home' / 'cvn_results.sqlite'}")
+    with eng.connect() as conn:
+        n = conn.execute(
+            sa.text("select count(*) from finetune_results where sweep_id = :s"), {"s": sweep_id}
+        ).scalar()
+    eng.dispose()
+    return int(n)
+
+
+def test_full_sweep_then_idempotent_rerun(tmp_path):
+    out = subprocess.run(
+        _sweep_cmd(), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=1200
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "[125/125]" in out.stdout
+    assert "gate verdicts" in out.stdout
+    assert _rows(tmp_path) == 125
+
+    from dagster import AssetKey, DagsterInstance
+
+    from cvn_assets.partitions import SETTINGS
+
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        for v in SETTINGS.variants:
+            for name in (f"model_{v.name}", f"calibrated_{v.name}"):
+                assert len(instance.get_materialized_partitions(AssetKey(name))) == 25
+        assert instance.get_latest_materialization_event(AssetKey("gate_verdicts")) is not None
+        runs = instance.get_runs()
+        tags = [r.tags.get("cvn/variant") for r in runs if r.job_name.startswith("train_")]
+        assert sorted(tags) == sorted(v.name for v in SETTINGS.variants)
+        # every asset check that ran passed (lock_decision may WARN: a valid outcome)
+        from dagster import AssetCheckKey
+
+        for key, name in [
+            (AssetKey("fold_splits"), "fold_splits_no_leakage"),
+            (AssetKey("finetune_results"), "finetune_results_complete"),
+        ]:
+            rec = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+                [AssetCheckKey(key, name)]
+            )[AssetCheckKey(key, name)]
+            assert rec.evaluation.passed, name
+
+    # second run: nothing missing -> no training, same 125 rows
+    again = subprocess.run(
+        _sweep_cmd(), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "models stage: 0 trainings" in again.stdout
+    assert _rows(tmp_path) == 125
+
+
+def test_kill_9_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path):
+    proc = subprocess.Popen(
+        _sweep_cmd(),
+        cwd=REPO,
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    seen = []
+    deadline = time.time() + 900
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if "[ 40/125]" in line or time.time() > deadline:
+            break
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert any("[ 40/125]" in s for s in seen), "".join(seen)[-2000:]
+    assert _rows(tmp_path) < 125
+
+    out = subprocess.run(
+        _sweep_cmd(), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=1200
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert _rows(tmp_path) == 125
+    trained = out.stdout.count(" trained ")
+    reused = out.stdout.count(" reused ")
+    # the killed run had finished >= 40 trainings: they are not trained again
+    assert trained <= 125 - 40 + 1
+    assert trained + reused >= 85
