@@ -41,9 +41,9 @@ def plain_loop(csv_dir: str | None) -> None:
     )
     from cvn_assets.features import build_features
     from cvn_assets.folds import three_way_fold_plan
-    from cvn_assets.gates import cscv_logits, evaluate_gates
+    from cvn_assets.gates import cscv_logits, evaluate_gates, trim_for_cscv
     from cvn_assets.labels import triple_barrier_labels
-    from cvn_assets.report import render_report
+    from cvn_assets.report import best_focal_variant, render_report
     from cvn_assets.settings import DEFAULT_UNIVERSE
     from resources.market_data import MarketDataResource
     from resources.sweep_settings import SweepSettings
@@ -114,14 +114,14 @@ def plain_loop(csv_dir: str | None) -> None:
             for m in ("none", "temperature", "platt", "isotonic")
         }
         for name, evs in reliability.items()
-        if name in ("baseline", verdicts.sort_values("mean_delta").iloc[-1]["variant"])
+        if name in ("baseline", best_focal_variant(verdicts))
     }
     with tempfile.TemporaryDirectory() as d:
         render_report(
             results,
             verdicts,
             reliability=rel,
-            pbo_logits=cscv_logits(matrix.to_numpy(), n_blocks=8),
+            pbo_logits=cscv_logits(trim_for_cscv(matrix.to_numpy(), 8)[0], n_blocks=8),
             out_path=Path(d) / "report.html",
             title="plain loop",
         )

@@ -7,8 +7,9 @@ Two on-disk forms are accepted, one file per symbol:
   epoch integer in milliseconds -- or microseconds, which the Binance spot dumps use from
   2025-01-01 on. The unit is detected per row by magnitude, so a file that straddles the switch
   reads correctly. The same columns with Binance's header line are accepted too.
-* a headed ``open_time,open,high,low,close,volume`` file with ISO 8601 UTC timestamps (the form
-  of the real candles under ``shared/data``); extra columns are ignored.
+* a headed ``open_time,open,high,low,close,volume`` file with ISO 8601 timestamps (UTC; an
+  explicit offset is converted, none means UTC), the form of the public Binance candle archives
+  mirrored as CSV; extra columns are ignored.
 
 Every frame that leaves this module has the project's candle contract (docs/CONTRACTS.md): a UTC
 ``DatetimeIndex`` named ``open_time`` and float64 columns ``open, high, low, close, volume``.
@@ -20,7 +21,7 @@ are legal market facts, not errors: :func:`gap_report` counts them so that a run
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -126,6 +127,16 @@ def _first_line(path: Path) -> str:
     return ""
 
 
+def _read_text_table(path: Path, header: Literal["infer"] | None) -> pd.DataFrame:
+    """All cells as text (blank lines kept, so positions map to physical lines)."""
+    try:
+        return pd.read_csv(
+            path, header=header, dtype=str, skip_blank_lines=False, encoding="utf-8-sig"
+        )
+    except pd.errors.ParserError as exc:  # ragged rows: the parser names the line
+        raise CandleValidationError(path.name, f"malformed CSV ({exc})") from exc
+
+
 def read_candles_csv(path: str | Path) -> pd.DataFrame:
     """Read one symbol's hourly candles from ``path`` and validate them.
 
@@ -145,9 +156,7 @@ def read_candles_csv(path: str | Path) -> pd.DataFrame:
     first_field = first.split(",")[0].strip().strip('"')
     headerless = first_field.lstrip("-").isdigit()
     if headerless:
-        raw = pd.read_csv(
-            path, header=None, dtype=str, skip_blank_lines=False, encoding="utf-8-sig"
-        )
+        raw = _read_text_table(path, header=None)
         if raw.shape[1] != len(BINANCE_KLINE_COLUMNS):
             raise CandleValidationError(
                 name,
@@ -158,7 +167,7 @@ def read_candles_csv(path: str | Path) -> pd.DataFrame:
         raw.columns = list(BINANCE_KLINE_COLUMNS)
         first_line_no = 1
     else:
-        raw = pd.read_csv(path, dtype=str, skip_blank_lines=False, encoding="utf-8-sig")
+        raw = _read_text_table(path, header="infer")
         raw.columns = [str(c).strip().lower() for c in raw.columns]
         missing = [c for c in ("open_time", *OHLCV_COLUMNS) if c not in raw.columns]
         if missing:
@@ -195,10 +204,12 @@ def _parse_times(text: pd.Series, source: str, first_line_no: int) -> pd.Datetim
     is_int = stripped.str.fullmatch(r"-?\d+").to_numpy(dtype=bool)
     micros = np.empty(len(stripped), dtype=np.int64)
     if is_int.any():
-        ints = stripped[is_int].astype("int64").to_numpy()
+        digits = stripped[is_int]
+        too_long = (digits.str.len() > 18).to_numpy(dtype=bool)  # would overflow int64
+        ints = digits.where(~too_long, "0").astype("int64").to_numpy()
         in_ms = (ints >= _MS_RANGE[0]) & (ints < _MS_RANGE[1])
         in_us = (ints >= _US_RANGE[0]) & (ints < _US_RANGE[1])
-        bad = ~(in_ms | in_us)
+        bad = ~(in_ms | in_us) | too_long
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
             pos = int(np.flatnonzero(is_int)[k])
@@ -228,9 +239,9 @@ def _parse_times(text: pd.Series, source: str, first_line_no: int) -> pd.Datetim
                 n_rows=int(bad_iso.sum()),
             )
         micros[~is_int] = pd.DatetimeIndex(parsed).as_unit("us").asi8
-    return pd.DatetimeIndex(
-        pd.to_datetime(micros, unit="us", utc=True), name="open_time"
-    ).as_unit("us")
+    return pd.DatetimeIndex(pd.to_datetime(micros, unit="us", utc=True), name="open_time").as_unit(
+        "us"
+    )
 
 
 def _frame_from_text(raw: pd.DataFrame, source: str, first_line_no: int) -> pd.DataFrame:
@@ -362,15 +373,6 @@ def validate_candles(
     _fail_first(v < 0, out, source, first_line_no, "volume must be >= 0", "volume", v)
 
     t = index.asi8
-    off_hour = (t % HOUR_US) != 0
-    _fail_first(
-        off_hour,
-        out,
-        source,
-        first_line_no,
-        "open_time is not on the hour (hourly candles open at HH:00:00)",
-        "open_time",
-    )
     if len(t) > 1:
         step = np.diff(t)
         dup = np.concatenate([[False], step == 0])
@@ -384,15 +386,28 @@ def validate_candles(
             "open_time is out of order (earlier than the previous row)",
             "open_time",
         )
-        odd = np.concatenate([[False], (step % HOUR_US) != 0])
-        _fail_first(
-            odd,
-            out,
-            source,
-            first_line_no,
-            "mixed intervals: step from the previous candle is not a whole number of hours",
-            "open_time",
-        )
+        odd_steps = (step % HOUR_US) != 0
+        if odd_steps.any():
+            k = int(np.flatnonzero(odd_steps)[0])
+            kind = "sub-hour step" if step[k] < HOUR_US else "step not a whole number of hours"
+            _fail_first(
+                np.concatenate([[False], odd_steps]),
+                out,
+                source,
+                first_line_no,
+                f"mixed intervals: {kind} ({pd.Timedelta(int(step[k]), unit='us')}) from the "
+                f"previous candle (hourly candles only)",
+                "open_time",
+            )
+    off_hour = (t % HOUR_US) != 0
+    _fail_first(
+        off_hour,
+        out,
+        source,
+        first_line_no,
+        "open_time is not on the hour (hourly candles open at HH:00:00)",
+        "open_time",
+    )
     return out
 
 

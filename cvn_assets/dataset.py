@@ -84,7 +84,7 @@ def assemble_dataset(
         values = body[col].to_numpy()
         if np.all(values == values[0]):
             raise DatasetError(
-                f"feature column {col!r} is constant (value {values[0]!r}) over all "
+                f"feature column {col!r} is constant (value {float(values[0])!r}) over all "
                 f"{len(values)} rows after the warm-up"
             )
     if body["label"].isna().any():

@@ -114,9 +114,7 @@ def build_features(candles: pd.DataFrame) -> pd.DataFrame:
         (log_hl**2).rolling(24, min_periods=24).mean() / (4.0 * math.log(2.0))
     )
     prev_c = c.shift(1)
-    true_range = pd.concat([h - lo, (h - prev_c).abs(), (lo - prev_c).abs()], axis=1).max(
-        axis=1
-    )
+    true_range = pd.concat([h - lo, (h - prev_c).abs(), (lo - prev_c).abs()], axis=1).max(axis=1)
     f["atr_14"] = _wilder(true_range, WILDER_PERIOD) / c
     delta = c.diff()
     avg_gain = _wilder(delta.clip(lower=0.0), WILDER_PERIOD)

@@ -73,8 +73,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only, keeps xgboost out of the im
 
 __all__ = [
     "ALPHA",
-    "FOCAL_GRAD",
-    "FOCAL_HESS",
     "FOCAL_LOSS",
     "FocalMetric",
     "FocalObjective",
@@ -89,6 +87,7 @@ __all__ = [
     "kernel_source",
     "loss",
     "optimal_constant_margin",
+    "symbolic_grad_hess",
 ]
 
 P_CLIP = 1e-7
@@ -97,7 +96,7 @@ HESS_FLOOR = 1e-7
 """Floor of the hessian handed to XGBoost (spec risk #2); see the module docstring."""
 MARGIN_CLIP = math.log((1.0 - P_CLIP) / P_CLIP)
 """Clipping the margin to +-MARGIN_CLIP is the same as clipping p (sigmoid is monotone)."""
-CHUNK = 4096
+CHUNK = 16384
 """Rows per chunk: the ~10 float64 work buffers of a chunk stay in L1/L2 cache."""
 
 # ---------------------------------------------------------------------------------------------
@@ -129,10 +128,18 @@ FOCAL_LOSS: sp.Expr = -(
     ALPHA * Y * Q**GAMMA * sp.log(P) + (1 - ALPHA) * (1 - Y) * P**GAMMA * sp.log(Q)
 )
 """FL = -a_t (1 - p_t)^gamma log p_t in y-form (Lin et al. 2017 eq. 5, torchvision alpha)."""
-FOCAL_GRAD: sp.Expr = d_dmargin(FOCAL_LOSS)
-"""d FL / dm, derived by SymPy."""
-FOCAL_HESS: sp.Expr = d_dmargin(FOCAL_GRAD)
-"""d^2 FL / dm^2, derived by SymPy (exact, can be negative)."""
+
+
+@lru_cache(maxsize=1)
+def symbolic_grad_hess() -> tuple[sp.Expr, sp.Expr]:
+    """SymPy's d FL/dm and d^2 FL/dm^2 of the full y-form :data:`FOCAL_LOSS` (exact hessian).
+
+    Not needed by the kernel (which uses the y = 1 branch below), so computed on first use
+    to keep the import fast; the tests use it to check the branch/reflection identities.
+    """
+    grad = d_dmargin(FOCAL_LOSS)
+    return grad, d_dmargin(grad)
+
 
 # The y = 1 branch with unit alpha; the kernel evaluates it on p_t (see module docstring).
 _UNIT_LOSS: sp.Expr = FOCAL_LOSS.subs({Y: 1, ALPHA: 1})
@@ -261,8 +268,14 @@ class _InplaceNumpyCodegen:
             return self._binary("maximum", self.emit(expr.args[0]), self.emit(expr.args[1]))
         raise NotImplementedError(f"cannot generate NumPy code for {type(expr).__name__}")
 
-    def compile_lines(self, outputs: Sequence[tuple[sp.Expr, str]]) -> tuple[list[str], int]:
-        """Emit the statements for ``outputs`` (expr, destination array name)."""
+    def compile_lines(
+        self, outputs: Sequence[tuple[sp.Expr, str]], consts: dict[float, str]
+    ) -> tuple[list[str], int]:
+        """Statements computing ``outputs`` (expr, destination array); returns (lines, n_bufs).
+
+        Numeric constants are collected in ``consts`` (value -> name); the caller binds them
+        to 0-d arrays of the kernel dtype, which keeps every ufunc call on its fast path.
+        """
         finals: dict[int, str] = {}
         copies: list[tuple[str, Operand]] = []
         for expr, dest in outputs:
@@ -283,7 +296,7 @@ class _InplaceNumpyCodegen:
 
         def ref(a: Operand) -> str:
             if a[0] == "c":
-                return repr(a[1])
+                return _const_name(consts, a[1])
             if a[0] == "a":
                 return str(a[1])
             return phys[a[1]]
@@ -300,31 +313,60 @@ class _InplaceNumpyCodegen:
             else:
                 phys[vreg] = f"b{n_bufs}"
                 n_bufs += 1
-            lines.append(f"_{ufunc}({', '.join(arg_refs)}, out={phys[vreg]})")
+            lines.append(_call(ufunc, arg_refs, phys[vreg]))
         for dest, src in copies:
-            if src[0] == "c":
-                lines.append(f"{dest}.fill({src[1]!r})")
-            else:
-                lines.append(f"_copyto({dest}, {ref(src)})")
+            lines.append(_call("copyto_", [dest, ref(src)], None))
         return lines, n_bufs
 
 
-_PREAMBLE = """\
-_multiply(y, -2.0, out=ns)
-_add(ns, 1.0, out=ns)
-_multiply(m, ns, out=e)
-_clip(e, {lo!r}, {hi!r}, out=e)
-_exp(e, out=e)
-_add(e, 1.0, out=p)
-_divide(1.0, p, out=p)
-_multiply(e, p, out=q)
-_multiply(y, {dw!r}, out=w_h)
-_add(w_h, {w0!r}, out=w_h)
-_multiply(ns, w_h, out=w_g)
-_negative(w_g, out=w_g)"""
-_PREAMBLE_BUFFERS = ("ns", "e", "p", "q", "w_h", "w_g")
-# ns = 1 - 2y = -s, so e = exp(-s m) on the clipped margin, p = p_t, q = 1 - p_t;
-# w_h = a_t = (1 - alpha) + (2 alpha - 1) y and w_g = s a_t (the reflection sign).
+def _const_name(consts: dict[float, str], value: float) -> str:
+    return consts.setdefault(float(value), f"c{len(consts)}")
+
+
+def _call(ufunc: str, args: Sequence[str], out: str | None) -> str:
+    """One ufunc call; ``out`` positional (faster) except for maximum/minimum (deprecated)."""
+    if out is None:
+        return f"_{ufunc.rstrip('_')}({', '.join(args)})"
+    if ufunc in ("maximum", "minimum"):
+        return f"_{ufunc}({', '.join(args)}, out={out})"
+    return f"_{ufunc}({', '.join([*args, out])})"
+
+
+# Forward quantities of the reflected, clipped margin (the definition of p, not a derivative):
+#   ns = 1 - 2y = -s, e = exp(-s m) with s m clipped to +-MARGIN_CLIP (= clipping p),
+#   u = 1 + e, p = p_t = 1/u, q = 1 - p_t = e/u (full relative precision),
+#   splus = log(1 + e) = -log p_t, compensated: u - 1 is exact (u < 2**24) and r = e - (u - 1)
+#   is the exact rounding error of 1 + e, so log(1 + e) = log(u) + r/u to ~1 ulp even when
+#   p_t -> 1 (where log(p) would lose all relative precision);
+#   w_h = a_t = (1 - alpha) + (2 alpha - 1) y, w_g = s a_t = y + alpha - 1.
+# Entries: (ufunc, args, out); floats are constants.
+_Preamble = list[tuple[str, tuple[str | float, ...], str]]
+
+
+def _preamble(alpha: float) -> _Preamble:
+    return [
+        ("multiply", ("y", -2.0), "ns"),
+        ("add", ("ns", 1.0), "ns"),
+        ("multiply", ("m", "ns"), "e"),
+        ("maximum", ("e", -MARGIN_CLIP), "e"),
+        ("minimum", ("e", MARGIN_CLIP), "e"),
+        ("exp", ("e",), "e"),
+        ("add", ("e", 1.0), "u"),
+        ("divide", (1.0, "u"), "p"),
+        ("multiply", ("e", "p"), "q"),
+        ("subtract", ("u", 1.0), "splus"),
+        ("subtract", ("e", "splus"), "splus"),
+        ("multiply", ("splus", "p"), "splus"),
+        ("log", ("u",), "u"),
+        ("add", ("u", "splus"), "splus"),
+        ("multiply", ("y", 2.0 * alpha - 1.0), "w_h"),
+        ("add", ("w_h", 1.0 - alpha), "w_h"),
+        ("add", ("y", alpha - 1.0), "w_g"),
+    ]
+
+
+_PREAMBLE_BUFFERS = ("ns", "e", "u", "p", "q", "splus", "w_h", "w_g")
+_SOFTPLUS = sp.Symbol("splus", positive=True)  # log(1 + e) = -log(p_t), from the preamble
 
 _UFUNCS = {
     f"_{name}": getattr(np, name)
@@ -339,10 +381,11 @@ _UFUNCS = {
         "log",
         "exp",
         "maximum",
-        "clip",
+        "minimum",
         "copyto",
     )
 }
+KERNEL_DTYPES = ("float64", "float32")
 
 
 @dataclass(frozen=True)
@@ -350,23 +393,25 @@ class _Kernel:
     """A generated, chunked NumPy kernel; ``source`` is the exact code that runs."""
 
     source: str
+    dtype: str
     n_bufs: int
-    n_out: int
     func: Callable[..., None] = field(repr=False)
 
     def run(
-        self, m: NDArray[Any], y: NDArray[Any], outs: Sequence[NDArray[np.float64]], n_threads: int
+        self, m: NDArray[Any], y: NDArray[Any], outs: Sequence[NDArray[Any]], n_threads: int
     ) -> None:
         n = m.shape[0]
         n_threads = max(1, min(n_threads, -(-n // CHUNK)))
+        n_bufs = self.n_bufs + len(_PREAMBLE_BUFFERS)
         if n_threads == 1:
-            self.func(m, y, *outs, *_buffers(self.n_bufs + len(_PREAMBLE_BUFFERS), 0), 0, n)
+            self.func(m, y, *outs, *_buffers(n_bufs, 0, self.dtype), 0, n)
             return
         step = -(-n // (n_threads * CHUNK)) * CHUNK
-        n_bufs = self.n_bufs + len(_PREAMBLE_BUFFERS)
         pool = _pool(n_threads)
         futures = [
-            pool.submit(self.func, m, y, *outs, *_buffers(n_bufs, t), lo, min(lo + step, n))
+            pool.submit(
+                self.func, m, y, *outs, *_buffers(n_bufs, t, self.dtype), lo, min(lo + step, n)
+            )
             for t, lo in enumerate(range(0, n, step))
         ]
         for f in futures:
@@ -376,14 +421,14 @@ class _Kernel:
 _TLS = threading.local()
 
 
-def _buffers(count: int, slot: int) -> list[NDArray[np.float64]]:
-    """Per-thread, per-slot chunk buffers, allocated once and reused across calls."""
-    store: dict[int, list[NDArray[np.float64]]] = getattr(_TLS, "store", None) or {}
-    _TLS.store = store
-    bufs = store.get(slot, [])
+def _buffers(count: int, slot: int, dtype: str) -> list[NDArray[Any]]:
+    """Per-calling-thread chunk buffers for one worker slot, allocated once and reused."""
+    store: dict[tuple[int, str], list[NDArray[Any]]] | None = getattr(_TLS, "store", None)
+    if store is None:
+        store = _TLS.store = {}
+    bufs = store.setdefault((slot, dtype), [])
     while len(bufs) < count:
-        bufs.append(np.empty(CHUNK, dtype=np.float64))
-    store[slot] = bufs
+        bufs.append(np.empty(CHUNK, dtype=dtype))
     return bufs[:count]
 
 
@@ -397,9 +442,17 @@ def _gamma_value(gamma: float) -> sp.Expr:
 
 
 @lru_cache(maxsize=64)
-def _build_kernel(kind: str, gamma: float, alpha: float, hess_floor: float | None) -> _Kernel:
-    """Generate the kernel for one (gamma, alpha) from the import-time SymPy derivatives."""
+def _build_kernel(
+    kind: str, gamma: float, alpha: float, hess_floor: float | None, dtype: str = "float64"
+) -> _Kernel:
+    """Generate the kernel for one (gamma, alpha) from the import-time SymPy derivatives.
+
+    ``sympy.cse`` runs on the gamma-generic expressions (so ``q**gamma`` is computed once),
+    then gamma is substituted by its value (integer gammas become products) and
+    ``log(p)`` by the preamble's compensated ``-log(1 + e)``.
+    """
     gval = _gamma_value(gamma)
+    exprs: list[sp.Expr]
     if kind == "grad_hess":
         exprs = [_WG * _UNIT_GRAD, _WH * _UNIT_HESS]
         if hess_floor is not None:
@@ -410,48 +463,58 @@ def _build_kernel(kind: str, gamma: float, alpha: float, hess_floor: float | Non
         dests = ["out0"]
     else:  # pragma: no cover - internal
         raise ValueError(kind)
-    # cse on the gamma-generic form keeps a single q**gamma; then gamma becomes a number.
+    exprs = [e.subs(sp.log(P), -_SOFTPLUS) for e in exprs]
     replacements, reduced = sp.cse(exprs, optimizations="basic")
-    gen = _InplaceNumpyCodegen({P: "p", Q: "q", _WG: "w_g", _WH: "w_h"})
+    gen = _InplaceNumpyCodegen({P: "p", Q: "q", _SOFTPLUS: "splus", _WG: "w_g", _WH: "w_h"})
     for sym, sub in replacements:
         gen.env[sym] = gen.emit(sub.subs(GAMMA, gval))
+    consts: dict[float, str] = {}
+    pre = [
+        _call(u, [a if isinstance(a, str) else _const_name(consts, a) for a in args], out)
+        for u, args, out in _preamble(alpha)
+    ]
     lines, n_bufs = gen.compile_lines(
-        [(e.subs(GAMMA, gval), d) for e, d in zip(reduced, dests, strict=True)]
+        [(e.subs(GAMMA, gval), d) for e, d in zip(reduced, dests, strict=True)], consts
     )
     names = [*_PREAMBLE_BUFFERS, *(f"b{i}" for i in range(n_bufs))]
-    body = _PREAMBLE.format(
-        lo=-MARGIN_CLIP, hi=MARGIN_CLIP, dw=2.0 * alpha - 1.0, w0=1.0 - alpha
-    ).splitlines() + lines
     params = ", ".join(f"{n}_all" for n in ["m", "y", *dests, *names])
     src = [
         f"def kernel({params}, lo, hi):",
-        f"    # generated by cvn_assets.focal_loss for gamma={gamma!r}, alpha={alpha!r}",
+        f"    # generated by cvn_assets.focal_loss: {kind}, gamma={gamma!r}, alpha={alpha!r},"
+        f" hess_floor={hess_floor!r}, {dtype}",
+        f"    # constants: {', '.join(f'{n} = {v!r}' for v, n in consts.items())}",
+        *(f"    {n} = {n}_all" for n in names),
         f"    for i in range(lo, hi, {CHUNK}):",
         f"        j = min(i + {CHUNK}, hi)",
-        "        k = j - i",
+        f"        if j - i != {CHUNK}:  # last, partial chunk",
+        *(f"            {n} = {n}_all[: j - i]" for n in names),
         "        m = m_all[i:j]",
         "        y = y_all[i:j]",
+        *(f"        {d} = {d}_all[i:j]" for d in dests),
+        *(f"        {line}" for line in pre + lines),
     ]
-    src += [f"        {d} = {d}_all[i:j]" for d in dests]
-    src += [f"        {n} = {n}_all[:k]" for n in names]
-    src += [f"        {line}" for line in body]
     source = "\n".join(src) + "\n"
     namespace: dict[str, Any] = dict(_UFUNCS)
-    exec(compile(source, f"<focal_loss kernel {kind} g={gamma} a={alpha}>", "exec"), namespace)
-    return _Kernel(source=source, n_bufs=n_bufs, n_out=len(dests), func=namespace["kernel"])
+    namespace.update({n: np.array(v, dtype=dtype) for v, n in consts.items()})
+    exec(compile(source, f"<focal_loss {kind} kernel g={gamma} a={alpha}>", "exec"), namespace)
+    return _Kernel(source=source, dtype=dtype, n_bufs=n_bufs, func=namespace["kernel"])
 
 
-def kernel_source(gamma: float, alpha: float = 0.25, hess_floor: float | None = HESS_FLOOR) -> str:
-    """The generated NumPy source that :func:`grad_hess` runs for this (gamma, alpha)."""
+def kernel_source(
+    gamma: float,
+    alpha: float = 0.25,
+    hess_floor: float | None = HESS_FLOOR,
+    dtype: str = "float64",
+) -> str:
+    """The generated NumPy source that :func:`grad_hess` runs for these settings."""
     validate_focal_config("focal", gamma, alpha)
-    return _build_kernel("grad_hess", float(gamma), float(alpha), hess_floor).source
+    return _build_kernel("grad_hess", float(gamma), float(alpha), hess_floor, dtype).source
 
 
 # ---------------------------------------------------------------------------------------------
 # Public numeric API
 # ---------------------------------------------------------------------------------------------
-def _as_1d(name: str, values: ArrayLike) -> NDArray[Any]:
-    arr = np.asarray(values)
+def _as_flat(name: str, arr: NDArray[Any]) -> NDArray[Any]:
     if arr.dtype == np.bool_ or not (
         np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
     ):
@@ -463,31 +526,42 @@ def _as_1d(name: str, values: ArrayLike) -> NDArray[Any]:
 
 
 def _check_inputs(
-    margin: ArrayLike, y: ArrayLike, gamma: float, alpha: float
+    margin: ArrayLike, y: ArrayLike, gamma: float, alpha: float, dtype: str = "float64"
 ) -> tuple[NDArray[Any], NDArray[Any], tuple[int, ...]]:
-    """Validate everything before any work starts; return flat contiguous views/copies."""
+    """Validate everything before any work starts; return flat contiguous arrays.
+
+    The inputs are never written to (the kernel only reads them).
+    """
     validate_focal_config("focal", gamma, alpha)
+    if dtype not in KERNEL_DTYPES:
+        raise ValueError(f"dtype must be one of {KERNEL_DTYPES}, got {dtype!r}")
     m_arr = np.asarray(margin)
     y_arr = np.asarray(y)
     if m_arr.shape != y_arr.shape:
-        raise ValueError(f"margin and y must have the same shape, got {m_arr.shape} and {y_arr.shape}")
-    m = _as_1d("margin", m_arr)
-    yy = _as_1d("y", y_arr)
+        raise ValueError(
+            f"margin and y must have the same shape, got margin {m_arr.shape} and y {y_arr.shape}"
+        )
+    m = _as_flat("margin", m_arr)
+    yy = _as_flat("y", y_arr)
     if m.size and np.isnan(np.min(m)):  # min propagates NaN: one cheap pass
         idx = int(np.flatnonzero(np.isnan(m))[0])
-        raise ValueError(f"margin contains NaN (first at row {idx}): refusing to train on it")
-    bad = np.count_nonzero((yy != 0) & (yy != 1))
-    if bad:
-        idx = int(np.flatnonzero((yy != 0) & (yy != 1))[0])
-        raise ValueError(f"y must be 0 or 1, got y[{idx}] = {yy[idx]!r} ({bad} bad rows)")
+        raise ValueError(f"margin[{idx}] is NaN: refusing to compute focal gradients on NaN")
+    bad = (yy != 0) & (yy != 1)
+    if bad.any():
+        idx = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"y must be 0 or 1, got y[{idx}] = {yy[idx].item()!r} ({int(bad.sum())} bad rows)"
+        )
+    if dtype == "float32" and m.dtype == np.float64:  # bound first: no overflow on the cast
+        m = np.clip(m, -2 * MARGIN_CLIP, 2 * MARGIN_CLIP).astype(np.float32)
     return m, yy, m_arr.shape
 
 
 def loss(margin: ArrayLike, y: ArrayLike, gamma: float, alpha: float) -> NDArray[np.float64]:
-    """Per-row focal loss ``-a_t (1 - p_t)^gamma log p_t`` at the clipped ``p``.
+    """Per-row focal loss ``-a_t (1 - p_t)^gamma log p_t`` at the clipped ``p`` (float64).
 
-    ``margin`` is the logit (XGBoost margin), ``y`` the 0/1 label, same shape. Returns a
-    float64 array of that shape; the inputs are never modified.
+    ``margin`` is the logit (XGBoost margin), ``y`` the 0/1 label, same shape; the result
+    has that shape. Inputs are never modified; NaN margins and labels other than 0/1 raise.
     """
     m, yy, shape = _check_inputs(margin, y, gamma, alpha)
     out = np.empty(m.shape[0], dtype=np.float64)
@@ -503,22 +577,31 @@ def grad_hess(
     *,
     hess_floor: float | None = HESS_FLOOR,
     n_threads: int = 1,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    dtype: str = "float64",
+) -> tuple[NDArray[Any], NDArray[Any]]:
     """Gradient and hessian of the focal loss w.r.t. the margin (SymPy-derived).
 
-    ``hess_floor`` (default ``HESS_FLOOR = 1e-7``) is the floor applied to the hessian, as
-    XGBoost receives it; ``None`` returns the exact, possibly negative hessian. ``n_threads``
-    splits the rows over that many threads (NumPy ufuncs release the GIL).
+    * ``hess_floor`` (default ``HESS_FLOOR = 1e-7``) floors the hessian as XGBoost gets it;
+      ``None`` returns the exact hessian, negative for badly misclassified rows.
+    * ``n_threads`` splits the rows over threads (NumPy ufuncs release the GIL), the way
+      XGBoost's built-in objectives use ``nthread``.
+    * ``dtype="float32"`` evaluates in single precision, which is what XGBoost stores
+      gradients in (``GradientPair`` is float32) and what its built-in ``binary:logistic``
+      computes with; about 2-3x faster (SIMD ``exp``/``log``) and within ~1e-6 relative of
+      the float64 result (tested). The default float64 path matches SymPy to ~1e-13.
     """
-    if hess_floor is not None and not (math.isfinite(hess_floor) and hess_floor > 0):
+    if hess_floor is not None and not (
+        isinstance(hess_floor, float | int) and math.isfinite(hess_floor) and hess_floor > 0
+    ):
         raise ValueError(f"hess_floor must be a positive finite number or None, got {hess_floor!r}")
-    if not isinstance(n_threads, int) or n_threads < 1:
+    if isinstance(n_threads, bool) or not isinstance(n_threads, int) or n_threads < 1:
         raise ValueError(f"n_threads must be an int >= 1, got {n_threads!r}")
-    m, yy, shape = _check_inputs(margin, y, gamma, alpha)
-    grad = np.empty(m.shape[0], dtype=np.float64)
-    hess = np.empty(m.shape[0], dtype=np.float64)
+    m, yy, shape = _check_inputs(margin, y, gamma, alpha, dtype)
+    grad = np.empty(m.shape[0], dtype=dtype)
+    hess = np.empty(m.shape[0], dtype=dtype)
     floor = None if hess_floor is None else float(hess_floor)
-    _build_kernel("grad_hess", float(gamma), float(alpha), floor).run(m, yy, [grad, hess], n_threads)
+    kernel = _build_kernel("grad_hess", float(gamma), float(alpha), floor, dtype)
+    kernel.run(m, yy, [grad, hess], n_threads)
     return grad.reshape(shape), hess.reshape(shape)
 
 
@@ -567,18 +650,28 @@ class FocalObjective:
     gamma: float
     alpha: float
     n_threads: int = 1
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         validate_focal_config("focal", self.gamma, self.alpha)
-        if not isinstance(self.n_threads, int) or self.n_threads < 1:
+        if isinstance(self.n_threads, bool) or not isinstance(self.n_threads, int):
             raise ValueError(f"n_threads must be an int >= 1, got {self.n_threads!r}")
+        if self.n_threads < 1:
+            raise ValueError(f"n_threads must be an int >= 1, got {self.n_threads!r}")
+        if self.dtype not in KERNEL_DTYPES:
+            raise ValueError(f"dtype must be one of {KERNEL_DTYPES}, got {self.dtype!r}")
 
     def __call__(
         self, predt: NDArray[Any], dtrain: xgb.DMatrix
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         y = dtrain.get_label()
         grad, hess = grad_hess(
-            predt, y.reshape(np.shape(predt)), self.gamma, self.alpha, n_threads=self.n_threads
+            predt,
+            y.reshape(np.shape(predt)),
+            self.gamma,
+            self.alpha,
+            n_threads=self.n_threads,
+            dtype=self.dtype,
         )
         weights = dtrain.get_weight()
         if weights.size:

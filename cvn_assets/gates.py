@@ -776,11 +776,11 @@ def _validate_gate_params(
         ece_tolerance < 0
     ):
         raise ValueError(f"ece_tolerance must be a finite number >= 0; got {ece_tolerance!r}")
-    if isinstance(n_pbo_blocks, bool) or not isinstance(n_pbo_blocks, int):
+    if isinstance(n_pbo_blocks, bool) or not isinstance(n_pbo_blocks, int | np.integer):
         raise ValueError(f"n_pbo_blocks must be an even integer >= 2; got {n_pbo_blocks!r}")
     if n_pbo_blocks < 2 or n_pbo_blocks % 2:
         raise ValueError(f"n_pbo_blocks must be an even integer >= 2; got {n_pbo_blocks}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
         raise ValueError(f"seed must be an integer; got {seed!r}")
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 100:
         raise ValueError(f"n_resamples must be an integer >= 100; got {n_resamples!r}")
@@ -854,6 +854,21 @@ def evaluate_gates(
     not divisible by ``n_pbo_blocks`` the oldest ``T mod n_pbo_blocks`` rows are dropped and the
     count is in ``pbo_rows_dropped``.  Bootstraps use ``seed`` for every variant (common random
     numbers: variants are compared on the same resamples).
+
+    Columns (deltas are variant - baseline per (crypto, fold) cell):
+    ``variant, loss_function, is_baseline, n_cells, f1_buy_mean, f1_buy_median,
+    f1_buy_fold_var`` (variance over folds of the per-fold mean), optional
+    ``expectancy_net_mean, n_test_total``; ``mean_delta, median_delta, fold_var_delta``
+    (0 on the baseline row);
+    gate 1 ``p_fold_min, p_fold_min_bh, best_fold, p_cells, p_cells_bh, p_cells_wilcoxon``
+    (one-sided, reported only), ``alpha_fdr, gate_significance``; gate 2 ``ci_lo, ci_hi,
+    ci_threshold, gate_bootstrap_ci``; gate 3 ``d_z, d_av, d_magnitude, d_threshold,
+    gate_effect_size``; gate 4 ``n_cryptos, n_cryptos_improving, n_cryptos_required,
+    cryptos_improving, gate_per_asset``; gate 5 ``ece_delta_<m>, ece_delta_<m>_lo,
+    ece_delta_<m>_hi, ece_pass_<m>`` for every method, ``ece_method, ece_variant,
+    ece_baseline, ece_delta, ece_delta_lo, ece_delta_hi, ece_tolerance, gate_ece``; gate 6
+    ``pbo, pbo_threshold, pbo_source, pbo_metric, pbo_n_blocks, pbo_rows_dropped, gate_pbo``;
+    and ``lock``.
     """
     _validate_gate_params(
         alpha_fdr=alpha_fdr,
@@ -864,6 +879,7 @@ def evaluate_gates(
         n_resamples=n_resamples,
         pbo_metric=pbo_metric,
     )
+    n_pbo_blocks = int(n_pbo_blocks)
     grid = _prepare(results, baseline)
     primary = _primary_methods(primary_calibration, grid.focal)
     if oos_returns is None:
@@ -893,7 +909,6 @@ def evaluate_gates(
             strict=True,
         )
     )
-    boot = {"confidence": 0.95, "n_resamples": n_resamples, "seed": seed}
 
     rows: list[dict[str, Any]] = []
     for v in grid.variants:
@@ -926,6 +941,8 @@ def evaluate_gates(
             }
         )
         if v == baseline:
+            # baseline - baseline: exactly zero, filled so sorting by mean_delta stays numeric
+            row.update({"mean_delta": 0.0, "median_delta": 0.0, "fold_var_delta": 0.0})
             rows.append(row)
             continue
 
@@ -934,16 +951,16 @@ def evaluate_gates(
         vf = folds[folds["variant"] == v]
         best = vf.loc[vf["p_bh"].idxmin()]
         sig_pass = bool(best["p_bh"] <= alpha_fdr and cell_p_bh[v] <= alpha_fdr)
-        lo, hi = paired_bootstrap_ci(cells, **boot)  # type: ignore[arg-type]
+        lo, hi = paired_bootstrap_ci(cells, n_resamples=n_resamples, seed=int(seed))
         d = cohens_d(f1.ravel(), grid.f1[0].ravel())
         va = assets[assets["variant"] == v]
         n_improving = int(va["improves"].sum())
 
         row.update(
             {
-                "delta_mean": float(cells.mean()),
-                "delta_median": float(np.median(cells)),
-                "delta_fold_var": _fold_var(delta),
+                "mean_delta": float(cells.mean()),
+                "median_delta": float(np.median(cells)),
+                "fold_var_delta": _fold_var(delta),
                 # gate 1
                 "p_fold_min": float(vf["p"].min()),
                 "p_fold_min_bh": float(best["p_bh"]),
@@ -975,7 +992,7 @@ def evaluate_gates(
         # gate 5: every method reported, the primary one gates
         for m in ECE_METHODS:
             diff = (grid.ece[m][vi] - grid.ece[m][0]).ravel()
-            m_lo, m_hi = paired_bootstrap_ci(diff, **boot)  # type: ignore[arg-type]
+            m_lo, m_hi = paired_bootstrap_ci(diff, n_resamples=n_resamples, seed=int(seed))
             row[f"ece_delta_{m}"] = float(diff.mean())
             row[f"ece_delta_{m}_lo"] = m_lo
             row[f"ece_delta_{m}_hi"] = m_hi
@@ -1050,7 +1067,7 @@ def gate_verdicts_markdown(verdicts: pd.DataFrame) -> str:
             "**LOCK**" if bool(r["lock"]) else "no",
             f"{_fmt(r['p_fold_min_bh'], '.3g')} / {_fmt(r['p_cells_bh'], '.3g')} "
             f"{r['gate_significance']}",
-            f"{_fmt(r['delta_mean'], '+.4f')} [{_fmt(r['ci_lo'], '+.4f')}, "
+            f"{_fmt(r['mean_delta'], '+.4f')} [{_fmt(r['ci_lo'], '+.4f')}, "
             f"{_fmt(r['ci_hi'], '+.4f')}] {r['gate_bootstrap_ci']}",
             f"{_fmt(r['d_av'], '.2f')} ({r['d_magnitude']}) {r['gate_effect_size']}",
             f"{r['n_cryptos_improving']}/{r['n_cryptos']} (need {r['n_cryptos_required']}) "

@@ -103,7 +103,7 @@ def _real_range(lo: float, hi: float, *, lo_open: bool = False) -> Any:
     return check
 
 
-def _choice(*options: str) -> Any:
+def _choice(*options: object) -> Any:
     def check(field: str, value: object) -> None:
         if value not in options:
             raise GuardrailError(field, value, f"must be one of {options}")
@@ -161,5 +161,7 @@ def validate_xgb_params(params: Mapping[str, Any]) -> None:
             raise GuardrailError(key, value, "is set by the trainer from the variant")
         rule = _XGB_RULES.get(key)
         if rule is None:
-            raise GuardrailError(key, value, f"unknown XGBoost parameter; known: {sorted(_XGB_RULES)}")
+            raise GuardrailError(
+                key, value, f"unknown XGBoost parameter; known: {sorted(_XGB_RULES)}"
+            )
         rule(key, value)

@@ -10,6 +10,7 @@ purging of the cross-validation in :mod:`cvn_assets.folds`.
 """
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 
@@ -18,7 +19,8 @@ import pandas as pd
 
 LABEL_COLUMNS: tuple[str, ...] = ("label", "t1", "ret", "barrier", "tie")
 
-_STRATEGY_RE = re.compile(r"SL(?P<sl>[0-9]+(?:\.[0-9]+)?)_TP(?P<tp>[0-9]+(?:\.[0-9]+)?)_H(?P<h>[0-9]+)")
+_NUM = r"[0-9]+(?:\.[0-9]+)?"
+_STRATEGY_RE = re.compile(rf"SL(?P<sl>{_NUM})_TP(?P<tp>{_NUM})_H(?P<h>[0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,7 @@ class LabelStrategy:
     @property
     def name(self) -> str:
         """The canonical strategy string, e.g. ``SL0.5_TP1_H4`` (round-trips through parsing)."""
-        return (
-            f"SL{_pct_text(self.stop_loss)}_TP{_pct_text(self.take_profit)}_H{self.horizon}"
-        )
+        return f"SL{_pct_text(self.stop_loss)}_TP{_pct_text(self.take_profit)}_H{self.horizon}"
 
 
 def _pct_text(fraction: float) -> str:
@@ -42,7 +42,7 @@ def _pct_text(fraction: float) -> str:
 
 
 def parse_label_strategy(s: str) -> LabelStrategy:
-    """Parse ``"SL0.5_TP1_H4"`` into ``LabelStrategy(stop_loss=0.005, take_profit=0.01, horizon=4)``.
+    """Parse ``"SL0.5_TP1_H4"`` into ``LabelStrategy(0.005, 0.01, 4)`` (stop, take-profit, H).
 
     SL and TP are percentages of the entry price, H a number of candles. Refused with a message
     quoting the value: anything not matching ``SL<num>_TP<num>_H<int>`` exactly, zero values, and a
@@ -69,14 +69,16 @@ def parse_label_strategy(s: str) -> LabelStrategy:
     return LabelStrategy(stop_loss=sl_pct / 100.0, take_profit=tp_pct / 100.0, horizon=horizon)
 
 
+def _is_real(x: object) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
 def _check_barriers(take_profit: float, stop_loss: float, horizon: int) -> None:
-    if not (isinstance(take_profit, int | float) and math.isfinite(take_profit) and take_profit > 0):
+    if not (_is_real(take_profit) and take_profit > 0):
         raise ValueError(f"take_profit must be a finite fraction > 0, got {take_profit!r}")
-    if not (
-        isinstance(stop_loss, int | float) and math.isfinite(stop_loss) and 0 < stop_loss < 1
-    ):
+    if not (_is_real(stop_loss) and 0 < stop_loss < 1):
         raise ValueError(f"stop_loss must be a fraction in (0, 1), got {stop_loss!r}")
-    if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer) or horizon < 1:
+    if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 1:
         raise ValueError(f"horizon must be an integer >= 1 (candles), got {horizon!r}")
 
 

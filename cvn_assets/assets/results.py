@@ -207,12 +207,11 @@ def _write_report(
     artifacts: ArtifactStore,
     sweep: SweepSettings,
 ) -> Path:
-    from cvn_assets.gates import cscv_logits
-    from cvn_assets.report import render_report
+    from cvn_assets.gates import cscv_logits, trim_for_cscv
+    from cvn_assets.report import best_focal_variant, render_report
 
     baseline = _baseline_name()
-    focal = verdicts[verdicts["variant"] != baseline]
-    best = str(focal.sort_values("mean_delta", ascending=False)["variant"].iloc[0])
+    best = best_focal_variant(verdicts)
     reliability: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for name in (baseline, best):
         v = next(x for x in SETTINGS.variants if x.name == name)
@@ -228,7 +227,8 @@ def _write_report(
         y = np.concatenate(ys)
         reliability[name] = {m: (np.concatenate(p), y) for m, p in probs.items()}
     matrix = daily.pivot(index="period", columns="variant", values="net_return").sort_index()
-    logits = cscv_logits(matrix.to_numpy(), n_blocks=8)
+    trimmed, _ = trim_for_cscv(matrix.to_numpy(), 8)
+    logits = cscv_logits(trimmed, n_blocks=8)
     out = report_dir(sweep.sweep_id) / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     return render_report(

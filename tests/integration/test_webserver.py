@@ -85,7 +85,7 @@ def webserver(tmp_path):
                     break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError((tmp_path / "webserver.log").read_text()[-3000:])
+                    raise RuntimeError((tmp_path / "webserver.log").read_text()[-3000:]) from None
                 time.sleep(0.5)
         yield port, home
     finally:

@@ -360,6 +360,7 @@ def test_verdicts_shape_and_baseline_row(verdicts: pd.DataFrame) -> None:
     base = _row(verdicts, "baseline")
     assert all(pd.isna(base[g]) for g in GATE_COLUMNS)
     assert pd.isna(base["lock"])
+    assert base["mean_delta"] == 0.0 and base["fold_var_delta"] == 0.0
     assert base["f1_buy_mean"] == pytest.approx(0.40 + 0.03 * 2 + 0.02 * 2, abs=0.01)
 
 
@@ -412,7 +413,7 @@ def test_significance_figures_match_scipy_and_statsmodels(
         assert row["p_cells"] == pytest.approx(cell_p[i])
         assert row["p_cells_bh"] == pytest.approx(cell_p_bh[i])
         delta = (wide[v] - wide["baseline"]).to_numpy()
-        assert row["delta_mean"] == pytest.approx(delta.mean())
+        assert row["mean_delta"] == pytest.approx(delta.mean())
         # d_av by hand on the 25 cells
         sd_av = (wide[v].std(ddof=1) + wide["baseline"].std(ddof=1)) / 2
         assert row["d_av"] == pytest.approx(delta.mean() / sd_av)
@@ -420,7 +421,7 @@ def test_significance_figures_match_scipy_and_statsmodels(
         assert (row["ci_lo"], row["ci_hi"]) == paired_bootstrap_ci(delta, n_resamples=2000)
         # per-fold variance next to the median: variance over folds of per-fold mean delta
         per_fold = (wide[v] - wide["baseline"]).groupby(level="fold").mean()
-        assert row["delta_fold_var"] == pytest.approx(per_fold.var(ddof=1))
+        assert row["fold_var_delta"] == pytest.approx(per_fold.var(ddof=1))
 
 
 def test_fold_tests_and_per_asset_tables(results: pd.DataFrame) -> None:

@@ -1,0 +1,190 @@
+"""MarketDataResource: synthetic and CSV sources, selection, config errors, inside Dagster."""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from cvn_assets.candles_io import CandleValidationError
+from cvn_assets.synthetic_market import DEFAULT_UNIVERSE, Scenario, synthetic_candles
+from resources.market_data import MarketDataResource
+
+HEADER = "open_time,open,high,low,close,volume\n"
+USDT_MAP = {s: s.replace("USDC", "USDT") for s in DEFAULT_UNIVERSE}
+
+
+def _shared_data() -> Path:
+    env = os.environ.get("CVN_SHARED_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def _headed(n: int, start: str = "2024-01-01") -> str:
+    idx = pd.date_range(start, periods=n, freq="h", tz="UTC")
+    lines = [
+        f"{t.strftime('%Y-%m-%dT%H:%M:%SZ')},{100 + i},{101 + i},{99 + i},{100.5 + i},{i}"
+        for i, t in enumerate(idx)
+    ]
+    return HEADER + "\n".join(lines) + "\n"
+
+
+def _binance(n: int, start_ms: int) -> str:
+    lines = []
+    for i in range(n):
+        t = start_ms + i * 3_600_000
+        lines.append(f"{t},{2 + i},{3 + i},{1 + i},{2.5 + i},{10},{t + 3_599_999},1,1,1,1,0")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ synthetic
+
+
+def test_synthetic_source_matches_the_generator() -> None:
+    res = MarketDataResource(hours=1000)
+    direct = synthetic_candles(DEFAULT_UNIVERSE, hours=1000)
+    for sym in DEFAULT_UNIVERSE:
+        pd.testing.assert_frame_equal(res.load_candles(sym), direct[sym], check_exact=True)
+    # a symbol outside the configured universe is generated too (per-symbol determinism)
+    assert len(res.load_candles("ADAUSDC")) == 1000
+
+
+def test_selection_is_half_open() -> None:
+    res = MarketDataResource(hours=200)
+    sel = res.load_candles("BTCUSDC", start="2023-07-02", end="2023-07-03")
+    assert len(sel) == 24
+    assert sel.index[0] == pd.Timestamp("2023-07-02T00:00:00Z")
+    assert sel.index[-1] == pd.Timestamp("2023-07-02T23:00:00Z")
+    full = res.load_candles("BTCUSDC")
+    pd.testing.assert_frame_equal(sel, full.loc["2023-07-02"])
+    with pytest.raises(CandleValidationError, match="no candles in"):
+        res.load_candles("BTCUSDC", start="2030-01-01")
+    with pytest.raises(ValueError, match="must be after start"):
+        res.load_candles("BTCUSDC", start="2023-07-03", end="2023-07-02")
+
+
+def test_loaded_frames_are_copies() -> None:
+    res = MarketDataResource(hours=100)
+    a = res.load_candles("ETHUSDC")
+    a["close"] = -1.0
+    assert (res.load_candles("ETHUSDC")["close"] > 0).all()
+
+
+def test_scenario_knobs() -> None:
+    res = MarketDataResource(hours=1500, crash_at="2023-08-01", crash_pct=0.3, crash_hours=12)
+    assert res.scenario() == Scenario(crash_at="2023-08-01", crash_pct=0.3, crash_hours=12)
+    expected = synthetic_candles(DEFAULT_UNIVERSE, hours=1500, scenario=res.scenario())
+    pd.testing.assert_frame_equal(res.load_candles("SOLUSDC"), expected["SOLUSDC"])
+    assert MarketDataResource().scenario() is None
+    with pytest.raises(ValueError, match="market_data scenario: .*crash_pct"):
+        MarketDataResource(crash_at="2023-08-01", crash_pct=2.0).check_config()
+
+
+# ------------------------------------------------------------------ csv
+
+
+def test_csv_source_with_symbol_map_and_both_layouts(tmp_path: Path) -> None:
+    (tmp_path / "BTCUSDT_1h.csv").write_text(_headed(30))
+    (tmp_path / "ETHUSDT.csv").write_text(_binance(20, 1_704_067_200_000))  # 2024-01-01 ms
+    res = MarketDataResource(source="csv", csv_dir=str(tmp_path), symbol_map=USDT_MAP)
+    btc = res.load_candles("BTCUSDC")
+    eth = res.load_candles("ETHUSDC")  # falls back to {symbol}.csv
+    assert len(btc) == 30 and len(eth) == 20
+    assert btc["close"].iloc[3] == 103.5
+    assert eth.index[0] == pd.Timestamp("2024-01-01T00:00:00Z")
+    assert str(eth.index.dtype) == "datetime64[us, UTC]" and eth.index.name == "open_time"
+    assert res.describe("BTCUSDC")["file"].endswith("BTCUSDT_1h.csv")
+    assert res.gap_report("BTCUSDC")["n_gaps"] == 0
+
+
+def test_csv_custom_pattern_and_reload_after_change(tmp_path: Path) -> None:
+    path = tmp_path / "klines-BTCUSDT.csv"
+    path.write_text(_headed(10))
+    res = MarketDataResource(
+        source="csv",
+        csv_dir=str(tmp_path),
+        symbol_map=USDT_MAP,
+        filename_pattern="klines-{symbol}.csv",
+    )
+    assert len(res.load_candles("BTCUSDC")) == 10
+    path.write_text(_headed(12))
+    assert len(res.load_candles("BTCUSDC")) == 12  # the in-process cache notices the change
+
+
+def test_csv_errors(tmp_path: Path) -> None:
+    res = MarketDataResource(source="csv", csv_dir=str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no candle file for symbol 'BTCUSDC'"):
+        res.load_candles("BTCUSDC")
+    (tmp_path / "BTCUSDC_1h.csv").write_text(HEADER + "2024-01-01T00:00:00Z,100,99,98,100,1\n")
+    with pytest.raises(
+        CandleValidationError, match=r"BTCUSDC_1h\.csv line 2 column 'high': value 99\.0"
+    ):
+        res.load_candles("BTCUSDC")
+
+
+@pytest.mark.parametrize(
+    ("config", "msg"),
+    [
+        ({"source": "parquet"}, r"source must be one of \('synthetic', 'csv'\), got 'parquet'"),
+        ({"source": "csv"}, "csv_dir is required when source='csv'"),
+        ({"source": "csv", "csv_dir": ""}, "csv_dir is required"),
+        ({"source": "csv", "csv_dir": "/nonexistent/x"}, "'/nonexistent/x' is not a directory"),
+        ({"hours": 0}, "hours must be >= 1, got 0"),
+        ({"symbols": []}, "symbols is empty"),
+    ],
+)
+def test_bad_config_is_refused(config: dict, msg: str) -> None:
+    res = MarketDataResource(**config)
+    with pytest.raises(ValueError, match=msg):
+        res.check_config()
+    with pytest.raises(ValueError, match=msg):
+        res.load_candles("BTCUSDC")
+
+
+# ------------------------------------------------------------------ inside Dagster
+
+
+def test_works_as_a_dagster_resource() -> None:
+    @dg.asset
+    def n_candles(market_data: MarketDataResource) -> int:
+        return len(market_data.load_candles("BTCUSDC"))
+
+    result = dg.materialize([n_candles], resources={"market_data": MarketDataResource(hours=240)})
+    assert result.success
+    assert result.output_for_node("n_candles") == 240
+
+
+def test_bad_config_fails_the_run_before_the_asset_runs() -> None:
+    ran: list[bool] = []
+
+    @dg.asset
+    def uses_market(market_data: MarketDataResource) -> int:
+        ran.append(True)
+        return 0
+
+    with pytest.raises(dg.DagsterResourceFunctionError) as err:
+        dg.materialize([uses_market], resources={"market_data": MarketDataResource(source="db")})
+    assert "source must be one of" in str(err.value.__cause__)
+    assert not ran
+
+
+# ------------------------------------------------------------------ real Binance files
+
+
+def test_real_binance_files_through_the_resource() -> None:
+    folder = _shared_data() / "binance_spot_1h_2021_2023"
+    if not folder.is_dir():
+        pytest.skip(f"real Binance candles not present at {folder} (shared data folder absent)")
+    res = MarketDataResource(source="csv", csv_dir=str(folder), symbol_map=USDT_MAP)
+    for sym in DEFAULT_UNIVERSE:
+        c = res.load_candles(sym)
+        rep = res.gap_report(sym)
+        assert (rep["n_gaps"], rep["missing_bars"], rep["n_zero_volume"]) == (5, 12, 1), sym
+        assert len(c) in (23_987, 23_988), sym
+        assert np.isfinite(c.to_numpy()).all()
+    btc = res.load_candles("BTCUSDC", start="2021-04-04T20:00:00Z", end="2021-04-04T21:00:00Z")
+    # first data row of BTCUSDT_1h.csv, as written in the file
+    assert btc.iloc[0].tolist() == [57953.86, 58051.25, 57826.16, 58025.11, 1240.209016]
