@@ -21,14 +21,14 @@ from dagster import (
 )
 
 from cvn_assets.assets import checks, market, results, training
-from cvn_assets.partitions import SETTINGS, crypto_fold_partitions, crypto_partitions
+from cvn_assets.partitions import SETTINGS
 from resources.market_data import MarketDataResource
 from resources.model_store import ArtifactStore, CvnIOManager
 from resources.results_store import ResultsStore
 from resources.sweep_settings import SweepProgress, SweepSettings
 
 
-def _env_or(name: str, default: str):
+def _env_or(name: str, default: str | None):
     """``EnvVar(name)`` when set (resolved at run time, secrets never stored), else default."""
     return EnvVar(name) if os.environ.get(name) else default
 
@@ -39,7 +39,6 @@ calibrated_assets = [training.build_calibrated_asset(v) for v in SETTINGS.varian
 market_job = define_asset_job(
     "market_job",
     selection=AssetSelection.assets(*market.MARKET_ASSET_KEYS),
-    partitions_def=crypto_partitions,
     description="Candles, features, labels, dataset and fold plans for the selected cryptos.",
 )
 
@@ -49,7 +48,6 @@ variant_jobs = [
         selection=AssetSelection.assets(
             training.model_asset_name(v), training.calibrated_asset_name(v)
         ),
-        partitions_def=crypto_fold_partitions,
         tags=training.variant_tags(v),
         description=f"Train and calibrate variant {v.name} on the selected crypto x fold cells.",
     )
@@ -81,8 +79,9 @@ def build_resources() -> dict:
     return {
         "market_data": MarketDataResource(
             source=_env_or("CVN_MARKET_SOURCE", "synthetic"),
-            csv_dir=_env_or("CVN_CSV_DIR", ""),
+            csv_dir=_env_or("CVN_CSV_DIR", None),
             symbol_map=_symbol_map(),
+            symbols=list(SETTINGS.universe),
         ),
         "sweep": SweepSettings(),
         "progress": SweepProgress(),

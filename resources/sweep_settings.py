@@ -112,7 +112,11 @@ class SweepProgress(ConfigurableResource):
     total: int = 0
 
     def tick(self, context: Any, label: str, step_total: int) -> str:
-        key = "sweep" if self.total > 0 else f"{context.run.run_id}:{context.op.name}"
+        key = (
+            "sweep"
+            if self.total > 0
+            else f"{context.run.run_id}:{context.op_execution_context.op.name}"
+        )
         total = self.total if self.total > 0 else step_total
         start, done = _PROGRESS.get(key, (time.perf_counter(), 0))
         done += 1
@@ -126,7 +130,11 @@ class SweepProgress(ConfigurableResource):
         return msg
 
     def start(self, context: Any) -> None:
-        key = "sweep" if self.total > 0 else f"{context.run.run_id}:{context.op.name}"
+        key = (
+            "sweep"
+            if self.total > 0
+            else f"{context.run.run_id}:{context.op_execution_context.op.name}"
+        )
         _PROGRESS.setdefault(key, (time.perf_counter(), 0))
 
 

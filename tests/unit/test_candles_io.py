@@ -55,6 +55,13 @@ def test_read_headed_iso_file(tmp_path: Path) -> None:
     assert all(dt == np.float64 for dt in df.dtypes)
 
 
+def test_offsets_are_converted_to_utc(tmp_path: Path) -> None:
+    rows = ["2024-01-01T02:00:00+02:00,1,1,1,1,1", "2024-01-01T01:00:00,1,1,1,1,1"]
+    df = read_candles_csv(_write(tmp_path, HEADER + "\n".join(rows) + "\n"))
+    # +02:00 -> 00:00 UTC; no offset is read as UTC
+    assert list(df.index) == list(pd.date_range("2024-01-01", periods=2, freq="h", tz="UTC"))
+
+
 def test_read_binance_dump_ms_and_us_per_row(tmp_path: Path) -> None:
     t0 = 1_735_686_000_000  # 2024-12-31T23:00:00Z in ms
     rows = [
@@ -156,6 +163,15 @@ def _replace(row: int, new: str) -> str:
             _kline(1_700_000_000, "1", "1", "1", "1", "1") + "\n",
             r"line 1 column 'open_time': value '1700000000'.*neither milliseconds",
         ),
+        (
+            _kline(10**25, "1", "1", "1", "1", "1") + "\n",
+            r"line 1 column 'open_time': value '1" + "0" * 25 + "'.*neither milliseconds",
+        ),
+        (
+            HEADER + GOOD_ROWS[0] + "\n" + GOOD_ROWS[1] + ",999\n",
+            r"X_1h\.csv: malformed CSV \(.*line 3",
+        ),
+        (_replace(2, ",1,1,1,1,1"), r"line 4 column 'open_time'.*open_time is empty"),
     ],
 )
 def test_validation_errors_name_file_line_and_value(
