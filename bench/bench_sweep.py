@@ -74,6 +74,7 @@ def plain_loop(csv_dir: str | None) -> None:
             n_splits=5,
             embargo_pct=settings.embargo_pct,
             early_stopping_frac=settings.early_stopping_frac,
+            labels=ds["label"].to_numpy(),
         )
         for v in DEFAULT_VARIANTS:
             for plan in plans:

@@ -135,6 +135,7 @@ def fold_splits(
             n_splits=SETTINGS.n_folds,
             embargo_pct=sweep.embargo_pct,
             early_stopping_frac=sweep.early_stopping_frac,
+            labels=ds["label"].to_numpy(),  # a block without BUY labels is an error, named
         )
         y = ds["label"].to_numpy()
         table = pd.DataFrame(
