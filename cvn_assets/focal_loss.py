@@ -87,6 +87,7 @@ __all__ = [
     "GAMMA",
     "HESS_FLOOR",
     "MARGIN",
+    "MARGIN_CLIP",
     "P",
     "P_CLIP",
     "Q",

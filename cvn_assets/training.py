@@ -190,7 +190,8 @@ class XGBWrapper:
                     raise ValueError(
                         f"X columns differ from training: missing {missing}, extra {extra}"
                     )
-                X = X[self.feature_names]  # same names, other order: realign
+                by_name = {str(c): c for c in X.columns}
+                X = X[[by_name[c] for c in self.feature_names]]  # same names, other order
         arr, _ = _features("X", X)
         if arr.shape[1] != self.n_features:
             raise ValueError(f"X has {arr.shape[1]} features, the model expects {self.n_features}")

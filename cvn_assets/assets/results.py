@@ -1,6 +1,7 @@
 """Results stage: the fan-in ``finetune_results`` (125 rows by default) and ``gate_verdicts``."""
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -124,14 +125,8 @@ def finetune_results_complete(
     want = set(expected_cells(SETTINGS.variants))
     missing = sorted(want - have)
     extra = sorted(have - want)
-    nan_cells = (
-        frame.loc[frame[list(KEY_METRICS)].isna().any(axis=1), ["crypto", "fold", "variant"]]
-        .astype(str)
-        .agg("|".join, axis=1)
-        .tolist()
-        if len(frame)
-        else []
-    )
+    nan_mask = frame[list(KEY_METRICS)].isna().any(axis=1) if len(frame) else []
+    nan_cells = [f"{r.variant} {r.crypto}|f{r.fold}" for r in frame[nan_mask].itertuples()]
     ok = not missing and not nan_cells and len(frame) == len(want)
     return AssetCheckResult(
         passed=ok,
@@ -156,15 +151,20 @@ def gate_verdicts(
     """Per variant: every gate's figure, threshold and PASS/FAIL, and the lock decision."""
     oos = results_store.load_oos_returns(sweep.sweep_id)
     daily = portfolio_daily_returns(oos)
-    verdicts = evaluate_gates(
-        finetune_results,
-        baseline=_baseline_name(),
-        primary_calibration=sweep.primary_calibration,
-        oos_returns=daily,
-        seed=sweep.seed,
-    )
-    results_store.replace_verdicts(sweep.sweep_id, verdicts.to_dict("records"))
-    report_path = _write_report(finetune_results, verdicts, daily, artifacts, sweep)
+    # CSCV drops the oldest T mod n_blocks days and says so: keep that note in the metadata
+    # instead of printing a warning on every run
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        verdicts = evaluate_gates(
+            finetune_results,
+            baseline=_baseline_name(),
+            primary_calibration=sweep.primary_calibration,
+            oos_returns=daily,
+            seed=sweep.seed,
+        )
+        results_store.replace_verdicts(sweep.sweep_id, verdicts.to_dict("records"))
+        report_path = _write_report(finetune_results, verdicts, daily, artifacts, sweep)
+    notes = sorted({str(w.message) for w in caught})
     locked = [str(v) for v in verdicts.loc[verdicts["lock"].fillna(False).astype(bool), "variant"]]
     context.add_output_metadata(
         {
@@ -172,6 +172,8 @@ def gate_verdicts(
             "verdicts": MetadataValue.md(gate_verdicts_markdown(verdicts)),
             "lockable_variants": MetadataValue.json(locked),
             "report": MetadataValue.path(str(report_path)),
+            "pbo_periods": int(daily["period"].nunique()),
+            "notes": MetadataValue.json(notes),
         }
     )
     return verdicts

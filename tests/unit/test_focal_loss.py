@@ -260,6 +260,35 @@ class TestFocalLossInvariants:
         assert fl.kernel_source(2.5).count("_exp(") == 2  # q**2.5 = exp(2.5 log q)
 
 
+_a_sym, _b_sym = sp.symbols("a b", positive=True)
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        -_a_sym - 3 * _b_sym + 1,
+        _a_sym**5 / _b_sym**3 - 2.5,
+        sp.log(_a_sym) * sp.exp(-_b_sym) / (_a_sym + _b_sym),
+        _a_sym ** sp.Rational(1, 2) + _b_sym ** sp.Float(1.7) - 1 / _a_sym,
+        -_a_sym * _b_sym * (_a_sym - 2 * _b_sym) ** 2,
+        sp.Max(_a_sym - _b_sym, sp.Float(0.25)),
+    ],
+)
+def test_code_generator_matches_lambdify(expr):
+    """The SymPy -> in-place NumPy translator against SymPy's own lambdify printer."""
+    gen = fl._InplaceNumpyCodegen({_a_sym: "a", _b_sym: "b"})
+    consts: dict[float, str] = {}
+    lines, n_bufs = gen.compile_lines([(expr, "out")], consts)
+    ns = dict(fl._UFUNCS, **{n: np.array(v) for v, n in consts.items()})
+    rng = np.random.default_rng(9)
+    a, b = rng.uniform(0.1, 3, 64), rng.uniform(0.1, 3, 64)
+    ns.update(a=a, b=b, out=np.empty(64), **{f"b{i}": np.empty(64) for i in range(n_bufs)})
+    for line in lines:
+        eval(line, ns)  # noqa: S307 - generated ufunc calls only
+    expected = sp.lambdify((_a_sym, _b_sym), expr, "numpy")(a, b)
+    np.testing.assert_allclose(ns["out"], expected, rtol=1e-13)
+
+
 class TestFocalLossInputErrors:
     def test_nan_margin_raises_before_training(self):
         with pytest.raises(ValueError, match=r"margin\[2\] is NaN"):
@@ -304,6 +333,16 @@ class TestXGBoostIntegration:
         m = np.linspace(-3, 3, y.shape[0]).astype(np.float32)
         for a, b in zip(obj(m, d), clone(m, d), strict=True):
             np.testing.assert_array_equal(a, b)
+
+    def test_objective_refuses_nan_margins(self):
+        X, y = self._data()
+        d = xgb.DMatrix(X, label=y)
+        m = np.zeros(y.shape[0], dtype=np.float32)
+        m[7] = np.nan
+        with pytest.raises(ValueError, match=r"margin\[7\] is NaN"):
+            fl.FocalObjective(2, 0.25)(m, d)
+        with pytest.raises(ValueError, match=r"margin\[7\] is NaN"):
+            fl.FocalMetric(2, 0.25)(m, d)
 
     def test_xgboost_leaf_weight_uses_our_gradient_and_hessian(self):
         """No split allowed -> one leaf: weight = -eta * sum(g) / (sum(h) + lambda)."""
