@@ -1070,7 +1070,8 @@ def gate_verdicts_markdown(verdicts: pd.DataFrame) -> str:
             f"{_fmt(r['mean_delta'], '+.4f')} [{_fmt(r['ci_lo'], '+.4f')}, "
             f"{_fmt(r['ci_hi'], '+.4f')}] {r['gate_bootstrap_ci']}",
             f"{_fmt(r['d_av'], '.2f')} ({r['d_magnitude']}) {r['gate_effect_size']}",
-            f"{int(r['n_cryptos_improving'])}/{int(r['n_cryptos'])} (need {int(r['n_cryptos_required'])}) "
+            f"{int(r['n_cryptos_improving'])}/{int(r['n_cryptos'])} "
+            f"(need {int(r['n_cryptos_required'])}) "
             f"{r['gate_per_asset']}",
             f"{_fmt(r['ece_delta'], '+.4f')} ({r['ece_method']}, tol {r['ece_tolerance']}) "
             f"{r['gate_ece']}",
