@@ -203,7 +203,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     args = parser.parse_args()
-    reps = 2 if args.quick else 3
+    reps = 2 if args.quick else 5
 
     print(f"load average at the start: {os.getloadavg()} on {os.cpu_count()} cores")
     print("== import time (fresh interpreter) ==")

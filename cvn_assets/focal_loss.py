@@ -348,12 +348,16 @@ def _call(ufunc: str, args: Sequence[str], out: str | None) -> str:
 #   splus = log(1 + e) = -log p_t, compensated: u - 1 is exact (u < 2**24) and r = e - (u - 1)
 #   is the exact rounding error of 1 + e, so log(1 + e) = log(u) + r/u to ~1 ulp even when
 #   p_t -> 1 (where log(p) would lose all relative precision);
-#   w_h = a_t = (1 - alpha) + (2 alpha - 1) y, w_g = s a_t = y + alpha - 1.
+#   w_h = a_t = (1 - alpha) + (2 alpha - 1) y, w_g = +-s a_t (the sign giving fewer ops).
 # Entries: (ufunc, args, out); floats are constants.
 _Preamble = list[tuple[str, tuple[str | float, ...], str]]
 
 
-def _preamble(alpha: float) -> _Preamble:
+def _preamble(alpha: float, sign: int) -> _Preamble:
+    """``sign`` = +1: ``w_g = s a_t = y + alpha - 1``; -1: ``w_g = -s a_t = (1 - alpha) - y``."""
+    w_g = (
+        ("add", ("y", alpha - 1.0), "w_g") if sign > 0 else ("subtract", (1.0 - alpha, "y"), "w_g")
+    )
     return [
         ("multiply", ("y", -2.0), "ns"),
         ("add", ("ns", 1.0), "ns"),
@@ -371,7 +375,7 @@ def _preamble(alpha: float) -> _Preamble:
         ("add", ("u", "splus"), "splus"),
         ("multiply", ("y", 2.0 * alpha - 1.0), "w_h"),
         ("add", ("w_h", 1.0 - alpha), "w_h"),
-        ("add", ("y", alpha - 1.0), "w_g"),
+        w_g,
     ]
 
 
@@ -462,30 +466,35 @@ def _build_kernel(
     ``log(p)`` by the preamble's compensated ``-log(1 + e)``.
     """
     gval = _gamma_value(gamma)
-    exprs: list[sp.Expr]
-    if kind == "grad_hess":
-        exprs = [_WG * _UNIT_GRAD, _WH * _UNIT_HESS]
-        if hess_floor is not None:
-            exprs[1] = sp.Max(exprs[1], sp.Float(hess_floor, 17), evaluate=False)
-        dests = ["out0", "out1"]
-    elif kind == "loss":
-        exprs = [_WH * _UNIT_LOSS]
-        dests = ["out0"]
-    else:  # pragma: no cover - internal
-        raise ValueError(kind)
-    exprs = [e.subs(sp.log(P), -_SOFTPLUS) for e in exprs]
-    replacements, reduced = sp.cse(exprs, optimizations="basic")
-    gen = _InplaceNumpyCodegen({P: "p", Q: "q", _SOFTPLUS: "splus", _WG: "w_g", _WH: "w_h"})
-    for sym, sub in replacements:
-        gen.env[sym] = gen.emit(sub.subs(GAMMA, gval))
-    consts: dict[float, str] = {}
-    pre = [
-        _call(u, [a if isinstance(a, str) else _const_name(consts, a) for a in args], out)
-        for u, args, out in _preamble(alpha)
-    ]
-    lines, n_bufs = gen.compile_lines(
-        [(e.subs(GAMMA, gval), d) for e, d in zip(reduced, dests, strict=True)], consts
-    )
+    best: tuple[list[str], list[str], int, dict[float, str]] | None = None
+    for sign in (1, -1):  # grad = sign * w_g * G with w_g = sign * s * a_t: keep the shorter
+        if kind == "grad_hess":
+            exprs = [sign * _WG * _UNIT_GRAD, _WH * _UNIT_HESS]
+            if hess_floor is not None:
+                exprs[1] = sp.Max(exprs[1], sp.Float(hess_floor, 17), evaluate=False)
+            dests = ["out0", "out1"]
+        elif kind == "loss":
+            exprs = [_WH * _UNIT_LOSS]
+            dests = ["out0"]
+        else:  # pragma: no cover - internal
+            raise ValueError(kind)
+        exprs = [e.subs(sp.log(P), -_SOFTPLUS) for e in exprs]
+        replacements, reduced = sp.cse(exprs, optimizations="basic")
+        gen = _InplaceNumpyCodegen({P: "p", Q: "q", _SOFTPLUS: "splus", _WG: "w_g", _WH: "w_h"})
+        for sym, sub in replacements:
+            gen.env[sym] = gen.emit(sub.subs(GAMMA, gval))
+        consts: dict[float, str] = {}
+        pre = [
+            _call(u, [a if isinstance(a, str) else _const_name(consts, a) for a in args], out)
+            for u, args, out in _preamble(alpha, sign)
+        ]
+        lines, n_bufs = gen.compile_lines(
+            [(e.subs(GAMMA, gval), d) for e, d in zip(reduced, dests, strict=True)], consts
+        )
+        if best is None or len(lines) < len(best[1]):
+            best = (pre, lines, n_bufs, consts)
+    assert best is not None
+    pre, lines, n_bufs, consts = best
     names = [*_PREAMBLE_BUFFERS, *(f"b{i}" for i in range(n_bufs))]
     params = ", ".join(f"{n}_all" for n in ["m", "y", *dests, *names])
     src = [

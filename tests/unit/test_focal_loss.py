@@ -181,8 +181,11 @@ class TestFocalLossInvariants:
                 for y in (0, 1):
                     yy = np.full(m.shape, y, dtype=dtype)
                     g, h = fl.grad_hess(m, yy, gamma, alpha)
+                    g32, h32 = fl.grad_hess(m, yy, gamma, alpha, dtype="float32")
                     loss = fl.loss(m, yy, gamma, alpha)
                     assert np.isfinite(g).all() and np.isfinite(h).all()
+                    np.testing.assert_allclose(g32, g, rtol=1e-5, atol=1e-30)
+                    np.testing.assert_allclose(h32, h, rtol=1e-5, atol=1e-30)
                     assert np.isfinite(loss).all() and (loss >= 0).all()
 
     def test_extreme_margins_equal_the_clipped_probability(self):
