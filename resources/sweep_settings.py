@@ -44,6 +44,9 @@ class SweepSettings(ConfigurableResource):
     reg_lambda: float = 1.0
     nthread: int = 2
     seed: int = 0
+    #: reuse a cell's crash checkpoint when its fingerprint (data, fold plan, variant, params)
+    #: matches; training is deterministic, so this only skips recomputing the same booster
+    reuse_checkpoints: bool = True
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self.validate_all()

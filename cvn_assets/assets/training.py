@@ -116,7 +116,7 @@ def build_model_asset(variant: Variant):
                 sweep.seed,
             )
             t0 = time.perf_counter()
-            cached = artifacts.read_checkpoint(name, key, fp)
+            cached = artifacts.read_checkpoint(name, key, fp) if sweep.reuse_checkpoints else None
             try:
                 if cached is not None:
                     model, reused = cached, True
