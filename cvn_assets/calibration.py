@@ -32,7 +32,7 @@ from cvn_assets.metrics import logit, sigmoid
 
 __all__ = [
     "CALIBRATION_METHODS",
-    "CalibratedModel",
+    "CalibratedClassifier",
     "Calibrator",
     "IdentityCalibrator",
     "IsotonicCalibrator",
@@ -323,7 +323,7 @@ def model_logits(model: Any, X: Any) -> NDArray[np.float64]:
     return logit(proba[:, 1], LOGIT_EPS)
 
 
-class CalibratedModel:
+class CalibratedClassifier:
     """A model plus a calibrator: sklearn-style ``predict_proba`` (n, 2) and ``predict``.
 
     Module-level and plain-attribute, so it pickles (the spec's MLflow regression); also
@@ -341,7 +341,9 @@ class CalibratedModel:
         self.calibrator = calibrator
 
     @classmethod
-    def fit(cls, model: Any, X: Any, y: ArrayLike, method: str = "temperature") -> CalibratedModel:
+    def fit(
+        cls, model: Any, X: Any, y: ArrayLike, method: str = "temperature"
+    ) -> CalibratedClassifier:
         """Fit ``method`` on (X, y) of the calibration block."""
         return cls(model, fit_calibrator(method, model_logits(model, X), y))
 
@@ -369,7 +371,7 @@ class CalibratedModel:
         (root / "calibrator.json").write_text(json.dumps(self.calibrator.to_dict()))
 
     @classmethod
-    def load(cls, path: Path | str) -> CalibratedModel:
+    def load(cls, path: Path | str) -> CalibratedClassifier:
         """Inverse of :meth:`save` for ``XGBWrapper`` models; executes no stored code."""
         from cvn_assets.training import XGBWrapper
 
@@ -383,7 +385,7 @@ class CalibratedModel:
         return cls(model, calibrator)
 
 
-class TemperatureScaledModel(CalibratedModel):
+class TemperatureScaledModel(CalibratedClassifier):
     """``sigmoid(margin / T)`` over a focal (raw-margin) or binary:logistic model.
 
     Spec: module-level (picklable) class exposing sklearn-compatible ``predict_proba`` /

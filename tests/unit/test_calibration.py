@@ -205,7 +205,7 @@ class TestCalibratedModels:
         model, X, y = focal_model
         for c in (
             cal.TemperatureScaledModel.fit(model, X[:500], y[:500]),
-            cal.CalibratedModel.fit(model, X[:500], y[:500], method="isotonic"),
+            cal.CalibratedClassifier.fit(model, X[:500], y[:500], method="isotonic"),
         ):
             expected = c.predict_proba(X)
             np.testing.assert_array_equal(pickle.loads(pickle.dumps(c)).predict_proba(X), expected)
