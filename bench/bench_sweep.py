@@ -32,7 +32,7 @@ def plain_loop(csv_dir: str | None) -> None:
     import pandas as pd
 
     from cvn_assets.ablation import DEFAULT_VARIANTS
-    from cvn_assets.dataset import assemble_dataset
+    from cvn_assets.dataset import assemble_dataset, label_times
     from cvn_assets.evaluation import (
         calibrate_and_evaluate,
         daily_oos_returns,
@@ -69,8 +69,7 @@ def plain_loop(csv_dir: str | None) -> None:
             ),
         )
         plans = three_way_fold_plan(
-            ds.index.to_numpy(),
-            ds["t1"].to_numpy(),
+            *label_times(ds),
             n_splits=5,
             embargo_pct=settings.embargo_pct,
             early_stopping_frac=settings.early_stopping_frac,

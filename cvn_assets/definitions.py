@@ -20,7 +20,7 @@ from dagster import (
     in_process_executor,
 )
 
-from cvn_assets.assets import checks, market, results, training
+from cvn_assets.assets import market, results, training
 from cvn_assets.partitions import SETTINGS
 from resources.market_data import MarketDataResource
 from resources.model_store import ArtifactStore, CvnIOManager
@@ -104,8 +104,6 @@ defs = Definitions(
         results.gate_verdicts,
     ],
     asset_checks=[
-        checks.fold_splits_no_leakage,
-        *[checks.build_probability_check(v) for v in SETTINGS.variants],
         results.finetune_results_complete,
         results.lock_decision,
     ],

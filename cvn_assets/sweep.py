@@ -33,7 +33,9 @@ def _ensure_home() -> Path:
     Path(home).mkdir(parents=True, exist_ok=True)
     cfg = Path(home) / "dagster.yaml"
     if not cfg.exists():
-        cfg.write_text("telemetry:\n  enabled: false\n")
+        from resources.instance_storage import default_instance_yaml
+
+        cfg.write_text(default_instance_yaml(str(Path(home).resolve())))
     return Path(home)
 
 
@@ -117,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "resources": {
                 **{name: {"config": cfg} for name, cfg in extra.items()},
                 "sweep": {"config": sweep_cfg},
-                "progress": {"config": {"echo": not args.quiet, "total": total}},
+                "progress": {"config": {"echo": not args.quiet, "log": False, "total": total}},
             },
         }
         result = job.execute_in_process(

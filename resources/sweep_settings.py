@@ -112,6 +112,8 @@ class SweepProgress(ConfigurableResource):
     """
 
     echo: bool = False
+    #: also write each line to the run's event log (UI launches); the one command turns it off
+    log: bool = True
     total: int = 0
 
     def tick(self, context: Any, label: str, step_total: int) -> str:
@@ -127,9 +129,10 @@ class SweepProgress(ConfigurableResource):
         elapsed = time.perf_counter() - start
         eta = elapsed / done * max(total - done, 0)
         msg = f"[{done:>3}/{total}] {label}  elapsed {elapsed:6.1f}s  ETA {eta:6.1f}s"
-        context.log.info(msg)
-        if self.echo:
+        if self.echo:  # the one command: stdout
             print(msg, flush=True)
+        if self.log:  # UI / CLI launches: the run's log in the Dagster UI
+            context.log.info(msg)
         return msg
 
     def start(self, context: Any) -> None:

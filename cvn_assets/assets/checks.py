@@ -1,55 +1,73 @@
-"""Asset checks users want to see green: no leakage, probabilities valid."""
+"""Asset checks users want to see green: no leakage between fold blocks, valid probabilities.
+
+Both are evaluated inside the step that materializes the asset (``check_specs``), on the
+values just computed, so they cover exactly the partitions of that run and cost no extra
+step or re-read of the stored artifacts.
+"""
+
+from collections.abc import Mapping
 
 import numpy as np
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetKey, MetadataValue, asset_check
+import pandas as pd
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
-from cvn_assets.ablation import Variant
-from cvn_assets.assets.market import fold_splits
-from cvn_assets.assets.training import calibrated_asset_name
+from cvn_assets.calibrated_model import CalibratedModel
 from cvn_assets.calibration import CALIBRATION_METHODS
-from cvn_assets.folds import leakage_check
-from cvn_assets.partitions import SETTINGS, cell_key
-from resources.model_store import ArtifactStore
+from cvn_assets.dataset import label_times
+from cvn_assets.folds import FoldPlan, leakage_check
+
+NO_LEAKAGE = "no_leakage"
+PROBABILITIES_VALID = "probabilities_valid"
 
 
-@asset_check(
-    asset=fold_splits,
-    description="No train / early-stopping row's label interval overlaps a calibration or test "
-    "row's, and calibration does not overlap test (AFML 7.4), for every stored crypto.",
-)
-def fold_splits_no_leakage(artifacts: ArtifactStore) -> AssetCheckResult:
+def no_leakage_spec(asset: str) -> AssetCheckSpec:
+    return AssetCheckSpec(
+        NO_LEAKAGE,
+        asset=asset,
+        description="No train / early-stopping row's label interval [t0, t1] overlaps a "
+        "calibration or test row's, calibration does not overlap test, and train and "
+        "early-stopping share no row (AFML 7.4), for every crypto of the run.",
+    )
+
+
+def probabilities_valid_spec(asset: str) -> AssetCheckSpec:
+    return AssetCheckSpec(
+        PROBABILITIES_VALID,
+        asset=asset,
+        description="Calibrated test-block probabilities are finite and in [0, 1] for every "
+        "calibration method, and the BUY threshold is a probability, in every cell of the run.",
+    )
+
+
+def no_leakage_result(
+    asset: str, datasets: Mapping[str, pd.DataFrame], plans: Mapping[str, list[FoldPlan]]
+) -> AssetCheckResult:
     per_crypto: dict[str, dict[str, int]] = {}
     problems: list[str] = []
-    for crypto in SETTINGS.universe:
-        try:
-            ds = artifacts.read("model_dataset", crypto)
-            plans = artifacts.read("fold_splits", crypto)
-        except FileNotFoundError:
-            continue
-        t0, t1 = ds.index.to_numpy(), ds["t1"].to_numpy()
+    for crypto, crypto_plans in plans.items():
+        t0, t1 = label_times(datasets[crypto])
         overlaps = 0
-        for p in plans:
-            pairs = {
-                "train~calibration+test": (p.train, np.concatenate([p.calibration, p.test])),
-                "early_stopping~calibration+test": (
-                    p.early_stopping,
-                    np.concatenate([p.calibration, p.test]),
-                ),
+        for p in crypto_plans:
+            evaluation = np.concatenate([p.calibration, p.test])
+            for name, (a, b) in {
+                "train~calibration+test": (p.train, evaluation),
+                "early_stopping~calibration+test": (p.early_stopping, evaluation),
                 "calibration~test": (p.calibration, p.test),
-                "train~early_stopping(rows)": (p.train, p.early_stopping),
-            }
-            for name, (a, b) in pairs.items():
-                if name.endswith("(rows)"):
-                    shared = np.intersect1d(a, b).size
-                    if shared:
-                        problems.append(f"{crypto} f{p.fold} {name}: {shared} shared rows")
-                    continue
+            }.items():
                 rep = leakage_check(t0, t1, a, b)
                 if not rep.ok:
                     overlaps += rep.n_overlaps
-                    problems.append(f"{crypto} f{p.fold} {name}: {rep.n_overlaps} overlaps")
-        per_crypto[crypto] = {"folds": len(plans), "overlaps": overlaps}
+                    problems.append(
+                        f"{crypto} f{p.fold} {name}: {rep.n_overlaps} overlaps, "
+                        f"first pair {rep.first_pair}"
+                    )
+            shared = np.intersect1d(p.train, p.early_stopping).size
+            if shared:
+                problems.append(f"{crypto} f{p.fold} train~early_stopping: {shared} shared rows")
+        per_crypto[crypto] = {"folds": len(crypto_plans), "overlaps": overlaps}
     return AssetCheckResult(
+        asset_key=asset,
+        check_name=NO_LEAKAGE,
         passed=not problems and bool(per_crypto),
         metadata={
             "cryptos_checked": MetadataValue.json(per_crypto),
@@ -58,38 +76,21 @@ def fold_splits_no_leakage(artifacts: ArtifactStore) -> AssetCheckResult:
     )
 
 
-def build_probability_check(variant: Variant):
-    name = calibrated_asset_name(variant)
-
-    @asset_check(
-        asset=AssetKey(name),
-        name=f"{name}_probabilities_valid",
-        description="Calibrated test-block probabilities are finite and in [0, 1] for every "
-        "calibration method, and the threshold is a probability.",
+def probabilities_valid_result(
+    asset: str, cells: Mapping[str, CalibratedModel]
+) -> AssetCheckResult:
+    violations: list[str] = []
+    for key, cal in cells.items():
+        for m in CALIBRATION_METHODS:
+            p = cal.test_eval[f"prob_{m}"]
+            if not (np.all(np.isfinite(p)) and p.min() >= 0.0 and p.max() <= 1.0):
+                violations.append(f"{key} {m}: [{np.nanmin(p)}, {np.nanmax(p)}]")
+        if not 0.0 <= cal.threshold <= 1.0:
+            violations.append(f"{key} threshold {cal.threshold}")
+    return AssetCheckResult(
+        asset_key=asset,
+        check_name=PROBABILITIES_VALID,
+        passed=bool(cells) and not violations,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={"cells_checked": len(cells), "violations": MetadataValue.json(violations[:50])},
     )
-    def _check(artifacts: ArtifactStore) -> AssetCheckResult:
-        cells = bad = 0
-        worst: list[str] = []
-        for crypto in SETTINGS.universe:
-            for fold in range(SETTINGS.n_folds):
-                key = cell_key(crypto, fold)
-                try:
-                    cal = artifacts.read(name, key, with_model=False)
-                except FileNotFoundError:
-                    continue
-                cells += 1
-                for m in CALIBRATION_METHODS:
-                    p = cal.test_eval[f"prob_{m}"]
-                    if not (np.all(np.isfinite(p)) and p.min() >= 0.0 and p.max() <= 1.0):
-                        bad += 1
-                        worst.append(f"{key} {m}: [{np.nanmin(p)}, {np.nanmax(p)}]")
-                if not 0.0 <= cal.threshold <= 1.0:
-                    bad += 1
-                    worst.append(f"{key} threshold {cal.threshold}")
-        return AssetCheckResult(
-            passed=cells > 0 and bad == 0,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={"cells_checked": cells, "violations": MetadataValue.json(worst[:50])},
-        )
-
-    return _check

@@ -7,12 +7,14 @@ from dagster import (
     AssetKey,
     BackfillPolicy,
     MetadataValue,
+    Output,
     asset,
 )
 
 from cvn_assets.assets._util import by_key, run_partition_keys
+from cvn_assets.assets.checks import no_leakage_result, no_leakage_spec
 from cvn_assets.candles_io import gap_report
-from cvn_assets.dataset import assemble_dataset
+from cvn_assets.dataset import assemble_dataset, label_times
 from cvn_assets.features import FEATURE_NAMES, build_features
 from cvn_assets.folds import FoldPlan, three_way_fold_plan
 from cvn_assets.labels import triple_barrier_labels
@@ -121,17 +123,17 @@ def model_dataset(context: AssetExecutionContext, features, labels) -> dict[str,
     return out
 
 
-@asset(**_COMMON)
-def fold_splits(
-    context: AssetExecutionContext, model_dataset, sweep: SweepSettings
-) -> dict[str, list[FoldPlan]]:
+@asset(**_COMMON, check_specs=[no_leakage_spec("fold_splits")])
+def fold_splits(context: AssetExecutionContext, model_dataset, sweep: SweepSettings):
     """Purged + embargoed train / early-stopping / calibration / test plan per fold (AFML 7)."""
     keys = run_partition_keys(context)
+    datasets = by_key(model_dataset, keys)
     out: dict[str, list[FoldPlan]] = {}
-    for symbol, ds in by_key(model_dataset, keys).items():
+    for symbol, ds in datasets.items():
+        t0, t1 = label_times(ds)
         plans = three_way_fold_plan(
-            ds.index.to_numpy(),
-            ds["t1"].to_numpy(),
+            t0,
+            t1,
             n_splits=SETTINGS.n_folds,
             embargo_pct=sweep.embargo_pct,
             early_stopping_frac=sweep.early_stopping_frac,
@@ -166,7 +168,8 @@ def fold_splits(
             partition_key=symbol,
         )
         out[symbol] = plans
-    return out
+    yield Output(out)
+    yield no_leakage_result("fold_splits", datasets, out)
 
 
 MARKET_ASSET_KEYS = [

@@ -20,11 +20,13 @@ from dagster import (
     BackfillPolicy,
     Failure,
     MetadataValue,
+    Output,
     asset,
 )
 
 from cvn_assets.ablation import Variant
 from cvn_assets.assets._util import by_key, round_floats, run_partition_keys
+from cvn_assets.assets.checks import probabilities_valid_result, probabilities_valid_spec
 from cvn_assets.calibrated_model import CalibratedModel
 from cvn_assets.evaluation import calibrate_and_evaluate, fingerprint, result_row, train_cell
 from cvn_assets.partitions import crypto_fold_partitions, split_key, to_crypto
@@ -101,12 +103,13 @@ def build_model_asset(variant: Variant):
         progress.start(context)
         out: dict[str, XGBWrapper] = {}
         failed: dict[str, str] = {}
+        data_fp = {c: fingerprint(datasets[c]) for c in cryptos}  # hash each frame once
         for key in keys:
             crypto, fold = split_key(key)
             plan = plans[crypto][fold]
             ds = datasets[crypto]
             fp = fingerprint(
-                ds,
+                data_fp[crypto],
                 plan.train,
                 plan.early_stopping,
                 variant,
@@ -172,6 +175,7 @@ def build_calibrated_asset(variant: Variant):
         op_tags=variant_tags(variant),
         metadata=_variant_metadata(variant),
         kinds={"xgboost"},
+        check_specs=[probabilities_valid_spec(name)],
         description=f"Variant {variant.name}: calibrators (none/temperature/Platt/isotonic) and "
         "BUY threshold fitted on the calibration block only; test block scored once.",
     )
@@ -182,7 +186,7 @@ def build_calibrated_asset(variant: Variant):
         fold_splits,
         sweep: SweepSettings,
         results_store: ResultsStore,
-    ) -> dict[str, CalibratedModel]:
+    ):
         keys = run_partition_keys(context)
         cryptos = sorted({split_key(k)[0] for k in keys})
         models = by_key(model, keys)
@@ -240,6 +244,7 @@ def build_calibrated_asset(variant: Variant):
             sweep.sweep_id, [result_row(*split_key(k), cal) for k, cal in out.items()]
         )
         _fail_if_any(context, failed, name)
-        return out
+        yield Output(out)
+        yield probabilities_valid_result(name, out)
 
     return _calibrated

@@ -111,9 +111,12 @@ def test_market_then_a_ranged_training_run(tmp_path, instance):
     # the leakage check ran with the market job and passed
     from dagster import AssetCheckKey
 
-    ck = AssetCheckKey(AssetKey("fold_splits"), "fold_splits_no_leakage")
-    rec = instance.event_log_storage.get_latest_asset_check_execution_by_key([ck])[ck]
-    assert rec.evaluation.passed
+    for ck in (
+        AssetCheckKey(AssetKey("fold_splits"), "no_leakage"),
+        AssetCheckKey(AssetKey(f"calibrated_{focal.name}"), "probabilities_valid"),
+    ):
+        rec = instance.event_log_storage.get_latest_asset_check_execution_by_key([ck])[ck]
+        assert rec.evaluation.passed, ck
 
 
 def test_one_failing_cell_keeps_the_others_and_rerun_finishes_it(tmp_path, instance, monkeypatch):

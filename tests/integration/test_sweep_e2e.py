@@ -72,7 +72,7 @@ def test_full_sweep_then_idempotent_rerun(tmp_path):
         from dagster import AssetCheckKey
 
         for key, name in [
-            (AssetKey("fold_splits"), "fold_splits_no_leakage"),
+            (AssetKey("fold_splits"), "no_leakage"),
             (AssetKey("finetune_results"), "finetune_results_complete"),
         ]:
             rec = instance.event_log_storage.get_latest_asset_check_execution_by_key(
