@@ -69,7 +69,8 @@ class CalibratedModel:
         }
         (directory / CALIBRATION_FILE).write_text(json.dumps(payload, indent=1, sort_keys=True))
         if self.test_eval:
-            np.savez(directory / TEST_EVAL_FILE, **self.test_eval)
+            arrays: dict[str, Any] = dict(self.test_eval)  # numeric arrays only: no pickle
+            np.savez(directory / TEST_EVAL_FILE, **arrays)
 
     @classmethod
     def load(cls, directory: Path, *, with_model: bool = True) -> "CalibratedModel":
