@@ -8,9 +8,10 @@ closes, each of which checkpoints the WAL file. The sweep stores ~650 events (ma
 and their "planned" twins for 25 partitions x 10 assets), so bookkeeping, not training, was
 the largest overhead of the one command.
 
-This subclass keeps one engine per shard file (bounded LRU), pools the connections of the
-cross-run index shard (run shards still open and close a connection per use, so the WAL is
-checkpointed into ``<run_id>.db`` and the webserver's file watcher sees every event), and sets
+This subclass keeps one engine with a small connection pool per shard file (bounded LRU);
+as pooled connections stay open, the WAL is checkpointed into ``<run_id>.db`` (the file the
+webserver's watchdog streams a live run from) at most every 0.5 s and when the run ends,
+instead of on every event; and it sets
 ``PRAGMA synchronous=NORMAL`` on its connections: the storage is in WAL mode, where NORMAL
 cannot corrupt the database and only a power cut (not a process crash) can lose the last
 commits, which is SQLite's own recommendation for WAL. Everything else (schema,
@@ -25,11 +26,14 @@ initialisation, locking, queries) is the upstream class. It is selected in
 """
 
 import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from dagster._core.events import DagsterEventType
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
     SQLITE_BUSY_TIMEOUT_SECONDS,
@@ -38,10 +42,18 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
 from dagster._serdes import ConfigurableClassData
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import NullPool
 
 #: engines (and their open connections) kept at most; the least recently used is disposed
 MAX_CACHED_SHARDS = 16
+#: longest delay before a run's events reach ``<run_id>.db`` (what the webserver watches)
+CHECKPOINT_SECONDS = 0.5
+RUN_END_EVENTS = frozenset(
+    {
+        DagsterEventType.RUN_SUCCESS,
+        DagsterEventType.RUN_FAILURE,
+        DagsterEventType.RUN_CANCELED,
+    }
+)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -67,17 +79,11 @@ class CachedEngineSqliteEventLogStorage(SqliteEventLogStorage):
         if engine is not None:
             engines.move_to_end(shard)
             return engine
-        if shard == INDEX_SHARD_NAME:
-            pool: dict[str, Any] = {"pool_size": 1, "max_overflow": 4}
-        else:
-            # run shards: a connection per use, as upstream. Closing it checkpoints the WAL
-            # into <run_id>.db, whose modification is what the webserver's watchdog streams
-            # to a live run view
-            pool = {"poolclass": NullPool}
         engine = create_engine(
             self.conn_string_for_shard(shard),
+            pool_size=1,
+            max_overflow=4,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
-            **pool,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         engines[shard] = engine
@@ -96,6 +102,32 @@ class CachedEngineSqliteEventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn:
                 with conn.begin():
                     yield conn
+                if shard != INDEX_SHARD_NAME:
+                    self._maybe_checkpoint(shard, conn)
+
+    def _maybe_checkpoint(self, shard: str, conn: Connection, force: bool = False) -> None:
+        """Copy the WAL into ``<run_id>.db`` at most every CHECKPOINT_SECONDS (and at run end).
+
+        The webserver streams a live run by watching ``<run_id>.db`` for modification; with
+        pooled connections nothing is written there until a checkpoint, so one is taken
+        whenever the last is older than CHECKPOINT_SECONDS: the live view lags by at most that.
+        """
+        last: dict[str, float] = self.__dict__.setdefault("_last_checkpoint", {})
+        now = time.monotonic()
+        if force or now - last.get(shard, 0.0) >= CHECKPOINT_SECONDS:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            last[shard] = now
+
+    def store_event(self, event: EventLogEntry) -> None:
+        super().store_event(event)
+        if event.is_dagster_event and event.dagster_event_type in RUN_END_EVENTS:
+            # the run is over: checkpoint its shard now and let go of its connections
+            with self._db_lock:
+                engine = self.__dict__.get("_engines", {}).pop(event.run_id, None)
+            if engine is not None:
+                with engine.connect() as conn:
+                    self._maybe_checkpoint(event.run_id, conn, force=True)
+                engine.dispose()
 
     def dispose(self) -> None:
         engines = self.__dict__.pop("_engines", {})

@@ -31,6 +31,14 @@ mutation Launch($params: ExecutionParams!) {
 }
 """
 
+RUN_LOGS = """
+query Logs($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection { events { __typename } }
+  }
+}
+"""
+
 RUN_STATUS = """
 query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
 """
@@ -52,9 +60,13 @@ def _gql(port: int, query: str, variables: dict | None = None) -> dict:
 def webserver(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
+    from resources.instance_storage import default_instance_yaml
+
+    # the instance the one command creates (cached-engine event log), launching runs directly
     (home / "dagster.yaml").write_text(
-        "run_coordinator:\n  module: dagster._core.run_coordinator\n"
-        "  class: DefaultRunCoordinator\ntelemetry:\n  enabled: false\n"
+        default_instance_yaml(str(home))
+        + "run_coordinator:\n  module: dagster._core.run_coordinator\n"
+        "  class: DefaultRunCoordinator\n"
     )
     port = _free_port()
     env = {**os.environ, "DAGSTER_HOME": str(home), "CVN_STORE_DIR": str(tmp_path / "store")}
@@ -149,6 +161,10 @@ def test_assets_partitions_and_a_launched_materialization(webserver):
             break
         time.sleep(1)
     assert status == "SUCCESS"
+    kinds = [
+        e["__typename"] for e in _gql(port, RUN_LOGS, {"runId": run_id})["logsForRun"]["events"]
+    ]
+    assert "MaterializationEvent" in kinds and "RunSuccessEvent" in kinds, kinds
 
     from dagster import AssetKey, DagsterInstance
 
