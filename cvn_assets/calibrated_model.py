@@ -11,6 +11,8 @@ calibrators, threshold and metrics as JSON, the test-block arrays as ``.npz`` lo
 """
 
 import json
+import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,10 +59,15 @@ class CalibratedModel:
         return (self.predict_proba(X)[:, 1] >= self.threshold).astype(np.int8)
 
     # --- persistence ------------------------------------------------------------------
-    def save(self, directory: Path) -> None:
+    def save(self, directory: Path, *, model_files: Path | None = None) -> None:
+        """Write the cell; ``model_files``: a directory already holding this booster's saved
+        files (``XGBWrapper.save``), hard-linked instead of serialised again."""
         directory.mkdir(parents=True, exist_ok=True)
         (directory / MODEL_DIR).mkdir(exist_ok=True)
-        self.model.save(directory / MODEL_DIR / "booster")
+        if model_files is not None:
+            link_files(model_files, directory / MODEL_DIR / "booster")
+        else:
+            self.model.save(directory / MODEL_DIR / "booster")
         payload = {
             "primary": self.primary,
             "threshold": float(self.threshold),
@@ -88,6 +95,21 @@ class CalibratedModel:
             info=payload["info"],
             test_eval=test_eval,
         )
+
+
+def link_files(src: Path, dst: Path) -> None:
+    """Hard-link every file of ``src`` into ``dst`` (copy where linking is impossible).
+
+    Stored artifacts are never modified in place (each write is a new directory renamed into
+    place), so a link is as good as a copy and costs no serialisation.
+    """
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in Path(src).iterdir():
+        if f.is_file():
+            try:
+                os.link(f, dst / f.name)
+            except OSError:
+                shutil.copy2(f, dst / f.name)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -402,6 +402,7 @@ def train_variant(
             "base_score": base_score,
             "train_prior": prior,
             "early_stopping_metric": metric,
+            "train_seconds": seconds,
         },
     )
     return TrainResult(

@@ -33,7 +33,7 @@ from dagster import (
     OutputContext,
 )
 
-from cvn_assets.calibrated_model import CalibratedModel
+from cvn_assets.calibrated_model import CalibratedModel, link_files
 from cvn_assets.folds import FoldPlan
 from cvn_assets.training import XGBWrapper
 
@@ -78,7 +78,9 @@ def read_value(directory: Path, *, with_model: bool = True) -> Any:
         raise FileNotFoundError(f"no stored value at {directory} (materialize the upstream first)")
     kind = json.loads(kind_path.read_text())["kind"]
     if kind == "xgb_wrapper":
-        return XGBWrapper.load(directory / "booster")
+        wrapper = XGBWrapper.load(directory / "booster")
+        _remember_source(wrapper, directory / "booster")
+        return wrapper
     if kind == "calibrated_model":
         return CalibratedModel.load(directory, with_model=with_model)
     if kind == "fold_plans":
@@ -103,10 +105,14 @@ def read_value(directory: Path, *, with_model: bool = True) -> Any:
 
 def _dump(directory: Path, value: Any) -> str:
     if isinstance(value, CalibratedModel):
-        value.save(directory)
+        value.save(directory, model_files=_stored_source(value.model))
         return "calibrated_model"
     if isinstance(value, XGBWrapper):
-        value.save(directory / "booster")
+        src = _stored_source(value)
+        if src is not None:
+            link_files(src, directory / "booster")
+        else:
+            value.save(directory / "booster")
         return "xgb_wrapper"
     if isinstance(value, list) and value and all(isinstance(v, FoldPlan) for v in value):
         arrays: dict[str, np.ndarray] = {}
@@ -123,6 +129,19 @@ def _dump(directory: Path, value: Any) -> str:
         (directory / "value.json").write_text(json.dumps(value, default=float))
         return "json"
     raise TypeError(f"CvnIOManager cannot store a value of type {type(value).__name__}")
+
+
+_SOURCE_ATTR = "_cvn_stored_at"
+
+
+def _remember_source(wrapper: XGBWrapper, booster_dir: Path) -> None:
+    """Note where this (unmodified) booster's files already are, to link instead of re-save."""
+    setattr(wrapper, _SOURCE_ATTR, booster_dir)
+
+
+def _stored_source(wrapper: Any) -> Path | None:
+    src = getattr(wrapper, _SOURCE_ATTR, None)
+    return src if src is not None and Path(src).is_dir() else None
 
 
 class CvnIOManager(ConfigurableIOManager):
@@ -219,3 +238,5 @@ class ArtifactStore(ConfigurableResource):
         (path / "fingerprint.txt").unlink(missing_ok=True)
         write_value(path / "value", value)
         (path / "fingerprint.txt").write_text(fingerprint)
+        if isinstance(value, XGBWrapper):
+            _remember_source(value, path / "value" / "booster")

@@ -199,7 +199,7 @@ def build_calibrated_asset(variant: Variant):
             train = TrainResult(
                 model=m,
                 best_iteration=m.best_iteration,
-                train_seconds=float(getattr(m, "train_seconds", float("nan"))),
+                train_seconds=float(m.metadata.get("train_seconds", float("nan"))),
                 n_rounds=-1,
             )
             try:

@@ -98,6 +98,17 @@ def test_market_then_a_ranged_training_run(tmp_path, instance):
     md = ev.asset_materialization.metadata
     for k in ("f1_buy", "threshold", "fitted_temperature", "ece_hold_platt", "n_test"):
         assert k in md
+    # every cell's row is in the results store, with its training time
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'r.sqlite'}")
+    with eng.connect() as conn:
+        rows = conn.execute(
+            sa.text("select fold, train_seconds, best_iteration from finetune_results")
+        ).all()
+    eng.dispose()
+    assert sorted(r.fold for r in rows) == [0, 1, 2, 3, 4]
+    assert all(r.train_seconds > 0 and r.best_iteration >= 0 for r in rows)
     # stored value is a real calibrated model whose predictions agree with its stored test eval
     cal = read_value(tmp_path / "store" / f"calibrated_{focal.name}" / CRYPTO / "f2")
     ds = read_value(tmp_path / "store" / "model_dataset" / CRYPTO)
