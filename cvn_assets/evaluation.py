@@ -181,3 +181,24 @@ def fingerprint(*parts: Any) -> str:
         else:
             h.update(json.dumps(p, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
+
+
+def variant_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per-variant means over the crypto x fold cells of ``finetune_results`` (display only;
+    the decisions are ``gates.evaluate_gates``)."""
+    return (
+        results.groupby("variant", sort=False)
+        .agg(
+            cells=("f1_buy", "size"),
+            f1_buy_mean=("f1_buy", "mean"),
+            f1_buy_median=("f1_buy", "median"),
+            f1_buy_sd=("f1_buy", "std"),
+            precision=("precision_buy", "mean"),
+            recall=("recall_buy", "mean"),
+            ece_temp=("ece_hold_temperature", "mean"),
+            ece_platt=("ece_hold_platt", "mean"),
+            expectancy_net=("expectancy_net", "mean"),
+            trades=("n_trades", "sum"),
+        )
+        .round(4)
+    )

@@ -180,6 +180,7 @@ def _print_summary(sweep_id: str) -> None:
 
     from cvn_assets.assets.results import report_dir
     from cvn_assets.definitions import build_resources
+    from cvn_assets.evaluation import variant_summary
 
     store = build_resources()["results_store"]
     frame = store.load_results(sweep_id)
@@ -188,19 +189,8 @@ def _print_summary(sweep_id: str) -> None:
         return
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(f"\nfinetune_results: {len(frame)} rows (sweep {sweep_id!r}) — per variant:")
-        summary = frame.groupby("variant", sort=False).agg(
-            cells=("f1_buy", "size"),
-            f1_buy_mean=("f1_buy", "mean"),
-            f1_buy_median=("f1_buy", "median"),
-            f1_buy_sd=("f1_buy", "std"),
-            precision=("precision_buy", "mean"),
-            recall=("recall_buy", "mean"),
-            ece_temp=("ece_hold_temperature", "mean"),
-            ece_platt=("ece_hold_platt", "mean"),
-            expectancy=("expectancy_net", "mean"),
-            trades=("n_trades", "sum"),
-        )
-        print(summary.round(4).to_string())
+        summary = variant_summary(frame)
+        print(summary.to_string())
         verdicts = store.load_verdicts(sweep_id)
         if not verdicts.empty:
             from cvn_assets.gates import gate_verdicts_markdown

@@ -129,15 +129,7 @@ class ResultsStore(ConfigurableResource):
             clean.append({**{k: _py(v) for k, v in row.items()}, "sweep_id": sweep_id})
         t = finetune_results_table
         with self.engine.begin() as conn:
-            for row in clean:
-                conn.execute(
-                    t.delete().where(
-                        (t.c.sweep_id == sweep_id)
-                        & (t.c.crypto == row["crypto"])
-                        & (t.c.fold == row["fold"])
-                        & (t.c.variant == row["variant"])
-                    )
-                )
+            _delete_cells(conn, t, sweep_id, clean)
             if clean:
                 conn.execute(t.insert(), clean)
         return len(clean)
@@ -159,7 +151,6 @@ class ResultsStore(ConfigurableResource):
     # --- per-period OOS returns (for PBO) ---------------------------------------------
     def replace_oos_returns(self, sweep_id: str, frame: pd.DataFrame) -> int:
         t = oos_returns_table
-        keys = frame[["crypto", "fold", "variant"]].drop_duplicates().itertuples(index=False)
         records = [
             {
                 "sweep_id": sweep_id,
@@ -173,15 +164,7 @@ class ResultsStore(ConfigurableResource):
             for r in frame.itertuples(index=False)
         ]
         with self.engine.begin() as conn:
-            for k in keys:
-                conn.execute(
-                    t.delete().where(
-                        (t.c.sweep_id == sweep_id)
-                        & (t.c.crypto == str(k.crypto))
-                        & (t.c.fold == int(k.fold))
-                        & (t.c.variant == str(k.variant))
-                    )
-                )
+            _delete_cells(conn, t, sweep_id, records)
             if records:
                 conn.execute(t.insert(), records)
         return len(records)
@@ -215,6 +198,22 @@ class ResultsStore(ConfigurableResource):
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(t).where(t.c.sweep_id == sweep_id)).mappings().all()
         return pd.DataFrame([json.loads(r["verdict_json"]) for r in rows])
+
+
+def _delete_cells(
+    conn: sa.Connection, table: sa.Table, sweep_id: str, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Delete the rows of every (crypto, fold, variant) cell present in ``rows``."""
+    cells = {(str(r["crypto"]), int(r["fold"]), str(r["variant"])) for r in rows}
+    for crypto, fold, variant in sorted(cells):
+        conn.execute(
+            table.delete().where(
+                (table.c.sweep_id == sweep_id)
+                & (table.c.crypto == crypto)
+                & (table.c.fold == fold)
+                & (table.c.variant == variant)
+            )
+        )
 
 
 def _py(v: Any) -> Any:

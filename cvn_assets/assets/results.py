@@ -21,7 +21,7 @@ from dagster import (
 from cvn_assets.ablation import Variant
 from cvn_assets.assets.training import calibrated_asset_name
 from cvn_assets.calibration import CALIBRATION_METHODS
-from cvn_assets.evaluation import daily_oos_returns, result_row
+from cvn_assets.evaluation import daily_oos_returns, result_row, variant_summary
 from cvn_assets.gates import evaluate_gates, gate_verdicts_markdown
 from cvn_assets.partitions import SETTINGS, cell_key
 from resources.model_store import ArtifactStore
@@ -91,19 +91,7 @@ def finetune_results(
     results_store.replace_results(sweep.sweep_id, frame.to_dict("records"))
     results_store.replace_oos_returns(sweep.sweep_id, oos)
 
-    summary = (
-        frame.groupby("variant", sort=False)
-        .agg(
-            f1_buy_mean=("f1_buy", "mean"),
-            f1_buy_median=("f1_buy", "median"),
-            f1_buy_sd=("f1_buy", "std"),
-            ece_temperature=("ece_hold_temperature", "mean"),
-            ece_platt=("ece_hold_platt", "mean"),
-            expectancy_net=("expectancy_net", "mean"),
-            trades=("n_trades", "sum"),
-        )
-        .round(4)
-    )
+    summary = variant_summary(frame)
     context.add_output_metadata(
         {
             "sweep_id": sweep.sweep_id,
