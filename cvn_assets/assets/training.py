@@ -57,16 +57,36 @@ def _variant_metadata(variant: Variant) -> dict[str, Any]:
     }
 
 
-def _fail_if_any(context: AssetExecutionContext, failed: dict[str, str], what: str) -> None:
+def _fail_if_any(
+    context: AssetExecutionContext, failed: dict[str, str], what: str, note: str
+) -> None:
     if failed:
         lines = "\n".join(f"- {k}: {v}" for k, v in sorted(failed.items()))
         raise Failure(
             description=(
-                f"{what}: {len(failed)} of {len(run_partition_keys(context))} partitions failed; "
-                "the others are checkpointed and a re-run only redoes these:\n" + lines
+                f"{what}: {len(failed)} of {len(run_partition_keys(context))} partitions "
+                f"failed; {note}:\n" + lines
             ),
             metadata={"failed_partitions": MetadataValue.json(sorted(failed))},
         )
+
+
+def _cell_asset_args(variant: Variant) -> dict[str, Any]:
+    """What every per-variant crypto x fold asset shares (partitions, ranged runs, tags)."""
+    return {
+        "partitions_def": crypto_fold_partitions,
+        "backfill_policy": BackfillPolicy.single_run(),
+        "op_tags": variant_tags(variant),
+        "metadata": _variant_metadata(variant),
+        "kinds": {"xgboost"},
+    }
+
+
+#: the per-crypto inputs of a cell, mapped from its crypto x fold partition
+_PER_CRYPTO_INS = {
+    "model_dataset": AssetIn(partition_mapping=to_crypto),
+    "fold_splits": AssetIn(partition_mapping=to_crypto),
+}
 
 
 def build_model_asset(variant: Variant):
@@ -74,16 +94,9 @@ def build_model_asset(variant: Variant):
 
     @asset(
         name=name,
-        partitions_def=crypto_fold_partitions,
         group_name="models",
-        ins={
-            "model_dataset": AssetIn(partition_mapping=to_crypto),
-            "fold_splits": AssetIn(partition_mapping=to_crypto),
-        },
-        backfill_policy=BackfillPolicy.single_run(),
-        op_tags=variant_tags(variant),
-        metadata=_variant_metadata(variant),
-        kinds={"xgboost"},
+        ins=_PER_CRYPTO_INS,
+        **_cell_asset_args(variant),
         description=f"XGBoost booster for variant {variant.name} ({variant.loss_function}"
         + (f", gamma={variant.gamma}, alpha={variant.alpha}" if variant.gamma is not None else "")
         + "), trained on the fold's purged train rows, early-stopped on its slice.",
@@ -153,7 +166,9 @@ def build_model_asset(variant: Variant):
             )
             action = "reused " if reused else "trained"
             progress.tick(context, f"{variant.name:<16} {key:<12} {action} ", len(keys))
-        _fail_if_any(context, failed, name)
+        _fail_if_any(
+            context, failed, name, "the others are checkpointed; a re-run trains only these"
+        )
         return out
 
     return _model
@@ -164,17 +179,9 @@ def build_calibrated_asset(variant: Variant):
 
     @asset(
         name=name,
-        partitions_def=crypto_fold_partitions,
         group_name="calibration",
-        ins={
-            "model": AssetIn(key=AssetKey(model_asset_name(variant))),
-            "model_dataset": AssetIn(partition_mapping=to_crypto),
-            "fold_splits": AssetIn(partition_mapping=to_crypto),
-        },
-        backfill_policy=BackfillPolicy.single_run(),
-        op_tags=variant_tags(variant),
-        metadata=_variant_metadata(variant),
-        kinds={"xgboost"},
+        ins={"model": AssetIn(key=AssetKey(model_asset_name(variant))), **_PER_CRYPTO_INS},
+        **_cell_asset_args(variant),
         check_specs=[probabilities_valid_spec(name)],
         description=f"Variant {variant.name}: calibrators (none/temperature/Platt/isotonic) and "
         "BUY threshold fitted on the calibration block only; test block scored once.",
@@ -243,7 +250,7 @@ def build_calibrated_asset(variant: Variant):
         results_store.replace_results(
             sweep.sweep_id, [result_row(*split_key(k), cal) for k, cal in out.items()]
         )
-        _fail_if_any(context, failed, name)
+        _fail_if_any(context, failed, name, "nothing of this step was materialized")
         yield Output(out)
         yield probabilities_valid_result(name, out)
 
