@@ -9,7 +9,6 @@ embedded default (synthetic market, SQLite) and in production (CSV candles, Post
 - ``CVN_UNIVERSE``, ``CVN_N_FOLDS``, ``CVN_VARIANTS`` shape partitions and the asset factory.
 """
 
-import json
 import os
 
 from dagster import (
@@ -22,6 +21,7 @@ from dagster import (
 
 from cvn_assets.assets import market, results, training
 from cvn_assets.partitions import SETTINGS
+from cvn_assets.settings import parse_symbol_map
 from resources.market_data import MarketDataResource
 from resources.model_store import ArtifactStore, CvnIOManager
 from resources.results_store import ResultsStore
@@ -61,26 +61,13 @@ results_job = define_asset_job(
 )
 
 
-def _symbol_map() -> dict[str, str]:
-    raw = os.environ.get("CVN_SYMBOL_MAP", "")
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"CVN_SYMBOL_MAP: not valid JSON ({exc.msg}): {raw!r}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"CVN_SYMBOL_MAP: expected a JSON object, got {raw!r}")
-    return {str(k): str(v) for k, v in value.items()}
-
-
 def build_resources() -> dict:
     store_dir = _env_or("CVN_STORE_DIR", "")
     return {
         "market_data": MarketDataResource(
             source=_env_or("CVN_MARKET_SOURCE", "synthetic"),
             csv_dir=_env_or("CVN_CSV_DIR", None),
-            symbol_map=_symbol_map(),
+            symbol_map=parse_symbol_map(os.environ.get("CVN_SYMBOL_MAP")),
             symbols=list(SETTINGS.universe),
         ),
         "sweep": SweepSettings(),

@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from cvn_assets.ablation import DEFAULT_VARIANTS, Variant, build_variant_matrix
 
@@ -65,15 +66,28 @@ def parse_n_folds(raw: str | None) -> int:
     return n
 
 
+def _json_env(name: str, raw: str, expected: type) -> Any:
+    """Parse environment variable ``name`` as JSON of type ``expected``, naming it on error."""
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name}: not valid JSON ({exc.msg}): {raw!r}") from None
+    if not isinstance(value, expected):
+        raise SettingsError(f"{name}: expected a JSON {expected.__name__}, got {raw!r}")
+    return value
+
+
+def parse_symbol_map(raw: str | None) -> dict[str, str]:
+    """``CVN_SYMBOL_MAP``: universe symbol -> file symbol, e.g. ``{"BTCUSDC": "BTCUSDT"}``."""
+    if raw is None or not raw.strip():
+        return {}
+    return {str(k): str(v) for k, v in _json_env("CVN_SYMBOL_MAP", raw, dict).items()}
+
+
 def parse_variants(raw: str | None) -> tuple[Variant, ...]:
     if raw is None or not raw.strip():
         return DEFAULT_VARIANTS
-    try:
-        specs = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise SettingsError(f"CVN_VARIANTS: not valid JSON ({exc.msg}): {raw!r}") from None
-    if not isinstance(specs, list):
-        raise SettingsError(f"CVN_VARIANTS: expected a JSON list of variants, got {raw!r}")
+    specs = _json_env("CVN_VARIANTS", raw, list)
     try:
         return build_variant_matrix(specs)
     except ValueError as exc:

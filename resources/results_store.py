@@ -127,26 +127,25 @@ class ResultsStore(ConfigurableResource):
             if unknown:
                 raise ValueError(f"finetune_results row {i}: unknown column(s) {sorted(unknown)}")
             clean.append({**{k: _py(v) for k, v in row.items()}, "sweep_id": sweep_id})
-        t = finetune_results_table
-        with self.engine.begin() as conn:
-            _delete_cells(conn, t, sweep_id, clean)
-            if clean:
-                conn.execute(t.insert(), clean)
-        return len(clean)
+        return self._replace_cells(finetune_results_table, sweep_id, clean)
 
     def load_results(self, sweep_id: str) -> pd.DataFrame:
         t = finetune_results_table
+        return self._load_sweep(t, sweep_id, t.c.variant, t.c.crypto, t.c.fold)
+
+    def _replace_cells(self, table: sa.Table, sweep_id: str, records: list[dict[str, Any]]) -> int:
+        """Replace the rows of every cell in ``records`` in one transaction (never duplicate)."""
+        with self.engine.begin() as conn:
+            _delete_cells(conn, table, sweep_id, records)
+            if records:
+                conn.execute(table.insert(), records)
+        return len(records)
+
+    def _load_sweep(self, table: sa.Table, sweep_id: str, *order_by: Any) -> pd.DataFrame:
+        query = sa.select(table).where(table.c.sweep_id == sweep_id).order_by(*order_by)
         with self.engine.connect() as conn:
-            rows = (
-                conn.execute(
-                    sa.select(t)
-                    .where(t.c.sweep_id == sweep_id)
-                    .order_by(t.c.variant, t.c.crypto, t.c.fold)
-                )
-                .mappings()
-                .all()
-            )
-        return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in t.columns])
+            rows = conn.execute(query).mappings().all()
+        return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in table.columns])
 
     # --- per-period OOS returns (for PBO) ---------------------------------------------
     def replace_oos_returns(self, sweep_id: str, frame: pd.DataFrame) -> int:
@@ -163,17 +162,11 @@ class ResultsStore(ConfigurableResource):
             }
             for r in frame.itertuples(index=False)
         ]
-        with self.engine.begin() as conn:
-            _delete_cells(conn, t, sweep_id, records)
-            if records:
-                conn.execute(t.insert(), records)
-        return len(records)
+        return self._replace_cells(t, sweep_id, records)
 
     def load_oos_returns(self, sweep_id: str) -> pd.DataFrame:
         t = oos_returns_table
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(t).where(t.c.sweep_id == sweep_id)).mappings().all()
-        return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in t.columns])
+        return self._load_sweep(t, sweep_id, t.c.variant, t.c.crypto, t.c.fold, t.c.period)
 
     # --- gate verdicts ----------------------------------------------------------------
     def replace_verdicts(self, sweep_id: str, verdicts: Iterable[dict[str, Any]]) -> int:
