@@ -37,12 +37,15 @@ def plain_loop(csv_dir: str | None) -> None:
     from cvn_assets.evaluation import (
         calibrate_and_evaluate,
         daily_oos_returns,
+        pbo_logits,
+        pooled_reliability,
+        portfolio_daily_returns,
         result_row,
         train_cell,
     )
     from cvn_assets.features import build_features
     from cvn_assets.folds import three_way_fold_plan
-    from cvn_assets.gates import cscv_logits, evaluate_gates, trim_for_cscv
+    from cvn_assets.gates import evaluate_gates
     from cvn_assets.labels import triple_barrier_labels
     from cvn_assets.report import best_focal_variant, render_report
     from cvn_assets.settings import DEFAULT_UNIVERSE
@@ -105,30 +108,18 @@ def plain_loop(csv_dir: str | None) -> None:
         t_cells += time.perf_counter() - t
     t = time.perf_counter()
     results = pd.DataFrame(rows)
-    daily = (
-        pd.concat(oos).groupby(["period", "variant"], sort=True)["net_return"].mean().reset_index()
-    )
+    daily = portfolio_daily_returns(pd.concat(oos))
     verdicts = evaluate_gates(results, baseline="baseline", oos_returns=daily)
-    matrix = daily.pivot(index="period", columns="variant", values="net_return").sort_index()
-    import numpy as np
-
     rel = {
-        name: {
-            m: (
-                np.concatenate([e[f"prob_{m}"] for e in evs]),
-                np.concatenate([e["y"] for e in evs]),
-            )
-            for m in ("none", "temperature", "platt", "isotonic")
-        }
-        for name, evs in reliability.items()
-        if name in ("baseline", best_focal_variant(verdicts))
+        name: pooled_reliability(reliability[name])
+        for name in ("baseline", best_focal_variant(verdicts))
     }
     with tempfile.TemporaryDirectory() as d:
         render_report(
             results,
             verdicts,
             reliability=rel,
-            pbo_logits=cscv_logits(trim_for_cscv(matrix.to_numpy(), 8)[0], n_blocks=8),
+            pbo_logits=pbo_logits(daily),
             out_path=Path(d) / "report.html",
             title="plain loop",
         )

@@ -14,6 +14,7 @@ Protocol (spec 7.1-7.2, ADR-14/15):
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -202,3 +203,25 @@ def variant_summary(results: pd.DataFrame) -> pd.DataFrame:
         )
         .round(4)
     )
+
+
+def portfolio_daily_returns(oos: pd.DataFrame) -> pd.DataFrame:
+    """Equal-weight (over cryptos) daily net return per variant: the T x N input of PBO."""
+    return oos.groupby(["period", "variant"], sort=True)["net_return"].mean().reset_index()
+
+
+def pbo_logits(daily: pd.DataFrame, n_blocks: int = 8) -> np.ndarray:
+    """CSCV logits (Bailey et al. 2014) of the daily matrix, oldest T mod n_blocks days dropped."""
+    from cvn_assets.gates import cscv_logits, trim_for_cscv
+
+    matrix = daily.pivot(index="period", columns="variant", values="net_return").sort_index()
+    return cscv_logits(trim_for_cscv(matrix.to_numpy(), n_blocks)[0], n_blocks=n_blocks)
+
+
+def pooled_reliability(
+    test_evals: Iterable[Mapping[str, np.ndarray]],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Test-block (prob, y) per calibration method, pooled over cells, for reliability plots."""
+    evals = list(test_evals)
+    y = np.concatenate([e["y"] for e in evals])
+    return {m: (np.concatenate([e[f"prob_{m}"] for e in evals]), y) for m in CALIBRATION_METHODS}

@@ -188,9 +188,6 @@ class CvnIOManager(ConfigurableIOManager):
             return read_value(base / partition_dirname(keys[0]))
         return {k: read_value(base / partition_dirname(k)) for k in keys}
 
-    def path_for(self, asset_name: str, partition_key: str | MultiPartitionKey) -> Path:
-        return self._asset_dir([asset_name]) / partition_dirname(str(partition_key))
-
 
 def _is_partition_dict(obj: Any, keys: list[str]) -> bool:
     return isinstance(obj, Mapping) and bool(obj) and {str(k) for k in obj} <= set(keys)

@@ -117,11 +117,7 @@ class SweepProgress(ConfigurableResource):
     total: int = 0
 
     def tick(self, context: Any, label: str, step_total: int) -> str:
-        key = (
-            "sweep"
-            if self.total > 0
-            else f"{context.run.run_id}:{context.op_execution_context.op.name}"
-        )
+        key = self._counter_key(context)
         total = self.total if self.total > 0 else step_total
         start, done = _PROGRESS.get(key, (time.perf_counter(), 0))
         done += 1
@@ -135,12 +131,14 @@ class SweepProgress(ConfigurableResource):
             context.log.info(msg)
         return msg
 
+    def _counter_key(self, context: Any) -> str:
+        """One counter per process for the one command, else one per run step."""
+        if self.total > 0:
+            return "sweep"
+        return f"{context.run.run_id}:{context.op_execution_context.op.name}"
+
     def start(self, context: Any) -> None:
-        key = (
-            "sweep"
-            if self.total > 0
-            else f"{context.run.run_id}:{context.op_execution_context.op.name}"
-        )
+        key = self._counter_key(context)
         _PROGRESS.setdefault(key, (time.perf_counter(), 0))
 
 

@@ -5,7 +5,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from dagster import (
     AssetCheckResult,
@@ -21,7 +20,14 @@ from dagster import (
 from cvn_assets.ablation import Variant
 from cvn_assets.assets.training import calibrated_asset_name
 from cvn_assets.calibration import CALIBRATION_METHODS
-from cvn_assets.evaluation import daily_oos_returns, result_row, variant_summary
+from cvn_assets.evaluation import (
+    daily_oos_returns,
+    pbo_logits,
+    pooled_reliability,
+    portfolio_daily_returns,
+    result_row,
+    variant_summary,
+)
 from cvn_assets.gates import evaluate_gates, gate_verdicts_markdown
 from cvn_assets.partitions import SETTINGS, cell_key
 from resources.model_store import ArtifactStore
@@ -43,12 +49,6 @@ def expected_cells(variants: tuple[Variant, ...]) -> list[tuple[str, int, str]]:
     return [
         (c, f, v.name) for v in variants for c in SETTINGS.universe for f in range(SETTINGS.n_folds)
     ]
-
-
-def portfolio_daily_returns(oos: pd.DataFrame) -> pd.DataFrame:
-    """Equal-weight (over cryptos) daily net return per variant: the T x N input of PBO."""
-    g = oos.groupby(["period", "variant"], sort=True)["net_return"].mean().reset_index()
-    return g
 
 
 @asset(
@@ -197,28 +197,16 @@ def _write_report(
     artifacts: ArtifactStore,
     sweep: SweepSettings,
 ) -> Path:
-    from cvn_assets.gates import cscv_logits, trim_for_cscv
     from cvn_assets.report import best_focal_variant, render_report
 
-    baseline = _baseline_name()
-    best = best_focal_variant(verdicts)
-    reliability: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    for name in (baseline, best):
+    reliability = {}
+    for name in (_baseline_name(), best_focal_variant(verdicts)):
         v = next(x for x in SETTINGS.variants if x.name == name)
-        probs: dict[str, list[np.ndarray]] = {m: [] for m in CALIBRATION_METHODS}
-        ys: list[np.ndarray] = []
-        for crypto, fold, _ in expected_cells((v,)):
-            ev = artifacts.read(
-                calibrated_asset_name(v), cell_key(crypto, fold), with_model=False
-            ).test_eval
-            ys.append(ev["y"])
-            for m in CALIBRATION_METHODS:
-                probs[m].append(ev[f"prob_{m}"])
-        y = np.concatenate(ys)
-        reliability[name] = {m: (np.concatenate(p), y) for m, p in probs.items()}
-    matrix = daily.pivot(index="period", columns="variant", values="net_return").sort_index()
-    trimmed, _ = trim_for_cscv(matrix.to_numpy(), 8)
-    logits = cscv_logits(trimmed, n_blocks=8)
+        reliability[name] = pooled_reliability(
+            artifacts.read(calibrated_asset_name(v), cell_key(c, f), with_model=False).test_eval
+            for c, f, _ in expected_cells((v,))
+        )
+    logits = pbo_logits(daily)
     out = report_dir(sweep.sweep_id) / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     return render_report(
