@@ -13,7 +13,8 @@ loading a calibrated model never executes code.
 ECE follows Guo et al. 2017 (eq. 3) for the positive class: 15 equal-width bins on
 P(BUY), closed on the right (``(0, 1/15], ..., (14/15, 1]``, with 0 in the first bin),
 ``ECE = sum_b n_b / n * |frac_pos_b - mean_pred_b|``. The adaptive (equal-mass) variant
-(Nixon et al. 2019) is a diagnostic.
+(ACE, Nixon et al. 2019, "Measuring Calibration in Deep Learning") is a diagnostic; its bins
+never split equal probabilities, so it depends only on the multiset of (p, y) pairs.
 """
 
 from __future__ import annotations
@@ -448,19 +449,66 @@ def expected_calibration_error(prob: ArrayLike, y: ArrayLike, n_bins: int = 15) 
     return float(np.sum(np.abs(sum_y - sum_p)) / counts.sum())
 
 
-def adaptive_calibration_error(prob: ArrayLike, y: ArrayLike, n_bins: int = 15) -> float:
-    """Equal-mass ECE: rows sorted by P(BUY), split into ``n_bins`` near-equal groups.
+def _equal_mass_edges(sorted_p: NDArray[np.float64], n_bins: int) -> NDArray[np.intp]:
+    """Bin edges (positions into ``sorted_p``, from 0 to n) of equal-mass bins without split ties.
 
-    A diagnostic beside :func:`expected_calibration_error`: with 10% positives most rows
-    sit in the first equal-width bins, and equal-mass bins resolve that region better.
+    Target edges are those of ``numpy.array_split(sorted_p, min(n_bins, n))``; an edge inside a
+    run of equal values moves to the nearer end of the run (its start when equidistant), and
+    edges that then coincide merge. Every returned bin is non-empty.
+    """
+    n = sorted_p.shape[0]
+    k = min(n_bins, n)
+    sizes = np.full(k, n // k, dtype=np.intp)
+    sizes[: n % k] += 1
+    target = np.cumsum(sizes)[:-1]  # interior edges, each in [1, n - 1]
+    run_edges = np.concatenate(([0], np.flatnonzero(np.diff(sorted_p) != 0) + 1, [n]))
+    j = np.searchsorted(run_edges, target, side="right")  # run_edges[j-1] <= t < run_edges[j]
+    lo, hi = run_edges[j - 1], run_edges[j]
+    moved = np.where(target - lo <= hi - target, lo, hi)
+    return np.unique(np.concatenate(([0], moved, [n]))).astype(np.intp)
+
+
+def adaptive_calibration_error(prob: ArrayLike, y: ArrayLike, n_bins: int = 15) -> float:
+    """Adaptive (equal-mass) calibration error of P(BUY); tied probabilities share a bin.
+
+    ACE of Nixon et al. 2019, "Measuring Calibration in Deep Learning" (CVPR Workshops), for the
+    positive class: ``ACE = sum_b n_b / n * |frac_pos_b - mean_pred_b|``
+    ``= sum_b |sum_{i in b} y_i - sum_{i in b} p_i| / n``.
+
+    Bins: the rows are sorted by ``prob`` and cut into ``k = min(n_bins, n)`` equal-mass bins
+    at the positions ``numpy.array_split`` would use (sizes differ by at most one, the larger
+    first). Equal values always share a bin: a cut that falls inside a run of equal
+    probabilities moves to the nearer end of that run (to its start, i.e. the run joins the
+    upper bin, when both ends are equally far), and cuts that then coincide merge, so fewer
+    than ``k`` bins, all non-empty, may remain (20 rows all at 0.5 form one bin). The bins thus
+    depend only on the sorted values, and the result only on the multiset of ``(p, y)`` pairs:
+    it does not depend on row order, which matters for isotonic outputs, full of ties. With
+    ``n_bins >= n`` every distinct value is a bin of its own.
+
+    Args:
+        prob: shape ``(n,)``, P(BUY) in ``[0, 1]``, ``n >= 1``.
+        y: shape ``(n,)``, labels 0/1.
+        n_bins: target number of bins, an integer ``>= 1`` (default 15).
+
+    Returns:
+        The ACE, a float in ``[0, 1]``.
+
+    Raises:
+        ValueError: ``prob`` not 1-D, empty, or outside ``[0, 1]`` (NaN included); ``y`` not
+            1-D of length ``n`` or not all 0/1; ``n_bins`` not an integer ``>= 1``.
+
+    A diagnostic beside :func:`expected_calibration_error`: with 10% positives most rows sit
+    in the first equal-width bins, and equal-mass bins resolve that region better.
     """
     p = _probs("prob", prob)
     yy = _labels("y", y, p.shape[0])
     if p.shape[0] == 0:
         raise ValueError("prob must not be empty")
-    nb = min(_n_bins(n_bins), p.shape[0])
+    nb = _n_bins(n_bins)
     order = np.argsort(p, kind="stable")
-    total = 0.0
-    for chunk in np.array_split(order, nb):
-        total += abs(float(np.sum(yy[chunk]) - np.sum(p[chunk])))
-    return total / p.shape[0]
+    sorted_p, sorted_y = p[order], yy[order]
+    starts = _equal_mass_edges(sorted_p, nb)[:-1]
+    # per-bin sums: sorted_p is the same array for every row order; the y sums are integers
+    sum_p = np.add.reduceat(sorted_p, starts)
+    sum_y = np.add.reduceat(sorted_y, starts)
+    return float(np.sum(np.abs(sum_y - sum_p)) / p.shape[0])

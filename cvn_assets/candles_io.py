@@ -11,6 +11,13 @@ Two on-disk forms are accepted, one file per symbol:
   explicit offset is converted, none means UTC), the form of the public Binance candle archives
   mirrored as CSV; extra columns are ignored.
 
+The bar interval is checked, not assumed (default 1 hour, the ``interval`` parameter): a file
+that holds 4-hour candles is refused, never read as hourly candles "with gaps". Where the file has
+a ``close_time`` (every Binance dump; a headed file that names the column) each row's bar length
+``close_time - open_time + 1 tick`` must equal the interval, the tick being the resolution the
+close time is written in (1 ms, or 1 us in the 2025+ microsecond dumps); without ``close_time``
+the most common step between consecutive open times must be the interval.
+
 Every frame that leaves this module has the project's candle contract (docs/CONTRACTS.md): a UTC
 ``DatetimeIndex`` named ``open_time`` and float64 columns ``open, high, low, close, volume``.
 
@@ -20,6 +27,7 @@ are legal market facts, not errors: :func:`gap_report` counts them so that a run
 """
 
 from collections.abc import Iterable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +60,15 @@ DEFAULT_FILENAME_PATTERNS: tuple[str, ...] = ("{symbol}_1h.csv", "{symbol}.csv")
 
 HOUR_US = 3_600_000_000
 """One hour in microseconds (the resolution of the candle index)."""
+
+DAY_US = 24 * HOUR_US
+
+DEFAULT_INTERVAL = "1h"
+"""The bar interval expected of every candle file and frame unless told otherwise."""
+
+_MS_TICK_US = 1_000
+_US_TICK_US = 1
+_ISO_TICK = 0  # an ISO 8601 text: its tick is read off the value (see _check_close_times)
 
 # Epoch magnitudes: milliseconds for 2001..2286 lie in [1e12, 1e13); Binance switched its spot
 # dumps to microseconds from 2025, values in [1e15, 1e16). Anything else is refused rather than
@@ -88,6 +105,51 @@ class CandleValidationError(ValueError):
         val = "" if value is None else f" value {value!r}:"
         more = "" if n_rows <= 1 else f" ({n_rows} rows affected; the first is shown)"
         super().__init__(f"{where}{what}:{val} {problem}{more}")
+
+
+def interval_us(interval: str | timedelta = DEFAULT_INTERVAL) -> int:
+    """The bar interval in microseconds; refuses what cannot be a fixed candle grid.
+
+    ``interval`` is anything :class:`pandas.Timedelta` reads (``"1h"``, ``"4h"``, ``"15min"``, a
+    :class:`datetime.timedelta`). It must be a positive whole number of microseconds that divides
+    one day, so that candles open on a grid anchored at 00:00 UTC (Binance's 1m ... 1d klines;
+    3d, 1w and 1M bars are not fixed-length grids of that kind and are refused).
+    """
+    try:
+        td = pd.Timedelta(interval)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"interval must be a duration such as '1h', got {interval!r}") from exc
+    if pd.isna(td):
+        raise ValueError(f"interval must be a duration such as '1h', got {interval!r}")
+    us, rest_ns = divmod(int(td.value), 1000)
+    if us <= 0 or rest_ns != 0 or DAY_US % us != 0:
+        raise ValueError(
+            f"interval must be a positive whole number of microseconds that divides one day "
+            f"(e.g. '1min', '15min', '1h', '4h', '1D'), got {interval!r}"
+        )
+    return us
+
+
+def format_interval(us: int) -> str:
+    """A duration in microseconds written the way Binance names intervals: ``4h``, ``15m``,
+    ``1d``; mixed lengths concatenate their parts (``59m59s999ms``), negatives get a ``-``."""
+    if us == 0:
+        return "0s"
+    sign = "-" if us < 0 else ""
+    rest = abs(int(us))
+    parts: list[str] = []
+    for unit, size in (
+        ("d", DAY_US),
+        ("h", HOUR_US),
+        ("m", 60_000_000),
+        ("s", 1_000_000),
+        ("ms", 1_000),
+        ("us", 1),
+    ):
+        q, rest = divmod(rest, size)
+        if q:
+            parts.append(f"{q}{unit}")
+    return sign + "".join(parts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,15 +199,35 @@ def _read_text_table(path: Path, header: Literal["infer"] | None) -> pd.DataFram
         raise CandleValidationError(path.name, f"malformed CSV ({exc})") from exc
 
 
-def read_candles_csv(path: str | Path) -> pd.DataFrame:
-    """Read one symbol's hourly candles from ``path`` and validate them.
+def read_candles_csv(
+    path: str | Path, interval: str | timedelta = DEFAULT_INTERVAL
+) -> pd.DataFrame:
+    """Read one symbol's candles of bar length ``interval`` (default 1 hour) and validate them.
 
     The layout is detected from the first line: a first field that is an integer means a
     headerless Binance dump (12 columns); otherwise the line is a header that must name
     ``open_time, open, high, low, close, volume`` (extra columns, e.g. the rest of Binance's
-    header, are ignored). Values are read as text first and converted here, so the error for an
-    unparsable value names its line rather than failing inside the CSV parser.
+    header, are ignored; a ``close_time`` column is used, see below). Values are read as text
+    first and converted here, so the error for an unparsable value names its line rather than
+    failing inside the CSV parser.
+
+    The bar interval is checked on every file (a 4-hour dump is refused, not read as hourly
+    candles with gaps):
+
+    * with a ``close_time`` (always in a Binance dump): on every row ``close_time`` must come
+      after ``open_time`` and ``close_time - open_time + 1 tick`` must equal ``interval``; the
+      tick is the unit the close time is written in -- 1 ms for a millisecond epoch, 1 us for a
+      microsecond epoch (Binance spot dumps from 2025), detected per row by magnitude like
+      ``open_time``, and a row whose two epochs are in different units is refused; an ISO 8601
+      close time may sit 1 ms or 1 us before the next open. The steps between rows are then only
+      required to be whole multiples of ``interval`` (gaps are legal).
+    * without ``close_time``: the most common step between consecutive open times must be
+      ``interval`` (see :func:`validate_candles`).
+
+    A refusal is a :class:`CandleValidationError` naming the file, the line and the interval
+    found (e.g. ``X.csv line 2 column 'close_time': ... bar interval is 4h ..., expected 1h``).
     """
+    step_us = interval_us(interval)
     path = Path(path)
     name = path.name
     if not path.is_file():
@@ -180,29 +262,36 @@ def read_candles_csv(path: str | Path) -> pd.DataFrame:
         first_line_no = 2
     if raw.empty:
         raise CandleValidationError(name, "file has a header but no candles")
-    return _frame_from_text(raw, name, first_line_no)
+    return _frame_from_text(raw, name, first_line_no, step_us)
 
 
 def _line_of(pos: int, first_line_no: int) -> int:
     return pos + first_line_no
 
 
-def _parse_times(text: pd.Series, source: str, first_line_no: int) -> pd.DatetimeIndex:
-    """Parse the open-time column: epoch integers (ms or us, per row) or ISO 8601 UTC."""
+def _parse_times(
+    text: pd.Series, source: str, first_line_no: int, column: str = "open_time"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Parse a time column: epoch integers (ms or us, per row) or ISO 8601 UTC.
+
+    Returns ``(micros, tick)``: int64 microseconds since the epoch, and per row the unit the
+    value was written in, in microseconds (1000 for an ms epoch, 1 for a us epoch, 0 for ISO).
+    """
     stripped = text.str.strip()
     missing = stripped.isna() | (stripped == "")
     if missing.any():
         pos = int(np.flatnonzero(missing.to_numpy())[0])
         raise CandleValidationError(
             source,
-            "open_time is empty",
+            f"{column} is empty",
             line=_line_of(pos, first_line_no),
-            column="open_time",
+            column=column,
             value=text.iloc[pos],
             n_rows=int(missing.sum()),
         )
     is_int = stripped.str.fullmatch(r"-?\d+").to_numpy(dtype=bool)
     micros = np.empty(len(stripped), dtype=np.int64)
+    tick = np.full(len(stripped), _ISO_TICK, dtype=np.int64)
     if is_int.any():
         digits = stripped[is_int]
         too_long = (digits.str.len() > 18).to_numpy(dtype=bool)  # would overflow int64
@@ -215,14 +304,15 @@ def _parse_times(text: pd.Series, source: str, first_line_no: int) -> pd.Datetim
             pos = int(np.flatnonzero(is_int)[k])
             raise CandleValidationError(
                 source,
-                "epoch open_time is neither milliseconds (1e11..1e14) nor microseconds "
+                f"epoch {column} is neither milliseconds (1e11..1e14) nor microseconds "
                 "(1e14..1e17)",
                 line=_line_of(pos, first_line_no),
-                column="open_time",
+                column=column,
                 value=text.iloc[pos],
                 n_rows=int(bad.sum()),
             )
         micros[is_int] = np.where(in_ms, ints * 1000, ints)
+        tick[is_int] = np.where(in_ms, _MS_TICK_US, _US_TICK_US)
     if (~is_int).any():
         iso_text = stripped[~is_int]
         parsed = pd.to_datetime(iso_text, utc=True, errors="coerce", format="ISO8601")
@@ -234,18 +324,82 @@ def _parse_times(text: pd.Series, source: str, first_line_no: int) -> pd.Datetim
                 source,
                 "unparsable timestamp (expected ISO 8601 UTC or epoch ms/us)",
                 line=_line_of(pos, first_line_no),
-                column="open_time",
+                column=column,
                 value=text.iloc[pos],
                 n_rows=int(bad_iso.sum()),
             )
         micros[~is_int] = pd.DatetimeIndex(parsed).as_unit("us").asi8
+    return micros, tick
+
+
+def _index_of(micros: np.ndarray) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(pd.to_datetime(micros, unit="us", utc=True), name="open_time").as_unit(
         "us"
     )
 
 
-def _frame_from_text(raw: pd.DataFrame, source: str, first_line_no: int) -> pd.DataFrame:
-    index = _parse_times(raw["open_time"], source, first_line_no)
+_TICK_NAME = {_MS_TICK_US: "ms", _US_TICK_US: "us"}
+
+
+def _check_close_times(
+    text: pd.Series,
+    open_us: np.ndarray,
+    open_tick: np.ndarray,
+    source: str,
+    first_line_no: int,
+    step_us: int,
+) -> None:
+    """Every row's ``close_time - open_time + 1 tick`` must be the bar interval ``step_us``."""
+    close_us, close_tick = _parse_times(text, source, first_line_no, column="close_time")
+
+    def fail(mask: np.ndarray, problem: str) -> None:
+        if not mask.any():
+            return
+        pos = int(np.flatnonzero(mask)[0])
+        raise CandleValidationError(
+            source,
+            f"{problem} [open_time {_index_of(open_us[pos : pos + 1])[0]}]",
+            line=_line_of(pos, first_line_no),
+            column="close_time",
+            value=text.iloc[pos],
+            n_rows=int(mask.sum()),
+        )
+
+    both_epoch = (open_tick != _ISO_TICK) & (close_tick != _ISO_TICK)
+    mixed = both_epoch & (open_tick != close_tick)
+    if mixed.any():
+        pos = int(np.flatnonzero(mixed)[0])
+        fail(
+            mixed,
+            f"close_time is an epoch in {_TICK_NAME[int(close_tick[pos])]} but open_time in "
+            f"{_TICK_NAME[int(open_tick[pos])]} on the same row",
+        )
+    span = close_us - open_us
+    fail(span <= 0, "close_time is not after open_time")
+    # an ISO close time is 1 ms (xx:59:59.999) or 1 us (xx:59:59.999999) before the next open
+    tick = np.where(
+        close_tick != _ISO_TICK, close_tick, np.where(span % 1000 == 999, _US_TICK_US, _MS_TICK_US)
+    )
+    length = span + tick
+    wrong = length != step_us
+    if wrong.any():
+        pos = int(np.flatnonzero(wrong)[0])
+        fail(
+            wrong,
+            f"bar interval is {format_interval(int(length[pos]))} "
+            f"(close_time - open_time + 1 {_TICK_NAME[int(tick[pos])]}), expected "
+            f"{format_interval(step_us)}: wrong bar interval",
+        )
+
+
+def _frame_from_text(
+    raw: pd.DataFrame, source: str, first_line_no: int, step_us: int
+) -> pd.DataFrame:
+    open_us, open_tick = _parse_times(raw["open_time"], source, first_line_no)
+    has_close = "close_time" in raw.columns
+    if has_close:
+        _check_close_times(raw["close_time"], open_us, open_tick, source, first_line_no, step_us)
+    index = _index_of(open_us)
     data: dict[str, np.ndarray] = {}
     for col in OHLCV_COLUMNS:
         text = raw[col]
@@ -263,7 +417,7 @@ def _frame_from_text(raw: pd.DataFrame, source: str, first_line_no: int) -> pd.D
             )
         data[col] = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
     frame = pd.DataFrame(data, index=index)
-    return validate_candles(frame, source=source, first_line_no=first_line_no)
+    return _validate(frame, source, first_line_no, step_us, modal_step_check=not has_close)
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,7 +454,11 @@ def _fail_first(
 
 
 def validate_candles(
-    frame: pd.DataFrame, *, source: str = "candles", first_line_no: int | None = None
+    frame: pd.DataFrame,
+    *,
+    source: str = "candles",
+    first_line_no: int | None = None,
+    interval: str | timedelta = DEFAULT_INTERVAL,
 ) -> pd.DataFrame:
     """Check a candle frame against the OHLCV contract and return it in canonical form.
 
@@ -310,10 +468,25 @@ def validate_candles(
     Refused, with the row (``line`` when the frame came from a file) and value named: missing
     columns, a non-datetime or naive index, NaN, non-positive prices, ``high < max(open, close)``,
     ``low > min(open, close)`` (which together imply ``high >= low``), negative volume, duplicate
-    or out-of-order timestamps, timestamps off the hour, and steps that are not a whole number of
-    hours (mixed intervals). Gaps of whole hours and zero volume are legal (see
-    :func:`gap_report`).
+    or out-of-order timestamps, a wrong bar interval (the most common step between consecutive
+    open times is not ``interval``, default 1 hour; a tie with another step is accepted; the
+    error names the first row after such a step and the step found), steps that are not a whole
+    number of intervals (mixed intervals) and timestamps off the interval's grid (off the hour
+    for hourly candles; the grid is anchored at 00:00 UTC). Gaps of whole intervals and zero
+    volume are legal (see :func:`gap_report`). A frame has no ``close_time``, so the interval is
+    judged by its spacing; :func:`read_candles_csv` checks ``close_time`` where a file has one.
     """
+    return _validate(frame, source, first_line_no, interval_us(interval), modal_step_check=True)
+
+
+def _validate(
+    frame: pd.DataFrame,
+    source: str,
+    first_line_no: int | None,
+    step_us: int,
+    *,
+    modal_step_check: bool,
+) -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise CandleValidationError(source, f"expected a DataFrame, got {type(frame).__name__}")
     missing = [c for c in OHLCV_COLUMNS if c not in frame.columns]
@@ -386,26 +559,53 @@ def validate_candles(
             "open_time is out of order (earlier than the previous row)",
             "open_time",
         )
-        odd_steps = (step % HOUR_US) != 0
+        name = format_interval(step_us)
+        hourly = step_us == HOUR_US
+        if modal_step_check:
+            values, counts = np.unique(step, return_counts=True)
+            expected_count = int(counts[values == step_us].sum())
+            if expected_count < int(counts.max()):
+                modal = int(values[int(np.argmax(counts))])  # the shortest among tied modes
+                _fail_first(
+                    np.concatenate([[False], step == modal]),
+                    out,
+                    source,
+                    first_line_no,
+                    f"wrong bar interval: the most common step between candles is "
+                    f"{format_interval(modal)} ({int(counts.max())} of {len(step)} steps), "
+                    f"expected {name}",
+                    "open_time",
+                )
+        odd_steps = (step % step_us) != 0
         if odd_steps.any():
             k = int(np.flatnonzero(odd_steps)[0])
-            kind = "sub-hour step" if step[k] < HOUR_US else "step not a whole number of hours"
+            if hourly:
+                kind = "sub-hour step" if step[k] < HOUR_US else "step not a whole number of hours"
+            else:
+                kind = (
+                    f"step shorter than {name}"
+                    if step[k] < step_us
+                    else f"step not a whole multiple of {name}"
+                )
             _fail_first(
                 np.concatenate([[False], odd_steps]),
                 out,
                 source,
                 first_line_no,
                 f"mixed intervals: {kind} ({pd.Timedelta(int(step[k]), unit='us')}) from the "
-                f"previous candle (hourly candles only)",
+                f"previous candle ({'hourly' if hourly else name} candles only)",
                 "open_time",
             )
-    off_hour = (t % HOUR_US) != 0
+    off_grid = (t % step_us) != 0
     _fail_first(
-        off_hour,
+        off_grid,
         out,
         source,
         first_line_no,
-        "open_time is not on the hour (hourly candles open at HH:00:00)",
+        "open_time is not on the hour (hourly candles open at HH:00:00)"
+        if step_us == HOUR_US
+        else f"open_time is not on the {format_interval(step_us)} grid (candles open at whole "
+        f"multiples of {format_interval(step_us)} from 00:00 UTC)",
         "open_time",
     )
     return out

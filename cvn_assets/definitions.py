@@ -1,6 +1,7 @@
 """The one ``Definitions`` of cvn-focal: assets, checks, jobs, resources, executor.
 
-Configuration comes from environment variables (``EnvVar``) so the same code runs on the
+Configuration comes from environment variables (resolved by the resources at use, see
+:func:`build_resources`) so the same code runs on the
 embedded default (synthetic market, SQLite) and in production (CSV candles, PostgreSQL):
 
 - ``CVN_MARKET_SOURCE`` (synthetic | csv), ``CVN_CSV_DIR``, ``CVN_SYMBOL_MAP`` (JSON);
@@ -9,29 +10,19 @@ embedded default (synthetic market, SQLite) and in production (CSV candles, Post
 - ``CVN_UNIVERSE``, ``CVN_N_FOLDS``, ``CVN_VARIANTS`` shape partitions and the asset factory.
 """
 
-import os
-
 from dagster import (
     AssetSelection,
     Definitions,
-    EnvVar,
     define_asset_job,
     in_process_executor,
 )
 
 from cvn_assets.assets import market, results, training
 from cvn_assets.partitions import SETTINGS
-from cvn_assets.settings import parse_symbol_map
 from resources.market_data import MarketDataResource
 from resources.model_store import ArtifactStore, CvnIOManager
 from resources.results_store import ResultsStore
 from resources.sweep_settings import SweepProgress, SweepSettings
-
-
-def _env_or(name: str, default: str | None):
-    """``EnvVar(name)`` when set (resolved at run time, secrets never stored), else default."""
-    return EnvVar(name) if os.environ.get(name) else default
-
 
 model_assets = [training.build_model_asset(v) for v in SETTINGS.variants]
 calibrated_assets = [training.build_calibrated_asset(v) for v in SETTINGS.variants]
@@ -62,19 +53,22 @@ results_job = define_asset_job(
 
 
 def build_resources() -> dict:
-    store_dir = _env_or("CVN_STORE_DIR", "")
+    """The resources, constructed with no environment-derived values.
+
+    Dagster replaces every constructor value of a resource (``EnvVar`` included) as soon as a
+    run supplies any run config for it (measured on 1.13.27: ``{"market_data": {"config":
+    {"hours": 3000}}}`` silently turned a CSV source back into the synthetic default). So the
+    resources resolve ``CVN_MARKET_SOURCE``, ``CVN_CSV_DIR``, ``CVN_SYMBOL_MAP``,
+    ``CVN_UNIVERSE``, ``CVN_DATABASE_URL`` and ``CVN_STORE_DIR`` themselves, at use, for every
+    field the run config leaves unset: a partial run config never drops the environment.
+    """
     return {
-        "market_data": MarketDataResource(
-            source=_env_or("CVN_MARKET_SOURCE", "synthetic"),
-            csv_dir=_env_or("CVN_CSV_DIR", None),
-            symbol_map=parse_symbol_map(os.environ.get("CVN_SYMBOL_MAP")),
-            symbols=list(SETTINGS.universe),
-        ),
+        "market_data": MarketDataResource(),
         "sweep": SweepSettings(),
         "progress": SweepProgress(),
-        "results_store": ResultsStore(database_url=_env_or("CVN_DATABASE_URL", "")),
-        "artifacts": ArtifactStore(base_dir=store_dir),
-        "io_manager": CvnIOManager(base_dir=store_dir),
+        "results_store": ResultsStore(),
+        "artifacts": ArtifactStore(),
+        "io_manager": CvnIOManager(),
     }
 
 

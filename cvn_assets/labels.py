@@ -4,20 +4,23 @@ The label strategy ``SL<stop %>_TP<take-profit %>_H<horizon candles>`` (default 
 is the triple-barrier method of Lopez de Prado, *Advances in Financial Machine Learning* (AFML),
 ch. 3.4, restricted to a long entry and with the sides asymmetric: a position entered at the close
 of candle ``i`` is marked BUY (1) only when the upper barrier ``entry * (1 + take_profit)`` is
-touched by a later candle's high before the lower barrier ``entry * (1 - stop_loss)`` is touched
-by a low, within ``horizon`` candles. The vertical barrier ``t1`` (AFML ch. 3.3, 7.4) drives the
-purging of the cross-validation in :mod:`cvn_assets.folds`.
+reached (a later candle opens at or above it, or its high touches it) before the lower barrier
+``entry * (1 - stop_loss)`` is, within ``horizon`` candles. Fills and realized returns follow the
+gap-aware rule of :mod:`cvn_assets.trading`: a candle opening beyond a barrier fills at its open.
+The vertical barrier ``t1`` (AFML ch. 3.3, 7.4) drives the purging of the cross-validation in
+:mod:`cvn_assets.folds`.
 """
 
-import math
-import numbers
 import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from cvn_assets.trading import check_barriers, simulate_long_trades
+
 LABEL_COLUMNS: tuple[str, ...] = ("label", "t1", "ret", "barrier", "tie")
+_PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
 
 _NUM = r"[0-9]+(?:\.[0-9]+)?"
 _STRATEGY_RE = re.compile(rf"SL(?P<sl>{_NUM})_TP(?P<tp>{_NUM})_H(?P<h>[0-9]+)")
@@ -69,19 +72,6 @@ def parse_label_strategy(s: str) -> LabelStrategy:
     return LabelStrategy(stop_loss=sl_pct / 100.0, take_profit=tp_pct / 100.0, horizon=horizon)
 
 
-def _is_real(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
-
-
-def _check_barriers(take_profit: float, stop_loss: float, horizon: int) -> None:
-    if not (_is_real(take_profit) and take_profit > 0):
-        raise ValueError(f"take_profit must be a finite fraction > 0, got {take_profit!r}")
-    if not (_is_real(stop_loss) and 0 < stop_loss < 1):
-        raise ValueError(f"stop_loss must be a fraction in (0, 1), got {stop_loss!r}")
-    if isinstance(horizon, bool) or not isinstance(horizon, numbers.Integral) or horizon < 1:
-        raise ValueError(f"horizon must be an integer >= 1 (candles), got {horizon!r}")
-
-
 def triple_barrier_labels(
     candles: pd.DataFrame,
     take_profit: float = 0.01,
@@ -90,28 +80,47 @@ def triple_barrier_labels(
 ) -> pd.DataFrame:
     """Label every candle with the outcome of a long entered at its close (AFML ch. 3.4).
 
-    For row ``i``: entry ``e = close[i]``; candles ``i+1 .. i+horizon`` are scanned in order;
-    the take-profit is touched when ``high >= e * (1 + take_profit)``, the stop when
-    ``low <= e * (1 - stop_loss)``. The first candle touching either decides. When one candle
-    touches both, the order inside the candle is unknown and the stop is assumed first
-    (pessimistic: a BUY label must be achievable); such rows have ``tie = True`` and their share is
-    in ``attrs["tie_share"]``. With no touch the vertical barrier ends the trade (label 0).
+    ``candles``: a DataFrame indexed by open time with positive finite prices in columns ``open``,
+    ``high``, ``low`` and ``close`` (other columns are ignored). ``take_profit`` and ``stop_loss``
+    are fractions of the entry price (0.01 is 1 %), ``horizon`` a number of candles.
 
-    Columns: ``label`` (int8, 1 = BUY only when the take-profit came first), ``t1`` (open time of
-    candle ``i+horizon``: the vertical barrier, a superset of the first touch, so purging on it is
-    never too weak -- AFML ch. 7.4.1), ``ret`` (gross return of the long: ``+take_profit``,
-    ``-stop_loss``, or ``close[i+horizon]/close[i] - 1`` at the time-out), ``barrier``
-    (``"tp" | "sl" | "time"``) and ``tie`` (bool). The last ``horizon`` candles cannot be labelled
-    and are dropped.
+    For row ``i``: entry ``e = close[i]``, barriers ``up = e * (1 + take_profit)`` and
+    ``down = e * (1 - stop_loss)``; candles ``i+1 .. i+horizon`` are scanned in order and the
+    first one that fills decides, by the gap-aware rule of :mod:`cvn_assets.trading` (the one
+    rule shared by everything that simulates a trade):
+
+    * a candle that *opens* at or beyond a barrier fills at its open: ``open <= down`` is a stop
+      with ``ret = (open - e) / e <= -stop_loss``, ``open >= up`` a take-profit with
+      ``ret = (open - e) / e >= take_profit`` (a gap, e.g. after an exchange outage; never a tie);
+    * a candle opening between the barriers fills at the barrier it touches: ``high >= up`` is a
+      take-profit at ``ret = +take_profit``, ``low <= down`` a stop at ``ret = -stop_loss``; when
+      it touches both, the order inside the candle is unknown and the stop is assumed first
+      (pessimistic: a BUY label must be achievable): ``"sl"``, ``ret = -stop_loss``, ``tie = True``;
+    * with no fill the vertical barrier ends the trade: ``ret = (close[i+horizon] - e) / e``.
+
+    Returns a DataFrame indexed by the entry candles' open times (the last ``horizon`` candles
+    cannot be labelled and are dropped, so ``len(candles) - horizon`` rows) with columns
+    ``label`` (int8, 1 = BUY only when the take-profit came first), ``t1`` (open time of candle
+    ``i+horizon``: the vertical barrier, a superset of the first touch, so purging on it is never
+    too weak -- AFML ch. 7.4.1), ``ret`` (float64, the realized gross return of the long as a
+    fraction of ``e``, fees not included: what ``metrics.trade_returns``, the expectancy and the
+    PBO returns consume), ``barrier`` (``"tp" | "sl" | "time"``) and ``tie`` (bool). ``attrs``
+    carry the barriers, ``buy_rate``, ``n_ties``/``tie_share`` and ``n_gap_fills``/
+    ``gap_fill_share`` (trades decided at a gap open).
 
     Bars are positional: across an exchange gap, "the next 4 candles" are the next 4 rows even if
-    they span more than 4 hours (the candles that exist are the trades that could have been made).
-    The computation is vectorized over rows with a loop over the ``horizon`` offsets only: O(n*h).
+    they span more than 4 hours (the candles that exist are the trades that could have been made);
+    the first candle after the outage fills at its open if that is beyond a barrier.
+
+    Raises ``ValueError`` for bad barriers or horizon, a missing price column, ``horizon`` or
+    fewer rows, or a price that is not positive and finite (naming column, row, open time and
+    value); ``TypeError`` if ``candles`` is not a DataFrame. Vectorized over rows with a loop over
+    the ``horizon`` offsets only: O(n*h).
     """
-    _check_barriers(take_profit, stop_loss, horizon)
+    check_barriers(take_profit, stop_loss, horizon)
     if not isinstance(candles, pd.DataFrame):
         raise TypeError(f"candles must be a DataFrame, got {type(candles).__name__}")
-    missing = [c for c in ("high", "low", "close") if c not in candles.columns]
+    missing = [c for c in _PRICE_COLUMNS if c not in candles.columns]
     if missing:
         raise ValueError(f"candles are missing column(s) {missing} needed for labels")
     n = len(candles)
@@ -119,10 +128,8 @@ def triple_barrier_labels(
         raise ValueError(
             f"need more than horizon={horizon} candles to produce any label, got {n} rows"
         )
-    high = candles["high"].to_numpy(dtype=np.float64)
-    low = candles["low"].to_numpy(dtype=np.float64)
-    close = candles["close"].to_numpy(dtype=np.float64)
-    for name, arr in (("high", high), ("low", low), ("close", close)):
+    prices = {name: candles[name].to_numpy(dtype=np.float64) for name in _PRICE_COLUMNS}
+    for name, arr in prices.items():
         bad = ~np.isfinite(arr) | (arr <= 0)
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
@@ -131,34 +138,24 @@ def triple_barrier_labels(
                 f"value {arr[pos]!r} is not a positive finite price"
             )
 
+    trades = simulate_long_trades(
+        prices["open"],
+        prices["high"],
+        prices["low"],
+        prices["close"],
+        take_profit=take_profit,
+        stop_loss=stop_loss,
+        horizon=horizon,
+    )
     m = n - horizon
-    entry = close[:m]
-    up = entry * (1.0 + take_profit)
-    down = entry * (1.0 - stop_loss)
-    decided = np.zeros(m, dtype=bool)
-    is_tp = np.zeros(m, dtype=bool)
-    is_sl = np.zeros(m, dtype=bool)
-    tie = np.zeros(m, dtype=bool)
-    for k in range(1, horizon + 1):
-        hit_tp = high[k : k + m] >= up
-        hit_sl = low[k : k + m] <= down
-        new_sl = ~decided & hit_sl
-        new_tp = ~decided & hit_tp & ~hit_sl
-        tie |= new_sl & hit_tp
-        is_sl |= new_sl
-        is_tp |= new_tp
-        decided |= new_sl | new_tp
-
-    timeout_ret = close[horizon:] / entry - 1.0
-    ret = np.where(is_tp, take_profit, np.where(is_sl, -stop_loss, timeout_ret))
-    barrier = np.where(is_tp, "tp", np.where(is_sl, "sl", "time"))
+    is_tp = trades.take_profit
     out = pd.DataFrame(
         {
             "label": is_tp.astype(np.int8),
             "t1": candles.index[horizon:],
-            "ret": ret.astype(np.float64),
-            "barrier": pd.array(barrier, dtype="str"),
-            "tie": tie,
+            "ret": trades.ret.astype(np.float64),
+            "barrier": pd.array(trades.barrier, dtype="str"),
+            "tie": trades.tie,
         },
         index=candles.index[:m],
     )
@@ -170,8 +167,10 @@ def triple_barrier_labels(
             "n_labels": int(m),
             "n_dropped_tail": int(horizon),
             "buy_rate": float(is_tp.mean()),
-            "n_ties": int(tie.sum()),
-            "tie_share": float(tie.mean()),
+            "n_ties": int(trades.tie.sum()),
+            "tie_share": float(trades.tie.mean()),
+            "n_gap_fills": int(trades.gap.sum()),
+            "gap_fill_share": float(trades.gap.mean()),
         }
     )
     return out

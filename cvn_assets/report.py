@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -368,6 +369,33 @@ img{max-width:100%;display:block;margin:0.5em 0 1.5em}
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
+def identity_header(identity: dict[str, Any] | None, fingerprint: str | None) -> str:
+    """HTML block: the sweep's identity fingerprint, data, code and settings (empty if None)."""
+    if identity is None:
+        return ""
+    data = identity.get("data", {})
+    if data.get("source") == "csv":
+        files = data.get("files", {})
+        data_text = "CSV files: " + ", ".join(
+            f"{c} {f.get('name')} (sha256 {str(f.get('sha256'))[:12]})" for c, f in files.items()
+        )
+    else:
+        data_text = "synthetic market: " + ", ".join(
+            f"{k}={v}" for k, v in data.items() if k != "source"
+        )
+    rows = [
+        ("identity", fingerprint or "?"),
+        ("data", data_text),
+        ("code", ", ".join(f"{k} {v}" for k, v in identity.get("code", {}).items())),
+        ("definition", json.dumps(identity.get("definition", {}), sort_keys=True)),
+        ("settings", ", ".join(f"{k}={v}" for k, v in identity.get("settings", {}).items())),
+    ]
+    body = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+    )
+    return f'<h2>Sweep identity</h2><table class="identity">{body}</table>'
+
+
 def render_report(
     results: pd.DataFrame,
     verdicts: pd.DataFrame,
@@ -376,6 +404,8 @@ def render_report(
     pbo_logits: np.ndarray | None = None,
     out_path: Path,
     title: str = "cvn-focal: focal-loss gate report",
+    identity: dict[str, Any] | None = None,
+    identity_fingerprint: str | None = None,
 ) -> Path:
     """Write the self-contained HTML report to ``out_path`` and return the path.
 
@@ -384,7 +414,9 @@ def render_report(
     variant name to ``{method: (prob, y)}`` arrays from the test blocks; the diagrams are drawn
     for the baseline and :func:`best_focal_variant` (other keys are ignored, a missing one is
     noted).  ``pbo_logits`` are :func:`cvn_assets.gates.cscv_logits` of the PBO matrix.  All
-    inputs are validated before anything is drawn or written.
+    inputs are validated before anything is drawn or written.  ``identity`` (the sweep's
+    :class:`cvn_assets.identity.SweepIdentity` as a dict) and its fingerprint, when given, are
+    shown in the header: data source, code versions and every setting that made the numbers.
     """
     baseline = _check_verdicts(verdicts)
     assets = per_asset_breakdown(results, baseline=baseline)  # validates results
@@ -414,6 +446,7 @@ def render_report(
         f"<b>{html.escape(baseline)}</b> on the same crypto and fold; statistics from "
         "cvn_assets.gates (BH-FDR, one-sided paired t-tests, percentile bootstrap, Cohen's d, "
         "CSCV PBO).</p>",
+        identity_header(identity, identity_fingerprint),
         "<h2>Gate verdicts</h2>",
         _verdict_table(verdicts),
         "<h3>ECE_HOLD difference vs baseline, every calibration method</h3>",

@@ -37,6 +37,22 @@ class ProjectSettings:
     def fold_keys(self) -> tuple[str, ...]:
         return tuple(f"f{i}" for i in range(self.n_folds))
 
+    def identity(self) -> dict[str, Any]:
+        """The definition-time part of a sweep's identity (JSON-able)."""
+        return {
+            "universe": list(self.universe),
+            "n_folds": self.n_folds,
+            "variants": [
+                {
+                    "name": v.name,
+                    "loss_function": v.loss_function,
+                    "gamma": v.gamma,
+                    "alpha": v.alpha,
+                }
+                for v in self.variants
+            ],
+        }
+
 
 def parse_universe(raw: str | None) -> tuple[str, ...]:
     if raw is None or not raw.strip():

@@ -8,9 +8,14 @@ instance in ``$DAGSTER_HOME`` (default ``./.dagster_home``), one ranged single r
    model), tagged ``cvn/variant`` and ``cvn/loss_function``;
 3. ``results_job``: ``finetune_results`` (fan-in, blocking completeness check) -> ``gate_verdicts``.
 
-Only partitions that are not yet materialized are launched (contiguous key ranges), and the
-training assets reuse crash checkpoints, so a re-run after a failure or ``kill -9`` finishes
-only what is missing. Runs are executed in process (``in_process_executor``), which keeps the
+Before any work it checks the settings, the home's data source and the sweep id's identity
+(:mod:`cvn_assets.identity`; a sweep id registered with other settings is refused, naming what
+changed). Only cells whose model and calibrated value with *this sweep's* fingerprint are not
+the latest materialization are launched, cut into exact crypto-range x fold-range rectangles
+(how Dagster reads a key range of a multi-partitioned asset); stored values with the same
+fingerprint are reused, so a re-run after a failure or ``kill -9`` finishes exactly what is
+missing. Afterwards it checks that every intended cell exists and names those that do not
+(exit status 1). Runs are executed in process (``in_process_executor``), which keeps the
 orchestration overhead near 0.03 s per partition; afterwards ``dagster dev -w workspace.yaml``
 shows every run, materialization, check and metadata entry.
 """
@@ -39,25 +44,6 @@ def _ensure_home() -> Path:
     return Path(home)
 
 
-def contiguous_ranges(all_keys: Sequence[str], wanted: set[str]) -> list[tuple[str, str]]:
-    """Minimal list of [start, end] key ranges (in partition order) covering ``wanted``."""
-    ranges: list[tuple[str, str]] = []
-    start: str | None = None
-    prev: str | None = None
-    for k in all_keys:
-        if k in wanted:
-            if start is None:
-                start = k
-            prev = k
-        elif start is not None:
-            assert prev is not None
-            ranges.append((start, prev))
-            start = None
-    if start is not None and prev is not None:
-        ranges.append((start, prev))
-    return ranges
-
-
 def _range_tags(start: str, end: str) -> dict[str, str]:
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
@@ -67,11 +53,49 @@ def _range_tags(start: str, end: str) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
 
 
+def missing_cells(
+    artifacts: Any, identity: Any, variant: str, cryptos: Sequence[str], n_folds: int
+) -> set[tuple[str, str]]:
+    """Cells of ``variant`` whose model or calibrated value with this sweep's fingerprint is
+    not the partition's latest materialization (so Dagster and the store agree on them)."""
+    from cvn_assets.partitions import cell_key
+
+    todo: set[tuple[str, str]] = set()
+    for crypto in cryptos:
+        for fold in range(n_folds):
+            key = cell_key(crypto, fold)
+            model_fp = identity.model_fingerprint(crypto, fold, variant)
+            cal_fp = identity.calibrated_fingerprint(crypto, fold, variant)
+            ok = (
+                artifacts.current_fingerprint(f"model_{variant}", key) == model_fp
+                and artifacts.has(f"model_{variant}", key, model_fp)
+                and artifacts.current_fingerprint(f"calibrated_{variant}", key) == cal_fp
+                and artifacts.has(f"calibrated_{variant}", key, cal_fp)
+            )
+            if not ok:
+                todo.add((crypto, f"f{fold}"))
+    return todo
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep-id", default="default", help="results-store key of this sweep")
     parser.add_argument(
-        "--force", action="store_true", help="re-materialize every partition (ignores what exists)"
+        "--force",
+        action="store_true",
+        help="re-materialize every cell and retrain every model, even those stored with this "
+        "sweep's fingerprint",
+    )
+    parser.add_argument(
+        "--replace-sweep",
+        action="store_true",
+        help="re-register --sweep-id under this run's identity (drops the old sweep's rows) "
+        "instead of refusing an id registered with other settings",
+    )
+    parser.add_argument(
+        "--retarget-data-source",
+        action="store_true",
+        help="record this run's data source as the home's (the home was made on another one)",
     )
     parser.add_argument("--quiet", action="store_true", help="no per-training progress lines")
     parser.add_argument(
@@ -83,11 +107,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     home = _ensure_home()
-    from dagster import AssetKey, DagsterInstance
+    from dagster import DagsterInstance
 
-    from cvn_assets.assets.training import calibrated_asset_name, model_asset_name
+    from cvn_assets.assets._util import sweep_identity
+    from cvn_assets.cell_ranges import cover_with_rectangles
     from cvn_assets.definitions import defs
-    from cvn_assets.partitions import SETTINGS, crypto_fold_partitions, crypto_partitions
+    from cvn_assets.partitions import SETTINGS
+    from resources.home_source import (
+        HomeDataSourceConflict,
+        ensure_home_source,
+        write_home_source,
+    )
+    from resources.market_data import MarketDataResource
+    from resources.model_store import ArtifactStore
+    from resources.results_store import ResultsStore, SweepIdentityConflict
     from resources.sweep_settings import SweepSettings, reset_progress
 
     try:
@@ -96,23 +129,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--resource-config: not valid JSON ({exc.msg})")
     if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
         parser.error("--resource-config: expected a JSON object of objects per resource")
-    sweep_cfg = {**extra.pop("sweep", {}), "sweep_id": args.sweep_id}
+    known = {"sweep", "market_data", "results_store", "artifacts", "io_manager", "progress"}
+    unknown = sorted(set(extra) - known)
+    if unknown:
+        parser.error(f"--resource-config: unknown resource(s) {unknown}; known: {sorted(known)}")
+    sweep_cfg = {
+        **extra.pop("sweep", {}),
+        "sweep_id": args.sweep_id,
+        "replace_sweep": args.replace_sweep,
+        "retrain": args.force,
+    }
+    # every check before any work: settings, data source of the home, sweep identity
     try:
-        SweepSettings(**sweep_cfg).validate_all()  # fail before any work, naming the field
-    except Exception as exc:
-        print(f"invalid sweep config: {exc}", file=sys.stderr)
+        sweep = SweepSettings(**sweep_cfg)
+        sweep.validate_all()
+        market = MarketDataResource(**extra.get("market_data", {}))
+        store = ResultsStore(**extra.get("results_store", {}))
+        artifacts = ArtifactStore(**extra.get("artifacts", {}))
+        if args.retarget_data_source:
+            write_home_source(market.home_source())
+        ensure_home_source(market.home_source())
+        identity = sweep_identity(sweep, market)
+        status = store.register_sweep(sweep.sweep_id, identity, replace=args.replace_sweep)
+    except (HomeDataSourceConflict, SweepIdentityConflict) as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bad setting: named by the validators
+        print(f"invalid configuration: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
 
     instance = DagsterInstance.get()
     t_start = time.perf_counter()
     failures: list[str] = []
 
-    def materialized(asset: str) -> set[str]:
-        if args.force:
-            return set()
-        return {str(k) for k in instance.get_materialized_partitions(AssetKey(asset))}
-
-    def run(job_name: str, tags: dict[str, str], total: int = 0) -> bool:
+    def run(job_name: str, total: int = 0, **kwargs: Any) -> bool:
         job = defs.resolve_job_def(job_name)
         run_config: dict[str, Any] = {
             "loggers": {"console": {"config": {"log_level": "WARNING"}}},
@@ -123,10 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
         }
         result = job.execute_in_process(
-            run_config=run_config, instance=instance, tags=tags, raise_on_error=False
+            run_config=run_config, instance=instance, raise_on_error=False, **kwargs
         )
         if not result.success:
-            failures.append(f"{job_name} {tags} (run {result.run_id})")
+            failures.append(f"{job_name} {kwargs} (run {result.run_id})")
             print(f"!! {job_name} failed (run {result.run_id}); continuing", file=sys.stderr)
         return result.success
 
@@ -134,55 +184,88 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"DAGSTER_HOME={home}  universe={','.join(SETTINGS.universe)}  folds={SETTINGS.n_folds}"
         f"  variants={','.join(v.name for v in SETTINGS.variants)}"
     )
-
-    # 1. market stage
-    crypto_keys = list(crypto_partitions.get_partition_keys())
-    market_missing = set(crypto_keys) - (
-        materialized("fold_splits") & materialized("model_dataset")
-    )
-    t0 = time.perf_counter()
-    for a, b in contiguous_ranges(crypto_keys, market_missing):
-        run("market_job", _range_tags(a, b))
     print(
-        f"market stage: {len(market_missing)} crypto partitions in {time.perf_counter() - t0:.1f}s"
+        f"sweep {sweep.sweep_id!r}: identity {identity.fingerprint} ({status}); data "
+        f"{identity.data['source']}; xgboost {identity.code['xgboost']}"
     )
 
-    # 2. models + calibration, one ranged run per variant
-    cell_keys = [str(k) for k in crypto_fold_partitions.get_partition_keys()]
+    # 1. market stage: one run per crypto (each candles materialization carries its own data
+    #    version); a crypto is done when its dataset and fold plans are this sweep's
+    cryptos = list(SETTINGS.universe)
+    market_todo = [
+        c
+        for c in cryptos
+        if args.force
+        or any(
+            artifacts.current_fingerprint(a, c) != identity.market_fingerprint(c)
+            for a in ("model_dataset", "fold_splits")
+        )
+    ]
+    t0 = time.perf_counter()
+    for c in market_todo:
+        run("market_job", partition_key=c)
+    print(f"market stage: {len(market_todo)} crypto partitions in {time.perf_counter() - t0:.1f}s")
+
+    # 2. models + calibration: per variant, the missing cells cut into exact rectangles
+    #    (Dagster reads a key range of crypto x fold as crypto-range x fold-range)
     todo = {
-        v.name: set(cell_keys)
-        - (materialized(model_asset_name(v)) & materialized(calibrated_asset_name(v)))
+        v.name: (
+            {(c, f) for c in cryptos for f in SETTINGS.fold_keys}
+            if args.force
+            else missing_cells(artifacts, identity, v.name, cryptos, SETTINGS.n_folds)
+        )
         for v in SETTINGS.variants
     }
     total = sum(len(s) for s in todo.values())
     reset_progress()
     t0 = time.perf_counter()
     for v in SETTINGS.variants:
-        for a, b in contiguous_ranges(cell_keys, todo[v.name]):
-            run(f"train_{v.name}_job", _range_tags(a, b), total=total)
-    print(f"models stage: {total} trainings+calibrations in {time.perf_counter() - t0:.1f}s")
+        for rect in cover_with_rectangles(cryptos, SETTINGS.fold_keys, todo[v.name]):
+            run(f"train_{v.name}_job", total=total, tags=_range_tags(rect.start, rect.end))
+    print(
+        f"models stage: {total} cells (train or reuse, calibrate) in "
+        f"{time.perf_counter() - t0:.1f}s"
+    )
 
     # 3. fan-in and gates (always: cheap, and reflects the current cells)
     t0 = time.perf_counter()
-    run("results_job", {})
+    run("results_job")
     print(f"results stage in {time.perf_counter() - t0:.1f}s")
 
-    _print_summary(args.sweep_id)
+    # 4. every intended cell must now exist with this sweep's fingerprint
+    still = {
+        v.name: missing_cells(artifacts, identity, v.name, cryptos, SETTINGS.n_folds)
+        for v in SETTINGS.variants
+    }
+    absent = sorted(f"{v} {c}|{f}" for v, cells in still.items() for c, f in cells)
+    rows = store.load_results(sweep.sweep_id)
+    want_rows = len(cryptos) * SETTINGS.n_folds * len(SETTINGS.variants)
+
+    _print_summary(store, sweep.sweep_id)
     print(f"sweep wall time {time.perf_counter() - t_start:.1f}s")
     if failures:
         print("FAILED runs:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 1
-    return 0
+    if absent:
+        print(
+            f"INCOMPLETE: {len(absent)} cells are not materialized with this sweep's settings: "
+            + ", ".join(absent),
+            file=sys.stderr,
+        )
+    elif len(rows) != want_rows:
+        print(
+            f"INCOMPLETE: finetune_results has {len(rows)} rows for sweep "
+            f"{sweep.sweep_id!r}, expected {want_rows}",
+            file=sys.stderr,
+        )
+    return 1 if (failures or absent or len(rows) != want_rows) else 0
 
 
-def _print_summary(sweep_id: str) -> None:
+def _print_summary(store: Any, sweep_id: str) -> None:
     import pandas as pd
 
     from cvn_assets.assets.results import report_dir
-    from cvn_assets.definitions import build_resources
     from cvn_assets.evaluation import variant_summary
 
-    store = build_resources()["results_store"]
     frame = store.load_results(sweep_id)
     if frame.empty:
         print("no finetune_results rows")

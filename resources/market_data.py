@@ -5,6 +5,7 @@ The only Dagster-aware module of the data side; the work is done by the pure mod
 (Binance kline dumps or headed CSV, validated with errors that name file, line and value).
 """
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,13 @@ from cvn_assets.candles_io import (
     read_candles_csv,
     resolve_candle_file,
 )
+from cvn_assets.identity import file_sha256
+from cvn_assets.settings import parse_symbol_map, parse_universe
 from cvn_assets.synthetic_market import (
     DEFAULT_EDGE,
     DEFAULT_HOURS,
     DEFAULT_SEED,
     DEFAULT_START,
-    DEFAULT_UNIVERSE,
     Scenario,
     synthetic_candles,
 )
@@ -37,6 +39,11 @@ SOURCES = ("synthetic", "csv")
 def _read_cached(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
     """Parsed file, memoized on (path, mtime, size) so a changed file is read again."""
     return read_candles_csv(path)
+
+
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
+    return file_sha256(path)
 
 
 class MarketDataResource(ConfigurableResource):
@@ -54,17 +61,22 @@ class MarketDataResource(ConfigurableResource):
     epochs) and headed ``open_time,open,high,low,close,volume`` files are both read.
     """
 
-    source: str = Field(default="synthetic", description="'synthetic' or 'csv'")
-    csv_dir: str | None = Field(default=None, description="folder of CSV files (source=csv)")
+    source: str | None = Field(
+        default=None, description="'synthetic' or 'csv'; unset: $CVN_MARKET_SOURCE, else synthetic"
+    )
+    csv_dir: str | None = Field(
+        default=None, description="folder of CSV files (source=csv); unset: $CVN_CSV_DIR"
+    )
     filename_pattern: str = Field(
         default="{symbol}_1h.csv", description="file name of a symbol; {symbol} is replaced"
     )
-    symbol_map: dict[str, str] = Field(
-        default_factory=dict, description="project symbol -> file symbol, e.g. BTCUSDC->BTCUSDT"
+    symbol_map: dict[str, str] | None = Field(
+        default=None,
+        description="project symbol -> file symbol, e.g. BTCUSDC->BTCUSDT; unset: $CVN_SYMBOL_MAP",
     )
-    symbols: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_UNIVERSE),
-        description="synthetic universe generated jointly (correlated)",
+    symbols: list[str] | None = Field(
+        default=None,
+        description="synthetic universe generated jointly (correlated); unset: $CVN_UNIVERSE",
     )
     seed: int = Field(default=DEFAULT_SEED, description="synthetic market seed")
     start: str = Field(default=DEFAULT_START, description="first synthetic open time (UTC)")
@@ -81,6 +93,36 @@ class MarketDataResource(ConfigurableResource):
         default=None, description="scenario: symbols affected (default all)"
     )
 
+    # ---------------------------------------------------------------- environment fallback
+    # Dagster replaces *all* constructor values of a resource as soon as a run supplies any run
+    # config for it (measured on 1.13.27: ``{"hours": 3000}`` silently turned an
+    # ``EnvVar("CVN_MARKET_SOURCE")`` source back into the class default). So the fields that
+    # come from the environment are left unset in ``Definitions`` and resolved here, at use:
+    # a run config that sets another field keeps the environment's source.
+    @property
+    def data_source(self) -> str:
+        """The source in effect: the field, else ``$CVN_MARKET_SOURCE``, else synthetic."""
+        return self.source or os.environ.get("CVN_MARKET_SOURCE") or "synthetic"
+
+    @property
+    def data_dir(self) -> str | None:
+        """The CSV folder in effect: the field, else ``$CVN_CSV_DIR``."""
+        return self.csv_dir or os.environ.get("CVN_CSV_DIR") or None
+
+    @property
+    def file_symbols(self) -> dict[str, str]:
+        """Project symbol -> file symbol: the field, else ``$CVN_SYMBOL_MAP``."""
+        if self.symbol_map is not None:
+            return dict(self.symbol_map)
+        return parse_symbol_map(os.environ.get("CVN_SYMBOL_MAP"))
+
+    @property
+    def universe(self) -> list[str]:
+        """Symbols generated jointly: the field, else ``$CVN_UNIVERSE`` (default universe)."""
+        if self.symbols is not None:
+            return list(self.symbols)
+        return list(parse_universe(os.environ.get("CVN_UNIVERSE")))
+
     # ---------------------------------------------------------------- configuration checks
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """Refuse a bad configuration when the run starts, before any asset works."""
@@ -88,13 +130,17 @@ class MarketDataResource(ConfigurableResource):
 
     def check_config(self) -> None:
         """Raise ``ValueError`` naming the field and value of the first bad setting."""
-        if self.source not in SOURCES:
-            raise ValueError(f"market_data.source must be one of {SOURCES}, got {self.source!r}")
-        if self.source == "csv":
-            if not self.csv_dir:
-                raise ValueError("market_data.csv_dir is required when source='csv'")
-            if not Path(self.csv_dir).is_dir():
-                raise ValueError(f"market_data.csv_dir {self.csv_dir!r} is not a directory")
+        if self.data_source not in SOURCES:
+            raise ValueError(
+                f"market_data.source must be one of {SOURCES}, got {self.data_source!r}"
+            )
+        if self.data_source == "csv":
+            if not self.data_dir:
+                raise ValueError(
+                    "market_data.csv_dir is required when source='csv' (set it or CVN_CSV_DIR)"
+                )
+            if not Path(self.data_dir).is_dir():
+                raise ValueError(f"market_data.csv_dir {self.data_dir!r} is not a directory")
             if "{symbol}" not in self.filename_pattern:
                 raise ValueError(
                     f"market_data.filename_pattern must contain '{{symbol}}', "
@@ -105,7 +151,7 @@ class MarketDataResource(ConfigurableResource):
                 raise ValueError(f"market_data.hours must be >= 1, got {self.hours}")
             if self.seed < 0:
                 raise ValueError(f"market_data.seed must be >= 0, got {self.seed}")
-            if not self.symbols:
+            if not self.universe:
                 raise ValueError("market_data.symbols is empty")
             self.scenario()  # validates the scenario knobs
 
@@ -130,13 +176,15 @@ class MarketDataResource(ConfigurableResource):
     # ---------------------------------------------------------------- loading
     def candle_file(self, symbol: str) -> Path:
         """The CSV file of ``symbol`` (after ``symbol_map``) in ``csv_dir``."""
-        if not self.csv_dir:
-            raise ValueError("market_data.csv_dir is required when source='csv'")
-        file_symbol = self.symbol_map.get(symbol, symbol)
+        if not self.data_dir:
+            raise ValueError(
+                "market_data.csv_dir is required when source='csv' (set it or CVN_CSV_DIR)"
+            )
+        file_symbol = self.file_symbols.get(symbol, symbol)
         patterns = [self.filename_pattern] + [
             p for p in DEFAULT_FILENAME_PATTERNS if p != self.filename_pattern
         ]
-        return resolve_candle_file(self.csv_dir, file_symbol, patterns)
+        return resolve_candle_file(self.data_dir, file_symbol, patterns)
 
     def load_candles(
         self,
@@ -153,12 +201,12 @@ class MarketDataResource(ConfigurableResource):
         self.check_config()
         if not isinstance(symbol, str) or not symbol:
             raise ValueError(f"symbol must be a non-empty string, got {symbol!r}")
-        if self.source == "csv":
+        if self.data_source == "csv":
             path = self.candle_file(symbol)
             stat = path.stat()
             frame = _read_cached(str(path), stat.st_mtime_ns, stat.st_size).copy()
         else:
-            universe = tuple(self.symbols) if symbol in self.symbols else (symbol,)
+            universe = tuple(self.universe) if symbol in self.universe else (symbol,)
             frame = synthetic_candles(
                 universe,
                 start=self.start,
@@ -169,13 +217,48 @@ class MarketDataResource(ConfigurableResource):
             )[symbol]
         return _select(frame, symbol, start, end)
 
+    def data_identity(self, cryptos: list[str] | tuple[str, ...]) -> dict[str, Any]:
+        """What the candles of ``cryptos`` are, for the sweep identity (JSON-able).
+
+        Synthetic: the generator's arguments (the market is generated jointly, so the whole
+        symbol list counts). CSV: per crypto, the file name and the SHA-256 of its bytes
+        (memoized on path, mtime and size: about 10 ms per 2 MB file the first time).
+        """
+        self.check_config()
+        if self.data_source == "csv":
+            files: dict[str, Any] = {}
+            for crypto in cryptos:
+                path = self.candle_file(crypto)
+                stat = path.stat()
+                files[crypto] = {
+                    "name": path.name,
+                    "sha256": _sha256_cached(str(path), stat.st_mtime_ns, stat.st_size),
+                }
+            return {"source": "csv", "files": files}
+        return {
+            "source": "synthetic",
+            "symbols": self.universe,
+            "seed": self.seed,
+            "start": self.start,
+            "hours": self.hours,
+            "edge": self.edge,
+            "scenario": None if self.scenario() is None else repr(self.scenario()),
+        }
+
+    def home_source(self) -> dict[str, str]:
+        """The kind of data a Dagster home is made on: synthetic, or CSV from one folder."""
+        if self.data_source == "csv":
+            assert self.data_dir is not None
+            return {"source": "csv", "csv_dir": str(Path(self.data_dir).resolve())}
+        return {"source": "synthetic"}
+
     def gap_report(self, symbol: str) -> dict[str, Any]:
         """:func:`cvn_assets.candles_io.gap_report` of the symbol's full candles."""
         return gap_report(self.load_candles(symbol))
 
     def describe(self, symbol: str) -> dict[str, Any]:
         """Where the candles of ``symbol`` come from (for asset metadata)."""
-        if self.source == "csv":
+        if self.data_source == "csv":
             return {"source": "csv", "file": str(self.candle_file(symbol))}
         return {
             "source": "synthetic",

@@ -1,4 +1,13 @@
-"""IO manager for the sweep: one directory per asset partition, written atomically.
+"""IO manager for the sweep: content-addressed directories per asset partition, written atomically.
+
+Layout: ``<base>/<asset>/<crypto>[/<fold>]/<fingerprint>/`` holds one value, and
+``<base>/<asset>/<crypto>[/<fold>]/CURRENT`` names the fingerprint of the partition's latest
+materialization (what downstream steps load). The fingerprint is the one of
+:mod:`cvn_assets.identity` (settings, data, code): an asset returns
+``Stamped(value, fingerprint)`` per partition. Sweeps with different settings therefore never
+share a slot, a sweep with the same settings finds its values again (resume for free), and a
+reader that knows which fingerprint it needs (``finetune_results``) reads exactly that one,
+whatever was materialized last.
 
 Why not Dagster's ``FilesystemIOManager``: it refuses outputs that cover several partitions,
 and the sweep runs each stage as one ranged run (``BackfillPolicy.single_run()``) to keep the
@@ -20,6 +29,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +48,45 @@ from cvn_assets.folds import FoldPlan
 from cvn_assets.training import XGBWrapper
 
 KIND_FILE = "kind.json"
+CURRENT_FILE = "CURRENT"
+#: the fingerprint directory of a value written without one (e.g. by hand in a test)
+UNSTAMPED = "_"
+
+
+@dataclass(frozen=True)
+class Stamped:
+    """A partition's value and the fingerprint of everything it depends on."""
+
+    value: Any
+    fingerprint: str
 
 
 def default_store_dir() -> str:
+    """``$CVN_STORE_DIR``, else ``$DAGSTER_HOME/storage/cvn`` (resolved at use)."""
+    if os.environ.get("CVN_STORE_DIR"):
+        return str(Path(os.environ["CVN_STORE_DIR"]).resolve())
     home = os.environ.get("DAGSTER_HOME") or str(Path.cwd() / ".dagster_home")
     return str(Path(home).resolve() / "storage" / "cvn")
+
+
+def read_current(slot: Path) -> str | None:
+    """The fingerprint a partition slot points at, or None when never materialized."""
+    try:
+        return (slot / CURRENT_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def write_current(slot: Path, fingerprint: str) -> None:
+    """Point a slot at ``fingerprint`` atomically (write a sibling, then rename)."""
+    slot.mkdir(parents=True, exist_ok=True)
+    tmp = slot / f".{CURRENT_FILE}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(fingerprint)
+    os.replace(tmp, slot / CURRENT_FILE)
+
+
+def has_value(directory: Path) -> bool:
+    return (directory / KIND_FILE).exists()
 
 
 def partition_dirname(key: str) -> Path:
@@ -145,7 +189,11 @@ def _stored_source(wrapper: Any) -> Path | None:
 
 
 class CvnIOManager(ConfigurableIOManager):
-    """Per-partition directories under ``base_dir`` (default ``$DAGSTER_HOME/storage/cvn``)."""
+    """Content-addressed per-partition directories under ``base_dir``.
+
+    ``base_dir`` unset: ``$CVN_STORE_DIR``, else ``$DAGSTER_HOME/storage/cvn``, resolved at use
+    (a run config for this resource that sets no ``base_dir`` keeps the environment's).
+    """
 
     base_dir: str = ""
 
@@ -164,7 +212,7 @@ class CvnIOManager(ConfigurableIOManager):
             return
         keys = [str(k) for k in context.asset_partition_keys]
         if len(keys) == 1 and not _is_partition_dict(obj, keys):
-            write_value(base / partition_dirname(keys[0]), obj)
+            _write_slot(base / partition_dirname(keys[0]), obj)
             return
         if not _is_partition_dict(obj, keys):
             raise TypeError(
@@ -177,7 +225,7 @@ class CvnIOManager(ConfigurableIOManager):
                 f"{context.asset_key.to_user_string()}: no value for partition(s) {missing}"
             )
         for key, value in obj.items():
-            write_value(base / partition_dirname(str(key)), value)
+            _write_slot(base / partition_dirname(str(key)), value)
 
     def load_input(self, context: InputContext) -> Any:
         base = self._asset_dir(list(context.asset_key.path))
@@ -185,8 +233,40 @@ class CvnIOManager(ConfigurableIOManager):
             return read_value(base / "_unpartitioned")
         keys = [str(k) for k in context.asset_partition_keys]
         if len(keys) == 1:
-            return read_value(base / partition_dirname(keys[0]))
-        return {k: read_value(base / partition_dirname(k)) for k in keys}
+            return _read_slot(base / partition_dirname(keys[0]))
+        return {k: _read_slot(base / partition_dirname(k)) for k in keys}
+
+
+def _write_slot(slot: Path, obj: Any) -> None:
+    """Write a partition's value under its fingerprint (unless already there), then point
+    ``CURRENT`` at it: a crash between the two leaves the previous pointer intact."""
+    value, fp = (obj.value, obj.fingerprint) if isinstance(obj, Stamped) else (obj, UNSTAMPED)
+    target = slot / fp
+    if _stored_dir(value) != target.resolve() or not has_value(target):
+        write_value(target, value)
+    write_current(slot, fp)
+
+
+def _read_slot(slot: Path) -> Any:
+    fp = read_current(slot)
+    if fp is None:
+        raise FileNotFoundError(f"no stored value at {slot} (materialize the upstream first)")
+    return read_value(slot / fp)
+
+
+_STORED_DIR_ATTR = "_cvn_stored_dir"
+
+
+def _mark_stored(value: Any, directory: Path) -> None:
+    """Remember that ``value`` is stored, unchanged, at ``directory`` (models only)."""
+    if isinstance(value, XGBWrapper):
+        _remember_source(value, directory / "booster")
+    if isinstance(value, (XGBWrapper, CalibratedModel)):
+        setattr(value, _STORED_DIR_ATTR, directory.resolve())
+
+
+def _stored_dir(value: Any) -> Path | None:
+    return getattr(value, _STORED_DIR_ATTR, None) if not isinstance(value, pd.DataFrame) else None
 
 
 def _is_partition_dict(obj: Any, keys: list[str]) -> bool:
@@ -194,11 +274,13 @@ def _is_partition_dict(obj: Any, keys: list[str]) -> bool:
 
 
 class ArtifactStore(ConfigurableResource):
-    """Read/write access to the same per-partition directories outside the IO manager.
+    """Read/write access to the same content-addressed directories outside the IO manager.
 
-    The fan-in (``finetune_results``) reads one calibrated cell at a time through it, without
-    the boosters, so it never holds 125 models in memory; the training assets keep crash
-    checkpoints in ``_checkpoints/`` so a re-run after ``kill -9`` trains only what is missing.
+    The training assets store each finished cell at once under its fingerprint (a crash
+    checkpoint that is also the final value: a re-run with the same settings finds it);
+    ``finetune_results`` reads exactly the calibrated cells of its sweep's fingerprints, one at
+    a time and without their boosters (the fan-in never holds 125 models in memory).
+    ``base_dir`` resolves like :class:`CvnIOManager`'s.
     """
 
     base_dir: str = ""
@@ -206,34 +288,55 @@ class ArtifactStore(ConfigurableResource):
     def root(self) -> Path:
         return Path(self.base_dir or default_store_dir())
 
-    def path(self, asset_name: str, partition_key: str | MultiPartitionKey) -> Path:
+    def slot(self, asset_name: str, partition_key: str | MultiPartitionKey) -> Path:
         return self.root() / asset_name / partition_dirname(str(partition_key))
 
-    def read(
-        self, asset_name: str, partition_key: str | MultiPartitionKey, *, with_model: bool = True
-    ) -> Any:
-        return read_value(self.path(asset_name, partition_key), with_model=with_model)
-
-    def checkpoint_path(self, asset_name: str, partition_key: str | MultiPartitionKey) -> Path:
-        return self.root() / "_checkpoints" / asset_name / partition_dirname(str(partition_key))
-
-    def read_checkpoint(
+    def path(
         self, asset_name: str, partition_key: str | MultiPartitionKey, fingerprint: str
-    ) -> Any | None:
-        """The checkpointed value if its fingerprint matches, else None."""
-        path = self.checkpoint_path(asset_name, partition_key)
-        fp = path / "fingerprint.txt"
-        if not fp.exists() or fp.read_text().strip() != fingerprint:
-            return None
-        return read_value(path / "value")
+    ) -> Path:
+        return self.slot(asset_name, partition_key) / fingerprint
 
-    def write_checkpoint(
-        self, asset_name: str, partition_key: str | MultiPartitionKey, fingerprint: str, value: Any
+    def current_fingerprint(
+        self, asset_name: str, partition_key: str | MultiPartitionKey
+    ) -> str | None:
+        """Fingerprint of the partition's latest materialization (None if never)."""
+        return read_current(self.slot(asset_name, partition_key))
+
+    def has(
+        self, asset_name: str, partition_key: str | MultiPartitionKey, fingerprint: str
+    ) -> bool:
+        return has_value(self.path(asset_name, partition_key, fingerprint))
+
+    def read(
+        self,
+        asset_name: str,
+        partition_key: str | MultiPartitionKey,
+        fingerprint: str | None = None,
+        *,
+        with_model: bool = True,
+    ) -> Any:
+        """The value stored under ``fingerprint`` (default: the slot's ``CURRENT``).
+
+        Raises ``FileNotFoundError`` naming the asset, partition and fingerprint.
+        """
+        fp = fingerprint or self.current_fingerprint(asset_name, partition_key)
+        directory = self.slot(asset_name, partition_key) / (fp or "?")
+        if fp is None or not has_value(directory):
+            raise FileNotFoundError(
+                f"{asset_name} {partition_key}: nothing stored under fingerprint {fp}"
+            )
+        value = read_value(directory, with_model=with_model)
+        _mark_stored(value, directory)
+        return value
+
+    def write(
+        self,
+        asset_name: str,
+        partition_key: str | MultiPartitionKey,
+        fingerprint: str,
+        value: Any,
     ) -> None:
-        path = self.checkpoint_path(asset_name, partition_key)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "fingerprint.txt").unlink(missing_ok=True)
-        write_value(path / "value", value)
-        (path / "fingerprint.txt").write_text(fingerprint)
-        if isinstance(value, XGBWrapper):
-            _remember_source(value, path / "value" / "booster")
+        """Store ``value`` under its fingerprint without moving ``CURRENT``."""
+        directory = self.path(asset_name, partition_key, fingerprint)
+        write_value(directory, value)
+        _mark_stored(value, directory)

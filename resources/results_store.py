@@ -4,6 +4,11 @@ SQLite file under the local Dagster home by default; PostgreSQL when ``CVN_DATAB
 set (``postgresql+psycopg2://...``). Rows are keyed by (sweep_id, crypto, fold, variant) and
 written with replace semantics inside one transaction: re-materializing replaces the rows of
 the keys it writes, it never duplicates them, and a failure leaves the previous rows intact.
+
+Every row belongs to a registered sweep (foreign key to ``sweeps``, enforced on PostgreSQL and
+on SQLite): ``sweeps`` records each sweep id with its identity (settings, definition, data,
+code; :mod:`cvn_assets.identity`), its fingerprint and data source. Registering an existing id
+with another identity raises :class:`SweepIdentityConflict` naming what changed.
 """
 
 import json
@@ -17,7 +22,33 @@ import sqlalchemy as sa
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
+from cvn_assets.identity import SweepIdentity, describe_diff, identity_diff
+
 METADATA = sa.MetaData()
+
+
+class SweepIdentityConflict(ValueError):
+    """A sweep id is already registered with another identity; the message names the diff."""
+
+
+class UnknownSweep(LookupError):
+    """No sweep is registered under this id."""
+
+
+sweeps_table = sa.Table(
+    "sweeps",
+    METADATA,
+    sa.Column("sweep_id", sa.String(64), primary_key=True),
+    sa.Column("fingerprint", sa.String(16), nullable=False),
+    sa.Column("identity_json", sa.Text, nullable=False),
+    sa.Column("data_source", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+
+def _sweep_fk() -> sa.ForeignKey:
+    return sa.ForeignKey("sweeps.sweep_id", ondelete="CASCADE")
+
 
 RESULT_KEY = ("sweep_id", "crypto", "fold", "variant")
 
@@ -52,7 +83,7 @@ RESULT_COLUMNS: tuple[tuple[str, Any], ...] = (
 finetune_results_table = sa.Table(
     "finetune_results",
     METADATA,
-    sa.Column("sweep_id", sa.String(64), primary_key=True),
+    sa.Column("sweep_id", sa.String(64), _sweep_fk(), primary_key=True),
     sa.Column("crypto", sa.String(32), primary_key=True),
     sa.Column("fold", sa.Integer, primary_key=True),
     sa.Column("variant", sa.String(64), primary_key=True),
@@ -63,7 +94,7 @@ finetune_results_table = sa.Table(
 oos_returns_table = sa.Table(
     "oos_returns",
     METADATA,
-    sa.Column("sweep_id", sa.String(64), primary_key=True),
+    sa.Column("sweep_id", sa.String(64), _sweep_fk(), primary_key=True),
     sa.Column("crypto", sa.String(32), primary_key=True),
     sa.Column("fold", sa.Integer, primary_key=True),
     sa.Column("variant", sa.String(64), primary_key=True),
@@ -75,7 +106,7 @@ oos_returns_table = sa.Table(
 gate_verdicts_table = sa.Table(
     "gate_verdicts",
     METADATA,
-    sa.Column("sweep_id", sa.String(64), primary_key=True),
+    sa.Column("sweep_id", sa.String(64), _sweep_fk(), primary_key=True),
     sa.Column("variant", sa.String(64), primary_key=True),
     sa.Column("lock", sa.Boolean, nullable=True),
     sa.Column("verdict_json", sa.Text, nullable=False),
@@ -102,7 +133,9 @@ class ResultsStore(ConfigurableResource):
 
     @property
     def url(self) -> str:
-        return self.database_url or default_database_url()
+        """The field, else ``$CVN_DATABASE_URL`` (resolved at use: a run config that sets no
+        URL keeps the environment's), else SQLite under ``$DAGSTER_HOME``."""
+        return self.database_url or os.environ.get("CVN_DATABASE_URL") or default_database_url()
 
     @property
     def engine(self) -> sa.Engine:
@@ -110,9 +143,107 @@ class ResultsStore(ConfigurableResource):
             url = self.url
             if url.startswith("postgresql://"):
                 url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-            self._engine = sa.create_engine(url, future=True, pool_pre_ping=True)
-            METADATA.create_all(self._engine)
+            engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+            if engine.dialect.name == "sqlite":
+                sa.event.listen(engine, "connect", _sqlite_foreign_keys)
+            METADATA.create_all(engine)
+            self._engine = engine
         return self._engine
+
+    # --- sweeps -----------------------------------------------------------------------
+    def register_sweep(
+        self, sweep_id: str, identity: SweepIdentity, *, replace: bool = False
+    ) -> str:
+        """Record ``sweep_id`` with its identity; returns ``"new"``, ``"same"`` or ``"replaced"``.
+
+        An id already registered with another identity raises :class:`SweepIdentityConflict`
+        naming every changed field, unless ``replace`` is true: then the sweep's rows
+        (results, OOS returns, verdicts) are deleted and the new identity recorded, in one
+        transaction.
+        """
+        doc = identity.as_dict()
+        record = {
+            "sweep_id": sweep_id,
+            "fingerprint": identity.fingerprint,
+            "identity_json": json.dumps(doc, sort_keys=True),
+            "data_source": str(doc["data"].get("source", "?")),
+        }
+        t = sweeps_table
+        for _attempt in range(2):
+            old = self.get_sweep(sweep_id)
+            if old is None:
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(t.insert(), [record])
+                    return "new"
+                except sa.exc.IntegrityError:  # registered concurrently: compare with it
+                    continue
+            if old["fingerprint"] == identity.fingerprint:
+                return "same"
+            diff = identity_diff(old["identity"], doc)
+            if not replace:
+                raise SweepIdentityConflict(
+                    f"sweep id {sweep_id!r} is registered with identity {old['fingerprint']} and "
+                    f"this run's identity is {identity.fingerprint}; what changed: "
+                    f"{describe_diff(diff)}. Use another --sweep-id (or the sweep resource's "
+                    f"sweep_id), or --replace-sweep to drop the old sweep's rows."
+                )
+            with self.engine.begin() as conn:
+                for table in (finetune_results_table, oos_returns_table, gate_verdicts_table):
+                    conn.execute(table.delete().where(table.c.sweep_id == sweep_id))
+                conn.execute(t.update().where(t.c.sweep_id == sweep_id).values(**record))
+            return "replaced"
+        raise SweepIdentityConflict(f"sweep id {sweep_id!r}: concurrent registration")
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any] | None:
+        """``{"sweep_id", "fingerprint", "identity", "data_source", "created_at"}`` or None."""
+        t = sweeps_table
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.sweep_id == sweep_id)).mappings().first()
+        if row is None:
+            return None
+        return {**dict(row), "identity": json.loads(row["identity_json"])}
+
+    def list_sweeps(self) -> pd.DataFrame:
+        """Every registered sweep with its fingerprint, data source and result row count."""
+        t, r = sweeps_table, finetune_results_table
+        n_rows = (
+            sa.select(sa.func.count())
+            .where(r.c.sweep_id == t.c.sweep_id)
+            .scalar_subquery()
+            .label("result_rows")
+        )
+        query = sa.select(
+            t.c.sweep_id, t.c.fingerprint, t.c.data_source, t.c.created_at, n_rows
+        ).order_by(t.c.created_at, t.c.sweep_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return pd.DataFrame(
+            [dict(x) for x in rows],
+            columns=["sweep_id", "fingerprint", "data_source", "created_at", "result_rows"],
+        )
+
+    def require_sweep(self, sweep_id: str) -> dict[str, Any]:
+        found = self.get_sweep(sweep_id)
+        if found is None:
+            known = ", ".join(self.list_sweeps()["sweep_id"]) or "none"
+            raise UnknownSweep(f"no sweep {sweep_id!r} in {self.url_redacted} (known: {known})")
+        return found
+
+    def _require_registered(self, table: sa.Table, sweep_id: str) -> None:
+        if self.get_sweep(sweep_id) is None:
+            raise UnknownSweep(
+                f"{table.name}: sweep {sweep_id!r} is not registered in the results store; "
+                "every row belongs to a registered sweep (ResultsStore.register_sweep)"
+            )
+
+    @property
+    def url_redacted(self) -> str:
+        url = self.url
+        if "@" in url and "://" in url:
+            scheme, rest = url.split("://", 1)
+            return f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return url
 
     # --- finetune_results -------------------------------------------------------------
     def replace_results(self, sweep_id: str, rows: Sequence[dict[str, Any]]) -> int:
@@ -135,6 +266,7 @@ class ResultsStore(ConfigurableResource):
 
     def _replace_cells(self, table: sa.Table, sweep_id: str, records: list[dict[str, Any]]) -> int:
         """Replace the rows of every cell in ``records`` in one transaction (never duplicate)."""
+        self._require_registered(table, sweep_id)
         with self.engine.begin() as conn:
             _delete_cells(conn, table, sweep_id, records)
             if records:
@@ -180,6 +312,7 @@ class ResultsStore(ConfigurableResource):
             }
             for v in verdicts
         ]
+        self._require_registered(t, sweep_id)
         with self.engine.begin() as conn:
             conn.execute(t.delete().where(t.c.sweep_id == sweep_id))
             if records:
@@ -191,6 +324,13 @@ class ResultsStore(ConfigurableResource):
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(t).where(t.c.sweep_id == sweep_id)).mappings().all()
         return pd.DataFrame([json.loads(r["verdict_json"]) for r in rows])
+
+
+def _sqlite_foreign_keys(dbapi_conn: Any, _record: Any) -> None:
+    """SQLite enforces foreign keys only when asked, per connection."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
 
 
 def _delete_cells(

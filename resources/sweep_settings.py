@@ -44,9 +44,21 @@ class SweepSettings(ConfigurableResource):
     reg_lambda: float = 1.0
     nthread: int = 2
     seed: int = 0
-    #: reuse a cell's crash checkpoint when its fingerprint (data, fold plan, variant, params)
-    #: matches; training is deterministic, so this only skips recomputing the same booster
-    reuse_checkpoints: bool = True
+    #: train every selected cell again even when a model with exactly this cell's fingerprint
+    #: (settings, data, code: cvn_assets.identity) is stored; the run tag ``cvn/retrain=true``
+    #: does the same from a UI backfill, where run config cannot be set
+    retrain: bool = False
+    #: re-register ``sweep_id`` under this run's identity, deleting the old sweep's rows,
+    #: instead of refusing an id that was registered with other settings
+    replace_sweep: bool = False
+
+    def identity_settings(self) -> dict[str, Any]:
+        """Every run-time setting that shapes a number (all fields but the control flags)."""
+        return {
+            k: getattr(self, k)
+            for k in type(self).model_fields
+            if k not in ("sweep_id", "retrain", "replace_sweep")
+        }
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         self.validate_all()

@@ -1,46 +1,81 @@
 """Market stage: candles -> features, labels -> model dataset -> purged fold plans (per crypto)."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetKey,
     BackfillPolicy,
+    BetaWarning,
+    DataVersion,
     MetadataValue,
     Output,
     asset,
 )
 
-from cvn_assets.assets._util import by_key, run_partition_keys
+from cvn_assets.assets._util import by_key, check_home_source, run_partition_keys, sweep_identity
 from cvn_assets.assets.checks import no_leakage_result, no_leakage_spec
 from cvn_assets.candles_io import gap_report
 from cvn_assets.dataset import assemble_dataset, label_times
 from cvn_assets.features import FEATURE_NAMES, build_features
 from cvn_assets.folds import FoldPlan, three_way_fold_plan
+from cvn_assets.identity import digest, module_digest
 from cvn_assets.labels import triple_barrier_labels
 from cvn_assets.partitions import SETTINGS, crypto_partitions
 from resources.market_data import MarketDataResource
+from resources.model_store import Stamped
 from resources.sweep_settings import SweepSettings
 
+#: one run per crypto (also in UI backfills), so each candles materialization carries its own
+#: data version (Dagster gives a ranged run one data version for all its partitions)
 _COMMON = dict(
     partitions_def=crypto_partitions,
     group_name="market",
-    backfill_policy=BackfillPolicy.single_run(),
+    backfill_policy=BackfillPolicy.multi_run(1),
 )
 
 
-@asset(**_COMMON, kinds={"pandas"})
-def candles(
-    context: AssetExecutionContext, market_data: MarketDataResource
-) -> dict[str, pd.DataFrame]:
-    """Hourly OHLCV candles from the market-data resource (synthetic by default, or CSV)."""
-    out: dict[str, pd.DataFrame] = {}
-    for symbol in run_partition_keys(context):
+def _market_stamps(
+    context: AssetExecutionContext, sweep: SweepSettings, market_data: MarketDataResource
+) -> dict[str, str]:
+    """Market fingerprint per crypto of this step (data, market settings, folds, code)."""
+    identity = sweep_identity(sweep, market_data)
+    return {c: identity.market_fingerprint(c) for c in run_partition_keys(context)}
+
+
+@asset(
+    **_COMMON,
+    code_version=module_digest("synthetic_market.py", "candles_io.py"),
+    kinds={"pandas"},
+)
+def candles(context: AssetExecutionContext, market_data: MarketDataResource):
+    """Hourly OHLCV candles from the market-data resource (synthetic by default, or CSV).
+
+    The data version of a partition is the hash of its data identity (the CSV file's SHA-256,
+    or the synthetic generator's arguments), so the UI marks everything downstream of changed
+    candles as out of date. Refused before any work when the home was made on another data
+    source (:mod:`resources.home_source`).
+    """
+    check_home_source(context, market_data)
+    keys = run_partition_keys(context)
+    data = market_data.data_identity(keys)
+    out: dict[str, Stamped] = {}
+    versions: dict[str, str] = {}
+    for symbol in keys:
+        crypto_data = (
+            {"source": "csv", "file": data["files"][symbol]}
+            if data["source"] == "csv"
+            else {**data, "crypto": symbol}
+        )
+        versions[symbol] = digest(crypto_data)
         df = market_data.load_candles(symbol)
         gaps = gap_report(df)
         context.add_asset_metadata(
             {
-                "source": market_data.source,
+                "data_hash": versions[symbol],
+                "source": market_data.data_source,
                 "rows": len(df),
                 "first": str(df.index[0]),
                 "last": str(df.index[-1]),
@@ -52,15 +87,25 @@ def candles(
             },
             partition_key=symbol,
         )
-        out[symbol] = df
-    return out
+        out[symbol] = Stamped(df, versions[symbol])
+    if len(keys) == 1:
+        with warnings.catch_warnings():  # data_version is flagged beta in 1.13
+            warnings.simplefilter("ignore", BetaWarning)
+            return Output(out, data_version=DataVersion(versions[keys[0]]))
+    return Output(out)
 
 
-@asset(**_COMMON, kinds={"pandas"})
-def features(context: AssetExecutionContext, candles) -> dict[str, pd.DataFrame]:
+@asset(**_COMMON, kinds={"pandas"}, code_version=module_digest("features.py"))
+def features(
+    context: AssetExecutionContext,
+    candles,
+    sweep: SweepSettings,
+    market_data: MarketDataResource,
+) -> dict[str, Stamped]:
     """Causal OHLCV features (no row uses information after its own bar's close)."""
     keys = run_partition_keys(context)
-    out: dict[str, pd.DataFrame] = {}
+    stamps = _market_stamps(context, sweep, market_data)
+    out: dict[str, Stamped] = {}
     for symbol, c in by_key(candles, keys).items():
         f = build_features(c)
         warm = int(f.isna().any(axis=1).sum())
@@ -68,18 +113,22 @@ def features(context: AssetExecutionContext, candles) -> dict[str, pd.DataFrame]
             {"rows": len(f), "n_features": f.shape[1], "warm_up_rows_with_nan": warm},
             partition_key=symbol,
         )
-        out[symbol] = f
+        out[symbol] = Stamped(f, stamps[symbol])
     return out
 
 
-@asset(**_COMMON, kinds={"pandas"})
+@asset(**_COMMON, kinds={"pandas"}, code_version=module_digest("labels.py", "trading.py"))
 def labels(
-    context: AssetExecutionContext, candles, sweep: SweepSettings
-) -> dict[str, pd.DataFrame]:
+    context: AssetExecutionContext,
+    candles,
+    sweep: SweepSettings,
+    market_data: MarketDataResource,
+) -> dict[str, Stamped]:
     """Triple-barrier BUY labels for the configured strategy (default SL0.5_TP1_H4)."""
     strat = sweep.label
     keys = run_partition_keys(context)
-    out: dict[str, pd.DataFrame] = {}
+    stamps = _market_stamps(context, sweep, market_data)
+    out: dict[str, Stamped] = {}
     for symbol, c in by_key(candles, keys).items():
         lab = triple_barrier_labels(
             c, take_profit=strat.take_profit, stop_loss=strat.stop_loss, horizon=strat.horizon
@@ -97,16 +146,23 @@ def labels(
             },
             partition_key=symbol,
         )
-        out[symbol] = lab
+        out[symbol] = Stamped(lab, stamps[symbol])
     return out
 
 
-@asset(**_COMMON, kinds={"pandas"})
-def model_dataset(context: AssetExecutionContext, features, labels) -> dict[str, pd.DataFrame]:
+@asset(**_COMMON, kinds={"pandas"}, code_version=module_digest("dataset.py"))
+def model_dataset(
+    context: AssetExecutionContext,
+    features,
+    labels,
+    sweep: SweepSettings,
+    market_data: MarketDataResource,
+) -> dict[str, Stamped]:
     """Features joined to labels; warm-up rows dropped; what every model of a crypto sees."""
     keys = run_partition_keys(context)
     feats, labs = by_key(features, keys), by_key(labels, keys)
-    out: dict[str, pd.DataFrame] = {}
+    stamps = _market_stamps(context, sweep, market_data)
+    out: dict[str, Stamped] = {}
     for symbol in keys:
         ds = assemble_dataset(feats[symbol], labs[symbol])
         context.add_asset_metadata(
@@ -119,15 +175,25 @@ def model_dataset(context: AssetExecutionContext, features, labels) -> dict[str,
             },
             partition_key=symbol,
         )
-        out[symbol] = ds
+        out[symbol] = Stamped(ds, stamps[symbol])
     return out
 
 
-@asset(**_COMMON, check_specs=[no_leakage_spec("fold_splits")])
-def fold_splits(context: AssetExecutionContext, model_dataset, sweep: SweepSettings):
+@asset(
+    **_COMMON,
+    check_specs=[no_leakage_spec("fold_splits")],
+    code_version=module_digest("folds.py", extra={"n_folds": SETTINGS.n_folds}),
+)
+def fold_splits(
+    context: AssetExecutionContext,
+    model_dataset,
+    sweep: SweepSettings,
+    market_data: MarketDataResource,
+):
     """Purged + embargoed train / early-stopping / calibration / test plan per fold (AFML 7)."""
     keys = run_partition_keys(context)
     datasets = by_key(model_dataset, keys)
+    stamps = _market_stamps(context, sweep, market_data)
     out: dict[str, list[FoldPlan]] = {}
     for symbol, ds in datasets.items():
         t0, t1 = label_times(ds)
@@ -164,11 +230,12 @@ def fold_splits(context: AssetExecutionContext, model_dataset, sweep: SweepSetti
                 "n_folds": len(plans),
                 "embargo_pct": sweep.embargo_pct,
                 "plan": MetadataValue.md(table.to_markdown(index=False)),
+                "market_fingerprint": stamps[symbol],
             },
             partition_key=symbol,
         )
         out[symbol] = plans
-    yield Output(out)
+    yield Output({k: Stamped(v, stamps[k]) for k, v in out.items()})
     yield no_leakage_result("fold_splits", datasets, out)
 
 

@@ -18,6 +18,7 @@ from dagster import (
 )
 
 from cvn_assets.ablation import Variant
+from cvn_assets.assets._util import identity_metadata, prepare_sweep
 from cvn_assets.assets.training import calibrated_asset_name
 from cvn_assets.calibration import CALIBRATION_METHODS
 from cvn_assets.evaluation import (
@@ -29,7 +30,9 @@ from cvn_assets.evaluation import (
     variant_summary,
 )
 from cvn_assets.gates import evaluate_gates, gate_verdicts_markdown
+from cvn_assets.identity import SweepIdentity, module_digest
 from cvn_assets.partitions import SETTINGS, cell_key
+from resources.market_data import MarketDataResource
 from resources.model_store import ArtifactStore
 from resources.results_store import ResultsStore
 from resources.sweep_settings import SweepSettings
@@ -51,29 +54,45 @@ def expected_cells(variants: tuple[Variant, ...]) -> list[tuple[str, int, str]]:
     ]
 
 
+def read_sweep_cell(
+    artifacts: ArtifactStore, identity: SweepIdentity, crypto: str, fold: int, variant: Variant
+):
+    """The calibrated cell made with exactly this sweep's settings, data and code (by its
+    fingerprint, whatever was materialized last); ``FileNotFoundError`` if there is none."""
+    fp = identity.calibrated_fingerprint(crypto, fold, variant.name)
+    return artifacts.read(
+        calibrated_asset_name(variant), cell_key(crypto, fold), fp, with_model=False
+    )
+
+
 @asset(
     group_name="results",
     deps=[AssetKey(calibrated_asset_name(v)) for v in SETTINGS.variants],
     kinds={"pandas", "sql"},
+    code_version=module_digest("evaluation.py"),
 )
 def finetune_results(
     context: AssetExecutionContext,
     artifacts: ArtifactStore,
     results_store: ResultsStore,
     sweep: SweepSettings,
+    market_data: MarketDataResource,
 ) -> pd.DataFrame:
     """One row per crypto x fold x variant with OOS metrics, upserted into the results store.
 
-    Reads the calibrated cells one at a time without their boosters (the fan-in never holds
-    125 models in memory). Missing cells fail the asset, naming them.
+    Reads, for every cell, the calibrated value stored under the cell's fingerprint for this
+    sweep's identity (never a value made with other settings), one at a time without the
+    boosters (the fan-in never holds 125 models in memory). Cells with no such value fail the
+    asset, naming them.
     """
+    identity = prepare_sweep(context, sweep, market_data, results_store)
     rows: list[dict[str, Any]] = []
     oos_parts: list[pd.DataFrame] = []
     missing: list[str] = []
     for crypto, fold, variant in expected_cells(SETTINGS.variants):
         v = next(x for x in SETTINGS.variants if x.name == variant)
         try:
-            cal = artifacts.read(calibrated_asset_name(v), cell_key(crypto, fold), with_model=False)
+            cal = read_sweep_cell(artifacts, identity, crypto, fold, v)
         except FileNotFoundError:
             missing.append(f"{variant} {crypto}|f{fold}")
             continue
@@ -81,7 +100,8 @@ def finetune_results(
         oos_parts.append(daily_oos_returns(crypto, fold, variant, cal))
     if missing:
         raise Failure(
-            description=f"finetune_results: {len(missing)} cells not materialized: "
+            description=f"finetune_results: {len(missing)} cells not materialized with this "
+            f"sweep's settings (identity {identity.fingerprint}): "
             + ", ".join(missing[:20])
             + (" ..." if len(missing) > 20 else ""),
             metadata={"missing": MetadataValue.json(missing)},
@@ -95,8 +115,9 @@ def finetune_results(
     context.add_output_metadata(
         {
             "sweep_id": sweep.sweep_id,
+            **identity_metadata(identity),
             "rows": len(frame),
-            "results_store": MetadataValue.text(_redact(results_store.url)),
+            "results_store": MetadataValue.text(results_store.url_redacted),
             "oos_return_rows": len(oos),
             "summary": MetadataValue.md(summary.to_markdown()),
         }
@@ -128,15 +149,21 @@ def finetune_results_complete(
     )
 
 
-@asset(group_name="results", kinds={"pandas", "sql", "html"})
+@asset(
+    group_name="results",
+    kinds={"pandas", "sql", "html"},
+    code_version=module_digest("gates.py", "report.py"),
+)
 def gate_verdicts(
     context: AssetExecutionContext,
     finetune_results: pd.DataFrame,
     artifacts: ArtifactStore,
     results_store: ResultsStore,
     sweep: SweepSettings,
+    market_data: MarketDataResource,
 ) -> pd.DataFrame:
     """Per variant: every gate's figure, threshold and PASS/FAIL, and the lock decision."""
+    identity = prepare_sweep(context, sweep, market_data, results_store)
     oos = results_store.load_oos_returns(sweep.sweep_id)
     daily = portfolio_daily_returns(oos)
     # CSCV drops the oldest T mod n_blocks days and says so: keep that note in the metadata
@@ -151,12 +178,13 @@ def gate_verdicts(
             seed=sweep.seed,
         )
         results_store.replace_verdicts(sweep.sweep_id, verdicts.to_dict("records"))
-        report_path = _write_report(finetune_results, verdicts, daily, artifacts, sweep)
+        report_path = _write_report(finetune_results, verdicts, daily, artifacts, sweep, identity)
     notes = sorted({str(w.message) for w in caught})
     locked = [str(v) for v in verdicts.loc[verdicts["lock"].fillna(False).astype(bool), "variant"]]
     context.add_output_metadata(
         {
             "sweep_id": sweep.sweep_id,
+            **identity_metadata(identity),
             "verdicts": MetadataValue.md(gate_verdicts_markdown(verdicts)),
             "lockable_variants": MetadataValue.json(locked),
             "report": MetadataValue.path(str(report_path)),
@@ -196,6 +224,7 @@ def _write_report(
     daily: pd.DataFrame,
     artifacts: ArtifactStore,
     sweep: SweepSettings,
+    identity: SweepIdentity,
 ) -> Path:
     from cvn_assets.report import best_focal_variant, render_report
 
@@ -203,7 +232,7 @@ def _write_report(
     for name in (_baseline_name(), best_focal_variant(verdicts)):
         v = next(x for x in SETTINGS.variants if x.name == name)
         reliability[name] = pooled_reliability(
-            artifacts.read(calibrated_asset_name(v), cell_key(c, f), with_model=False).test_eval
+            read_sweep_cell(artifacts, identity, c, f, v).test_eval
             for c, f, _ in expected_cells((v,))
         )
     logits = pbo_logits(daily)
@@ -216,11 +245,6 @@ def _write_report(
         pbo_logits=logits,
         out_path=out,
         title=f"cvn-focal FTF sweep {sweep.sweep_id}",
+        identity=identity.as_dict(),
+        identity_fingerprint=identity.fingerprint,
     )
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url

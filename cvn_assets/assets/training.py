@@ -4,10 +4,14 @@ Each asset is partitioned by crypto x fold and runs as a single ranged run
 (``BackfillPolicy.single_run()``), looping over ``context.partition_keys``: per-partition
 overhead stays near 0.03 s instead of 0.1-0.6 s for a run per partition.
 
-Failure isolation: every finished cell is checkpointed at once (keyed by a fingerprint of its
-data, fold plan, variant and parameters). A cell that raises does not stop the others; the
-step then fails naming the failed cells, and a re-run (or a re-run after ``kill -9``) reuses the
-checkpoints and trains only what is missing.
+Content addressing (:mod:`cvn_assets.identity`): every cell's booster is stored at once under
+the fingerprint of exactly what it depends on (the crypto's data, the market and training
+settings, the variant's loss, gamma and alpha, the fold, the code and library versions). A
+stored model with the cell's fingerprint is reused (training is deterministic: it would be
+bit-identical), so a re-run after a failure or ``kill -9`` trains only what is missing, and a
+sweep with other settings never picks up these models. ``retrain`` (sweep config) or the run tag
+``cvn/retrain=true`` trains again regardless. A cell that raises does not stop the others; the
+step then fails naming the failed cells.
 """
 
 import time
@@ -25,13 +29,21 @@ from dagster import (
 )
 
 from cvn_assets.ablation import Variant
-from cvn_assets.assets._util import by_key, round_floats, run_partition_keys
+from cvn_assets.assets._util import (
+    by_key,
+    prepare_sweep,
+    round_floats,
+    run_partition_keys,
+    wants_retrain,
+)
 from cvn_assets.assets.checks import probabilities_valid_result, probabilities_valid_spec
 from cvn_assets.calibrated_model import CalibratedModel
-from cvn_assets.evaluation import calibrate_and_evaluate, fingerprint, result_row, train_cell
+from cvn_assets.evaluation import calibrate_and_evaluate, result_row, train_cell
+from cvn_assets.identity import SweepIdentity, module_digest
 from cvn_assets.partitions import crypto_fold_partitions, split_key, to_crypto
-from cvn_assets.training import TrainResult, XGBWrapper
-from resources.model_store import ArtifactStore
+from cvn_assets.training import TrainResult
+from resources.market_data import MarketDataResource
+from resources.model_store import ArtifactStore, Stamped
 from resources.results_store import ResultsStore
 from resources.sweep_settings import SweepProgress, SweepSettings
 
@@ -71,15 +83,39 @@ def _fail_if_any(
         )
 
 
-def _cell_asset_args(variant: Variant) -> dict[str, Any]:
-    """What every per-variant crypto x fold asset shares (partitions, ranged runs, tags)."""
+def _cell_asset_args(variant: Variant, *modules: str) -> dict[str, Any]:
+    """What every per-variant crypto x fold asset shares (partitions, ranged runs, tags); the
+    code version covers the modules it calls and the variant's definition, so changing a
+    variant's gamma under the same name marks its cells out of date in the UI."""
     return {
         "partitions_def": crypto_fold_partitions,
         "backfill_policy": BackfillPolicy.single_run(),
         "op_tags": variant_tags(variant),
         "metadata": _variant_metadata(variant),
         "kinds": {"xgboost"},
+        "code_version": module_digest(*modules, extra=_variant_metadata(variant)),
     }
+
+
+def _check_market_inputs(
+    artifacts: ArtifactStore, identity: SweepIdentity, cryptos: list[str]
+) -> None:
+    """The per-crypto inputs loaded must be the ones of this run's settings, else fail naming
+    them (they were materialized by a sweep with other settings or data)."""
+    stale = []
+    for crypto in cryptos:
+        want = identity.market_fingerprint(crypto)
+        for asset_name in ("model_dataset", "fold_splits"):
+            have = artifacts.current_fingerprint(asset_name, crypto)
+            if have != want:
+                stale.append(f"{asset_name} {crypto} (stored {have}, this run needs {want})")
+    if stale:
+        raise Failure(
+            description="the market assets of these cryptos were materialized with other "
+            "settings, data or code than this run's; materialize them first (market_job, or "
+            "select candles..fold_splits in the UI with the same config):\n- " + "\n- ".join(stale),
+            metadata={"stale_inputs": MetadataValue.json(stale)},
+        )
 
 
 #: the per-crypto inputs of a cell, mapped from its crypto x fold partition
@@ -96,7 +132,7 @@ def build_model_asset(variant: Variant):
         name=name,
         group_name="models",
         ins=_PER_CRYPTO_INS,
-        **_cell_asset_args(variant),
+        **_cell_asset_args(variant, "training.py", "focal_loss.py", "evaluation.py"),
         description=f"XGBoost booster for variant {variant.name} ({variant.loss_function}"
         + (f", gamma={variant.gamma}, alpha={variant.alpha}" if variant.gamma is not None else "")
         + "), trained on the fold's purged train rows, early-stopped on its slice.",
@@ -108,34 +144,28 @@ def build_model_asset(variant: Variant):
         sweep: SweepSettings,
         progress: SweepProgress,
         artifacts: ArtifactStore,
-    ) -> dict[str, XGBWrapper]:
+        market_data: MarketDataResource,
+        results_store: ResultsStore,
+    ) -> dict[str, Stamped]:
         keys = run_partition_keys(context)
         cryptos = sorted({split_key(k)[0] for k in keys})
+        identity = prepare_sweep(context, sweep, market_data, results_store)
+        _check_market_inputs(artifacts, identity, cryptos)
         datasets, plans = by_key(model_dataset, cryptos), by_key(fold_splits, cryptos)
         params = sweep.xgb_params()
+        retrain = wants_retrain(context, sweep)
         progress.start(context)
-        out: dict[str, XGBWrapper] = {}
+        out: dict[str, Stamped] = {}
         failed: dict[str, str] = {}
-        data_fp = {c: fingerprint(datasets[c]) for c in cryptos}  # hash each frame once
         for key in keys:
             crypto, fold = split_key(key)
             plan = plans[crypto][fold]
             ds = datasets[crypto]
-            fp = fingerprint(
-                data_fp[crypto],
-                plan.train,
-                plan.early_stopping,
-                variant,
-                params,
-                sweep.num_boost_round,
-                sweep.early_stopping_rounds,
-                sweep.seed,
-            )
+            fp = identity.model_fingerprint(crypto, fold, variant.name)
             t0 = time.perf_counter()
-            cached = artifacts.read_checkpoint(name, key, fp) if sweep.reuse_checkpoints else None
             try:
-                if cached is not None:
-                    model, reused = cached, True
+                if not retrain and artifacts.has(name, key, fp):
+                    model, reused = artifacts.read(name, key, fp), True
                 else:
                     res: TrainResult = train_cell(
                         variant,
@@ -147,28 +177,27 @@ def build_model_asset(variant: Variant):
                         seed=sweep.seed,
                     )
                     model, reused = res.model, False
-                    artifacts.write_checkpoint(name, key, fp, model)
+                    artifacts.write(name, key, fp, model)  # at once: a crash keeps it
             except Exception as exc:  # isolate the cell; the step fails at the end
                 context.log.error(f"{name} {key}: {type(exc).__name__}: {exc}")
                 failed[key] = f"{type(exc).__name__}: {exc}"
                 continue
-            out[key] = model
+            out[key] = Stamped(model, fp)
             context.add_asset_metadata(
                 {
                     "best_iteration": int(model.best_iteration),
                     "train_rows": len(plan.train),
                     "early_stopping_rows": len(plan.early_stopping),
                     "training_seconds": round(time.perf_counter() - t0, 3),
-                    "reused_checkpoint": reused,
+                    "reused_stored_model": reused,
                     "fingerprint": fp,
+                    "sweep_fingerprint": identity.fingerprint,
                 },
                 partition_key=key,
             )
             action = "reused " if reused else "trained"
             progress.tick(context, f"{variant.name:<16} {key:<12} {action} ", len(keys))
-        _fail_if_any(
-            context, failed, name, "the others are checkpointed; a re-run trains only these"
-        )
+        _fail_if_any(context, failed, name, "the others are stored; a re-run trains only these")
         return out
 
     return _model
@@ -181,7 +210,7 @@ def build_calibrated_asset(variant: Variant):
         name=name,
         group_name="calibration",
         ins={"model": AssetIn(key=AssetKey(model_asset_name(variant))), **_PER_CRYPTO_INS},
-        **_cell_asset_args(variant),
+        **_cell_asset_args(variant, "calibration.py", "calibrated_model.py", "metrics.py"),
         check_specs=[probabilities_valid_spec(name)],
         description=f"Variant {variant.name}: calibrators (none/temperature/Platt/isotonic) and "
         "BUY threshold fitted on the calibration block only; test block scored once.",
@@ -193,15 +222,34 @@ def build_calibrated_asset(variant: Variant):
         fold_splits,
         sweep: SweepSettings,
         results_store: ResultsStore,
+        artifacts: ArtifactStore,
+        market_data: MarketDataResource,
     ):
         keys = run_partition_keys(context)
         cryptos = sorted({split_key(k)[0] for k in keys})
+        identity = prepare_sweep(context, sweep, market_data, results_store)
+        _check_market_inputs(artifacts, identity, cryptos)
         models = by_key(model, keys)
         datasets, plans = by_key(model_dataset, cryptos), by_key(fold_splits, cryptos)
+        retrain = wants_retrain(context, sweep)
         out: dict[str, CalibratedModel] = {}
+        stamps: dict[str, str] = {}
         failed: dict[str, str] = {}
         for key in keys:
             crypto, fold = split_key(key)
+            model_fp = identity.model_fingerprint(crypto, fold, variant.name)
+            have = artifacts.current_fingerprint(model_asset_name(variant), key)
+            if have != model_fp:
+                failed[key] = (
+                    f"its model was trained with other settings (stored {have}, this run "
+                    f"needs {model_fp}); materialize {model_asset_name(variant)} {key} first"
+                )
+                continue
+            fp = stamps[key] = identity.calibrated_fingerprint(crypto, fold, variant.name)
+            if not retrain and artifacts.has(name, key, fp):
+                out[key] = artifacts.read(name, key, fp)
+                _calibrated_metadata(context, key, out[key], fp, reused=True)
+                continue
             m = models[key]
             train = TrainResult(
                 model=m,
@@ -222,36 +270,46 @@ def build_calibrated_asset(variant: Variant):
                 context.log.error(f"{name} {key}: {type(exc).__name__}: {exc}")
                 failed[key] = f"{type(exc).__name__}: {exc}"
                 continue
-            info = cal.info
+            artifacts.write(name, key, fp, cal)
             out[key] = cal
-            context.add_asset_metadata(
-                round_floats(
-                    {
-                        "f1_buy": info["f1_buy"],
-                        "precision_buy": info["precision_buy"],
-                        "recall_buy": info["recall_buy"],
-                        "threshold": info["threshold"],
-                        "fitted_temperature": info["temperature"],
-                        "ece_hold_none": info["ece_hold_none"],
-                        "ece_hold_temperature": info["ece_hold_temperature"],
-                        "ece_hold_platt": info["ece_hold_platt"],
-                        "ece_hold_isotonic": info["ece_hold_isotonic"],
-                        "log_loss": info["log_loss"],
-                        "expectancy_net": info["expectancy_net"],
-                        "n_test": info["n_test"],
-                        "n_buy": info["n_buy"],
-                        "n_trades": info["n_trades"],
-                    }
-                ),
-                partition_key=key,
-            )
+            _calibrated_metadata(context, key, cal, fp, reused=False)
         # each cell's finetune_results row is upserted as soon as it exists (replace, never
         # duplicate); the fan-in asset re-validates the complete grid
         results_store.replace_results(
             sweep.sweep_id, [result_row(*split_key(k), cal) for k, cal in out.items()]
         )
         _fail_if_any(context, failed, name, "nothing of this step was materialized")
-        yield Output(out)
+        yield Output({k: Stamped(cal, stamps[k]) for k, cal in out.items()})
         yield probabilities_valid_result(name, out)
 
     return _calibrated
+
+
+def _calibrated_metadata(
+    context: AssetExecutionContext, key: str, cal: CalibratedModel, fp: str, *, reused: bool
+) -> None:
+    names = (
+        "f1_buy",
+        "precision_buy",
+        "recall_buy",
+        "threshold",
+        "ece_hold_none",
+        "ece_hold_temperature",
+        "ece_hold_platt",
+        "ece_hold_isotonic",
+        "log_loss",
+        "expectancy_net",
+        "n_test",
+        "n_buy",
+        "n_trades",
+    )
+    info = cal.info
+    context.add_asset_metadata(
+        {
+            **round_floats({k: info[k] for k in names}),
+            "fitted_temperature": round(float(info["temperature"]), 4),
+            "reused_stored_cell": reused,
+            "fingerprint": fp,
+        },
+        partition_key=key,
+    )

@@ -5,7 +5,7 @@ from dagster import AssetKey, DagsterInstance, Definitions, MultiPartitionKey
 
 from cvn_assets.definitions import defs
 from cvn_assets.partitions import SETTINGS, crypto_fold_partitions, split_key
-from resources.model_store import read_value
+from resources.model_store import ArtifactStore
 
 CRYPTO = SETTINGS.universe[0]
 
@@ -110,9 +110,10 @@ def test_market_then_a_ranged_training_run(tmp_path, instance):
     assert sorted(r.fold for r in rows) == [0, 1, 2, 3, 4]
     assert all(r.train_seconds > 0 and r.best_iteration >= 0 for r in rows)
     # stored value is a real calibrated model whose predictions agree with its stored test eval
-    cal = read_value(tmp_path / "store" / f"calibrated_{focal.name}" / CRYPTO / "f2")
-    ds = read_value(tmp_path / "store" / "model_dataset" / CRYPTO)
-    plans = read_value(tmp_path / "store" / "fold_splits" / CRYPTO)
+    store = ArtifactStore(base_dir=str(tmp_path / "store"))
+    cal = store.read(f"calibrated_{focal.name}", f"{CRYPTO}|f2")  # the slot's CURRENT value
+    ds = store.read("model_dataset", CRYPTO)
+    plans = store.read("fold_splits", CRYPTO)
     from cvn_assets.features import FEATURE_NAMES
 
     X = ds.iloc[plans[2].test][list(FEATURE_NAMES)]

@@ -30,19 +30,41 @@ def test_failed_write_keeps_the_previous_value_and_leaves_no_debris(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["BTCUSDC"]
 
 
-def test_booster_round_trip_and_checkpoint_link_are_bit_identical(tmp_path):
+def test_booster_round_trip_and_stored_link_are_bit_identical(tmp_path):
     model, X = _model()
     store = ArtifactStore(base_dir=str(tmp_path))
-    store.write_checkpoint("model_x", "BTCUSDC|f0", "fp1", model)
-    assert store.read_checkpoint("model_x", "BTCUSDC|f0", "other-fingerprint") is None
-    again = store.read_checkpoint("model_x", "BTCUSDC|f0", "fp1")
-    # the final write links the checkpoint's files instead of serialising the booster again
-    write_value(tmp_path / "model_x" / "BTCUSDC" / "f0", model)
-    final = tmp_path / "model_x" / "BTCUSDC" / "f0" / "booster" / "booster.ubj"
-    ckpt = store.checkpoint_path("model_x", "BTCUSDC|f0") / "value" / "booster" / "booster.ubj"
+    store.write("model_x", "BTCUSDC|f0", "fp1", model)
+    assert not store.has("model_x", "BTCUSDC|f0", "other-fingerprint")
+    with pytest.raises(FileNotFoundError, match="nothing stored under fingerprint other"):
+        store.read("model_x", "BTCUSDC|f0", "other")
+    assert store.current_fingerprint("model_x", "BTCUSDC|f0") is None  # stored, not current
+    again = store.read("model_x", "BTCUSDC|f0", "fp1")
+    # a copy of the booster under another fingerprint links the stored files
+    write_value(tmp_path / "model_x" / "BTCUSDC" / "f0" / "fp2", again)
+    final = tmp_path / "model_x" / "BTCUSDC" / "f0" / "fp2" / "booster" / "booster.ubj"
+    ckpt = store.path("model_x", "BTCUSDC|f0", "fp1") / "booster" / "booster.ubj"
     assert final.stat().st_ino == ckpt.stat().st_ino
-    loaded = read_value(tmp_path / "model_x" / "BTCUSDC" / "f0")
+    loaded = read_value(tmp_path / "model_x" / "BTCUSDC" / "f0" / "fp2")
     for other in (again, loaded):
         assert np.array_equal(other.predict_margin(X), model.predict_margin(X))
         assert other.raw_output_logits is True
     assert not list(tmp_path.rglob("*.pkl"))  # no pickle anywhere for models
+
+
+def test_io_manager_slots_are_content_addressed(tmp_path):
+    """Two fingerprints of one partition live side by side; CURRENT names the latest, and a
+    crash between writing a value and moving CURRENT leaves the previous pointer intact."""
+    from resources.model_store import Stamped, _read_slot, _write_slot
+
+    slot = tmp_path / "features" / "BTCUSDC"
+    _write_slot(slot, Stamped(pd.DataFrame({"x": [1]}), "aaaa"))
+    _write_slot(slot, Stamped(pd.DataFrame({"x": [2]}), "bbbb"))
+    assert (slot / "CURRENT").read_text() == "bbbb"
+    assert _read_slot(slot)["x"].tolist() == [2]
+    assert read_value(slot / "aaaa")["x"].tolist() == [1]  # the other sweep's value survives
+    store = ArtifactStore(base_dir=str(tmp_path))
+    assert store.current_fingerprint("features", "BTCUSDC") == "bbbb"
+    assert store.read("features", "BTCUSDC", "aaaa")["x"].tolist() == [1]
+    with pytest.raises(TypeError):
+        _write_slot(slot, Stamped(_Boom(), "cccc"))
+    assert (slot / "CURRENT").read_text() == "bbbb"

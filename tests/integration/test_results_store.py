@@ -6,7 +6,17 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from resources.results_store import ResultsStore
+from cvn_assets.identity import SweepIdentity
+from resources.results_store import ResultsStore, SweepIdentityConflict, UnknownSweep
+
+
+def _identity(eta: float = 0.05, source: str = "synthetic") -> SweepIdentity:
+    return SweepIdentity(
+        settings={"eta": eta, "seed": 0},
+        definition={"universe": ["BTCUSDC", "ETHUSDC"], "n_folds": 5, "variants": []},
+        data={"source": source, "seed": 7},
+        code={"xgboost": "3.2.0"},
+    )
 
 
 def _row(crypto: str, fold: int, variant: str, f1: float) -> dict:
@@ -24,8 +34,50 @@ def _row(crypto: str, fold: int, variant: str, f1: float) -> dict:
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request, tmp_path) -> ResultsStore:
     if request.param == "sqlite":
-        return ResultsStore(database_url=f"sqlite:///{tmp_path / 'r.sqlite'}")
-    return ResultsStore(database_url=request.getfixturevalue("pg_database"))
+        s = ResultsStore(database_url=f"sqlite:///{tmp_path / 'r.sqlite'}")
+    else:
+        s = ResultsStore(database_url=request.getfixturevalue("pg_database"))
+    for sweep_id in ("s", "s1", "s2"):
+        s.register_sweep(sweep_id, _identity())
+    return s
+
+
+def test_a_sweep_id_keeps_its_identity(store):
+    assert store.register_sweep("s", _identity()) == "same"
+    assert store.register_sweep("new", _identity(eta=0.1)) == "new"
+    with pytest.raises(SweepIdentityConflict) as err:
+        store.register_sweep("s", _identity(eta=0.1, source="csv"))
+    msg = str(err.value)
+    assert "sweep id 's'" in msg
+    assert "settings.eta: 0.05 -> 0.1" in msg and "data.source: 'synthetic' -> 'csv'" in msg
+    assert store.get_sweep("s")["fingerprint"] == _identity().fingerprint
+
+
+def test_replacing_a_sweep_drops_its_rows_in_one_transaction(store):
+    store.replace_results("s", [_row("BTCUSDC", 0, "baseline", 0.3)])
+    store.replace_results("s1", [_row("BTCUSDC", 0, "baseline", 0.3)])
+    assert store.register_sweep("s", _identity(eta=0.2), replace=True) == "replaced"
+    assert store.load_results("s").empty
+    assert len(store.load_results("s1")) == 1
+    assert store.get_sweep("s")["identity"]["settings"]["eta"] == 0.2
+    listed = store.list_sweeps().set_index("sweep_id")
+    assert listed.loc["s1", "result_rows"] == 1 and listed.loc["s", "result_rows"] == 0
+
+
+def test_every_row_belongs_to_a_registered_sweep(store):
+    with pytest.raises(UnknownSweep, match="sweep 'ghost' is not registered"):
+        store.replace_results("ghost", [_row("BTCUSDC", 0, "baseline", 0.3)])
+    with pytest.raises(UnknownSweep, match="gate_verdicts: sweep 'ghost'"):
+        store.replace_verdicts("ghost", [{"variant": "x", "lock": False}])
+    # the database itself refuses an orphan row (foreign key, also on SQLite)
+    with pytest.raises(sa.exc.IntegrityError):
+        with store.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "insert into finetune_results (sweep_id, crypto, fold, variant) "
+                    "values ('ghost', 'BTCUSDC', 0, 'baseline')"
+                )
+            )
 
 
 def test_upsert_replaces_rows_of_the_same_key(store):

@@ -85,7 +85,7 @@ def test_full_sweep_then_idempotent_rerun(tmp_path):
         _sweep_cmd(), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=600
     )
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "models stage: 0 trainings" in again.stdout
+    assert "models stage: 0 cells" in again.stdout
     assert _rows(tmp_path) == 125
 
 

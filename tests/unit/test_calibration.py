@@ -180,6 +180,103 @@ class TestCalibrationError:
             cal.expected_calibration_error(p, [0, 1, 1, 1], n_bins=0)
 
 
+class TestAdaptiveCalibrationErrorTies:
+    """ACE bins never split equal probabilities, so row order cannot change the result."""
+
+    @pytest.mark.parametrize("n_bins", [1, 2, 3, 15, 20, 100])
+    def test_all_equal_probabilities_form_one_bin(self, n_bins):
+        # the issue: 20 rows at P(BUY) = 0.5, 10 positive -> 0.5 in one order, 0.0 in another
+        p = np.full(20, 0.5)
+        y = np.array([1] * 10 + [0] * 10)
+        orders = [y, y[::-1], np.tile([1, 0], 10), np.tile([0, 1], 10)]
+        rng = np.random.default_rng(7)
+        orders += [rng.permutation(y) for _ in range(20)]
+        for yy in orders:
+            # one bin: |mean p - mean y| = |0.5 - 0.5| = 0, exactly
+            assert cal.adaptive_calibration_error(p, yy, n_bins=n_bins) == 0.0
+
+    def test_order_invariance_on_isotonic_like_step_outputs(self):
+        rng = np.random.default_rng(11)
+        z = rng.normal(size=600)
+        y = (rng.random(600) < expit(1.2 * z - 1.0)).astype(int)
+        iso = cal.fit_calibrator("isotonic", np.round(z, 1), y)
+        p = iso.transform(np.round(z, 1))  # a handful of plateaus, each with many ties
+        assert np.unique(p).size < 60
+        for n_bins in (7, 15, 40):
+            ref = cal.adaptive_calibration_error(p, y, n_bins=n_bins)
+            for _ in range(200):
+                perm = rng.permutation(600)
+                assert cal.adaptive_calibration_error(p[perm], y[perm], n_bins=n_bins) == ref
+            # and no cut separates equal values
+            sp = np.sort(p)
+            edges = cal._equal_mass_edges(sp, n_bins)
+            assert edges[0] == 0 and edges[-1] == 600
+            assert np.all(np.diff(edges) > 0)
+            inner = edges[1:-1]
+            assert np.all(sp[inner - 1] != sp[inner])
+
+    def test_order_invariance_on_few_levels(self):
+        rng = np.random.default_rng(3)
+        levels = np.array([0.0, 0.1, 0.25, 0.25, 0.5, 1.0])
+        for _ in range(50):
+            n = int(rng.integers(1, 40))
+            p = rng.choice(levels, size=n)
+            y = (rng.random(n) < p).astype(int)
+            n_bins = int(rng.integers(1, 12))
+            ref = cal.adaptive_calibration_error(p, y, n_bins=n_bins)
+            for _ in range(20):
+                perm = rng.permutation(n)
+                assert cal.adaptive_calibration_error(p[perm], y[perm], n_bins=n_bins) == ref
+
+    def test_hand_value_without_ties(self):
+        p = [0.05, 0.15, 0.3, 0.45, 0.6, 0.8, 0.9]
+        y = [0, 0, 1, 0, 1, 1, 1]
+        # n=7 into 3 equal-mass bins of sizes 3, 2, 2 (larger first):
+        # {0.05, 0.15, 0.3}: |1 - 0.5| = 0.5; {0.45, 0.6}: |1 - 1.05| = 0.05;
+        # {0.8, 0.9}: |2 - 1.7| = 0.3  ->  (0.5 + 0.05 + 0.3) / 7
+        assert cal.adaptive_calibration_error(p, y, n_bins=3) == pytest.approx(0.85 / 7)
+        # shuffled input, same value
+        perm = [4, 0, 6, 2, 5, 1, 3]
+        assert cal.adaptive_calibration_error(
+            np.array(p)[perm], np.array(y)[perm], n_bins=3
+        ) == pytest.approx(0.85 / 7)
+
+    def test_a_cut_inside_a_tie_run_moves_to_the_nearer_end(self):
+        # n=4, 2 bins: target cut after 2 rows falls inside the run of 0.3 (positions 1..2);
+        # both ends are 1 away -> the cut moves to the run's start: {0.1} | {0.3, 0.3, 0.5}
+        p = [0.3, 0.5, 0.1, 0.3]
+        y = [1, 1, 0, 0]
+        assert cal.adaptive_calibration_error(p, y, n_bins=2) == pytest.approx(
+            (abs(0 - 0.1) + abs(2 - 1.1)) / 4
+        )
+        # run of three 0.2 then one 0.7: the cut after 2 rows is nearer the run's end
+        assert cal.adaptive_calibration_error(
+            [0.2, 0.2, 0.2, 0.7], [1, 0, 0, 1], n_bins=2
+        ) == pytest.approx((abs(1 - 0.6) + abs(1 - 0.7)) / 4)
+
+    @pytest.mark.parametrize("n_bins", [2, 3, 4, 5, 6, 50])
+    def test_more_bins_than_distinct_values(self, n_bins):
+        # two distinct values, 5 rows: every n_bins >= 2 gives one bin per value
+        p = np.array([0.7, 0.2, 0.2, 0.7, 0.2])
+        y = np.array([0, 1, 1, 0, 0])
+        # {0.2 x3}: |2 - 0.6| = 1.4 ; {0.7 x2}: |0 - 1.4| = 1.4
+        assert cal.adaptive_calibration_error(p, y, n_bins=n_bins) == pytest.approx(2.8 / 5)
+        # a single bin pools them: |2 - 2.0| = 0
+        assert cal.adaptive_calibration_error(p, y, n_bins=1) == pytest.approx(0.0, abs=1e-15)
+
+    def test_bad_inputs(self):
+        with pytest.raises(ValueError, match="n_bins"):
+            cal.adaptive_calibration_error([0.5], [1], n_bins=0)
+        with pytest.raises(ValueError, match="prob must not be empty"):
+            cal.adaptive_calibration_error([], [])
+        with pytest.raises(ValueError, match="probabilities in"):
+            cal.adaptive_calibration_error([0.5, np.nan], [1, 0])
+        with pytest.raises(ValueError, match="length 2"):
+            cal.adaptive_calibration_error([0.5, 0.5], [1])
+        with pytest.raises(ValueError, match="only 0 and 1"):
+            cal.adaptive_calibration_error([0.5, 0.5], [1, 2])
+
+
 class TestCalibratedModels:
     def test_temperature_model_on_focal_margins(self, focal_model):
         model, X, y = focal_model

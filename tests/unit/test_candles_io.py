@@ -37,9 +37,14 @@ def _write(tmp_path: Path, text: str, name: str = "X_1h.csv") -> Path:
     return p
 
 
-def _kline(open_ms: int, o: str, h: str, lo: str, c: str, v: str) -> str:
+def _kline(
+    open_t: int, o: str, h: str, lo: str, c: str, v: str, *, close_t: int | None = None
+) -> str:
     # Binance dump: open time, o, h, l, c, volume, close time, quote vol, trades, taker x2, ignore
-    return f"{open_ms},{o},{h},{lo},{c},{v},{open_ms + 3_599_999},1.0,10,0.5,0.5,0"
+    # close time of an hourly bar: the last ms (or, in the 2025+ us dumps, the last us) of it
+    if close_t is None:
+        close_t = open_t + (3_599_999_999 if open_t >= 10**14 else 3_599_999)
+    return f"{open_t},{o},{h},{lo},{c},{v},{close_t},1.0,10,0.5,0.5,0"
 
 
 # ------------------------------------------------------------------ reading
@@ -240,6 +245,231 @@ def test_validate_frame_rejects_naive_index_and_missing_columns() -> None:
         validate_candles(frame.reset_index(drop=True))
 
 
+# ------------------------------------------------------------------ bar interval
+
+H_MS = 3_600_000
+T0_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+T0_US = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z, microseconds (2025+ spot dumps)
+
+
+def _dump(opens: list[int], span: int) -> str:
+    """Binance dump rows at ``opens`` whose close_time is ``open + span``."""
+    return "\n".join(_kline(t, "1", "1", "1", "1", "1", close_t=t + span) for t in opens) + "\n"
+
+
+def test_binance_4h_dump_is_refused_not_read_as_hourly_with_gaps(tmp_path: Path) -> None:
+    # the issue's file: 6 four-hour klines, close_time = open_time + 4 h - 1 ms
+    opens = [T0_MS + 4 * H_MS * i for i in range(6)]
+    path = _write(tmp_path, _dump(opens, 4 * H_MS - 1))
+    with pytest.raises(CandleValidationError) as err:
+        read_candles_csv(path)
+    e = err.value
+    assert (e.source, e.line, e.column, e.n_rows) == ("X_1h.csv", 1, "close_time", 6)
+    assert e.value == str(T0_MS + 4 * H_MS - 1)
+    assert str(e).startswith(
+        "X_1h.csv line 1 column 'close_time': value '1704081599999': bar interval is 4h "
+        "(close_time - open_time + 1 ms), expected 1h: wrong bar interval "
+        "[open_time 2024-01-01 00:00:00+00:00] (6 rows affected"
+    )
+    # the same file is fine when 4-hour candles are what the caller expects
+    df = read_candles_csv(path, interval="4h")
+    assert list(df.index) == list(pd.date_range("2024-01-01", periods=6, freq="4h", tz="UTC"))
+
+
+def test_binance_4h_dump_in_microseconds_is_refused(tmp_path: Path) -> None:
+    # 2025+ spot dumps: close_time = open_time + 4 h - 1 us, the tick is a microsecond
+    opens = [T0_US + 4 * H_MS * 1000 * i for i in range(6)]
+    path = _write(tmp_path, _dump(opens, 4 * H_MS * 1000 - 1))
+    with pytest.raises(
+        CandleValidationError,
+        match=r"X_1h\.csv line 1 column 'close_time'.*bar interval is 4h "
+        r"\(close_time - open_time \+ 1 us\), expected 1h",
+    ):
+        read_candles_csv(path)
+    assert len(read_candles_csv(path, interval="4h")) == 6
+    # the ms rule applied to a us file would be off by 999 us: not accepted as hourly either
+    hourly_ms_rule = [T0_US + H_MS * 1000 * i for i in range(3)]
+    with pytest.raises(CandleValidationError, match=r"line 1 .*bar interval is 59m59s999ms1us"):
+        read_candles_csv(_write(tmp_path, _dump(hourly_ms_rule, H_MS * 1000 - 1000)))
+
+
+@pytest.mark.parametrize(
+    ("span", "pattern"),
+    [
+        (0, r"line 3 column 'close_time': value '1704074400000': close_time is not after"),
+        (-5, r"line 3 column 'close_time': value '1704074399995': close_time is not after"),
+    ],
+)
+def test_close_time_not_after_open_time_names_the_line(
+    tmp_path: Path, span: int, pattern: str
+) -> None:
+    rows = [_kline(T0_MS + H_MS * i, "1", "1", "1", "1", "1") for i in range(4)]
+    t = T0_MS + 2 * H_MS
+    rows[2] = _kline(t, "1", "1", "1", "1", "1", close_t=t + span)
+    with pytest.raises(CandleValidationError, match=pattern) as err:
+        read_candles_csv(_write(tmp_path, "\n".join(rows) + "\n"))
+    assert err.value.line == 3
+
+
+@pytest.mark.parametrize(
+    ("close_span", "found", "unit"),
+    [
+        (4 * H_MS - 1, "4h", "ms"),  # one 4-hour kline spliced into an hourly dump
+        (60_000 - 1, "1m", "ms"),  # one 1-minute kline
+        (H_MS, "1h1ms", "ms"),  # close_time = the next open (not Binance's convention)
+    ],
+)
+def test_single_bad_row_in_a_good_hourly_dump_is_named_by_its_line(
+    tmp_path: Path, close_span: int, found: str, unit: str
+) -> None:
+    rows = [_kline(T0_MS + H_MS * i, "1", "1", "1", "1", "1") for i in range(10)]
+    t = T0_MS + 5 * H_MS
+    rows[5] = _kline(t, "1", "1", "1", "1", "1", close_t=t + close_span)
+    with pytest.raises(CandleValidationError) as err:
+        read_candles_csv(_write(tmp_path, "\n".join(rows) + "\n"))
+    e = err.value
+    assert (e.line, e.column, e.n_rows) == (6, "close_time", 1)
+    assert f"bar interval is {found} (close_time - open_time + 1 {unit}), expected 1h" in str(e)
+    assert "[open_time 2024-01-01 05:00:00+00:00]" in str(e)
+    assert "rows affected" not in str(e)
+
+
+def test_single_bad_row_in_a_microsecond_dump(tmp_path: Path) -> None:
+    # a dump straddling 2025: ms rows, then us rows; the bad row is a us one
+    rows = [_kline(T0_US // 1000 - H_MS * (3 - i), "1", "1", "1", "1", "1") for i in range(3)]
+    rows += [_kline(T0_US + H_MS * 1000 * i, "1", "1", "1", "1", "1") for i in range(4)]
+    t = T0_US + 2 * H_MS * 1000
+    rows[5] = _kline(t, "1", "1", "1", "1", "1", close_t=t + 4 * H_MS * 1000 - 1)
+    with pytest.raises(
+        CandleValidationError,
+        match=r"line 6 column 'close_time'.*bar interval is 4h \(close_time - open_time \+ 1 us\)",
+    ):
+        read_candles_csv(_write(tmp_path, "\n".join(rows) + "\n"))
+    rows[5] = _kline(t, "1", "1", "1", "1", "1")
+    assert len(read_candles_csv(_write(tmp_path, "\n".join(rows) + "\n"))) == 7
+
+
+def test_close_time_in_another_unit_than_open_time_is_refused(tmp_path: Path) -> None:
+    rows = [_kline(T0_MS + H_MS * i, "1", "1", "1", "1", "1") for i in range(3)]
+    t = T0_MS + 1 * H_MS
+    rows[1] = _kline(t, "1", "1", "1", "1", "1", close_t=(t + H_MS) * 1000 - 1)
+    with pytest.raises(
+        CandleValidationError,
+        match=r"line 2 column 'close_time'.*epoch in us but open_time in ms on the same row",
+    ):
+        read_candles_csv(_write(tmp_path, "\n".join(rows) + "\n"))
+
+
+def test_headed_4h_file_without_close_time_is_refused(tmp_path: Path) -> None:
+    rows = [f"2024-01-01T{4 * i:02d}:00:00Z,1,1,1,1,1" for i in range(6)]
+    path = _write(tmp_path, HEADER + "\n".join(rows) + "\n")
+    with pytest.raises(CandleValidationError) as err:
+        read_candles_csv(path)
+    e = err.value
+    assert (e.source, e.line, e.column, e.n_rows) == ("X_1h.csv", 3, "open_time", 5)
+    assert (
+        "wrong bar interval: the most common step between candles is 4h (5 of 5 steps), "
+        "expected 1h" in str(e)
+    )
+    assert len(read_candles_csv(path, interval="4h")) == 6
+    # a 15-minute file read as hourly: the wrong interval, not merely "mixed intervals"
+    quarter = [f"2024-01-01T00:{15 * i:02d}:00Z,1,1,1,1,1" for i in range(4)]
+    with pytest.raises(
+        CandleValidationError, match=r"line 3 .*most common step between candles is 15m"
+    ):
+        read_candles_csv(_write(tmp_path, HEADER + "\n".join(quarter) + "\n"))
+    # the modal step decides: a 4h file with one hourly step is still a 4h file
+    mostly_4h = ["2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z"] + [
+        f"2024-01-01T{h:02d}:00:00Z" for h in (5, 9, 13)
+    ]
+    text = HEADER + "\n".join(f"{t},1,1,1,1,1" for t in mostly_4h) + "\n"
+    with pytest.raises(CandleValidationError, match=r"line 4 .*is 4h \(3 of 4 steps\)"):
+        read_candles_csv(_write(tmp_path, text))
+
+
+def test_headed_file_with_close_time_column(tmp_path: Path) -> None:
+    header = HEADER.strip() + ",close_time\n"
+    ok_ms = [
+        f"2024-01-01T{h:02d}:00:00Z,1,1,1,1,1,2024-01-01T{h:02d}:59:59.999Z" for h in (0, 1, 4)
+    ]
+    ok_us = [
+        f"2024-01-01T{h:02d}:00:00Z,1,1,1,1,1,2024-01-01T{h:02d}:59:59.999999Z" for h in (0, 1, 4)
+    ]
+    for rows in (ok_ms, ok_us):
+        assert len(read_candles_csv(_write(tmp_path, header + "\n".join(rows) + "\n"))) == 3
+    # ISO close times of 4-hour bars
+    bad = [
+        f"2024-01-01T{4 * i:02d}:00:00Z,1,1,1,1,1,2024-01-01T{4 * i + 3:02d}:59:59.999Z"
+        for i in range(3)
+    ]
+    with pytest.raises(
+        CandleValidationError,
+        match=r"line 2 column 'close_time': value '2024-01-01T03:59:59\.999Z': bar interval is 4h",
+    ):
+        read_candles_csv(_write(tmp_path, header + "\n".join(bad) + "\n"))
+    # Binance's own header with epoch ms close times of 4-hour bars
+    binance_header = ",".join(
+        ["open_time", "open", "high", "low", "close", "volume", "close_time"]
+        + ["quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore"]
+    )
+    opens = [T0_MS + 4 * H_MS * i for i in range(3)]
+    with pytest.raises(
+        CandleValidationError,
+        match=r"line 2 column 'close_time'.*bar interval is 4h \(close_time - open_time \+ 1 ms\)",
+    ):
+        read_candles_csv(_write(tmp_path, binance_header + "\n" + _dump(opens, 4 * H_MS - 1)))
+    # an empty or unparsable close time is named like an open time
+    empty = list(ok_ms)
+    empty[1] = "2024-01-01T01:00:00Z,1,1,1,1,1,"
+    with pytest.raises(CandleValidationError, match=r"line 3 column 'close_time'.*is empty"):
+        read_candles_csv(_write(tmp_path, header + "\n".join(empty) + "\n"))
+
+
+def test_valid_hourly_files_with_gaps_are_accepted(tmp_path: Path) -> None:
+    # headed, no close_time: the hourly step is the most common one despite two gaps
+    hours = [0, 1, 4, 5, 9, 10]
+    rows = [f"2024-01-01T{h:02d}:00:00Z,1,1,1,1,1" for h in hours]
+    df = read_candles_csv(_write(tmp_path, HEADER + "\n".join(rows) + "\n"))
+    assert gap_report(df)["missing_bars"] == 5
+    # a tie between the hourly step and a gap is accepted
+    tie = [f"2024-01-01T{h:02d}:00:00Z,1,1,1,1,1" for h in (0, 1, 4)]
+    assert len(read_candles_csv(_write(tmp_path, HEADER + "\n".join(tie) + "\n"))) == 3
+    # Binance dump with gaps: every close time is right, steps are whole hours
+    opens = [T0_MS + H_MS * h for h in hours]
+    df = read_candles_csv(_write(tmp_path, _dump(opens, H_MS - 1)))
+    assert gap_report(df)["missing_bars"] == 5
+    # in a dump the close times are the evidence: sparse hourly klines are still hourly
+    sparse = [T0_MS + 4 * H_MS * i for i in range(4)]
+    assert len(read_candles_csv(_write(tmp_path, _dump(sparse, H_MS - 1)))) == 4
+    # a single candle has no step to judge
+    assert len(read_candles_csv(_write(tmp_path, HEADER + rows[0] + "\n"))) == 1
+
+
+def test_validate_frame_checks_the_interval() -> None:
+    idx = pd.date_range("2024-01-01", periods=5, freq="4h", tz="UTC")
+    frame = pd.DataFrame(1.0, index=idx, columns=["open", "high", "low", "close", "volume"])
+    with pytest.raises(
+        CandleValidationError,
+        match=r"row 1, open_time 2024-01-01 04:00:00.*most common step between candles is 4h",
+    ):
+        validate_candles(frame)
+    assert len(validate_candles(frame, interval="4h")) == 5
+    # a non-hourly interval uses its own grid and multiples
+    shifted = frame.set_axis(idx + pd.Timedelta(hours=1))
+    with pytest.raises(CandleValidationError, match=r"row 0, .*not on the 4h grid"):
+        validate_candles(shifted, interval="4h")
+    odd = frame.set_axis(idx.delete(4).append(pd.DatetimeIndex([idx[3] + pd.Timedelta("6h")])))
+    with pytest.raises(CandleValidationError, match=r"row 4, .*step not a whole multiple of 4h"):
+        validate_candles(odd, interval="4h")
+
+
+@pytest.mark.parametrize("bad", ["3D", "1W", "7min", "0h", "-1h", "1ns", "soon", None])
+def test_interval_must_divide_a_day(tmp_path: Path, bad: object) -> None:
+    path = _write(tmp_path, HEADER + GOOD_ROWS[0] + "\n")
+    with pytest.raises(ValueError, match="interval must be"):
+        read_candles_csv(path, interval=bad)  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------ gaps are legal
 
 
@@ -307,6 +537,16 @@ def test_real_files_are_read_unchanged(pair: str) -> None:
     np.testing.assert_array_equal(df.to_numpy(), expected)  # exact: decimal strings -> float
     stamps = pd.DatetimeIndex([pd.Timestamp(r[0]) for r in body[:: max(1, len(body) // 500)]])
     assert df.index[:: max(1, len(body) // 500)].equals(stamps.as_unit("us").rename("open_time"))
+
+
+def test_real_file_read_as_4h_is_refused() -> None:
+    path = _real_file(REAL_2021, "BTCUSDT")
+    with pytest.raises(
+        CandleValidationError,
+        match=r"BTCUSDT_1h\.csv line 3 column 'open_time'.*most common step between candles is "
+        r"1h \(\d+ of \d+ steps\), expected 4h",
+    ):
+        read_candles_csv(path, interval="4h")
 
 
 @pytest.mark.parametrize("pair", PAIRS)

@@ -10,6 +10,7 @@ from cvn_assets.candles_io import CandleValidationError
 from cvn_assets.dataset import DatasetError, assemble_dataset
 from cvn_assets.features import FEATURE_NAMES, WARMUP_BARS, build_features
 from cvn_assets.labels import triple_barrier_labels
+from cvn_assets.synthetic_market import synthetic_candles
 
 
 def _candles(n: int, seed: int = 0, start: str = "2024-01-01") -> pd.DataFrame:
@@ -142,6 +143,142 @@ def test_degenerate_windows_are_defined() -> None:
     assert not g.isna().any().any()
     assert (g["rsi_14"] == 50.0).all() and (g["rv_ratio_6_72"] == 1.0).all()
     assert (g["body"] == 0.0).all() and (g["ret_z_1"] == 0.0).all()
+
+
+# ------------------------------------------------------------------ flat windows (trading halt)
+
+_CALENDAR = ("hour_sin", "hour_cos", "dow_sin", "dow_cos")
+_WILDER_FLAT_BARS = 63  # (13/14)^63 < 1 %: the pre-halt share left in a period-14 Wilder average
+# documented value over a flat stretch and the rows of flat stretch it needs (module docstring)
+_FLAT: dict[str, tuple[float, int]] = {
+    **{f"ret_{k}": (0.0, k) for k in (1, 2, 4, 8, 24, 72)},
+    **{f"rv_{w}": (0.0, w) for w in (6, 24, 72)},
+    "rv_ratio_6_72": (1.0, 72),
+    "parkinson_24": (0.0, 24),
+    "atr_14": (0.0, _WILDER_FLAT_BARS),
+    "rsi_14": (50.0, _WILDER_FLAT_BARS),
+    "ret_z_1": (0.0, 24),
+    "mom_z_24": (0.0, 24),
+    "volume_z_24": (0.0, 24),
+    "volume_z_168": (0.0, 168),
+    "volume_chg_1": (0.0, 2),
+    **{name: (0.0, 1) for name in ("body", "upper_wick", "lower_wick", "range_rel")},
+    **{f"dist_{side}_{w}": (0.0, w) for side in ("high", "low") for w in (24, 168)},
+}
+_HALT_STARTS = (300, 333)
+
+
+@pytest.fixture(scope="module")
+def market() -> pd.DataFrame:
+    return synthetic_candles(("BTCUSDC",), seed=3, hours=900)["BTCUSDC"]
+
+
+def _halted(c: pd.DataFrame, start: int, hours: int) -> pd.DataFrame:
+    """A trading halt: ``hours`` candles with O = H = L = C = the previous close, volume 0."""
+    out = c.copy()
+    px = out["close"].iloc[start - 1]
+    out.iloc[start : start + hours] = [px, px, px, px, 0.0]
+    after = start + hours  # trading resumes from the halt price
+    out.iloc[after, out.columns.get_loc("open")] = px
+    out.iloc[after, out.columns.get_loc("high")] = max(out["high"].iloc[after], px)
+    out.iloc[after, out.columns.get_loc("low")] = min(out["low"].iloc[after], px)
+    return out
+
+
+def test_flat_table_covers_every_feature() -> None:
+    assert set(_FLAT) | set(_CALENDAR) == set(FEATURE_NAMES)
+    assert not set(_FLAT) & set(_CALENDAR)
+    from cvn_assets.features import WILDER_FLAT_BARS
+
+    assert WILDER_FLAT_BARS == _WILDER_FLAT_BARS
+
+
+@pytest.mark.parametrize("hours", [120, 240])
+def test_flat_halt_gives_documented_value_whatever_came_before(
+    market: pd.DataFrame, hours: int
+) -> None:
+    base = build_features(market)
+    feats = {s: build_features(_halted(market, s, hours)) for s in _HALT_STARTS}
+    # the 120-h halt holds every window but the 168-row ones; the 240-h halt holds them all
+    checked = {name: flat for name, flat in _FLAT.items() if flat[1] <= hours}
+    assert len(checked) == (len(_FLAT) - 3 if hours < 168 else len(_FLAT))
+    wrong = []
+    for name, (value, need) in checked.items():
+        # rows of the halt whose whole window for this feature lies inside the halt
+        tails = [f[name].to_numpy()[s + need - 1 : s + hours] for s, f in feats.items()]
+        for s, tail in zip(feats, tails, strict=True):
+            bad = np.flatnonzero(tail != value)
+            if bad.size:
+                wrong.append(
+                    f"{name}: halt at row {s} gives {tail[bad[0]]!r} at halt row "
+                    f"{need - 1 + bad[0]} (documented {value!r})"
+                )
+        if not np.array_equal(tails[0], tails[1]):
+            wrong.append(f"{name}: differs between halts starting at rows {_HALT_STARTS}")
+    assert not wrong, "\n".join(wrong)
+    for name in _CALENDAR:  # no history: a halt changes nothing
+        for f in feats.values():
+            pd.testing.assert_series_equal(f[name], base[name])
+
+
+def test_rv_ratio_over_a_halt_does_not_depend_on_where_it_starts(market: pd.DataFrame) -> None:
+    # regression: pandas' online rolling std left ~3e-10 in rv_72 after the large returns before
+    # a halt at row 333 had left the window, so an exact-zero guard gave 0 there and 1 at row 300
+    for s in _HALT_STARTS:
+        f = build_features(_halted(market, s, 120)).iloc[s + 120 - 24 : s + 120]
+        assert (f["rv_72"] == 0.0).all(), f"halt at {s}: rv_72 = {f['rv_72'].max()!r}"
+        assert (f["rv_ratio_6_72"] == 1.0).all(), f"halt at {s}: {f['rv_ratio_6_72'].unique()}"
+
+
+def test_rounding_level_dispersion_is_flat() -> None:
+    # log1p(volume) differing only in its last bit is rounding, not a volume surprise
+    n = WARMUP_BARS + 40
+    c = _candles(n)
+    lv = math.log1p(1000.0)
+    v2 = 1000.0
+    while math.log1p(v2) == lv:
+        v2 = float(np.nextafter(v2, np.inf))
+    assert 0 < math.log1p(v2) - lv <= 2 * math.ulp(lv)
+    c["volume"] = np.where(np.arange(n) % 3 == 0, v2, 1000.0)
+    f = build_features(c).iloc[WARMUP_BARS:]
+    assert (f["volume_z_24"] == 0.0).all() and (f["volume_z_168"] == 0.0).all()
+
+
+def _plain_formulas(c: pd.DataFrame) -> pd.DataFrame:
+    """The changed features as plain pandas formulas (online rolling moments, no flat rules)."""
+    log_c = np.log(c["close"])
+    r = log_c.diff()
+    rv = {w: r.rolling(w).std() for w in (6, 24, 72)}
+    log_v = np.log1p(c["volume"])
+    delta = c["close"].diff()
+    gain = delta.clip(lower=0.0).ewm(alpha=1 / 14, adjust=False, min_periods=14).mean()
+    loss = (-delta).clip(lower=0.0).ewm(alpha=1 / 14, adjust=False, min_periods=14).mean()
+    prev_c = c["close"].shift(1)
+    tr = pd.concat(
+        [c["high"] - c["low"], (c["high"] - prev_c).abs(), (c["low"] - prev_c).abs()], axis=1
+    ).max(axis=1)
+    out = {f"rv_{w}": s for w, s in rv.items()}
+    out["rv_ratio_6_72"] = rv[6] / rv[72]
+    out["parkinson_24"] = np.sqrt(
+        (np.log(c["high"] / c["low"]) ** 2).rolling(24).mean() / (4 * math.log(2))
+    )
+    out["atr_14"] = tr.ewm(alpha=1 / 14, adjust=False, min_periods=14).mean() / c["close"]
+    out["rsi_14"] = 100 * (gain / (gain + loss))
+    out["ret_z_1"] = r / rv[24]
+    out["mom_z_24"] = (log_c - log_c.shift(24)) / (rv[24] * math.sqrt(24))
+    for w in (24, 168):
+        out[f"volume_z_{w}"] = (log_v - log_v.rolling(w).mean()) / log_v.rolling(w).std()
+    return pd.DataFrame(out).iloc[WARMUP_BARS:]
+
+
+def test_flat_rules_do_not_move_features_of_a_normal_market(market: pd.DataFrame) -> None:
+    ref = _plain_formulas(market)  # no flat window anywhere in the synthetic market
+    assert np.isfinite(ref.to_numpy()).all()
+    got = build_features(market).iloc[WARMUP_BARS:]
+    for name in ref.columns:  # equal up to rounding (per-window two-pass moments)
+        np.testing.assert_allclose(got[name], ref[name], rtol=1e-9, atol=1e-11, err_msg=name)
+    for name in ("atr_14", "rsi_14"):  # the Wilder flat rules never fire: bit-identical
+        np.testing.assert_array_equal(got[name], ref[name], err_msg=name)
 
 
 def test_bad_candles_are_refused(candles: pd.DataFrame) -> None:

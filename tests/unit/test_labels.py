@@ -175,9 +175,15 @@ def test_labels_for_strategy_string() -> None:
 # ------------------------------------------------------------------ brute force oracle
 
 
-def _random_candles(rng: np.random.Generator, n: int, vol: float = 0.006) -> pd.DataFrame:
+def _random_candles(
+    rng: np.random.Generator, n: int, vol: float = 0.006, gap_p: float = 0.0
+) -> pd.DataFrame:
+    """Random walk candles; with ``gap_p`` > 0 an open jumps away from the previous close."""
     close = 100.0 * np.exp(np.cumsum(rng.standard_t(4, n) * vol))
     open_ = np.concatenate([[100.0], close[:-1]])
+    if gap_p > 0:
+        jump = np.where(rng.random(n) < gap_p, rng.normal(0.0, 3 * vol, n), 0.0)
+        open_ = open_ * np.exp(jump)
     high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, vol, n)))
     low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, vol, n)))
     idx = pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC", name="open_time")
@@ -189,11 +195,19 @@ def _random_candles(rng: np.random.Generator, n: int, vol: float = 0.006) -> pd.
 
 def _brute_force(c: pd.DataFrame, tp: float, sl: float, h: int) -> pd.DataFrame:
     rows = []
-    high, low, close = c["high"].to_numpy(), c["low"].to_numpy(), c["close"].to_numpy()
+    open_, high = c["open"].to_numpy(), c["high"].to_numpy()
+    low, close = c["low"].to_numpy(), c["close"].to_numpy()
     for i in range(len(c) - h):
         entry = close[i]
         result = ("time", 0, close[i + h] / entry - 1.0, False)
         for k in range(1, h + 1):
+            # a candle opening through a barrier fills at its open (gap), never a tie
+            if open_[i + k] <= entry * (1 - sl):
+                result = ("sl", 0, min(-sl, open_[i + k] / entry - 1.0), False)
+                break
+            if open_[i + k] >= entry * (1 + tp):
+                result = ("tp", 1, max(tp, open_[i + k] / entry - 1.0), False)
+                break
             up = high[i + k] >= entry * (1 + tp)
             down = low[i + k] <= entry * (1 - sl)
             if down:
@@ -207,20 +221,22 @@ def _brute_force(c: pd.DataFrame, tp: float, sl: float, h: int) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize(
-    ("seed", "tp", "sl", "h", "vol"),
+    ("seed", "tp", "sl", "h", "vol", "gap_p"),
     [
-        (0, 0.01, 0.005, 4, 0.006),
-        (1, 0.01, 0.005, 1, 0.006),
-        (2, 0.02, 0.01, 10, 0.004),
-        (3, 0.006, 0.005, 3, 0.005),  # large moves: many ties
-        (4, 0.03, 0.002, 6, 0.002),
+        (0, 0.01, 0.005, 4, 0.006, 0.0),
+        (1, 0.01, 0.005, 1, 0.006, 0.0),
+        (2, 0.02, 0.01, 10, 0.004, 0.0),
+        (3, 0.006, 0.005, 3, 0.005, 0.0),  # large moves: many ties
+        (4, 0.03, 0.002, 6, 0.002, 0.0),
+        (5, 0.01, 0.005, 4, 0.006, 0.1),  # opens jump away from the previous close
+        (6, 0.02, 0.01, 8, 0.004, 0.05),
     ],
 )
 def test_matches_brute_force_on_random_candles(
-    seed: int, tp: float, sl: float, h: int, vol: float
+    seed: int, tp: float, sl: float, h: int, vol: float, gap_p: float
 ) -> None:
     rng = np.random.default_rng(seed)
-    c = _random_candles(rng, 3000, vol)
+    c = _random_candles(rng, 3000, vol, gap_p)
     out = triple_barrier_labels(c, take_profit=tp, stop_loss=sl, horizon=h)
     ref = _brute_force(c, tp, sl, h)
     assert len(out) == len(c) - h
@@ -232,6 +248,8 @@ def test_matches_brute_force_on_random_candles(
     assert out.attrs["tie_share"] == pytest.approx(ref["tie"].mean())
     # every outcome occurs, so the comparison exercised all branches
     assert set(ref["barrier"]) == {"tp", "sl", "time"}
+    # with jumping opens some trades are decided at a gap open (and none without)
+    assert (out.attrs["n_gap_fills"] > 0) == (gap_p > 0)
 
 
 def test_random_case_contains_ties() -> None:
@@ -276,4 +294,15 @@ def test_rejects_nan_price_naming_row() -> None:
     c = _random_candles(np.random.default_rng(0), 20)
     c.iloc[7, c.columns.get_loc("low")] = np.nan
     with pytest.raises(ValueError, match=r"'low' row 7 .*nan"):
+        triple_barrier_labels(c)
+
+
+def test_open_is_required_and_validated() -> None:
+    c = _random_candles(np.random.default_rng(0), 20)
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['open'\]"):
+        triple_barrier_labels(c.drop(columns="open"))
+    c.iloc[5, c.columns.get_loc("open")] = 0.0
+    with pytest.raises(
+        ValueError, match=r"'open' row 5 \(open_time 2024-01-01 05:00:00\+00:00\).*0\.0"
+    ):
         triple_barrier_labels(c)
