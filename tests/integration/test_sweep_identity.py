@@ -165,8 +165,18 @@ def test_partial_run_config_keeps_the_environments_data_source(tmp_path, instanc
     market = _write_csvs(tmp_path / "csv")
     monkeypatch.setenv("CVN_MARKET_SOURCE", "csv")
     monkeypatch.setenv("CVN_CSV_DIR", str(tmp_path / "csv"))
+    monkeypatch.setenv("CVN_STORE_DIR", str(tmp_path / "env_store"))
+    monkeypatch.setenv("CVN_DATABASE_URL", f"sqlite:///{tmp_path / 'env.sqlite'}")
+    # every resource that reads the environment gets a run config for an unrelated field
     res = defs.resolve_job_def("market_job").execute_in_process(
-        run_config={"resources": {"market_data": {"config": {"hours": 2000}}}},
+        run_config={
+            "resources": {
+                "market_data": {"config": {"hours": 2000}},
+                "io_manager": {"config": {}},
+                "artifacts": {"config": {}},
+                "results_store": {"config": {}},
+            }
+        },
         instance=instance,
         partition_key=CRYPTO,
         asset_selection=[AssetKey("candles")],
@@ -175,6 +185,11 @@ def test_partial_run_config_keeps_the_environments_data_source(tmp_path, instanc
     md = instance.get_latest_materialization_event(AssetKey("candles")).asset_materialization
     assert md.metadata["source"].value == "csv"
     assert md.metadata["rows"].value == len(market[CRYPTO])  # the file, not 2000 synthetic
+    assert ArtifactStore().current_fingerprint("candles", CRYPTO) is not None
+    assert (tmp_path / "env_store" / "candles" / CRYPTO / "CURRENT").exists()
+    from resources.results_store import ResultsStore
+
+    assert ResultsStore().url == f"sqlite:///{tmp_path / 'env.sqlite'}"
 
 
 def test_a_home_keeps_its_data_source(tmp_path, instance, monkeypatch):
