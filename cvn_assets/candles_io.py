@@ -178,7 +178,15 @@ def resolve_candle_file(
         tried.append(str(candidate))
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"no candle file for symbol {symbol!r}; tried {tried}")
+    hint = ""
+    if symbol.endswith("USDC"):
+        usdt = symbol.removesuffix("USDC") + "USDT"
+        if any((folder / p.format(symbol=usdt)).is_file() for p in patterns):
+            hint = (
+                f"; the folder has {usdt} files: map them with "
+                f'CVN_SYMBOL_MAP=\'{{"{symbol}": "{usdt}", ...}}\''
+            )
+    raise FileNotFoundError(f"no candle file for symbol {symbol!r}; tried {tried}{hint}")
 
 
 def _first_line(path: Path) -> str:

@@ -110,8 +110,44 @@ def parse_variants(raw: str | None) -> tuple[Variant, ...]:
         raise SettingsError(f"CVN_VARIANTS: {exc}") from None
 
 
+MARKET_SOURCES: tuple[str, ...] = ("synthetic", "csv")
+
+
+def check_environment(env: Mapping[str, str]) -> None:
+    """Validate the run-environment variables the resources read at use, so a typo fails when
+    the definitions load, in one line naming the variable and the value.
+
+    ``CVN_MARKET_SOURCE`` (synthetic | csv), ``CVN_CSV_DIR`` (an existing folder; required for
+    csv), ``CVN_SYMBOL_MAP`` (a JSON object), ``CVN_DATABASE_URL`` (a SQLAlchemy URL with a
+    scheme), ``CVN_STORE_DIR`` (not an existing file). Raises :class:`SettingsError`.
+    """
+    source = env.get("CVN_MARKET_SOURCE", "").strip()
+    if source and source not in MARKET_SOURCES:
+        raise SettingsError(
+            f"CVN_MARKET_SOURCE: {source!r} is not one of {', '.join(MARKET_SOURCES)}"
+        )
+    csv_dir = env.get("CVN_CSV_DIR", "").strip()
+    if source == "csv" and not csv_dir:
+        raise SettingsError(
+            "CVN_CSV_DIR: must name the folder of kline CSVs when CVN_MARKET_SOURCE=csv"
+        )
+    if csv_dir and not os.path.isdir(csv_dir):
+        raise SettingsError(f"CVN_CSV_DIR: {csv_dir!r} is not a directory")
+    parse_symbol_map(env.get("CVN_SYMBOL_MAP"))
+    url = env.get("CVN_DATABASE_URL", "").strip()
+    if url and not re.match(r"^[a-z][a-z0-9+]*://", url):
+        raise SettingsError(
+            f"CVN_DATABASE_URL: {url!r} is not a database URL like "
+            "postgresql+psycopg2://user:pass@host/db or sqlite:////abs/path.sqlite"
+        )
+    store = env.get("CVN_STORE_DIR", "").strip()
+    if store and os.path.isfile(store):
+        raise SettingsError(f"CVN_STORE_DIR: {store!r} is a file, not a directory")
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> ProjectSettings:
     env = os.environ if environ is None else environ
+    check_environment(env)
     return ProjectSettings(
         universe=parse_universe(env.get("CVN_UNIVERSE")),
         n_folds=parse_n_folds(env.get("CVN_N_FOLDS")),

@@ -53,6 +53,57 @@ def _range_tags(start: str, end: str) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
 
 
+#: run tags by which the one command finds its own runs after a crash
+LAUNCHER_TAGS = ("cvn/launcher_host", "cvn/launcher_pid")
+
+
+def _launcher_tags() -> dict[str, str]:
+    import socket
+
+    return {LAUNCHER_TAGS[0]: socket.gethostname(), LAUNCHER_TAGS[1]: str(os.getpid())}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_runs(instance: Any) -> list[str]:
+    """Mark as failed the runs of earlier one-command processes on this host that died
+    (``kill -9``, OOM) and left them STARTED; returns their run ids."""
+    import socket
+
+    from dagster import DagsterRunStatus, RunsFilter
+
+    host = socket.gethostname()
+    reaped = []
+    active = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED]
+    for run in instance.get_runs(filters=RunsFilter(statuses=active)):
+        tags = run.tags
+        if tags.get(LAUNCHER_TAGS[0]) != host or not tags.get(LAUNCHER_TAGS[1], "").isdigit():
+            continue
+        pid = int(tags[LAUNCHER_TAGS[1]])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        instance.report_run_failed(
+            run, message=f"the one command that ran it (pid {pid} on {host}) is gone"
+        )
+        reaped.append(run.run_id)
+    return reaped
+
+
+def _did_you_mean(word: str, choices: Any) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f"; known: {sorted(choices)}"
+
+
 def missing_cells(
     artifacts: Any, identity: Any, variant: str, cryptos: Sequence[str], n_folds: int
 ) -> set[tuple[str, str]]:
@@ -107,21 +158,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     home = _ensure_home()
-    from dagster import DagsterInstance
+    from cvn_assets.settings import SettingsError
 
-    from cvn_assets.assets._util import sweep_identity
-    from cvn_assets.cell_ranges import cover_with_rectangles
-    from cvn_assets.definitions import defs
-    from cvn_assets.partitions import SETTINGS
+    try:  # the definitions validate every CVN_* variable when they load
+        from dagster import DagsterInstance
+
+        from cvn_assets.assets._util import sweep_identity
+        from cvn_assets.cell_ranges import cover_with_rectangles
+        from cvn_assets.definitions import defs
+        from cvn_assets.partitions import SETTINGS
+    except SettingsError as exc:
+        print(f"invalid environment: {exc}", file=sys.stderr)
+        return 2
     from resources.home_source import (
         HomeDataSourceConflict,
         ensure_home_source,
         write_home_source,
     )
     from resources.market_data import MarketDataResource
-    from resources.model_store import ArtifactStore
+    from resources.model_store import ArtifactStore, CvnIOManager
     from resources.results_store import ResultsStore, SweepIdentityConflict
-    from resources.sweep_settings import SweepSettings, reset_progress
+    from resources.sweep_settings import SweepProgress, SweepSettings, reset_progress
 
     try:
         extra = json.loads(args.resource_config)
@@ -129,10 +186,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--resource-config: not valid JSON ({exc.msg})")
     if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
         parser.error("--resource-config: expected a JSON object of objects per resource")
-    known = {"sweep", "market_data", "results_store", "artifacts", "io_manager", "progress"}
-    unknown = sorted(set(extra) - known)
-    if unknown:
-        parser.error(f"--resource-config: unknown resource(s) {unknown}; known: {sorted(known)}")
+    classes = {
+        "sweep": SweepSettings,
+        "market_data": MarketDataResource,
+        "results_store": ResultsStore,
+        "artifacts": ArtifactStore,
+        "io_manager": CvnIOManager,
+        "progress": SweepProgress,
+    }
+    for name, cfg in extra.items():
+        if name not in classes:
+            parser.error(
+                f"--resource-config: unknown resource {name!r}{_did_you_mean(name, classes)}"
+            )
+        fields = classes[name].model_fields
+        for key in cfg:
+            if key not in fields:
+                parser.error(
+                    f"--resource-config: {name} has no setting {key!r}{_did_you_mean(key, fields)}"
+                )
     sweep_cfg = {
         **extra.pop("sweep", {}),
         "sweep_id": args.sweep_id,
@@ -159,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     instance = DagsterInstance.get()
+    reaped = reap_dead_runs(instance)
+    if reaped:
+        print(f"marked {len(reaped)} run(s) of a dead earlier sweep as failed: {reaped}")
     t_start = time.perf_counter()
     failures: list[str] = []
 
@@ -172,8 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "progress": {"config": {"echo": not args.quiet, "log": False, "total": total}},
             },
         }
+        tags = {**_launcher_tags(), **kwargs.pop("tags", {})}
         result = job.execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False, **kwargs
+            run_config=run_config, instance=instance, raise_on_error=False, tags=tags, **kwargs
         )
         if not result.success:
             failures.append(f"{job_name} {kwargs} (run {result.run_id})")
@@ -205,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for c in market_todo:
         run("market_job", partition_key=c)
     print(f"market stage: {len(market_todo)} crypto partitions in {time.perf_counter() - t0:.1f}s")
+    if failures:
+        print("STOPPED: the market stage failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
 
     # 2. models + calibration: per variant, the missing cells cut into exact rectangles
     #    (Dagster reads a key range of crypto x fold as crypto-range x fold-range)

@@ -147,6 +147,13 @@ def default_instance_yaml(home: str) -> str:
         "  class: CachedEngineSqliteEventLogStorage\n"
         "  config:\n"
         f"    base_dir: {home}/history/runs/\n"
+        "# the daemon (`dagster dev`) fails runs whose worker died (kill -9) instead of leaving\n"
+        "# them STARTED; runs of the one command are also reaped by the command itself\n"
+        "run_monitoring:\n"
+        "  enabled: true\n"
+        "  start_timeout_seconds: 180\n"
+        "  max_resume_run_attempts: 0\n"
+        "  poll_interval_seconds: 30\n"
         "telemetry:\n"
         "  enabled: false\n"
     )

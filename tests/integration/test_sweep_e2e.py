@@ -111,11 +111,21 @@ def test_kill_9_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path):
     assert any("[ 40/125]" in s for s in seen), "".join(seen)[-2000:]
     assert _rows(tmp_path) < 125
 
+    from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        stuck = instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+    assert len(stuck) == 1  # the killed run was left STARTED
+
     out = subprocess.run(
         _sweep_cmd(), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=1200
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert _rows(tmp_path) == 125
+    assert f"marked 1 run(s) of a dead earlier sweep as failed: ['{stuck[0].run_id}']" in out.stdout
+    with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        assert instance.get_run_by_id(stuck[0].run_id).status == DagsterRunStatus.FAILURE
+        assert not instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED]))
     trained = out.stdout.count(" trained ")
     reused = out.stdout.count(" reused ")
     # the killed run had finished >= 40 trainings: they are not trained again

@@ -1,5 +1,7 @@
 """Definition-time settings: errors name the environment variable and the value."""
 
+import re
+
 import pytest
 
 from cvn_assets.settings import (
@@ -55,3 +57,31 @@ def test_custom_values_parse():
 def test_bad_values_name_the_variable_and_value(fn, raw, message):
     with pytest.raises(SettingsError, match=message):
         fn(raw)
+
+
+# --- run-environment variables the resources read at use (validated at load) ---------------
+
+
+@pytest.mark.parametrize(
+    ("env", "msg"),
+    [
+        ({"CVN_MARKET_SOURCE": "cvs"}, "CVN_MARKET_SOURCE: 'cvs' is not one of synthetic, csv"),
+        ({"CVN_MARKET_SOURCE": "csv"}, "CVN_CSV_DIR: must name the folder"),
+        ({"CVN_CSV_DIR": "/nonexistent/klines"}, "CVN_CSV_DIR: '/nonexistent/klines' is not a"),
+        ({"CVN_SYMBOL_MAP": "{BTCUSDC: BTCUSDT}"}, "CVN_SYMBOL_MAP: not valid JSON"),
+        ({"CVN_DATABASE_URL": "localhost:5432/db"}, "CVN_DATABASE_URL: 'localhost:5432/db' is"),
+    ],
+)
+def test_environment_typos_fail_at_load_naming_the_variable(env, msg):
+
+    with pytest.raises(SettingsError, match=re.escape(msg)):
+        load_settings(env)
+
+
+def test_store_dir_that_is_a_file_is_refused(tmp_path):
+
+    f = tmp_path / "x"
+    f.write_text("")
+    with pytest.raises(SettingsError, match="CVN_STORE_DIR: .* is a file"):
+        load_settings({"CVN_STORE_DIR": str(f)})
+    assert load_settings({"CVN_STORE_DIR": str(tmp_path), "CVN_MARKET_SOURCE": "synthetic"})
