@@ -86,7 +86,7 @@ defs = Definitions(
     ],
     asset_checks=[
         results.finetune_results_complete,
-        results.lock_decision,
+        results.verdicts_consistent,
     ],
     jobs=[market_job, *variant_jobs, results_job],
     resources=build_resources(),

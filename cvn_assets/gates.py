@@ -1086,3 +1086,30 @@ def gate_verdicts_markdown(verdicts: pd.DataFrame) -> str:
             f"{first['pbo_n_blocks']} blocks, {first['pbo_rows_dropped']} oldest rows dropped)."
         )
     return "\n".join(lines) + "\n"
+
+
+def verdict_table_problems(
+    verdicts: pd.DataFrame, variant_names: Sequence[str], *, baseline: str
+) -> list[str]:
+    """What is wrong with a verdict table (empty list: well formed).
+
+    Well formed: exactly one row per variant of ``variant_names``; for every non-baseline
+    row, each gate of :data:`GATE_COLUMNS` is ``"PASS"`` or ``"FAIL"`` and ``lock`` is True
+    exactly when all of them pass. Whether any variant is locked is not a problem.
+    """
+    problems: list[str] = []
+    have = [str(v) for v in verdicts["variant"]]
+    if sorted(have) != sorted(map(str, variant_names)):
+        problems.append(f"variants {sorted(have)} != definition {sorted(map(str, variant_names))}")
+    for row in verdicts.to_dict("records"):
+        if str(row["variant"]) == baseline:
+            continue
+        gates = {g: row.get(g) for g in GATE_COLUMNS}
+        bad = {g: v for g, v in gates.items() if v not in ("PASS", "FAIL")}
+        if bad:
+            problems.append(f"{row['variant']}: gates without a verdict {bad}")
+        expected = all(v == "PASS" for v in gates.values())
+        lock = row.get("lock")
+        if lock is None or pd.isna(lock) or bool(lock) != expected:
+            problems.append(f"{row['variant']}: lock={lock} but all gates pass={expected}")
+    return problems

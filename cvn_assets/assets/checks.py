@@ -92,5 +92,8 @@ def probabilities_valid_result(
         check_name=PROBABILITIES_VALID,
         passed=bool(cells) and not violations,
         severity=AssetCheckSeverity.ERROR,
-        metadata={"cells_checked": len(cells), "violations": MetadataValue.json(violations[:50])},
+        metadata={
+            "cells_checked": MetadataValue.json(sorted(cells)),
+            "violations": MetadataValue.json(violations[:50]),
+        },
     )

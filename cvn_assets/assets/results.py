@@ -8,7 +8,6 @@ from typing import Any
 import pandas as pd
 from dagster import (
     AssetCheckResult,
-    AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
     Failure,
@@ -29,7 +28,7 @@ from cvn_assets.evaluation import (
     result_row,
     variant_summary,
 )
-from cvn_assets.gates import evaluate_gates, gate_verdicts_markdown
+from cvn_assets.gates import evaluate_gates, gate_verdicts_markdown, verdict_table_problems
 from cvn_assets.identity import SweepIdentity, module_digest
 from cvn_assets.partitions import SETTINGS, cell_key
 from resources.market_data import MarketDataResource
@@ -137,9 +136,14 @@ def finetune_results_complete(
     nan_mask = frame[list(KEY_METRICS)].isna().any(axis=1) if len(frame) else []
     nan_cells = [f"{r.variant} {r.crypto}|f{r.fold}" for r in frame[nan_mask].itertuples()]
     ok = not missing and not nan_cells and len(frame) == len(want)
+    covered = frame.groupby("variant")["crypto"].size().to_dict() if len(frame) else {}
     return AssetCheckResult(
         passed=ok,
         metadata={
+            "sweep_id": sweep.sweep_id,
+            "cells_covered_per_variant": MetadataValue.json(
+                {str(k): int(v) for k, v in covered.items()}
+            ),
             "rows": len(frame),
             "expected_rows": len(want),
             "missing_cells": MetadataValue.json([list(map(str, m)) for m in missing[:50]]),
@@ -195,16 +199,31 @@ def gate_verdicts(
     return verdicts
 
 
-@asset_check(asset=gate_verdicts, description="WARN when no focal variant may be locked.")
-def lock_decision(gate_verdicts: pd.DataFrame) -> AssetCheckResult:
-    focal = gate_verdicts[gate_verdicts["variant"] != _baseline_name()]
+@asset_check(
+    asset=gate_verdicts,
+    description="The verdict table is well formed: one row per variant, the baseline as the "
+    "reference, every gate PASS or FAIL, and lock exactly when all gates pass. Whether a variant "
+    "may be locked is the decision (in the metadata), not a check result: 'no variant may be "
+    "locked' is a valid outcome.",
+)
+def verdicts_consistent(gate_verdicts: pd.DataFrame) -> AssetCheckResult:
+    base = _baseline_name()
+    problems = verdict_table_problems(
+        gate_verdicts, [v.name for v in SETTINGS.variants], baseline=base
+    )
+    have = [str(v) for v in gate_verdicts["variant"]]
+    focal = gate_verdicts[gate_verdicts["variant"] != base]
     locked = focal.loc[focal["lock"].fillna(False).astype(bool), "variant"].tolist()
     return AssetCheckResult(
-        passed=bool(locked),
-        severity=AssetCheckSeverity.WARN,
+        passed=not problems,
         metadata={
-            "lockable_variants": MetadataValue.json([str(v) for v in locked]),
-            "note": "No variant passing every gate is a valid research outcome, not an error.",
+            "variants_checked": MetadataValue.json(have),
+            "problems": MetadataValue.json(problems),
+            "decision": (
+                f"lockable: {', '.join(map(str, locked))}"
+                if locked
+                else "no focal variant may be locked (a valid outcome)"
+            ),
         },
     )
 

@@ -585,3 +585,27 @@ def test_markdown_table(verdicts: pd.DataFrame) -> None:
 def test_ece_methods_match_calibration_module() -> None:
     calibration = pytest.importorskip("cvn_assets.calibration")
     assert tuple(calibration.CALIBRATION_METHODS) == gates.ECE_METHODS
+
+
+def test_verdict_table_problems_only_flags_malformed_tables() -> None:
+    names = ["baseline", "focal_a", "focal_b"]
+
+    def row(variant: str, gates_: str, lock: object) -> dict:
+        return {"variant": variant, "lock": lock, **{g: gates_ for g in gates.GATE_COLUMNS}}
+
+    base = {"variant": "baseline", "lock": pd.NA, **{g: pd.NA for g in gates.GATE_COLUMNS}}
+    # nothing lockable is a valid outcome: no problem
+    ok = pd.DataFrame([base, row("focal_a", "FAIL", False), row("focal_b", "FAIL", False)])
+    assert gates.verdict_table_problems(ok, names, baseline="baseline") == []
+    locked = pd.DataFrame([base, row("focal_a", "PASS", True), row("focal_b", "FAIL", False)])
+    assert gates.verdict_table_problems(locked, names, baseline="baseline") == []
+    # lock without every gate passing, a missing variant, a gate without verdict
+    bad = pd.DataFrame([base, row("focal_a", "FAIL", True)])
+    probs = gates.verdict_table_problems(bad, names, baseline="baseline")
+    assert any("focal_b" in p and "definition" in p for p in probs)
+    assert any(p.startswith("focal_a: lock=True but all gates pass=False") for p in probs)
+    gap = pd.DataFrame([base, row("focal_a", "FAIL", False), row("focal_b", None, False)])
+    assert any(
+        "gates without a verdict" in p
+        for p in gates.verdict_table_problems(gap, names, baseline="baseline")
+    )
