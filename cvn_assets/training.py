@@ -3,10 +3,10 @@
 Spec sections: "Predict() path audit" and plan 4.5/4.6. Pure module (no Dagster).
 
 * ``binary:logistic`` (the baseline) uses XGBoost's built-in objective, early-stopped on
-  ``logloss``; the booster outputs probabilities.
-* ``focal`` uses :class:`cvn_assets.focal_loss.FocalObjective` and early-stops on
-  :class:`cvn_assets.focal_loss.FocalMetric` (the validation focal loss, computed on
-  margins). A custom-objective booster outputs **raw margins**; XGBoost 3 also leaves its
+  the validation ``logloss``; the booster outputs probabilities.
+* ``focal`` uses :class:`cvn_assets.focal_loss.FocalObjective` and early-stops on the
+  validation focal loss (:func:`cvn_assets.focal_loss.loss`, computed on margins). A
+  custom-objective booster outputs **raw margins**; XGBoost 3 also leaves its
   intercept at ``base_score = 0.5`` *on the margin scale* for custom objectives (measured:
   ``learner_model_param.base_score == '[5E-1]'``), i.e. a prior of 62% BUY. We therefore set
   ``base_score`` explicitly to :func:`~cvn_assets.focal_loss.optimal_constant_margin`, the
@@ -14,6 +14,15 @@ Spec sections: "Predict() path audit" and plan 4.5/4.6. Pure module (no Dagster)
   prior ``binary:logistic`` starts from; equal to the alpha-weighted log-odds at gamma=0).
   The baseline gets the training prior as ``base_score`` (probability scale), which is what
   XGBoost would estimate itself, made explicit and reproducible.
+* Early stopping is done by :class:`ValidationEarlyStopping`, identically for both arms, on
+  the float64 validation loss of the booster's own margins. XGBoost's built-in early
+  stopping cannot be used: it decides on the *text* of the evaluation, and a
+  ``custom_metric`` is formatted with ``"%f"`` (6 decimals, about 4 significant digits for a
+  focal loss near 0.02), so the focal arm stopped on rounded values (ties on plateaus, an
+  early stop and an earlier best round than the real minimum) while the baseline's logloss
+  kept full precision. No ``evals`` are handed to XGBoost at all; the recorded history
+  (``TrainResult.evals_result["valid"][metric]`` and the sidecar's
+  ``metadata["valid_history"]``) is the full-precision one.
 * Predictions always use ``iteration_range=(0, best_iteration + 1)``.
 
 :class:`XGBWrapper` is the one prediction path (wrapper ``predict_proba``/``predict``,
@@ -36,7 +45,7 @@ import json
 import math
 import numbers
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,15 +56,18 @@ import xgboost as xgb
 from numpy.typing import ArrayLike, NDArray
 
 from cvn_assets.ablation import Variant
-from cvn_assets.focal_loss import FocalMetric, FocalObjective, optimal_constant_margin
+from cvn_assets.focal_loss import FocalObjective, loss, optimal_constant_margin
 from cvn_assets.guardrails import validate_xgb_params
 from cvn_assets.metrics import classification_metrics, log_loss, sigmoid
 
 __all__ = [
     "DEFAULT_XGB_PARAMS",
+    "LOGLOSS_EPS",
     "TrainResult",
+    "ValidationEarlyStopping",
     "XGBWrapper",
     "evaluate_model",
+    "logloss_from_margin",
     "train_variant",
 ]
 
@@ -300,6 +312,105 @@ def evaluate_model(model: Any, X: Any, y: ArrayLike) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# early stopping on full-precision validation losses
+# ---------------------------------------------------------------------------------------------
+LOGLOSS_EPS = 1e-16
+"""XGBoost's ``logloss`` metric clips the probability to ``[eps, 1 - eps]`` with this eps."""
+_LOGLOSS_MARGIN_CLIP = math.log((1.0 - LOGLOSS_EPS) / LOGLOSS_EPS)
+
+
+def logloss_from_margin(margin: ArrayLike, y: ArrayLike) -> float:
+    """Mean binary log loss of ``sigmoid(margin)`` in float64, with XGBoost's clipping.
+
+    Clipping ``p`` to ``[LOGLOSS_EPS, 1 - LOGLOSS_EPS]`` is done exactly by clipping the
+    margin (the sigmoid is monotone); each row's loss is then ``softplus(-s m)`` with
+    ``s = 2y - 1`` (``np.logaddexp``), which keeps full relative precision for confident rows
+    where ``log(1 - p)`` would not.
+    """
+    m = np.clip(np.asarray(margin, dtype=np.float64), -_LOGLOSS_MARGIN_CLIP, _LOGLOSS_MARGIN_CLIP)
+    s = 2.0 * np.asarray(y, dtype=np.float64) - 1.0
+    return float(np.mean(np.logaddexp(0.0, -s * m)))
+
+
+class ValidationEarlyStopping(xgb.callback.TrainingCallback):
+    """Early stopping on ``loss_fn(validation margin)`` evaluated in float64 every round.
+
+    ``X`` is the validation matrix with its columns in training order (no name check).
+
+    Same rule as ``xgboost.callback.EarlyStopping`` (minimise, ``min_delta=0``): a round
+    improves only if its loss is strictly below the best so far (the first minimum wins
+    ties), training stops once ``patience`` rounds in a row have not improved
+    (``patience=0``: never), and ``best_iteration`` is 0-based. The booster gets the
+    ``best_iteration``/``best_score`` attributes at the end (``best_score`` as ``repr`` of
+    the float, i.e. exactly).
+
+    The margin is kept incrementally: XGBoost's CPU predictor starts each row at the base
+    margin and adds the trees' leaf values one by one *in float32*, so adding the newest
+    tree's leaf values (predicted alone on a DMatrix whose ``base_margin`` is 0, hence
+    exact) to a running float32 margin reproduces
+    ``predict(iteration_range=(0, k + 1), output_margin=True)`` bit for bit, at the cost of
+    one tree per round instead of ``k + 1``. The first round is a plain prediction (base
+    margin + first tree), so the base margin never has to be derived; :meth:`after_training`
+    re-checks the running margin against a full prediction.
+    """
+
+    def __init__(
+        self,
+        X: NDArray[np.float32],
+        loss_fn: Callable[[NDArray[np.float32]], float],
+        patience: int,
+        name: str = "valid",
+    ) -> None:
+        super().__init__()
+        self._X = np.ascontiguousarray(X, dtype=np.float32)
+        zeros = np.zeros(self._X.shape[0], dtype=np.float32)
+        self._dleaf = xgb.DMatrix(self._X, base_margin=zeros)  # columns in training order
+        self._loss_fn = loss_fn
+        self.patience = int(patience)
+        self.name = name
+        self.history: list[float] = []
+        self.best_iteration = -1
+        self.best_score = math.inf
+        self.margin: NDArray[np.float32] | None = None
+
+    def after_iteration(self, model: xgb.Booster, epoch: int, evals_log: Any) -> bool:
+        rounds = model.num_boosted_rounds()
+        if rounds != len(self.history) + 1:
+            raise RuntimeError(f"{self.name}: callback out of step ({rounds} rounds)")
+        if self.margin is None:
+            out = model.inplace_predict(self._X, iteration_range=(0, 1), predict_type="margin")
+            self.margin = np.array(out, dtype=np.float32).reshape(-1)
+        else:
+            newest = model.predict(
+                self._dleaf,
+                output_margin=True,
+                iteration_range=(rounds - 1, rounds),
+                validate_features=False,
+            )
+            np.add(self.margin, newest.reshape(-1), out=self.margin)
+        score = float(self._loss_fn(self.margin))
+        if not math.isfinite(score):
+            raise FloatingPointError(f"{self.name} is not finite at round {rounds - 1}: {score}")
+        self.history.append(score)
+        if score < self.best_score:
+            self.best_iteration, self.best_score = rounds - 1, score
+        return bool(self.patience) and rounds - 1 - self.best_iteration >= self.patience
+
+    def after_training(self, model: xgb.Booster) -> xgb.Booster:
+        if self.margin is None:
+            return model
+        full = model.inplace_predict(
+            self._X, iteration_range=(0, len(self.history)), predict_type="margin"
+        )
+        full = np.asarray(full, dtype=np.float32).reshape(-1)
+        if not np.allclose(full, self.margin, rtol=1e-5, atol=1e-5):
+            diff = float(np.max(np.abs(full.astype(np.float64) - self.margin)))
+            raise RuntimeError(f"{self.name}: running margin differs from XGBoost's by {diff}")
+        model.set_attr(best_iteration=str(self.best_iteration), best_score=repr(self.best_score))
+        return model
+
+
+# ---------------------------------------------------------------------------------------------
 # training
 # ---------------------------------------------------------------------------------------------
 def train_variant(
@@ -318,9 +429,11 @@ def train_variant(
 
     ``params`` override :data:`DEFAULT_XGB_PARAMS` (validated by
     :func:`cvn_assets.guardrails.validate_xgb_params`; ``objective``/``base_score``/
-    ``eval_metric`` are set here from the variant). ``early_stopping_rounds=0`` disables
-    early stopping (the last round is then the best). Everything is validated before any
-    training starts.
+    ``eval_metric`` are set here from the variant). Both arms early-stop the same way, on
+    the float64 validation loss (:class:`ValidationEarlyStopping`: focal loss or logloss of
+    the booster's margins); ``evals_result["valid"][metric]`` is that full-precision history.
+    ``early_stopping_rounds=0`` disables early stopping (the last round is then the best).
+    Everything is validated before any training starts.
     """
     if not isinstance(variant, Variant):
         raise TypeError(f"variant must be an ablation.Variant, got {type(variant).__name__}")
@@ -348,46 +461,55 @@ def train_variant(
 
     names = names_tr if names_tr is not None else names_va
     dtrain = xgb.DMatrix(Xtr, label=ytr, feature_names=names)
-    dvalid = xgb.DMatrix(Xva, label=yva, feature_names=names)
     if "seed" in user_params and user_params["seed"] != seed_:
         raise ValueError(f"params['seed']={user_params['seed']!r} contradicts seed={seed_!r}")
     xgb_params: dict[str, Any] = {**DEFAULT_XGB_PARAMS, **user_params, "seed": seed_}
-    train_kwargs: dict[str, Any] = {}
     prior = n_pos / ytr.shape[0]
+    yva64 = yva.astype(np.float64)
+    obj: FocalObjective | None = None
     if variant.is_focal:
         assert variant.gamma is not None and variant.alpha is not None
-        base_score = optimal_constant_margin(ytr, variant.gamma, variant.alpha)
+        gamma, alpha = variant.gamma, variant.alpha
+        base_score = optimal_constant_margin(ytr, gamma, alpha)
         xgb_params.update(base_score=base_score, disable_default_eval_metric=1)
-        train_kwargs["obj"] = FocalObjective(variant.gamma, variant.alpha)
-        train_kwargs["custom_metric"] = FocalMetric(variant.gamma, variant.alpha)
+        obj = FocalObjective(gamma, alpha)
         metric = "focal"
+
+        def valid_loss(margin: NDArray[np.float32]) -> float:
+            return float(np.mean(loss(margin, yva64, gamma, alpha)))
+
     else:
         base_score = prior
         xgb_params.update(objective="binary:logistic", eval_metric="logloss", base_score=prior)
         metric = "logloss"
 
-    evals_result: dict[str, dict[str, list[float]]] = {}
+        def valid_loss(margin: NDArray[np.float32]) -> float:
+            return logloss_from_margin(margin, yva64)
+
+    stopper = ValidationEarlyStopping(
+        Xva,
+        valid_loss,
+        patience,
+        name=f"variant {variant.name!r}: validation {metric}",
+    )
     start = time.perf_counter()
     booster = xgb.train(
         xgb_params,
         dtrain,
         num_boost_round=n_rounds,
-        evals=[(dvalid, "valid")],
-        early_stopping_rounds=patience or None,
-        evals_result=evals_result,
+        obj=obj,
         verbose_eval=False,
-        maximize=False,
-        **train_kwargs,
+        callbacks=[stopper],
     )
     seconds = time.perf_counter() - start
     trained = booster.num_boosted_rounds()
-    if patience:
-        best = int(booster.best_iteration)
-    else:
+    history = stopper.history
+    if len(history) != trained:  # pragma: no cover - guarded by the callback
+        raise RuntimeError(f"{len(history)} validation losses for {trained} rounds")
+    best = stopper.best_iteration
+    if not patience:  # no early stopping: the model is the last round, whatever its loss
         best = trained - 1
-    history = evals_result.get("valid", {}).get(metric, [])
-    if not history or not np.isfinite(history).all():
-        raise FloatingPointError(f"variant {variant.name!r}: validation {metric} is not finite")
+        booster.set_attr(best_iteration=str(best), best_score=repr(history[best]))
     model = XGBWrapper(
         booster,
         raw_output_logits=variant.is_focal,
@@ -402,6 +524,9 @@ def train_variant(
             "base_score": base_score,
             "train_prior": prior,
             "early_stopping_metric": metric,
+            "early_stopping_rounds": patience,
+            "best_score": history[best],
+            "valid_history": list(history),
             "train_seconds": seconds,
         },
     )
@@ -411,6 +536,6 @@ def train_variant(
         train_seconds=seconds,
         n_rounds=trained,
         base_score=base_score,
-        evals_result=evals_result,
+        evals_result={"valid": {metric: list(history)}},
         variant=variant,
     )

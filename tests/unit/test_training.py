@@ -8,6 +8,7 @@ loss evaluated on the returned margins.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 
 import numpy as np
@@ -19,7 +20,14 @@ from scipy.special import expit
 from cvn_assets import focal_loss as fl
 from cvn_assets.ablation import DEFAULT_VARIANTS, Variant
 from cvn_assets.guardrails import GuardrailError
-from cvn_assets.training import TrainResult, XGBWrapper, evaluate_model, train_variant
+from cvn_assets.training import (
+    LOGLOSS_EPS,
+    TrainResult,
+    ValidationEarlyStopping,
+    XGBWrapper,
+    evaluate_model,
+    train_variant,
+)
 
 BASELINE = DEFAULT_VARIANTS[0]
 FOCAL = next(v for v in DEFAULT_VARIANTS if v.name == "focal_g2_a025")
@@ -110,7 +118,7 @@ class TestTraining:
         assert res.best_iteration == int(np.argmin(curve))
         Xva, yva = data[2], data[3]
         recomputed = fl.loss(res.model.predict_margin(Xva), yva, 2.0, 0.25).mean()
-        assert curve[res.best_iteration] == pytest.approx(recomputed, rel=1e-5)
+        assert curve[res.best_iteration] == pytest.approx(recomputed, rel=1e-12)
 
     def test_baseline_uses_logloss_and_the_training_prior(self, trained, data):
         res = trained["baseline"]
@@ -220,3 +228,181 @@ class TestValidation:
         (tmp_path / "m" / "wrapper.json").write_text(json.dumps(sidecar))
         with pytest.raises(ValueError, match="unsupported format 'pickle'"):
             XGBWrapper.load(tmp_path / "m")
+
+
+# ---------------------------------------------------------------------------------------------
+# early stopping on full-precision validation losses (issue: focal arm stopped on "%f" text)
+# ---------------------------------------------------------------------------------------------
+PATIENCE = 30
+MAX_ROUNDS = 400
+
+
+def _xgb_rule(history: np.ndarray, patience: int) -> tuple[int, int]:
+    """XGBoost's EarlyStopping rule on a loss sequence: (rounds trained, best iteration)."""
+    best = 0
+    for k in range(len(history)):
+        if history[k] < history[best]:
+            best = k
+        if k - best >= patience:
+            return k + 1, best
+    return len(history), best
+
+
+def _reference_loss(name: str, margin: np.ndarray, y: np.ndarray) -> float:
+    """Independent float64 recomputation: the focal loss module, or expit-based logloss."""
+    m = margin.astype(np.float64)
+    if name == "baseline":
+        p = np.clip(expit(m), LOGLOSS_EPS, 1 - LOGLOSS_EPS)
+        return float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p))))
+    return float(np.mean(fl.loss(m, y, 2.0, 0.25)))
+
+
+@pytest.fixture(scope="module")
+def issue_example():
+    """The issue's setting: 2,000 train / 1,000 validation rows, 3 normal features, label
+    ``0.4 x0 + noise > 1.6``, eta 0.01, depth 2, patience 30 (seed picked so that the
+    rounded "%f" history stops early: see the first test)."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(3000, 3))
+    y = (0.4 * X[:, 0] + rng.normal(size=3000) > 1.6).astype(np.int8)
+    Xtr, ytr, Xva, yva = X[:2000], y[:2000], X[2000:], y[2000:]
+    params = {"eta": 0.01, "max_depth": 2, "nthread": 1}
+    out = {}
+    for v in (BASELINE, FOCAL):
+        res = train_variant(
+            v,
+            Xtr,
+            ytr,
+            Xva,
+            yva,
+            params=params,
+            num_boost_round=MAX_ROUNDS,
+            early_stopping_rounds=PATIENCE,
+        )
+        d = xgb.DMatrix(Xva)
+        recomputed = np.array(
+            [
+                _reference_loss(
+                    v.name,
+                    res.model.booster.predict(d, output_margin=True, iteration_range=(0, k)),
+                    yva,
+                )
+                for k in range(1, res.n_rounds + 1)
+            ]
+        )
+        out[v.name] = (res, recomputed)
+    return out, (Xva, yva)
+
+
+@pytest.mark.parametrize("name", ["baseline", "focal_g2_a025"])
+class TestFullPrecisionEarlyStopping:
+    def test_best_iteration_is_the_argmin_of_the_recomputed_validation_loss(
+        self, issue_example, name
+    ):
+        res, recomputed = issue_example[0][name]
+        assert res.best_iteration == int(np.argmin(recomputed))
+        # stopped exactly when XGBoost's rule says so on the float64 losses, not before
+        assert res.n_rounds >= min(res.best_iteration + PATIENCE + 1, MAX_ROUNDS)
+        assert (res.n_rounds, res.best_iteration) == _xgb_rule(recomputed, PATIENCE)
+        if name == "focal_g2_a025":  # the regression: "%f" text stops ~40 rounds too early
+            rounded = np.array([float(f"{v:f}") for v in recomputed])
+            stop_r, best_r = _xgb_rule(rounded, PATIENCE)
+            assert stop_r < res.n_rounds and best_r < res.best_iteration
+            assert stop_r < res.best_iteration + PATIENCE  # it stopped before the true minimum
+
+    def test_history_and_attributes_are_full_precision(self, issue_example, name, tmp_path):
+        res, recomputed = issue_example[0][name]
+        metric = "logloss" if name == "baseline" else "focal"
+        history = res.evals_result["valid"][metric]
+        assert list(res.evals_result) == ["valid"] and list(res.evals_result["valid"]) == [metric]
+        np.testing.assert_allclose(history, recomputed, rtol=1e-12, atol=0)
+        booster = res.model.booster
+        assert booster.best_iteration == res.best_iteration == res.model.best_iteration
+        assert float(booster.attr("best_score")) == history[res.best_iteration]
+        md = res.model.metadata
+        assert md["early_stopping_metric"] == metric and md["early_stopping_rounds"] == PATIENCE
+        assert md["best_score"] == history[res.best_iteration]
+        res.model.save(tmp_path / "m")
+        loaded = XGBWrapper.load(tmp_path / "m")
+        assert loaded.metadata["valid_history"] == history  # JSON keeps every bit
+        assert loaded.booster.best_iteration == res.best_iteration
+
+    def test_same_definition_as_xgboosts_own_metric(self, issue_example, name):
+        """Only the precision changed: XGBoost's float32 metric agrees to ~1e-6."""
+        res, _ = issue_example[0][name]
+        Xva, yva = issue_example[1]
+        metric = "logloss" if name == "baseline" else "focal"
+        d = xgb.DMatrix(Xva, label=yva)
+        if name == "baseline":
+            text = res.model.booster.eval(d, "v")
+        else:
+            text = res.model.booster.eval_set([(d, "v")], feval=fl.FocalMetric(2.0, 0.25))
+        xgb_value = float(text.split(f"v-{metric}:")[1].split()[0])
+        assert res.evals_result["valid"][metric][-1] == pytest.approx(xgb_value, rel=1e-4)
+
+
+class TestValidationEarlyStoppingCallback:
+    def test_running_margin_equals_a_full_prediction(self, data):
+        Xtr, ytr, Xva, yva, _, _ = data
+        dtrain = xgb.DMatrix(Xtr, label=ytr)
+        Xv = Xva.to_numpy(dtype=np.float32)
+        stopper = ValidationEarlyStopping(Xv, lambda m: float(np.mean(m)), patience=0)
+        params = {"max_depth": 6, "eta": 0.3, "nthread": 1, "objective": "binary:logistic"}
+        booster = xgb.train(
+            {**params, "base_score": 0.2}, dtrain, 80, callbacks=[stopper], verbose_eval=False
+        )
+        assert booster.num_boosted_rounds() == 80 and len(stopper.history) == 80
+        assert stopper.margin is not None
+        full = booster.predict(xgb.DMatrix(Xva), output_margin=True)
+        np.testing.assert_allclose(stopper.margin, full, rtol=0, atol=1e-6)
+        for k in (1, 2, 40):  # each recorded value is the loss of the k-round model
+            m_k = booster.predict(xgb.DMatrix(Xva), output_margin=True, iteration_range=(0, k))
+            assert stopper.history[k - 1] == pytest.approx(float(np.mean(m_k)), rel=1e-6)
+
+    def test_same_rule_as_xgboost_early_stopping(self, data):
+        """Ties do not improve, the first minimum wins, stop after ``patience`` idle rounds:
+        compared with XGBoost's own EarlyStopping fed the same (exactly printable) values."""
+        Xtr, ytr, Xva, _, _, _ = data
+        dtrain = xgb.DMatrix(Xtr, label=ytr)
+        params = {"max_depth": 2, "nthread": 1, "objective": "binary:logistic"}
+        sequence = [5.0, 4.0, 4.0, 3.0, 3.5, 3.0, 3.0, 2.5, 2.5, 2.75, 2.5, 2.5, 9.0, 1.0]
+        for patience in (1, 2, 3, 4, 6):
+            counter = iter(sequence)
+            ours = ValidationEarlyStopping(
+                Xva.to_numpy(dtype=np.float32), lambda m, c=counter: next(c), patience
+            )
+            b1 = xgb.train(params, dtrain, len(sequence), callbacks=[ours], verbose_eval=False)
+            theirs = iter(sequence)
+            b2 = xgb.train(
+                {**params, "disable_default_eval_metric": 1},
+                dtrain,
+                len(sequence),
+                evals=[(dtrain, "t")],
+                custom_metric=lambda p, d, c=theirs: ("seq", next(c)),
+                early_stopping_rounds=patience,
+                maximize=False,
+                verbose_eval=False,
+            )
+            assert b1.num_boosted_rounds() == b2.num_boosted_rounds(), patience
+            assert b1.best_iteration == b2.best_iteration == ours.best_iteration, patience
+            assert float(b1.attr("best_score")) == float(b2.attr("best_score"))
+
+    def test_non_finite_loss_raises_and_early_stopping_zero_keeps_the_last_round(self, data):
+        Xtr, ytr, Xva, yva, _, _ = data
+        dtrain = xgb.DMatrix(Xtr, label=ytr)
+        stopper = ValidationEarlyStopping(Xva.to_numpy(np.float32), lambda m: math.nan, 5, "v")
+        with pytest.raises(FloatingPointError, match="v is not finite at round 0"):
+            xgb.train({"nthread": 1}, dtrain, 3, callbacks=[stopper], verbose_eval=False)
+        res = train_variant(
+            BASELINE,
+            Xtr,
+            ytr,
+            Xva,
+            yva,
+            num_boost_round=6,
+            early_stopping_rounds=0,
+            params={"nthread": 1, "max_depth": 8, "eta": 1.0},
+        )
+        assert (res.n_rounds, res.best_iteration) == (6, 5)
+        assert res.model.booster.best_iteration == 5
+        assert len(res.evals_result["valid"]["logloss"]) == 6
