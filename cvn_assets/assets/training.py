@@ -97,6 +97,15 @@ def _cell_asset_args(variant: Variant, *modules: str) -> dict[str, Any]:
     }
 
 
+def tag_run_with_variant(context: AssetExecutionContext, variant: Variant) -> None:
+    """Add ``cvn/variant`` and ``cvn/loss_function`` to the run (UI backfills and ad-hoc
+    materializations run an implicit asset job that carries no job tags), so every run that
+    trains a variant is filterable by it in the Runs page."""
+    missing = {k: v for k, v in variant_tags(variant).items() if context.run.tags.get(k) != v}
+    if missing:
+        context.instance.add_run_tags(context.run_id, missing)
+
+
 def _check_market_inputs(
     artifacts: ArtifactStore, identity: SweepIdentity, cryptos: list[str]
 ) -> None:
@@ -154,6 +163,7 @@ def build_model_asset(variant: Variant):
         datasets, plans = by_key(model_dataset, cryptos), by_key(fold_splits, cryptos)
         params = sweep.xgb_params()
         retrain = wants_retrain(context, sweep)
+        tag_run_with_variant(context, variant)
         progress.start(context)
         out: dict[str, Stamped] = {}
         failed: dict[str, str] = {}

@@ -212,3 +212,20 @@ def test_a_home_keeps_its_data_source(tmp_path, instance, monkeypatch):
     assert f"holds data from csv files in {tmp_path / 'csv'}" in text
     assert "this run's market data is synthetic" in text and "retarget-data-source" in text
     assert len(instance.get_materialized_partitions(AssetKey("candles"))) == n_before
+
+
+def test_an_ad_hoc_materialization_is_tagged_with_its_variant(tmp_path, instance):
+    """A UI materialization runs the implicit asset job, which carries no job tags: the
+    training asset tags its run, so the Runs page filters by variant."""
+    _market(tmp_path, instance)
+    job = defs.resolve_implicit_global_asset_job_def()
+    res = job.execute_in_process(
+        run_config=_cfg(tmp_path),
+        instance=instance,
+        asset_selection=[AssetKey(f"model_{BASELINE.name}")],
+        partition_key=f"{CRYPTO}|f0",
+    )
+    assert res.success, _errors(res)
+    tags = instance.get_run_by_id(res.run_id).tags
+    assert tags["cvn/variant"] == BASELINE.name
+    assert tags["cvn/loss_function"] == BASELINE.loss_function
