@@ -55,22 +55,34 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--resource-config", default="{}")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for the sweep")
+    ap.add_argument("--competitors", type=int, default=1, help="busy processes beside it")
+    ap.add_argument("--skip-idle", action="store_true", help="only the loaded run")
     args = ap.parse_args()
     env_extra = dict(e.split("=", 1) for e in args.env)
     json.loads(args.resource_config)
 
-    idle_wall, idle_cpu = run_sweep(args.resource_config, env_extra)
-    burner = mp.Process(target=_burn, args=(time.time() + 3600,), daemon=True)
-    burner.start()
+    print(f"env {env_extra or '(default)'}  config {args.resource_config}", flush=True)
+    if not args.skip_idle:
+        idle_wall, idle_cpu = run_sweep(args.resource_config, env_extra)
+        print(f"idle:   wall {idle_wall:7.1f} s   cpu {idle_cpu:7.1f} s", flush=True)
+    burners = [
+        mp.Process(target=_burn, args=(time.time() + 3600,), daemon=True)
+        for _ in range(args.competitors)
+    ]
+    for b in burners:
+        b.start()
     try:
         load_wall, load_cpu = run_sweep(args.resource_config, env_extra)
     finally:
-        burner.terminate()
-        burner.join()
-    print(f"env {env_extra or '(default)'}  config {args.resource_config}")
-    print(f"idle:   wall {idle_wall:7.1f} s   cpu {idle_cpu:7.1f} s")
-    print(f"loaded: wall {load_wall:7.1f} s   cpu {load_cpu:7.1f} s  (one busy competing process)")
-    print(f"loaded / idle: wall {load_wall / idle_wall:.2f}x   cpu {load_cpu / idle_cpu:.2f}x")
+        for b in burners:
+            b.terminate()
+            b.join()
+    print(
+        f"loaded: wall {load_wall:7.1f} s   cpu {load_cpu:7.1f} s  "
+        f"({args.competitors} busy competing process(es))"
+    )
+    if not args.skip_idle:
+        print(f"loaded / idle: wall {load_wall / idle_wall:.2f}x   cpu {load_cpu / idle_cpu:.2f}x")
 
 
 if __name__ == "__main__":

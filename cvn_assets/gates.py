@@ -1030,53 +1030,79 @@ def _fmt(x: Any, spec: str) -> str:
     return format(x, spec)
 
 
-def gate_verdicts_markdown(verdicts: pd.DataFrame) -> str:
-    """Render :func:`evaluate_gates` output as a GitHub-flavoured Markdown table.
+#: (key, heading) of each column of the verdict table, in display order
+VERDICT_TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("variant", "variant"),
+    ("lock", "lock"),
+    ("significance", "significance (min p_BH fold / p_BH cells)"),
+    ("bootstrap_ci", "bootstrap 95% CI of mean delta f1_buy"),
+    ("cohens_d", "Cohen's d_av"),
+    ("cryptos_improving", "cryptos improving"),
+    ("delta_ece_hold", "delta ECE_HOLD"),
+    ("pbo", "PBO"),
+)
 
-    Meant for Dagster ``MetadataValue.md``: one line per variant with each gate's figure and
-    PASS/FAIL and the lock decision, followed by the PBO source note.
-    """
+
+def gate_verdict_rows(verdicts: pd.DataFrame) -> list[dict[str, str]]:
+    """One display row per variant (keys of :data:`VERDICT_TABLE_COLUMNS`): each gate's
+    figure with PASS/FAIL and the lock decision, as text. Validates ``verdicts``."""
     need = ("variant", "is_baseline", "lock", *GATE_COLUMNS)
     if not isinstance(verdicts, pd.DataFrame):
         raise TypeError(f"verdicts must be a pandas DataFrame; got {type(verdicts).__name__}")
     missing = [c for c in need if c not in verdicts.columns]
     if missing:
         raise ValueError(f"verdicts is missing column(s) {missing}; pass evaluate_gates() output")
-    header = [
-        "variant",
-        "lock",
-        "significance (min p_BH fold / p_BH cells)",
-        "bootstrap 95% CI of mean delta f1_buy",
-        "Cohen's d_av",
-        "cryptos improving",
-        "delta ECE_HOLD",
-        "PBO",
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows: list[dict[str, str]] = []
     for _, r in verdicts.iterrows():
-        name = str(r["variant"]).replace("|", "\\|")
+        name = str(r["variant"])
         if bool(r["is_baseline"]):
             f1 = _fmt(r.get("f1_buy_mean"), ".4f")
-            lines.append(
-                f"| {name} | reference | f1_buy mean {f1} | - | - | - | - | "
-                f"{_fmt(r.get('pbo'), '.3f')} |"
+            rows.append(
+                {
+                    "variant": name,
+                    "lock": "reference",
+                    "significance": f"f1_buy mean {f1}",
+                    "bootstrap_ci": "-",
+                    "cohens_d": "-",
+                    "cryptos_improving": "-",
+                    "delta_ece_hold": "-",
+                    "pbo": _fmt(r.get("pbo"), ".3f"),
+                }
             )
             continue
-        cells = [
-            name,
-            "**LOCK**" if bool(r["lock"]) else "no",
-            f"{_fmt(r['p_fold_min_bh'], '.3g')} / {_fmt(r['p_cells_bh'], '.3g')} "
-            f"{r['gate_significance']}",
-            f"{_fmt(r['mean_delta'], '+.4f')} [{_fmt(r['ci_lo'], '+.4f')}, "
-            f"{_fmt(r['ci_hi'], '+.4f')}] {r['gate_bootstrap_ci']}",
-            f"{_fmt(r['d_av'], '.2f')} ({r['d_magnitude']}) {r['gate_effect_size']}",
-            f"{int(r['n_cryptos_improving'])}/{int(r['n_cryptos'])} "
-            f"(need {int(r['n_cryptos_required'])}) "
-            f"{r['gate_per_asset']}",
-            f"{_fmt(r['ece_delta'], '+.4f')} ({r['ece_method']}, tol {r['ece_tolerance']}) "
-            f"{r['gate_ece']}",
-            f"{_fmt(r['pbo'], '.3f')} {r['gate_pbo']}",
-        ]
+        rows.append(
+            {
+                "variant": name,
+                "lock": "LOCK" if bool(r["lock"]) else "no",
+                "significance": f"{_fmt(r['p_fold_min_bh'], '.3g')} / "
+                f"{_fmt(r['p_cells_bh'], '.3g')} {r['gate_significance']}",
+                "bootstrap_ci": f"{_fmt(r['mean_delta'], '+.4f')} [{_fmt(r['ci_lo'], '+.4f')}, "
+                f"{_fmt(r['ci_hi'], '+.4f')}] {r['gate_bootstrap_ci']}",
+                "cohens_d": f"{_fmt(r['d_av'], '.2f')} ({r['d_magnitude']}) "
+                f"{r['gate_effect_size']}",
+                "cryptos_improving": f"{int(r['n_cryptos_improving'])}/{int(r['n_cryptos'])} "
+                f"(need {int(r['n_cryptos_required'])}) {r['gate_per_asset']}",
+                "delta_ece_hold": f"{_fmt(r['ece_delta'], '+.4f')} ({r['ece_method']}, tol "
+                f"{r['ece_tolerance']}) {r['gate_ece']}",
+                "pbo": f"{_fmt(r['pbo'], '.3f')} {r['gate_pbo']}",
+            }
+        )
+    return rows
+
+
+def gate_verdicts_markdown(verdicts: pd.DataFrame) -> str:
+    """Render :func:`evaluate_gates` output as a GitHub-flavoured Markdown table.
+
+    One line per variant with each gate's figure and PASS/FAIL and the lock decision (from
+    :func:`gate_verdict_rows`), followed by the PBO source note.
+    """
+    rows = gate_verdict_rows(verdicts)
+    header = [h for _, h in VERDICT_TABLE_COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row[k].replace("|", "\\|") for k, _ in VERDICT_TABLE_COLUMNS]
+        if cells[1] == "LOCK":
+            cells[1] = "**LOCK**"
         lines.append("| " + " | ".join(cells) + " |")
     first = verdicts.iloc[0]
     if "pbo_source" in verdicts.columns:

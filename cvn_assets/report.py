@@ -396,6 +396,44 @@ def identity_header(identity: dict[str, Any] | None, fingerprint: str | None) ->
     return f'<h2>Sweep identity</h2><table class="identity">{body}</table>'
 
 
+def report_figures(
+    results: pd.DataFrame,
+    verdicts: pd.DataFrame,
+    *,
+    reliability: Reliability | None = None,
+    pbo_logits: np.ndarray | None = None,
+    validated: bool = False,
+) -> dict[str, str]:
+    """The report's plots as base64 PNGs (for the HTML report and Dagster metadata).
+
+    Keys: ``forest_plot`` (mean f1_buy delta with its 95% CI per focal variant),
+    ``heatmaps`` (crypto x fold f1_buy delta per focal variant), ``reliability`` (baseline
+    and :func:`best_focal_variant`, when ``reliability`` has them) and ``cscv_histogram``
+    (when ``pbo_logits`` are given). Inputs are those of :func:`render_report` and validated
+    the same way (unless ``validated``).
+    """
+    if validated:
+        baseline = str(verdicts.loc[verdicts["is_baseline"].astype(bool), "variant"].iloc[0])
+        rel, logits = reliability or {}, pbo_logits
+    else:
+        baseline = _check_verdicts(verdicts)
+        per_asset_breakdown(results, baseline=baseline)  # validates results
+        rel, logits = _check_reliability(reliability), _check_logits(pbo_logits)
+    focal_names = [str(v) for v in verdicts.loc[~verdicts["is_baseline"].astype(bool), "variant"]]
+    wide = results.pivot_table(index=["crypto", "fold"], columns="variant", values="f1_buy")
+    deltas = {
+        v: (wide[v] - wide[baseline]).unstack("fold").sort_index(axis=0).sort_index(axis=1)
+        for v in focal_names
+    }
+    out = {"forest_plot": _forest_plot(verdicts), "heatmaps": _heatmaps(deltas)}
+    shown = [v for v in (baseline, best_focal_variant(verdicts)) if v in rel]
+    if shown:
+        out["reliability"] = _reliability_figure(rel, shown)
+    if logits is not None:
+        out["cscv_histogram"] = _pbo_histogram(logits)
+    return out
+
+
 def render_report(
     results: pd.DataFrame,
     verdicts: pd.DataFrame,
@@ -434,11 +472,7 @@ def render_report(
         raise ValueError(f"out_path {str(out)!r} is a directory; give a file name")
 
     # --- drawing ---
-    wide = results.pivot_table(index=["crypto", "fold"], columns="variant", values="f1_buy")
-    deltas = {
-        v: (wide[v] - wide[baseline]).unstack("fold").sort_index(axis=0).sort_index(axis=1)
-        for v in focal_names
-    }
+    figs = report_figures(results, verdicts, reliability=rel, pbo_logits=logits, validated=True)
     best = best_focal_variant(verdicts)
     sections = [
         f"<h1>{html.escape(title)}</h1>",
@@ -452,24 +486,23 @@ def render_report(
         "<h3>ECE_HOLD difference vs baseline, every calibration method</h3>",
         _ece_methods_table(verdicts),
         "<h2>Forest plot of the f1_buy delta</h2>",
-        _img(_forest_plot(verdicts), "forest plot of mean f1_buy delta with 95% CI"),
+        _img(figs["forest_plot"], "forest plot of mean f1_buy delta with 95% CI"),
         "<h2>Crypto x fold f1_buy delta</h2>",
-        _img(_heatmaps(deltas), "heatmap of f1_buy delta per crypto and fold"),
+        _img(figs["heatmaps"], "heatmap of f1_buy delta per crypto and fold"),
         "<h2>Reliability diagrams (test blocks)</h2>",
     ]
-    shown = [v for v in (baseline, best) if v in rel]
     absent = [v for v in (baseline, best) if v not in rel]
     if absent:
         sections.append(
             f'<p class="note">No reliability data for {html.escape(", ".join(absent))}.</p>'
         )
-    if shown:
-        sections.append(_img(_reliability_figure(rel, shown), "reliability diagrams"))
+    if "reliability" in figs:
+        sections.append(_img(figs["reliability"], "reliability diagrams"))
     sections.append("<h2>PBO: CSCV logit distribution</h2>")
-    if logits is None:
+    if "cscv_histogram" not in figs:
         sections.append('<p class="note">No CSCV logits supplied.</p>')
     else:
-        sections.append(_img(_pbo_histogram(logits), "histogram of CSCV logits"))
+        sections.append(_img(figs["cscv_histogram"], "histogram of CSCV logits"))
     pbo_note = ""
     if "pbo_source" in verdicts.columns:
         r0 = verdicts.iloc[0]

@@ -97,6 +97,22 @@ def reap_dead_runs(instance: Any) -> list[str]:
     return reaped
 
 
+def results_current(instance: Any, store: Any, sweep_id: str, identity: Any) -> bool:
+    """The latest ``gate_verdicts`` materialization is of this sweep id and identity, and its
+    verdict rows are in the results store (then re-running the fan-in would change nothing)."""
+    from dagster import AssetKey
+
+    ev = instance.get_latest_materialization_event(AssetKey("gate_verdicts"))
+    if ev is None or ev.asset_materialization is None:
+        return False
+    md = ev.asset_materialization.metadata
+    same = (
+        getattr(md.get("sweep_id"), "value", None) == sweep_id
+        and getattr(md.get("sweep_fingerprint"), "value", None) == identity.fingerprint
+    )
+    return same and not store.load_verdicts(sweep_id).empty
+
+
 def _did_you_mean(word: str, choices: Any) -> str:
     import difflib
 
@@ -178,7 +194,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from resources.market_data import MarketDataResource
     from resources.model_store import ArtifactStore, CvnIOManager
     from resources.results_store import ResultsStore, SweepIdentityConflict
-    from resources.sweep_settings import SweepProgress, SweepSettings, reset_progress
+    from resources.sweep_settings import (
+        SweepProgress,
+        SweepSettings,
+        progress_actions,
+        reset_progress,
+    )
 
     try:
         extra = json.loads(args.resource_config)
@@ -244,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "resources": {
                 **{name: {"config": cfg} for name, cfg in extra.items()},
                 "sweep": {"config": sweep_cfg},
-                "progress": {"config": {"echo": not args.quiet, "log": False, "total": total}},
+                "progress": {"config": {"echo": not args.quiet, "log": True, "total": total}},
             },
         }
         tags = {**_launcher_tags(), **kwargs.pop("tags", {})}
@@ -301,15 +322,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     for v in SETTINGS.variants:
         for rect in cover_with_rectangles(cryptos, SETTINGS.fold_keys, todo[v.name]):
             run(f"train_{v.name}_job", total=total, tags=_range_tags(rect.start, rect.end))
+    done = progress_actions()
     print(
-        f"models stage: {total} cells (train or reuse, calibrate) in "
+        f"models stage: {total} cells to do; {done.get('trained', 0)} trained, "
+        f"{done.get('reused', 0)} reused, {sum(done.values())} done in "
         f"{time.perf_counter() - t0:.1f}s"
     )
 
-    # 3. fan-in and gates (always: cheap, and reflects the current cells)
+    # 3. fan-in and gates, unless the latest gate_verdicts already is this sweep's, with this
+    #    identity, and nothing was (re-)materialized before it
     t0 = time.perf_counter()
-    run("results_job")
-    print(f"results stage in {time.perf_counter() - t0:.1f}s")
+    if failures:
+        print("results stage skipped: a training run failed", file=sys.stderr)
+    elif (
+        not market_todo
+        and total == 0
+        and results_current(instance, store, sweep.sweep_id, identity)
+    ):
+        print(f"results stage: up to date for identity {identity.fingerprint} (not re-run)")
+    else:
+        run("results_job")
+        print(f"results stage in {time.perf_counter() - t0:.1f}s")
 
     # 4. every intended cell must now exist with this sweep's fingerprint
     still = {

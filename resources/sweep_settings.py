@@ -128,8 +128,10 @@ class SweepProgress(ConfigurableResource):
     log: bool = True
     total: int = 0
 
-    def tick(self, context: Any, label: str, step_total: int) -> str:
+    def tick(self, context: Any, label: str, step_total: int, action: str = "") -> str:
         key = self._counter_key(context)
+        if action:
+            _ACTIONS[action] = _ACTIONS.get(action, 0) + 1
         total = self.total if self.total > 0 else step_total
         start, done = _PROGRESS.get(key, (time.perf_counter(), 0))
         done += 1
@@ -156,6 +158,13 @@ class SweepProgress(ConfigurableResource):
 
 def reset_progress() -> None:
     _PROGRESS.clear()
+    _ACTIONS.clear()
+
+
+def progress_actions() -> dict[str, int]:
+    """What the cells of this process did so far, e.g. ``{"trained": 120, "reused": 5}``."""
+    return dict(_ACTIONS)
 
 
 _PROGRESS: dict[str, tuple[float, int]] = {}
+_ACTIONS: dict[str, int] = {}

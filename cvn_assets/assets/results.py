@@ -12,6 +12,9 @@ from dagster import (
     AssetKey,
     Failure,
     MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     asset,
     asset_check,
 )
@@ -182,15 +185,24 @@ def gate_verdicts(
             seed=sweep.seed,
         )
         results_store.replace_verdicts(sweep.sweep_id, verdicts.to_dict("records"))
-        report_path = _write_report(finetune_results, verdicts, daily, artifacts, sweep, identity)
+        report_path, figures = _write_report(
+            finetune_results, verdicts, daily, artifacts, sweep, identity
+        )
     notes = sorted({str(w.message) for w in caught})
     locked = [str(v) for v in verdicts.loc[verdicts["lock"].fillna(False).astype(bool), "variant"]]
     context.add_output_metadata(
         {
             "sweep_id": sweep.sweep_id,
             **identity_metadata(identity),
+            "verdict_table": verdict_table_metadata(verdicts),
+            "decision": (
+                f"lockable: {', '.join(locked)}"
+                if locked
+                else "no focal variant may be locked (a valid outcome)"
+            ),
             "verdicts": MetadataValue.md(gate_verdicts_markdown(verdicts)),
             "lockable_variants": MetadataValue.json(locked),
+            **figure_metadata(figures),
             "report": MetadataValue.path(str(report_path)),
             "pbo_periods": int(daily["period"].nunique()),
             "notes": MetadataValue.json(notes),
@@ -244,8 +256,8 @@ def _write_report(
     artifacts: ArtifactStore,
     sweep: SweepSettings,
     identity: SweepIdentity,
-) -> Path:
-    from cvn_assets.report import best_focal_variant, render_report
+) -> tuple[Path, dict[str, str]]:
+    from cvn_assets.report import best_focal_variant, render_report, report_figures
 
     reliability = {}
     for name in (_baseline_name(), best_focal_variant(verdicts)):
@@ -257,7 +269,7 @@ def _write_report(
     logits = pbo_logits(daily)
     out = report_dir(sweep.sweep_id) / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
-    return render_report(
+    path = render_report(
         results,
         verdicts,
         reliability=reliability,
@@ -266,4 +278,37 @@ def _write_report(
         title=f"cvn-focal FTF sweep {sweep.sweep_id}",
         identity=identity.as_dict(),
         identity_fingerprint=identity.fingerprint,
+    )
+    figures = report_figures(results, verdicts, reliability=reliability, pbo_logits=logits)
+    return path, figures
+
+
+_FIGURE_TITLES = {
+    "forest_plot": "Forest plot: mean f1_buy delta vs baseline with 95% bootstrap CI",
+    "heatmaps": "Crypto x fold f1_buy delta per focal variant",
+    "reliability": "Reliability diagrams (test blocks): baseline and best focal variant",
+    "cscv_histogram": "PBO: CSCV logit distribution",
+}
+
+
+def figure_metadata(figures: dict[str, str]) -> dict[str, Any]:
+    """Each plot as Markdown metadata with the PNG inline (a remote browser sees it; a path
+    on the server's disk it could not open)."""
+    return {
+        f"plot_{key}": MetadataValue.md(
+            f"**{_FIGURE_TITLES.get(key, key)}**\n\n![{key}](data:image/png;base64,{b64})"
+        )
+        for key, b64 in figures.items()
+    }
+
+
+def verdict_table_metadata(verdicts: pd.DataFrame) -> MetadataValue:
+    """The verdict table as a Dagster table (rendered inline on the asset page)."""
+    from cvn_assets.gates import VERDICT_TABLE_COLUMNS, gate_verdict_rows
+
+    return MetadataValue.table(
+        records=[TableRecord(row) for row in gate_verdict_rows(verdicts)],
+        schema=TableSchema(
+            columns=[TableColumn(key, "string", description=h) for key, h in VERDICT_TABLE_COLUMNS]
+        ),
     )

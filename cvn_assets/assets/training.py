@@ -206,7 +206,13 @@ def build_model_asset(variant: Variant):
                 partition_key=key,
             )
             action = "reused " if reused else "trained"
-            progress.tick(context, f"{variant.name:<16} {key:<12} {action} ", len(keys))
+            cell_s = time.perf_counter() - t0
+            progress.tick(
+                context,
+                f"{variant.name:<16} {key:<12} {action} {cell_s:5.2f}s",
+                len(keys),
+                action.strip(),
+            )
         _fail_if_any(context, failed, name, "the others are stored; a re-run trains only these")
         return out
 
@@ -322,4 +328,11 @@ def _calibrated_metadata(
             "fingerprint": fp,
         },
         partition_key=key,
+    )
+    # one line per cell in the run's event log, as it finishes (the step's materializations
+    # are recorded by Dagster when the step's output is stored, at its end)
+    context.log.info(
+        f"{key} {'reused' if reused else 'calibrated'}: f1_buy {info['f1_buy']:.4f}, "
+        f"ECE_HOLD({cal.primary}) {info[f'ece_hold_{cal.primary}']:.4f}, "
+        f"threshold {info['threshold']:.3f}"
     )

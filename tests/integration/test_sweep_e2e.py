@@ -64,7 +64,14 @@ def test_full_sweep_then_idempotent_rerun(tmp_path):
         for v in SETTINGS.variants:
             for name in (f"model_{v.name}", f"calibrated_{v.name}"):
                 assert len(instance.get_materialized_partitions(AssetKey(name))) == 25
-        assert instance.get_latest_materialization_event(AssetKey("gate_verdicts")) is not None
+        ev = instance.get_latest_materialization_event(AssetKey("gate_verdicts"))
+        md = ev.asset_materialization.metadata
+        # the verdicts readable at a glance, and the plots inline (not a server-side path)
+        rows = md["verdict_table"].value.records
+        assert [r.data["variant"] for r in rows] == [v.name for v in SETTINGS.variants]
+        for key in ("forest_plot", "heatmaps", "reliability", "cscv_histogram"):
+            assert "data:image/png;base64," in md[f"plot_{key}"].value, key
+        assert len(md["sweep_fingerprint"].value) == 16
         runs = instance.get_runs()
         tags = [r.tags.get("cvn/variant") for r in runs if r.job_name.startswith("train_")]
         assert sorted(tags) == sorted(v.name for v in SETTINGS.variants)
@@ -87,6 +94,7 @@ def test_full_sweep_then_idempotent_rerun(tmp_path):
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "models stage: 0 cells" in again.stdout
+    assert "results stage: up to date" in again.stdout  # nothing changed: no new run
     assert _rows(tmp_path) == 125
 
 
