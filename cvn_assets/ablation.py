@@ -103,7 +103,11 @@ def _variant_from_spec(i: int, spec: Mapping[str, Any]) -> Variant:
         raise GuardrailError(f"variants[{i}].loss_function", None, "is required")
     loss_function = spec["loss_function"]
     gamma, alpha = spec.get("gamma"), spec.get("alpha")
-    validate_focal_config(loss_function, gamma, alpha)
+    label = f"variants[{i}]" + (f" ({spec['name']})" if spec.get("name") else "")
+    try:
+        validate_focal_config(loss_function, gamma, alpha)
+    except GuardrailError as exc:
+        raise GuardrailError(f"{label}.{exc.field}", exc.value, exc.requirement) from None
     if loss_function == "binary:logistic":
         gamma = alpha = None  # ignored by the baseline (guardrails.validate_focal_config)
     else:
@@ -135,7 +139,14 @@ def build_variant_matrix(specs: Sequence[Mapping[str, Any]] | None = None) -> tu
     baselines = [v.name for v in variants if not v.is_focal]
     if len(baselines) != 1:
         raise GuardrailError(
-            "variants", baselines, "need exactly one binary:logistic baseline variant"
+            "variants",
+            [v.name for v in variants],
+            f"need exactly one binary:logistic baseline variant, found {len(baselines)}"
+            + (f" ({', '.join(baselines)})" if baselines else ""),
+        )
+    if len(variants) < 2:
+        raise GuardrailError(
+            "variants", [v.name for v in variants], "need at least one focal variant to compare"
         )
     return variants
 

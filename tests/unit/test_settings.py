@@ -85,3 +85,27 @@ def test_store_dir_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(SettingsError, match="CVN_STORE_DIR: .* is a file"):
         load_settings({"CVN_STORE_DIR": str(f)})
     assert load_settings({"CVN_STORE_DIR": str(tmp_path), "CVN_MARKET_SOURCE": "synthetic"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "msg"),
+    [
+        (
+            '[{"name":"baseline","loss_function":"binary:logistic"},'
+            '{"name":"focal_x","loss_function":"focal","gamma":20,"alpha":0.25}]',
+            "variants[1] (focal_x).gamma=20 rejected: must be in [0, 10]",
+        ),
+        (
+            '[{"loss_function":"focal","gamma":2,"alpha":0.25}]',
+            "variants=['focal_g2_a025'] rejected: need exactly one binary:logistic baseline "
+            "variant, found 0",
+        ),
+        (
+            '[{"name":"baseline","loss_function":"binary:logistic"}]',
+            "variants=['baseline'] rejected: need at least one focal variant",
+        ),
+    ],
+)
+def test_variant_errors_name_the_variant(raw, msg):
+    with pytest.raises(SettingsError, match=re.escape(msg)):
+        load_settings({"CVN_VARIANTS": raw})
