@@ -33,6 +33,7 @@ from cvn_assets.folds import FoldPlan
 from cvn_assets.metrics import (
     classification_metrics,
     fit_buy_threshold,
+    fit_trading_threshold,
     log_loss,
     trade_returns,
 )
@@ -87,7 +88,14 @@ def calibrate_and_evaluate(
     m_te = model.predict_margin(X_te)
 
     calibrators = {m: fit_calibrator(m, m_cal, y_cal) for m in CALIBRATION_METHODS}
-    threshold = float(fit_buy_threshold(calibrators[primary].transform(m_cal), y_cal))
+    p_cal = calibrators[primary].transform(m_cal)
+    threshold = float(fit_buy_threshold(p_cal, y_cal))
+    # the trading threshold (information; the gates stay on f1_buy): best net expectancy per
+    # trade on the calibration block, or None = do not trade
+    cal_rows = dataset.iloc[np.asarray(plan.calibration, dtype=np.int64)]
+    trading_threshold = fit_trading_threshold(
+        p_cal, cal_rows["ret"].to_numpy(dtype=np.float64), fee_per_side
+    )
 
     probs = {m: np.asarray(c.transform(m_te), dtype=np.float64) for m, c in calibrators.items()}
     p_te = probs[primary]
@@ -96,8 +104,16 @@ def calibrate_and_evaluate(
     test_rows = dataset.iloc[np.asarray(plan.test, dtype=np.int64)]
     realized = test_rows["ret"].to_numpy(dtype=np.float64)
     net = trade_returns(y_pred, realized, fee_per_side)
+
+    def net_at(mask: np.ndarray) -> np.ndarray:
+        return realized[mask] - 2.0 * fee_per_side
+
     n_trades = int(y_pred.sum())
     temperature = calibrators["temperature"].to_dict().get("temperature")
+    traded = (
+        p_te >= trading_threshold if trading_threshold is not None else np.zeros_like(y_pred, bool)
+    )
+    n_trades_trading = int(traded.sum())
 
     info: dict[str, Any] = {
         "variant": variant.name,
@@ -119,6 +135,9 @@ def calibrate_and_evaluate(
         "temperature": None if temperature is None else float(temperature),
         "expectancy_net": float(net[y_pred == 1].mean()) if n_trades else 0.0,
         "n_trades": n_trades,
+        "trading_threshold": trading_threshold,
+        "expectancy_trading": float(net_at(traded).mean()) if n_trades_trading else 0.0,
+        "n_trades_trading": n_trades_trading,
         "best_iteration": int(train.best_iteration),
         "train_seconds": float(train.train_seconds),
     }
@@ -200,6 +219,8 @@ def variant_summary(results: pd.DataFrame) -> pd.DataFrame:
             ece_platt=("ece_hold_platt", "mean"),
             expectancy_net=("expectancy_net", "mean"),
             trades=("n_trades", "sum"),
+            exp_trading=("expectancy_trading", "mean"),
+            trades_trading=("n_trades_trading", "sum"),
         )
         .round(4)
     )

@@ -24,6 +24,8 @@ from numpy.typing import ArrayLike, NDArray
 __all__ = [
     "classification_metrics",
     "fit_buy_threshold",
+    "fit_trading_threshold",
+    "MIN_TRADES_TRADING",
     "log_loss",
     "logit",
     "sigmoid",
@@ -157,6 +159,65 @@ def fit_buy_threshold(prob: ArrayLike, y: ArrayLike, grid: ArrayLike | None = No
     )
     best = np.flatnonzero(f1 == f1.max())
     return float(candidates[best[-1]])
+
+
+#: fewest calibration-block trades a trading threshold may rest on: below ~30 trades the mean
+#: net return per trade is too noisy to tell a positive edge from luck (its standard error is
+#: about 1/sqrt(30) = 18% of the per-trade volatility)
+MIN_TRADES_TRADING = 30
+
+
+def fit_trading_threshold(
+    prob: ArrayLike,
+    realized_return: ArrayLike,
+    fee_per_side: float,
+    min_trades: int = MIN_TRADES_TRADING,
+) -> float | None:
+    """BUY threshold maximising the mean **net** return per trade after fees, or ``None``.
+
+    A second threshold beside :func:`fit_buy_threshold` (which maximises f1_buy and trades in
+    most hours): this one is for trading. Fit on the calibration block. For a candidate
+    ``t`` (every distinct value of ``prob``), the trades are the rows with ``prob >= t`` and
+    their mean net return is ``mean(realized_return - 2 * fee_per_side)``; only candidates
+    with at least ``min_trades`` trades count. Ties go to the higher threshold (fewer trades).
+    Returns ``None`` -- do not trade -- when no candidate has a positive mean net return (or
+    none has ``min_trades`` trades). O(n log n) via a sort and cumulative sums.
+
+    Raises ``ValueError`` naming the field for mismatched lengths, probabilities outside
+    [0, 1], non-finite returns, a negative fee or ``min_trades < 1``.
+    """
+    p = _probabilities("prob", prob)
+    r = np.asarray(realized_return, dtype=np.float64)
+    if r.ndim != 1:
+        raise ValueError(f"realized_return must be 1-D, got shape {r.shape}")
+    _same_length(prob=p, realized_return=r)
+    if not np.isfinite(r).all():
+        i = int(np.flatnonzero(~np.isfinite(r))[0])
+        raise ValueError(f"realized_return[{i}] = {r[i].item()!r} is not finite")
+    fee = float(fee_per_side)
+    if not (np.isfinite(fee) and fee >= 0):
+        raise ValueError(f"fee_per_side must be a finite number >= 0, got {fee_per_side!r}")
+    if isinstance(min_trades, bool) or int(min_trades) != min_trades or min_trades < 1:
+        raise ValueError(f"min_trades must be an integer >= 1, got {min_trades!r}")
+    if p.shape[0] == 0:
+        return None
+    order = np.argsort(-p, kind="stable")  # descending probability
+    sp, net = p[order], r[order] - 2.0 * fee
+    cum_net = np.cumsum(net)
+    # the trades of threshold sp[k] are every row with prob >= sp[k]: up to the last index of
+    # sp[k]'s tie group in descending order
+    last_of_group = np.flatnonzero(np.concatenate((sp[1:] != sp[:-1], [True])))
+    n = last_of_group + 1
+    mean_net = cum_net[last_of_group] / n
+    ok = n >= min_trades
+    if not ok.any():
+        return None
+    best = np.max(mean_net[ok])
+    if not best > 0.0:
+        return None
+    # ties: the highest threshold, i.e. the first group in descending order
+    k = int(np.flatnonzero(ok & (mean_net == best))[0])
+    return float(sp[last_of_group[k]])
 
 
 def log_loss(prob: ArrayLike, y: ArrayLike, eps: float = 1e-15) -> float:

@@ -354,6 +354,31 @@ def _per_fold_table(folds: pd.DataFrame) -> str:
     return str(wide.to_html(escape=True, border=0))
 
 
+def trading_table(results: pd.DataFrame) -> str:
+    """Per variant, the net expectancy at the trading threshold (information only: the gates
+    stay on f1_buy). Empty string when ``results`` has no trading columns."""
+    need = {"expectancy_trading", "n_trades_trading", "expectancy_net", "n_trades"}
+    if not need <= set(results.columns):
+        return ""
+    g = results.groupby("variant", sort=False)
+    table = pd.DataFrame(
+        {
+            "expectancy at f1 threshold (mean per trade)": g["expectancy_net"].mean(),
+            "trades at f1 threshold": g["n_trades"].sum(),
+            "expectancy at trading threshold (mean per trade)": g["expectancy_trading"].mean(),
+            "trades at trading threshold": g["n_trades_trading"].sum(),
+            "cells that trade": g["n_trades_trading"].apply(lambda x: int((x > 0).sum())),
+        }
+    )
+    return (
+        "<h2>Trading threshold (information; the gates use f1_buy)</h2>"
+        '<p class="note">A second threshold per cell, fitted on the calibration block to '
+        "maximise the mean net return per trade after fees (at least 30 calibration trades), "
+        "or no trading when none is positive; scored once on the test block.</p>"
+        + str(table.to_html(escape=True, border=0, float_format=lambda x: f"{x:+.5f}"))
+    )
+
+
 _CSS = """
 body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em;font-size:0.85em}
@@ -513,6 +538,7 @@ def render_report(
         )
     sections += [
         pbo_note,
+        trading_table(results),
         "<h2>Per-asset breakdown (median delta over folds, variance over folds)</h2>",
         _per_asset_table(assets),
         "<h2>Per-fold tests (median and variance across cryptos, BH-adjusted p)</h2>",

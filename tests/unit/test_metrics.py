@@ -123,3 +123,61 @@ class TestSigmoid:
         p = np.array([0.01, 0.3, 0.5, 0.97])
         np.testing.assert_allclose(mt.sigmoid(mt.logit(p)), p, rtol=1e-14)
         assert mt.logit(np.array([0.0]))[0] == pytest.approx(math.log(1e-7 / (1 - 1e-7)))
+
+
+# --- trading threshold (net expectancy per trade after fees) ------------------------------
+
+
+def test_trading_threshold_hand_checked():
+    from cvn_assets.metrics import fit_trading_threshold
+
+    # descending prob: 0.9 (+0.010), 0.8 (+0.004), 0.7 (-0.002), 0.6 (-0.020); fee 0.001/side
+    # nets: +0.008, +0.002, -0.004, -0.022 -> means at t=0.9: 0.008 (1 trade),
+    # t=0.8: 0.005 (2), t=0.7: 0.002 (3), t=0.6: -0.004 (4)
+    p = [0.7, 0.9, 0.6, 0.8]
+    r = [-0.002, 0.010, -0.020, 0.004]
+    assert fit_trading_threshold(p, r, 0.001, min_trades=1) == 0.9
+    assert fit_trading_threshold(p, r, 0.001, min_trades=2) == 0.8
+    assert fit_trading_threshold(p, r, 0.001, min_trades=3) == 0.7
+    assert fit_trading_threshold(p, r, 0.001, min_trades=4) is None  # mean -0.004: no trading
+    assert fit_trading_threshold(p, r, 0.01, min_trades=1) is None  # fees eat every edge
+
+
+def test_trading_threshold_ties_share_a_threshold_and_prefer_fewer_trades():
+    from cvn_assets.metrics import fit_trading_threshold
+
+    # two rows at 0.8 are traded together; 0.9 alone and {0.9, 0.8, 0.8} have equal means
+    p = [0.9, 0.8, 0.8, 0.5]
+    r = [0.01, 0.02, 0.0, -0.5]
+    assert fit_trading_threshold(p, r, 0.0, min_trades=1) == 0.9
+    assert fit_trading_threshold(p, r, 0.0, min_trades=2) == 0.8  # 3 trades, mean 0.01
+
+
+def test_trading_threshold_matches_brute_force():
+    from cvn_assets.metrics import fit_trading_threshold
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        n = int(rng.integers(1, 60))
+        p = np.round(rng.uniform(size=n), 1)  # many ties
+        r = rng.normal(0.0005, 0.01, size=n)
+        fee, k = 0.00075, int(rng.integers(1, 10))
+        best, best_t = 0.0, None
+        for t in sorted(set(p), reverse=True):
+            m = p >= t
+            if m.sum() >= k:
+                mean = float(np.mean(r[m] - 2 * fee))
+                if mean > best:
+                    best, best_t = mean, float(t)
+        assert fit_trading_threshold(p, r, fee, min_trades=k) == best_t
+
+
+def test_trading_threshold_bad_input_named():
+    from cvn_assets.metrics import fit_trading_threshold
+
+    with pytest.raises(ValueError, match="fee_per_side"):
+        fit_trading_threshold([0.5], [0.01], -1.0)
+    with pytest.raises(ValueError, match="min_trades"):
+        fit_trading_threshold([0.5], [0.01], 0.0, min_trades=0)
+    with pytest.raises(ValueError, match=r"realized_return\[1\]"):
+        fit_trading_threshold([0.5, 0.6], [0.01, float("nan")], 0.0)
