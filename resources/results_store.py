@@ -76,6 +76,9 @@ RESULT_COLUMNS: tuple[tuple[str, Any], ...] = (
     ("temperature", sa.Float),
     ("expectancy_net", sa.Float),
     ("n_trades", sa.Integer),
+    ("trading_threshold", sa.Float),
+    ("expectancy_trading", sa.Float),
+    ("n_trades_trading", sa.Integer),
     ("best_iteration", sa.Integer),
     ("train_seconds", sa.Float),
 )
