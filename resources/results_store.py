@@ -23,6 +23,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from cvn_assets.identity import SweepIdentity, describe_diff, identity_diff
+from resources.migrations import upgrade_database
 
 METADATA = sa.MetaData()
 
@@ -149,7 +150,7 @@ class ResultsStore(ConfigurableResource):
             engine = sa.create_engine(url, future=True, pool_pre_ping=True)
             if engine.dialect.name == "sqlite":
                 sa.event.listen(engine, "connect", _sqlite_foreign_keys)
-            METADATA.create_all(engine)
+            upgrade_database(engine)  # Alembic: create, or upgrade in place, to head
             self._engine = engine
         return self._engine
 
