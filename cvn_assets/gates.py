@@ -1034,7 +1034,7 @@ def _fmt(x: Any, spec: str) -> str:
 VERDICT_TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("variant", "variant"),
     ("lock", "lock"),
-    ("significance", "significance (min p_BH fold / p_BH cells)"),
+    ("significance", "significance (min p_BH fold / p_BH cells; both <= 0.05 to pass)"),
     ("bootstrap_ci", "bootstrap 95% CI of mean delta f1_buy"),
     ("cohens_d", "Cohen's d_av"),
     ("cryptos_improving", "cryptos improving"),

@@ -112,15 +112,40 @@ def parse_variants(raw: str | None) -> tuple[Variant, ...]:
 
 MARKET_SOURCES: tuple[str, ...] = ("synthetic", "csv")
 
+#: every environment variable of the project; any other ``CVN_*`` name is a typo
+KNOWN_ENV: tuple[str, ...] = (
+    "CVN_UNIVERSE",
+    "CVN_N_FOLDS",
+    "CVN_VARIANTS",
+    "CVN_MARKET_SOURCE",
+    "CVN_CSV_DIR",
+    "CVN_SYMBOL_MAP",
+    "CVN_DATABASE_URL",
+    "CVN_STORE_DIR",
+    "CVN_SHARED_DATA",  # tests and benchmarks: where the real candles are
+    "CVN_TEST_PG_URL",  # tests: a PostgreSQL server
+)
+
 
 def check_environment(env: Mapping[str, str]) -> None:
     """Validate the run-environment variables the resources read at use, so a typo fails when
     the definitions load, in one line naming the variable and the value.
 
-    ``CVN_MARKET_SOURCE`` (synthetic | csv), ``CVN_CSV_DIR`` (an existing folder; required for
-    csv), ``CVN_SYMBOL_MAP`` (a JSON object), ``CVN_DATABASE_URL`` (a SQLAlchemy URL with a
-    scheme), ``CVN_STORE_DIR`` (not an existing file). Raises :class:`SettingsError`.
+    No ``CVN_*`` name outside :data:`KNOWN_ENV` (a misspelled name would otherwise be
+    silently ignored); ``CVN_MARKET_SOURCE`` (synthetic | csv), ``CVN_CSV_DIR`` (an existing
+    folder; required for csv), ``CVN_SYMBOL_MAP`` (a JSON object), ``CVN_DATABASE_URL`` (a
+    SQLAlchemy URL with a scheme), ``CVN_STORE_DIR`` (not an existing file). Raises
+    :class:`SettingsError`.
     """
+    import difflib
+
+    for name in sorted(k for k in env if k.startswith("CVN_") and k not in KNOWN_ENV):
+        close = difflib.get_close_matches(name, KNOWN_ENV, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"known: {', '.join(KNOWN_ENV)}"
+        raise SettingsError(
+            f"{name}: not a cvn-focal variable ({hint}); run-time settings such as the "
+            "embargo or eta are sweep run config, not environment variables"
+        )
     source = env.get("CVN_MARKET_SOURCE", "").strip()
     if source and source not in MARKET_SOURCES:
         raise SettingsError(

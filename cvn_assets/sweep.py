@@ -98,9 +98,12 @@ def reap_dead_runs(instance: Any) -> list[str]:
 
 
 def results_current(instance: Any, store: Any, sweep_id: str, identity: Any) -> bool:
-    """The latest ``gate_verdicts`` materialization is of this sweep id and identity, and its
-    verdict rows are in the results store (then re-running the fan-in would change nothing)."""
+    """The latest ``gate_verdicts`` materialization is of this sweep id and identity, nothing
+    upstream (a calibrated cell, ``finetune_results``) was materialized after it, and its
+    verdict rows are in the results store: re-running the fan-in would change nothing."""
     from dagster import AssetKey
+
+    from cvn_assets.partitions import SETTINGS
 
     ev = instance.get_latest_materialization_event(AssetKey("gate_verdicts"))
     if ev is None or ev.asset_materialization is None:
@@ -110,7 +113,33 @@ def results_current(instance: Any, store: Any, sweep_id: str, identity: Any) -> 
         getattr(md.get("sweep_id"), "value", None) == sweep_id
         and getattr(md.get("sweep_fingerprint"), "value", None) == identity.fingerprint
     )
+    upstream = ["finetune_results", *(f"calibrated_{v.name}" for v in SETTINGS.variants)]
+    for name in upstream:
+        up = instance.get_latest_materialization_event(AssetKey(name))
+        if up is not None and up.timestamp > ev.timestamp:
+            return False
     return same and not store.load_verdicts(sweep_id).empty
+
+
+def _refuse(message: str) -> int:
+    print(message, file=sys.stderr)
+    return 2
+
+
+def _one_line(exc: Exception) -> str:
+    """A validation error in one line naming the field and the value (pydantic's errors
+    otherwise span several lines and a URL)."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            parts = [
+                f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('input')!r} {e.get('msg')}"
+                for e in errors()
+            ]
+            return "; ".join(parts)
+        except Exception:  # not a pydantic error after all
+            pass
+    return f"{type(exc).__name__}: {exc}".replace("\n", " ")
 
 
 def _did_you_mean(word: str, choices: Any) -> str:
@@ -204,9 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         extra = json.loads(args.resource_config)
     except json.JSONDecodeError as exc:
-        parser.error(f"--resource-config: not valid JSON ({exc.msg})")
+        return _refuse(f"invalid --resource-config: not valid JSON ({exc.msg})")
     if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
-        parser.error("--resource-config: expected a JSON object of objects per resource")
+        return _refuse("invalid --resource-config: expected a JSON object of objects per resource")
     classes = {
         "sweep": SweepSettings,
         "market_data": MarketDataResource,
@@ -217,14 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     for name, cfg in extra.items():
         if name not in classes:
-            parser.error(
-                f"--resource-config: unknown resource {name!r}{_did_you_mean(name, classes)}"
+            return _refuse(
+                f"invalid --resource-config: unknown resource {name!r}"
+                f"{_did_you_mean(name, classes)}"
             )
         fields = classes[name].model_fields
         for key in cfg:
             if key not in fields:
-                parser.error(
-                    f"--resource-config: {name} has no setting {key!r}{_did_you_mean(key, fields)}"
+                return _refuse(
+                    f"invalid --resource-config: {name} has no setting {key!r}"
+                    f"{_did_you_mean(key, fields)}"
                 )
     sweep_cfg = {
         **extra.pop("sweep", {}),
@@ -248,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a bad setting: named by the validators
-        print(f"invalid configuration: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"invalid configuration: {_one_line(exc)}", file=sys.stderr)
         return 2
 
     instance = DagsterInstance.get()

@@ -50,9 +50,9 @@ def compare_sweeps(
             expectancy_net=("expectancy_net", "mean"),
         )
 
-    a = per_variant(results_a, identity_a)
-    b = per_variant(results_b, identity_b)
-    table = a.join(b, how="outer", lsuffix="_a", rsuffix="_b")
+    a = per_variant(results_a, identity_a).add_suffix("_a")
+    b = per_variant(results_b, identity_b).add_suffix("_b")
+    table = a.join(b, how="outer")
     for m in ("f1_buy", "ece_hold", "expectancy_net"):
         table[f"{m}_delta"] = table[f"{m}_b"] - table[f"{m}_a"]
     order = ["cells_a", "cells_b"] + [
@@ -98,7 +98,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     print("\nsettings that differ (A -> B): " + (describe_diff(diff, limit=50) or "none"))
     with pd.option_context("display.width", 220, "display.max_columns", 30):
         print("\nper-variant means (delta = B - A):")
-        print(table.round(4).to_string())
+        print(table.to_string(float_format=lambda x: f"{x:.6f}"))
     if args.html:
         from cvn_assets.assets.results import report_dir
 
@@ -137,7 +137,7 @@ def comparison_html(
             else "<p>Identical identities.</p>"
         )
         + "<h2>Per-variant means (delta = B - A)</h2>"
-        + table.round(4).to_html(na_rep="-", border=0)
+        + table.to_html(na_rep="-", border=0, float_format=lambda x: f"{x:.6f}")
         + "</body></html>\n"
     )
 

@@ -154,6 +154,12 @@ def default_instance_yaml(home: str) -> str:
         "  start_timeout_seconds: 180\n"
         "  max_resume_run_attempts: 0\n"
         "  poll_interval_seconds: 30\n"
+        "# runs launched from the UI (and the runs of a backfill: Dagster cuts a backfill of\n"
+        "# crypto x fold cells into one run per crypto) are queued and run one at a time:\n"
+        "# concurrent training runs on a small machine only fight over its cores\n"
+        "concurrency:\n"
+        "  runs:\n"
+        "    max_concurrent_runs: 1\n"
         "telemetry:\n"
         "  enabled: false\n"
     )

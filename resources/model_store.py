@@ -211,6 +211,8 @@ class CvnIOManager(ConfigurableIOManager):
             write_value(base / "_unpartitioned", obj)
             return
         keys = [str(k) for k in context.asset_partition_keys]
+        if not keys:  # an empty partition range: nothing to store (the asset said so)
+            return
         if len(keys) == 1 and not _is_partition_dict(obj, keys):
             _write_slot(base / partition_dirname(keys[0]), obj)
             return

@@ -12,11 +12,32 @@ from resources.home_source import ensure_home_source
 
 #: run tag that makes the training assets retrain cells whose fingerprint is stored
 RETRAIN_TAG = "cvn/retrain"
+#: run tag naming the sweep a run worked for
+SWEEP_TAG = "cvn/sweep_id"
 
 
 def run_partition_keys(context: AssetExecutionContext) -> list[str]:
     """The partitions this step materializes: one, or a range in a single-run backfill."""
     return [str(k) for k in context.partition_keys]
+
+
+def warn_if_no_partition(context: AssetExecutionContext) -> bool:
+    """True (after a warning in the run's log) when the run selected no partition at all: a
+    key range of crypto x fold is a rectangle, so ``BTCUSDC|f4...ETHUSDC|f0`` (crypto in
+    [BTCUSDC..ETHUSDC] x fold in [f4..f0]) is empty. Such a run does nothing and says so."""
+    if run_partition_keys(context):
+        return False
+    tags = context.run.tags
+    rng = (
+        f"{tags.get('dagster/asset_partition_range_start')}..."
+        f"{tags.get('dagster/asset_partition_range_end')}"
+    )
+    context.log.warning(
+        f"the partition range {rng} selects no cell: Dagster reads a range of crypto x fold as a "
+        "rectangle (crypto range x fold range), and this one is empty; nothing was done. Use "
+        "e.g. 'BTCUSDC|f0...ETHUSDC|f4' (both cryptos, all folds) or one range per crypto."
+    )
+    return True
 
 
 def by_key(value: Any, keys: list[str]) -> dict[str, Any]:
@@ -64,6 +85,8 @@ def prepare_sweep(context: Any, sweep: Any, market_data: Any, results_store: Any
     check_home_source(context, market_data)
     identity = sweep_identity(sweep, market_data)
     results_store.register_sweep(sweep.sweep_id, identity, replace=sweep.replace_sweep)
+    if context.run.tags.get(SWEEP_TAG) != sweep.sweep_id:  # the Runs page filters by sweep
+        context.instance.add_run_tags(context.run_id, {SWEEP_TAG: sweep.sweep_id})
     return identity
 
 

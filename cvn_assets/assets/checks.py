@@ -90,10 +90,11 @@ def probabilities_valid_result(
     return AssetCheckResult(
         asset_key=asset,
         check_name=PROBABILITIES_VALID,
-        passed=bool(cells) and not violations,
+        passed=not violations,
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "cells_checked": MetadataValue.json(sorted(cells)),
+            "note": "" if cells else "the run selected no cell (an empty partition range)",
             "violations": MetadataValue.json(violations[:50]),
         },
     )

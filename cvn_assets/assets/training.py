@@ -35,6 +35,7 @@ from cvn_assets.assets._util import (
     round_floats,
     run_partition_keys,
     wants_retrain,
+    warn_if_no_partition,
 )
 from cvn_assets.assets.checks import probabilities_valid_result, probabilities_valid_spec
 from cvn_assets.calibrated_model import CalibratedModel
@@ -156,6 +157,8 @@ def build_model_asset(variant: Variant):
         market_data: MarketDataResource,
         results_store: ResultsStore,
     ) -> dict[str, Stamped]:
+        if warn_if_no_partition(context):
+            return {}
         keys = run_partition_keys(context)
         cryptos = sorted({split_key(k)[0] for k in keys})
         identity = prepare_sweep(context, sweep, market_data, results_store)
@@ -241,6 +244,10 @@ def build_calibrated_asset(variant: Variant):
         artifacts: ArtifactStore,
         market_data: MarketDataResource,
     ):
+        if warn_if_no_partition(context):
+            yield Output({})
+            yield probabilities_valid_result(name, {})
+            return
         keys = run_partition_keys(context)
         cryptos = sorted({split_key(k)[0] for k in keys})
         identity = prepare_sweep(context, sweep, market_data, results_store)

@@ -229,3 +229,25 @@ def test_an_ad_hoc_materialization_is_tagged_with_its_variant(tmp_path, instance
     tags = instance.get_run_by_id(res.run_id).tags
     assert tags["cvn/variant"] == BASELINE.name
     assert tags["cvn/loss_function"] == BASELINE.loss_function
+
+
+def test_an_empty_partition_range_does_nothing_and_says_why(tmp_path, instance, monkeypatch):
+    """'BTCUSDC|f4...ETHUSDC|f0' is an empty rectangle for Dagster: the run does nothing,
+    warns, fails no check and stores nothing."""
+    _market(tmp_path, instance)
+    trained, res = _train(
+        tmp_path, instance, monkeypatch, tags=_range(f"{CRYPTO}|f4", f"{SETTINGS.universe[1]}|f0")
+    )
+    assert res.success and trained == []
+    logs = [
+        e.message
+        for e in instance.all_logs(res.run_id)
+        if e.level >= 30 and "selects no cell" in (e.message or "")
+    ]
+    assert logs and "rectangle" in logs[0]
+    assert not instance.get_materialized_partitions(AssetKey(f"model_{BASELINE.name}"))
+    from dagster import AssetCheckKey
+
+    ck = AssetCheckKey(AssetKey(f"calibrated_{BASELINE.name}"), "probabilities_valid")
+    rec = instance.event_log_storage.get_latest_asset_check_execution_by_key([ck])[ck]
+    assert rec.evaluation.passed

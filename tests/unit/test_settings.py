@@ -109,3 +109,12 @@ def test_store_dir_that_is_a_file_is_refused(tmp_path):
 def test_variant_errors_name_the_variant(raw, msg):
     with pytest.raises(SettingsError, match=re.escape(msg)):
         load_settings({"CVN_VARIANTS": raw})
+
+
+def test_a_misspelled_variable_name_is_named_with_a_suggestion():
+    with pytest.raises(
+        SettingsError, match=r"CVN_N_FOLD: not a cvn-focal variable \(did you mean CVN_N_FOLDS\?\)"
+    ):
+        load_settings({"CVN_N_FOLD": "3"})
+    with pytest.raises(SettingsError, match="CVN_MARKETSOURCE: .*did you mean CVN_MARKET_SOURCE"):
+        load_settings({"CVN_MARKETSOURCE": "csv"})
