@@ -227,7 +227,7 @@ def _reliability_figure(
             ax.plot(mean_pred[keep], frac_pos[keep], "o-", ms=3)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
-            ax.set_title(f"{v} / {m}\nECE {ece:.3f} (n={int(counts.sum())})", fontsize=8)
+            ax.set_title(f"{v} / {m}\npooled ECE {ece:.3f} (n={int(counts.sum())})", fontsize=8)
             if i == len(variants) - 1:
                 ax.set_xlabel("mean predicted P(BUY)", fontsize=8)
             if j == 0:
