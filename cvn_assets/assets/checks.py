@@ -77,8 +77,13 @@ def no_leakage_result(
 
 
 def probabilities_valid_result(
-    asset: str, cells: Mapping[str, CalibratedModel]
+    asset: str, cells: Mapping[str, CalibratedModel], *, empty_selection: bool = False
 ) -> AssetCheckResult:
+    """Every test-block probability in [0, 1] and finite, every threshold in [0, 1].
+
+    Nothing checked is not a pass, unless the run selected no partition at all
+    (``empty_selection``: an empty key range, which the asset reports and does nothing for).
+    """
     violations: list[str] = []
     for key, cal in cells.items():
         for m in CALIBRATION_METHODS:
@@ -90,11 +95,13 @@ def probabilities_valid_result(
     return AssetCheckResult(
         asset_key=asset,
         check_name=PROBABILITIES_VALID,
-        passed=not violations,
+        passed=not violations and (bool(cells) or empty_selection),
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "cells_checked": MetadataValue.json(sorted(cells)),
-            "note": "" if cells else "the run selected no cell (an empty partition range)",
+            "note": "the run selected no cell (an empty partition range)"
+            if empty_selection
+            else "",
             "violations": MetadataValue.json(violations[:50]),
         },
     )

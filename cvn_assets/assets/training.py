@@ -251,7 +251,7 @@ def build_calibrated_asset(variant: Variant):
     ):
         if warn_if_no_partition(context):
             yield Output({})
-            yield probabilities_valid_result(name, {})
+            yield probabilities_valid_result(name, {}, empty_selection=True)
             return
         keys = run_partition_keys(context)
         cryptos = sorted({split_key(k)[0] for k in keys})

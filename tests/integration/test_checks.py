@@ -55,3 +55,6 @@ def test_probabilities_outside_unit_interval_fail():
     assert not probabilities_valid_result("c", {"A|f0": _Cell([0.1, np.nan])}).passed
     assert not probabilities_valid_result("c", {"A|f0": _Cell([0.1], threshold=1.5)}).passed
     assert not probabilities_valid_result("c", {}).passed  # nothing checked is not a pass
+    # ... unless the run selected no partition at all (an empty key range), which it says
+    empty = probabilities_valid_result("c", {}, empty_selection=True)
+    assert empty.passed and "empty partition range" in empty.metadata["note"].value
