@@ -17,10 +17,10 @@ with the ``Table`` objects.
 
 :func:`upgrade_database` is what :class:`~resources.results_store.ResultsStore` calls when it
 opens its engine. It is cheap when the database is already at head (one ``SELECT`` on
-``alembic_version``) and otherwise upgrades it under a lock held across processes:
+``cvn_alembic_version``) and otherwise upgrades it under a lock held across processes:
 ``pg_advisory_xact_lock`` on PostgreSQL (the whole upgrade is one transaction there: DDL is
 transactional), ``BEGIN IMMEDIATE`` on SQLite (also one transaction). A database created by
-the code before migrations existed has our tables but no ``alembic_version``: it is stamped
+the code before migrations existed has our tables but no ``cvn_alembic_version``: it is stamped
 with the revision whose schema it has, then upgraded in place.
 
 From a shell::
@@ -88,10 +88,10 @@ def head_revision() -> str:
 
 
 def current_revision(conn: sa.Connection) -> str | None:
-    """The database's revision, or None when it has no ``alembic_version`` row."""
-    if not sa.inspect(conn).has_table("alembic_version"):
+    """The database's revision, or None when it has no ``cvn_alembic_version`` row."""
+    if not sa.inspect(conn).has_table("cvn_alembic_version"):
         return None
-    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    return conn.execute(sa.text("SELECT version_num FROM cvn_alembic_version")).scalar()
 
 
 def upgrade_database(engine: sa.Engine) -> str:
@@ -99,7 +99,7 @@ def upgrade_database(engine: sa.Engine) -> str:
 
     Safe to call from many processes at once: the first one upgrades while holding the lock,
     the others wait for it and then find nothing to do. A database made by the code before
-    migrations (tables present, no ``alembic_version``) is stamped first: ``0002_sweeps``
+    migrations (tables present, no ``cvn_alembic_version``) is stamped first: ``0002_sweeps``
     when it has ``sweeps`` and the three foreign keys to it, ``0001_results_baseline``
     otherwise (``0002`` completes a ``sweeps`` table created without the foreign keys).
     """
@@ -136,7 +136,7 @@ def _legacy_revision(conn: sa.Connection) -> str | None:
     if len(present) < len(LEGACY_TABLES):
         missing = sorted(set(LEGACY_TABLES) - set(present))
         raise LegacySchemaError(
-            f"the results-store database has no alembic_version and only part of the "
+            f"the results-store database has no cvn_alembic_version and only part of the "
             f"pre-migration schema: tables {sorted(present)} exist, {missing} do not; "
             "restore the missing tables (or start from an empty database)"
         )

@@ -16,8 +16,13 @@ from alembic import context
 config = context.config
 
 
+#: our own version table: the results store may share its PostgreSQL database with Dagster's
+#: storage, whose schema migrations use Alembic's default ``alembic_version``
+VERSION_TABLE = "cvn_alembic_version"
+
+
 def _run(connection: sa.Connection) -> None:
-    context.configure(connection=connection, target_metadata=None)
+    context.configure(connection=connection, target_metadata=None, version_table=VERSION_TABLE)
     with context.begin_transaction():
         context.run_migrations()
 

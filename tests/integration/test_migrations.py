@@ -231,11 +231,13 @@ def _snapshot(engine: sa.Engine) -> dict[str, list[tuple]]:
 def _schema_problems(engine: sa.Engine) -> list:
     """Differences between the database and the Table objects (empty = same schema)."""
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(
+            conn, opts={"compare_type": True, "version_table": "cvn_alembic_version"}
+        )
         diffs = compare_metadata(ctx, ALL_METADATA)
         insp = sa.inspect(conn)
         declared = {t.name: t for md in ALL_METADATA for t in md.sorted_tables}
-        actual = set(insp.get_table_names()) - {"alembic_version"}
+        actual = set(insp.get_table_names()) - {"cvn_alembic_version"}
         if actual != set(declared):
             diffs.append(("tables", sorted(actual), sorted(declared)))
         for name, table in declared.items():
@@ -306,9 +308,9 @@ def test_a_fresh_database_is_created_at_head(db_url):
     engine = _engine(db_url)
     assert upgrade_database(engine) == HEAD
     with engine.connect() as conn:
-        assert _rows(conn, "alembic_version") == [(HEAD,)]
+        assert _rows(conn, "cvn_alembic_version") == [(HEAD,)]
         names = set(sa.inspect(conn).get_table_names())
-        assert names == {"alembic_version", "sweeps", *RESULT_TABLES, *GUARD_TABLES}
+        assert names == {"cvn_alembic_version", "sweeps", *RESULT_TABLES, *GUARD_TABLES}
         assert _rows(conn, "ftf_config", ["flag", "value", "version"]) == [
             ("CVN_LOSS_FUNCTION", "focal", 1),
             ("trading_halted", "false", 1),
@@ -335,7 +337,7 @@ def test_the_results_store_opens_a_fresh_database_at_head(db_url):
     got = store.load_results("s").iloc[0]
     assert (got["f1_buy"], got["trading_threshold"], got["n_trades_trading"]) == (0.3, 0.7, 12)
     with store.engine.connect() as conn:
-        assert _rows(conn, "alembic_version") == [(HEAD,)]
+        assert _rows(conn, "cvn_alembic_version") == [(HEAD,)]
 
 
 # --- the migrated schema is the query-side description ----------------------------------
@@ -385,7 +387,7 @@ def test_an_abe7750_database_upgrades_in_place(db_url):
     store = ResultsStore(database_url=db_url)
     store.engine  # noqa: B018 -- opening the store upgrades the database
     with store.engine.connect() as conn:
-        assert _rows(conn, "alembic_version") == [(HEAD,)]
+        assert _rows(conn, "cvn_alembic_version") == [(HEAD,)]
         # every old row is there, unchanged (the new trading columns are NULL)
         for name, cols in old_cols.items():
             assert _rows(conn, name, cols) == before[name]
@@ -429,7 +431,7 @@ def test_a_pre_migration_database_keeps_its_registered_sweeps(db_url, origin):
     assert store.register_sweep("new1", _identity()) == "same"
     assert store.load_results("new1")[["crypto", "fold"]].values.tolist() == [["BTCUSDC", 0]]
     with store.engine.connect() as conn:
-        assert _rows(conn, "alembic_version") == [(HEAD,)]
+        assert _rows(conn, "cvn_alembic_version") == [(HEAD,)]
         assert _rows(conn, "ftf_config", ["flag", "version"]) == [
             ("CVN_LOSS_FUNCTION", 1),
             ("trading_halted", 1),
@@ -501,7 +503,7 @@ def test_a_second_upgrade_changes_nothing(db_url):
     assert upgrade_database(_engine(db_url)) == HEAD  # another process / engine
     ResultsStore(database_url=db_url).engine  # noqa: B018
     assert _snapshot(engine) == before
-    assert before["alembic_version"] == [(HEAD,)]
+    assert before["cvn_alembic_version"] == [(HEAD,)]
     engine.dispose()
 
 
@@ -511,7 +513,7 @@ def test_downgrade_to_base_and_back_to_head(db_url):
     with engine.begin() as conn:
         command.downgrade(alembic_config(conn), "base")
     with engine.connect() as conn:
-        assert set(sa.inspect(conn).get_table_names()) == {"alembic_version"}
+        assert set(sa.inspect(conn).get_table_names()) == {"cvn_alembic_version"}
     assert upgrade_database(engine) == HEAD
     assert _schema_problems(engine) == []
     engine.dispose()
@@ -537,7 +539,7 @@ def test_two_processes_upgrading_at_once_are_serialised(db_url):
     assert outcomes == [("ok", HEAD), ("ok", HEAD)]
     engine = _engine(db_url)
     with engine.connect() as conn:
-        assert _rows(conn, "alembic_version") == [(HEAD,)]
+        assert _rows(conn, "cvn_alembic_version") == [(HEAD,)]
         assert _rows(conn, "ftf_config", ["flag", "version"]) == [
             ("CVN_LOSS_FUNCTION", 1),
             ("trading_halted", 1),
