@@ -10,8 +10,8 @@ that document in canonical form (sorted keys, no whitespace), cut to 16 hex digi
 - ``data``       where the candles come from: the synthetic generator's arguments, or, for CSV
   files, the SHA-256 of each file used (per crypto);
 - ``code``       the project version, the versions of XGBoost, NumPy, pandas and SciPy, and a
-  digest of the source of the modules that compute numbers (``cvn_assets/*.py`` except the
-  orchestration modules listed in :data:`ORCHESTRATION_MODULES`).
+  digest of the source of the modules that compute numbers (:data:`CELL_ROOTS`,
+  :data:`SWEEP_ROOTS` and every ``cvn_assets`` module they import).
 
 Each stored artifact is keyed by the fingerprint of exactly what it depends on (content
 addressing), so sweeps with different settings never share a slot and a sweep with the same
@@ -42,21 +42,22 @@ MARKET_SETTINGS: frozenset[str] = frozenset(
 )
 #: run-time settings used only after training (calibration block, trade simulation)
 CALIBRATION_SETTINGS: frozenset[str] = frozenset({"primary_calibration", "fee_per_side"})
-#: modules of ``cvn_assets`` that orchestrate or display and compute no cell's number
-ORCHESTRATION_MODULES: frozenset[str] = frozenset(
+#: the modules that compute a cell's numbers (data, features, labels, folds, training,
+#: calibration, scoring): the cell digest covers them and every ``cvn_assets`` module they
+#: import, transitively, so a module counts exactly when a cell's computation can reach it
+CELL_ROOTS: frozenset[str] = frozenset(
     {
-        "__init__.py",
-        "cell_ranges.py",
-        "definitions.py",
-        "identity.py",
-        "partitions.py",
-        "settings.py",
-        "sweep.py",
-        "sweeps.py",
+        "synthetic_market.py",
+        "candles_io.py",
+        "features.py",
+        "labels.py",
+        "dataset.py",
+        "folds.py",
+        "evaluation.py",
     }
 )
 #: modules that turn cells into decisions and pages (part of the sweep's code, not a cell's)
-SWEEP_LEVEL_MODULES: frozenset[str] = frozenset({"gates.py", "report.py"})
+SWEEP_ROOTS: frozenset[str] = CELL_ROOTS | {"gates.py", "report.py"}
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -80,23 +81,56 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def module_closure(roots: frozenset[str] | set[str]) -> list[str]:
+    """``roots`` and every ``cvn_assets`` module they import, transitively (sorted file names).
+
+    Imports are read with :mod:`ast` (``import cvn_assets.x`` and ``from cvn_assets[.x]
+    import ...``), without importing anything.
+    """
+    import ast
+
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in seen or not (_PACKAGE_DIR / name).is_file():
+            continue
+        seen.add(name)
+        tree = ast.parse((_PACKAGE_DIR / name).read_text(), filename=name)
+        for node in ast.walk(tree):
+            mods: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module]
+                if node.module == "cvn_assets":
+                    mods = [f"cvn_assets.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            for m in mods:
+                parts = m.split(".")
+                if parts[0] == "cvn_assets" and len(parts) == 2:
+                    todo.append(f"{parts[1]}.py")
+    return sorted(seen)
+
+
 @lru_cache(maxsize=1)
 def source_digests() -> dict[str, str]:
     """``{"cell": ..., "sweep": ...}``: SHA-256 digests (16 hex) of the computing modules.
 
-    ``cell`` covers every ``cvn_assets/*.py`` except orchestration and the sweep-level modules
-    (data, features, labels, folds, training, calibration, metrics ...); ``sweep`` adds the
-    gates and the report. A new module counts by default (a deny-list, not an allow-list).
+    ``cell`` covers :data:`CELL_ROOTS` and what they import (:func:`module_closure`);
+    ``sweep`` covers :data:`SWEEP_ROOTS` likewise (adding the gates and the report). Modules
+    no cell computation reaches (orchestration, the production guard) do not count.
     """
-    cell = hashlib.sha256()
-    sweep = hashlib.sha256()
-    for path in sorted(_PACKAGE_DIR.glob("*.py")):
-        if path.name in ORCHESTRATION_MODULES:
-            continue
-        text = path.read_bytes()
-        for h in (sweep,) if path.name in SWEEP_LEVEL_MODULES else (cell, sweep):
-            h.update(path.name.encode() + b"\0" + text + b"\0")
-    return {"cell": cell.hexdigest()[:16], "sweep": sweep.hexdigest()[:16]}
+
+    def _digest(names: list[str]) -> str:
+        h = hashlib.sha256()
+        for name in names:
+            h.update(name.encode() + b"\0" + (_PACKAGE_DIR / name).read_bytes() + b"\0")
+        return h.hexdigest()[:16]
+
+    return {
+        "cell": _digest(module_closure(CELL_ROOTS)),
+        "sweep": _digest(module_closure(SWEEP_ROOTS)),
+    }
 
 
 def _version(dist: str) -> str:

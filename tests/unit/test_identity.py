@@ -161,3 +161,14 @@ def test_source_digest_covers_computing_modules():
     d = source_digests()
     assert len(d["cell"]) == 16 and len(d["sweep"]) == 16 and d["cell"] != d["sweep"]
     assert digest({"a": 1}) == digest({"a": 1}) != digest({"a": 2})
+
+
+def test_cell_code_is_what_cell_computations_import():
+    from cvn_assets.identity import CELL_ROOTS, module_closure
+
+    cell = set(module_closure(CELL_ROOTS))
+    # reached through imports: the objective, the fill rule, the calibrators
+    assert {"training.py", "focal_loss.py", "trading.py", "calibration.py"} <= cell
+    # orchestration and the production guard do not retrain the sweep when they change
+    assert not cell & {"sweep.py", "sweeps.py", "definitions.py", "identity.py", "report.py"}
+    assert "monitoring.py" not in cell and "paper.py" not in cell
