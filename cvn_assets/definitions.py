@@ -17,9 +17,11 @@ from dagster import (
     in_process_executor,
 )
 
-from cvn_assets.assets import market, results, training
+from cvn_assets.assets import guard, market, results, training
 from cvn_assets.partitions import SETTINGS
+from resources.config_store import ConfigStore
 from resources.market_data import MarketDataResource
+from resources.model_registry import ModelRegistry
 from resources.model_store import ArtifactStore, CvnIOManager
 from resources.results_store import ResultsStore
 from resources.sweep_settings import SweepProgress, SweepSettings
@@ -51,6 +53,13 @@ results_job = define_asset_job(
     description="Fan-in of all cells into finetune_results, then the statistical gates.",
 )
 
+champion_job = define_asset_job(
+    "champion_job",
+    selection=AssetSelection.assets(guard.champion_models),
+    description="Champion per crypto: retrain the chosen variant on the whole history, "
+    "register and promote it (canary first; the kill switch CVN_LOSS_FUNCTION is honoured).",
+)
+
 
 def build_resources() -> dict:
     """The resources, constructed with no environment-derived values.
@@ -69,6 +78,8 @@ def build_resources() -> dict:
         "results_store": ResultsStore(),
         "artifacts": ArtifactStore(),
         "io_manager": CvnIOManager(),
+        "config_store": ConfigStore(),
+        "model_registry": ModelRegistry(),
     }
 
 
@@ -83,12 +94,13 @@ defs = Definitions(
         *calibrated_assets,
         results.finetune_results,
         results.gate_verdicts,
+        guard.champion_models,
     ],
     asset_checks=[
         results.finetune_results_complete,
         results.verdicts_consistent,
     ],
-    jobs=[market_job, *variant_jobs, results_job],
+    jobs=[market_job, *variant_jobs, results_job, champion_job],
     resources=build_resources(),
     executor=in_process_executor,
 )

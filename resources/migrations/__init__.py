@@ -10,6 +10,8 @@ Revisions (``versions/``), oldest first:
   ``config_audit``, ``model_versions``, ``model_aliases``, ``model_alias_history``.
 * ``0004_trading_metrics``: ``finetune_results`` gains ``trading_threshold``,
   ``expectancy_trading`` and ``n_trades_trading``.
+* ``0005_journal``: the paper-trading journal, ``predictions`` and ``trades``
+  (:mod:`resources.journal`).
 
 A change to a ``Table`` of the results store, the config store or the model registry needs a
 new revision here: ``tests/integration/test_migrations.py`` compares the migrated schema
@@ -54,7 +56,7 @@ __all__ = [
 
 HERE = Path(__file__).resolve().parent
 #: the newest revision (checked against the scripts by the tests)
-HEAD = "0004_trading_metrics"
+HEAD = "0005_journal"
 BASELINE = "0001_results_baseline"
 SWEEPS = "0002_sweeps"
 #: tables created before migrations existed (abe7750), and their later ``sweeps`` table

@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 
 from cvn_assets.identity import SweepIdentity
 from resources.config_store import CONFIG_METADATA, ConfigStore
+from resources.journal import JOURNAL_METADATA
 from resources.migrations import (
     HEAD,
     LegacySchemaError,
@@ -32,9 +33,9 @@ from resources.model_registry import REGISTRY_METADATA
 from resources.results_store import METADATA, ResultsStore, _sqlite_foreign_keys
 
 REPO = Path(__file__).resolve().parents[2]
-ALL_METADATA = [METADATA, CONFIG_METADATA, REGISTRY_METADATA]
+ALL_METADATA = [METADATA, CONFIG_METADATA, REGISTRY_METADATA, JOURNAL_METADATA]
 GUARD_TABLES = {"ftf_config", "config_audit", "model_versions", "model_aliases"}
-GUARD_TABLES |= {"model_alias_history"}
+GUARD_TABLES |= {"model_alias_history", "predictions", "trades"}
 RESULT_TABLES = ("finetune_results", "oos_returns", "gate_verdicts")
 _ADDED_BY_0004 = {"trading_threshold", "expectancy_trading", "n_trades_trading"}
 PLACEHOLDER = ("0000000000000000", '{"note": "registered before sweep identities existed"}')
@@ -275,6 +276,7 @@ def test_the_revisions_form_one_chain_ending_at_head():
         "0002_sweeps",
         "0003_guard_state",
         "0004_trading_metrics",
+        "0005_journal",
     ]
     assert head_revision() == HEAD == chain[-1]
 

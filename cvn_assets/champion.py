@@ -1,0 +1,378 @@
+"""Champion models of the production guard (pure: no Dagster, no database).
+
+What the ``champion_models`` asset (:mod:`cvn_assets.assets.guard`) decides and computes, one
+crypto at a time:
+
+* :func:`choose_variant`: the focal variant the gate verdict locks (several locked: the one
+  with the best mean f1_buy delta, ties by name), else the baseline.
+* :func:`whole_history_plan`: the sweep cell's plan stretched over the whole history, so the
+  champion is trained with exactly the cell's code path (:func:`cvn_assets.evaluation.
+  train_cell`): train = every row before the early-stopping slice, early stopping on the last
+  slice of train, calibration block at the very end (calibrators and both thresholds fitted
+  there). Purged and embargoed with :mod:`cvn_assets.folds`'s own helpers. **Test block:
+  empty** (documented choice: the whole history is used for fitting; the out-of-sample
+  evidence is the sweep's, and then paper trading's).
+* :func:`calibrate_whole_history`: the calibration half of :func:`cvn_assets.evaluation.
+  calibrate_and_evaluate` without its test-block scoring (same calibrators, same f1 and
+  trading thresholds, fitted on the calibration block).
+* :func:`reference_statistics`: what the drift detectors need, frozen with the model.
+* :func:`canary_passed`: the staged-rollout rule (spec 6.4) for the non-canary cryptos.
+
+The loss function of a champion: the variant's, unless the kill switch ``CVN_LOSS_FUNCTION``
+says ``binary:logistic`` -- then the champion is trained with cross-entropy whatever the
+variant says (:func:`effective_variant`). The sweep is an ablation and never reads the flag.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cvn_assets.ablation import Variant
+from cvn_assets.calibrated_model import CalibratedModel
+from cvn_assets.calibration import CALIBRATION_METHODS, fit_calibrator
+from cvn_assets.evaluation import cell_arrays
+from cvn_assets.features import FEATURE_NAMES
+from cvn_assets.folds import (
+    FoldError,
+    FoldPlan,
+    _check_times,
+    _dropped_around,
+    _early_stopping_slice,
+    _require_buys,
+)
+from cvn_assets.metrics import fit_buy_threshold, fit_trading_threshold
+from cvn_assets.monitoring import decile_edges
+from cvn_assets.training import TrainResult, XGBWrapper
+
+__all__ = [
+    "CANARY_DAYS",
+    "CANARY_MIN_TRADES",
+    "TOP_FEATURES",
+    "calibrate_whole_history",
+    "canary_passed",
+    "choose_variant",
+    "effective_variant",
+    "reference_statistics",
+    "whole_history_plan",
+]
+
+#: the canary rule's defaults (see :func:`canary_passed`)
+CANARY_DAYS = 14
+CANARY_MIN_TRADES = 20
+#: how many features (by gain importance) the drift detectors watch
+TOP_FEATURES = 5
+
+
+# --------------------------------------------------------------------------------------------
+# which variant
+# --------------------------------------------------------------------------------------------
+def choose_variant(verdicts: pd.DataFrame, results: pd.DataFrame, baseline: str) -> tuple[str, str]:
+    """``(variant, reason)``: the locked focal variant, else ``baseline``.
+
+    ``verdicts``: the ``gate_verdicts`` table (columns ``variant``, ``lock``, and
+    ``mean_delta``, the mean f1_buy delta against the baseline over crypto x fold cells).
+    Several locked variants: the largest ``mean_delta``; when the verdict table has no
+    ``mean_delta`` it is recomputed from ``results`` (``finetune_results``: mean f1_buy of the
+    variant minus the baseline's over the cells both have). Ties go to the smaller name
+    (deterministic). The baseline is never "locked" (it is the reference).
+    """
+    if verdicts is None or len(verdicts) == 0:
+        return baseline, f"no gate verdict: the baseline {baseline!r}"
+    for col in ("variant", "lock"):
+        if col not in verdicts.columns:
+            raise ValueError(f"verdict table has no column {col!r}")
+    v = verdicts[verdicts["variant"].astype(str) != baseline]
+    locked = v[v["lock"].fillna(False).astype(bool)]
+    if locked.empty:
+        return baseline, "no focal variant locked by the gate verdict: the baseline"
+    deltas: dict[str, float] = {}
+    for name in sorted(locked["variant"].astype(str)):
+        row = locked[locked["variant"].astype(str) == name].iloc[0]
+        d = row.get("mean_delta") if "mean_delta" in locked.columns else None
+        if d is None or (isinstance(d, float) and math.isnan(d)):
+            d = _mean_f1_delta(results, name, baseline)
+        deltas[name] = float(d)
+    best = max(sorted(deltas), key=lambda n: deltas[n])  # max keeps the first of ties
+    others = "" if len(deltas) == 1 else f" (best mean f1_buy delta among {sorted(deltas)})"
+    return best, f"locked by the gate verdict, mean f1_buy delta {deltas[best]:+.4f}{others}"
+
+
+def _mean_f1_delta(results: pd.DataFrame, variant: str, baseline: str) -> float:
+    if results is None or len(results) == 0:
+        raise ValueError(f"variant {variant!r}: no mean_delta and no results to compute it")
+    key = ["crypto", "fold"]
+    a = results[results["variant"] == variant].set_index(key)["f1_buy"]
+    b = results[results["variant"] == baseline].set_index(key)["f1_buy"]
+    common = a.index.intersection(b.index)
+    if common.empty:
+        raise ValueError(f"variant {variant!r}: no cell shared with the baseline {baseline!r}")
+    return float((a[common] - b[common]).mean())
+
+
+def effective_variant(variant: Variant, loss_flag: str, baseline: Variant) -> Variant:
+    """The variant a champion is trained as: ``variant``, or ``baseline`` (cross-entropy) when
+    the kill switch ``CVN_LOSS_FUNCTION`` is ``binary:logistic`` and ``variant`` is focal.
+
+    A focal variant trained with cross-entropy *is* the baseline (gamma and alpha no longer
+    matter; training is deterministic), so it is trained, stored and registered as the
+    baseline: its fingerprint and registry key are the baseline champion's. ``focal`` keeps
+    every variant as it is (the flag switches focal off; it never switches it on)."""
+    if loss_flag not in ("focal", "binary:logistic"):
+        raise ValueError(f"CVN_LOSS_FUNCTION={loss_flag!r}: must be 'focal' or 'binary:logistic'")
+    if baseline.loss_function != "binary:logistic":
+        raise ValueError(f"baseline {baseline.name!r} is not binary:logistic")
+    if loss_flag == "binary:logistic" and variant.loss_function != "binary:logistic":
+        return baseline
+    return variant
+
+
+# --------------------------------------------------------------------------------------------
+# the whole-history plan
+# --------------------------------------------------------------------------------------------
+def whole_history_plan(
+    t0: Any,
+    t1: Any,
+    *,
+    early_stopping_frac: float,
+    calibration_frac: float,
+    embargo_pct: float,
+    labels: Any = None,
+) -> FoldPlan:
+    """Train / early-stopping / calibration positions over the whole history; ``test`` empty.
+
+    Layout, oldest to newest: ``train | purge | early_stopping | purge | calibration``.
+
+    * ``calibration`` = the last ``ceil(calibration_frac * n)`` rows;
+    * candidates for train = every other row, purged against the calibration block's label
+      window (``folds._dropped_around``; no embargo: nothing follows the block);
+    * ``early_stopping`` = the last ``ceil(early_stopping_frac * len(candidates))`` contiguous
+      candidates (``folds._early_stopping_slice``), as in a sweep cell;
+    * ``train`` = the remaining candidates purged against the early-stopping window and
+      embargoed after it (``int(n * embargo_pct)`` rows, the sweep's rule).
+
+    The four sets are disjoint and no train row shares label time with the early-stopping or
+    calibration rows (``folds.leakage_check``). ``FoldError`` names an empty set, or (with
+    ``labels``) a set without BUY labels. ``fold`` is -1.
+    """
+    a0, a1 = _check_times(t0, t1)
+    n = len(a0)
+    for name, frac in (("early_stopping_frac", early_stopping_frac),
+                       ("calibration_frac", calibration_frac)):  # fmt: skip
+        if not (math.isfinite(frac) and 0.0 < frac < 1.0):
+            raise ValueError(f"{name} must be in (0, 1), got {frac!r}")
+    if not (math.isfinite(embargo_pct) and 0.0 <= embargo_pct < 1.0):
+        raise ValueError(f"embargo_pct must be in [0, 1), got {embargo_pct!r}")
+    embargo = int(n * embargo_pct)
+    n_cal = math.ceil(calibration_frac * n)
+    if n_cal >= n:
+        raise FoldError(f"whole history: {n} rows leave nothing before a {n_cal}-row calibration")
+    calibration = np.arange(n - n_cal, n, dtype=np.int64)
+    keep = ~_dropped_around(a0, a1, calibration, embargo)
+    keep[calibration] = False
+    candidates = np.flatnonzero(keep).astype(np.int64)
+    if candidates.size < 2:
+        raise FoldError(
+            f"whole history: {candidates.size} training rows left before the calibration "
+            "block after purging; need at least 2 (train + early stopping)"
+        )
+    n_es = max(1, math.ceil(early_stopping_frac * candidates.size))
+    early = _early_stopping_slice(candidates, n_es)
+    if early is None or n_es >= candidates.size:
+        raise FoldError(
+            f"whole history: no contiguous run of {n_es} training rows for early stopping"
+        )
+    rest = np.setdiff1d(candidates, early, assume_unique=True)
+    train = rest[~_dropped_around(a0, a1, early, embargo)[rest]]
+    if train.size == 0:
+        raise FoldError("whole history: no training rows left after purging early stopping")
+    if labels is not None:
+        y = np.asarray(labels)
+        if y.shape != (n,):
+            raise ValueError(f"labels must have one value per row ({n}), got shape {y.shape}")
+        sets = [("calibration", calibration), ("early_stopping", early), ("train", train)]
+        _require_buys(y, -1, sets)
+    return FoldPlan(
+        fold=-1,
+        train=train,
+        early_stopping=early,
+        calibration=calibration,
+        test=np.empty(0, dtype=np.int64),
+        info={
+            "n_rows": n,
+            "embargo_rows": embargo,
+            "train_dropped": int(n - n_cal - candidates.size),
+            "train_dropped_for_early_stopping": int(len(rest) - len(train)),
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# calibration block: calibrators and the two thresholds
+# --------------------------------------------------------------------------------------------
+def calibrate_whole_history(
+    train: TrainResult,
+    variant: Variant,
+    dataset: pd.DataFrame,
+    plan: FoldPlan,
+    *,
+    primary: str,
+    fee_per_side: float,
+) -> CalibratedModel:
+    """Calibrators (every method), the f1 threshold and the trading threshold, fitted on the
+    calibration block as in :func:`cvn_assets.evaluation.calibrate_and_evaluate`; no test
+    block is scored (the plan has none). ``threshold`` is the f1-maximising one;
+    ``info["trading_threshold"]`` the net-expectancy one (None = do not trade)."""
+    model = train.model
+    X_cal, y_cal = cell_arrays(dataset, plan.calibration)
+    m_cal = model.predict_margin(X_cal)
+    calibrators = {m: fit_calibrator(m, m_cal, y_cal) for m in CALIBRATION_METHODS}
+    p_cal = np.asarray(calibrators[primary].transform(m_cal), dtype=np.float64)
+    threshold = float(fit_buy_threshold(p_cal, y_cal))
+    cal_rows = dataset.iloc[np.asarray(plan.calibration, dtype=np.int64)]
+    trading = fit_trading_threshold(p_cal, cal_rows["ret"].to_numpy(dtype=np.float64), fee_per_side)
+    times = dataset.index
+    info: dict[str, Any] = {
+        "variant": variant.name,
+        "loss_function": variant.loss_function,
+        "gamma": variant.gamma,
+        "alpha": variant.alpha,
+        "primary_calibration": primary,
+        "n_train": int(len(plan.train)),
+        "n_early_stopping": int(len(plan.early_stopping)),
+        "n_calibration": int(len(plan.calibration)),
+        "n_test": 0,
+        "threshold": threshold,
+        "trading_threshold": trading,
+        "best_iteration": int(train.best_iteration),
+        "train_seconds": float(train.train_seconds),
+        "train_start": str(times[int(plan.train[0])]),
+        "data_end": str(times[-1]),
+    }
+    return CalibratedModel(
+        model=model, calibrators=calibrators, primary=primary, threshold=threshold, info=info
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# reference statistics for the drift detectors
+# --------------------------------------------------------------------------------------------
+def top_gain_features(model: XGBWrapper, k: int = TOP_FEATURES) -> list[tuple[str, float]]:
+    """The ``k`` features of largest gain importance (XGBoost's ``"gain"``: the average gain
+    of the splits on the feature, ``booster.get_score(importance_type="gain")``), as
+    ``[(name, gain)]``, ties by name.
+    Keys ``f<i>`` (a booster without names) map to ``model.feature_names[i]``."""
+    scores = model.booster.get_score(importance_type="gain")
+    names = list(model.feature_names or FEATURE_NAMES)
+    out: dict[str, float] = {}
+    for key, gain in scores.items():
+        name = key
+        if key not in names and key.startswith("f") and key[1:].isdigit():
+            name = names[int(key[1:])]
+        out[name] = float(gain)  # type: ignore[arg-type]
+    ranked = sorted(out.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ranked[:k]
+
+
+def reference_statistics(
+    model: CalibratedModel,
+    dataset: pd.DataFrame,
+    plan: FoldPlan,
+    *,
+    oos_f1_buy: float | None = None,
+    k: int = TOP_FEATURES,
+) -> dict[str, Any]:
+    """What the drift detectors compare live data against, frozen at training time.
+
+    * ``top_features``: the ``k`` features of largest gain importance, with their gain and
+      the 9 interior decile edges of their **training** values (``monitoring.decile_edges``);
+    * ``buy_proba_decile_edges``: decile edges of the calibrated ``buy_proba`` on the
+      **calibration block** (the most recent data the model saw, out of its training rows);
+    * ``train_mean_confidence``: mean of ``max(p, 1 - p)`` over the training rows (calibrated
+      ``p``);
+    * ``oos_f1_buy``: the sweep's out-of-sample f1_buy for this crypto and variant (passed in).
+    """
+    X_tr, _ = cell_arrays(dataset, plan.train)
+    X_cal, _ = cell_arrays(dataset, plan.calibration)
+    top = top_gain_features(model.model, k)
+    p_tr = model.predict_proba(X_tr)[:, 1]
+    p_cal = model.predict_proba(X_cal)[:, 1]
+    return {
+        "top_features": [
+            {
+                "name": name,
+                "gain": gain,
+                "train_decile_edges": decile_edges(X_tr[name].to_numpy(np.float64)).tolist(),
+            }
+            for name, gain in top
+        ],
+        "buy_proba_decile_edges": decile_edges(p_cal).tolist(),
+        "train_mean_confidence": float(np.mean(np.maximum(p_tr, 1.0 - p_tr))),
+        "oos_f1_buy": None if oos_f1_buy is None else float(oos_f1_buy),
+        "n_train": int(len(plan.train)),
+        "n_calibration": int(len(plan.calibration)),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# staged rollout: the canary rule
+# --------------------------------------------------------------------------------------------
+def canary_passed(
+    trades: pd.DataFrame,
+    *,
+    now: datetime,
+    days: int = CANARY_DAYS,
+    min_trades: int = CANARY_MIN_TRADES,
+    since: datetime | None = None,
+) -> tuple[bool, str]:
+    """``(passed, reason)``: may the other cryptos follow the canary?
+
+    The rule: the canary's champion has been paper trading for at least ``days`` days
+    (``since``, its promotion time, is at or before ``now - days``; without ``since``, the
+    first trade's entry time stands in for it), and over the window ``[now - days, now]``
+    (trades whose ``exit_time`` falls in it, i.e. closed trades) it made at least
+    ``min_trades`` trades with a mean ``net_return`` >= 0 (no negative expectancy).
+    ``trades``: the canary's journal rows of the model being rolled out (columns
+    ``entry_time``, ``exit_time``, ``net_return``; times UTC).
+    """
+    if days < 1 or min_trades < 1:
+        raise ValueError(f"days and min_trades must be >= 1, got {days}, {min_trades}")
+    end = pd.Timestamp(now)
+    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    start = end - timedelta(days=days)
+    rule = f"{days} days of paper trading, >= {min_trades} trades, mean net return >= 0"
+    if trades is None or len(trades) == 0:
+        return False, f"canary rule ({rule}): no canary trade"
+    exit_t = pd.to_datetime(trades["exit_time"], utc=True)
+    first = (
+        pd.Timestamp(since)
+        if since is not None
+        else pd.to_datetime(trades["entry_time"], utc=True).min()
+    )
+    first = first.tz_localize("UTC") if first.tzinfo is None else first.tz_convert("UTC")
+    if first > start:
+        covered = (end - first) / pd.Timedelta(days=1)
+        return False, f"canary rule ({rule}): paper trading covers {covered:.1f} days only"
+    in_window = trades[(exit_t >= start) & (exit_t <= end)]
+    n = len(in_window)
+    if n < min_trades:
+        return False, f"canary rule ({rule}): {n} trades in the window"
+    mean = float(in_window["net_return"].astype(float).mean())
+    if not mean >= 0.0:
+        return False, f"canary rule ({rule}): {n} trades, mean net return {mean:+.5f} < 0"
+    return True, f"canary rule ({rule}): passed with {n} trades, mean net return {mean:+.5f}"
+
+
+def jsonable_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """A short summary of :func:`reference_statistics` for asset metadata."""
+    return {
+        "top_features": [f["name"] for f in stats["top_features"]],
+        "buy_proba_decile_edges": [round(x, 4) for x in stats["buy_proba_decile_edges"]],
+        "train_mean_confidence": round(float(stats["train_mean_confidence"]), 4),
+        "oos_f1_buy": stats.get("oos_f1_buy"),
+    }
