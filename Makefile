@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install sweep test lint dev bench clean-home
+.PHONY: install sweep paper test lint dev bench clean-home
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(VENV)/.installed
 ## The whole FTF sweep (125 trainings + calibration + results + gates) on the embedded default.
 sweep: install
 	$(PY) -m cvn_assets.sweep $(SWEEP_ARGS)
+
+## The default sweep (or reuse it), its champions, then 90 days of paper trading after its window.
+paper: install
+	$(PY) -m cvn_assets.paper_run $(PAPER_ARGS)
 
 ## Lint + the full test suite (unit, integration, PostgreSQL, webserver).
 test: install

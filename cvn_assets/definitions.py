@@ -60,6 +60,13 @@ champion_job = define_asset_job(
     "register and promote it (canary first; the kill switch CVN_LOSS_FUNCTION is honoured).",
 )
 
+paper_job = define_asset_job(
+    "paper_job",
+    selection=AssetSelection.assets(guard.paper_trades, guard.monitoring_metrics),
+    description="Paper trading per crypto x day (the champion live at each hour, journaled), "
+    "then the monitoring metrics of those days (table, metadata, .prom files).",
+)
+
 
 def build_resources() -> dict:
     """The resources, constructed with no environment-derived values.
@@ -95,12 +102,14 @@ defs = Definitions(
         results.finetune_results,
         results.gate_verdicts,
         guard.champion_models,
+        guard.paper_trades,
+        guard.monitoring_metrics,
     ],
     asset_checks=[
         results.finetune_results_complete,
         results.verdicts_consistent,
     ],
-    jobs=[market_job, *variant_jobs, results_job, champion_job],
+    jobs=[market_job, *variant_jobs, results_job, champion_job, paper_job],
     resources=build_resources(),
     executor=in_process_executor,
 )

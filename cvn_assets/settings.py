@@ -9,6 +9,7 @@ run config on the ``SweepSettings`` resource.
 This module imports no Dagster.
 """
 
+import datetime
 import json
 import os
 import re
@@ -122,6 +123,7 @@ KNOWN_ENV: tuple[str, ...] = (
     "CVN_SYMBOL_MAP",
     "CVN_DATABASE_URL",
     "CVN_STORE_DIR",
+    "CVN_PAPER_START",  # first day of the paper-trading partitions
     "CVN_SHARED_DATA",  # tests and benchmarks: where the real candles are
     "CVN_TEST_PG_URL",  # tests: a PostgreSQL server
 )
@@ -165,6 +167,14 @@ def check_environment(env: Mapping[str, str]) -> None:
             f"CVN_DATABASE_URL: {url!r} is not a database URL like "
             "postgresql+psycopg2://user:pass@host/db or sqlite:////abs/path.sqlite"
         )
+    paper_start = env.get("CVN_PAPER_START", "").strip()
+    if paper_start:
+        try:
+            datetime.date.fromisoformat(paper_start)
+        except ValueError:
+            raise SettingsError(
+                f"CVN_PAPER_START: {paper_start!r} is not a date like 2024-01-01"
+            ) from None
     store = env.get("CVN_STORE_DIR", "").strip()
     if store and os.path.isfile(store):
         raise SettingsError(f"CVN_STORE_DIR: {store!r} is a file, not a directory")

@@ -14,6 +14,12 @@ A replay journals one day at a time, and replaying a day again must leave exactl
 by ``exit_time``: a trade belongs to the day it exits, as in the replay) and inserts the new
 ones in one transaction. :func:`read_trades` reads a crypto's trades whose ``exit_time`` is in
 a window (what the canary rule of :func:`cvn_assets.champion.canary_passed` reads).
+:func:`replace_days` replaces several days of both tables in one transaction (what the
+``paper_trades`` asset calls: a ``kill -9`` during a run leaves the journal as it was before).
+
+``monitoring_metrics`` (migration ``0006_monitoring``): one row per (crypto, day), the flat row
+of :func:`cvn_assets.monitoring.metrics_row` (``MONITORING_COLUMNS``); written by
+:func:`replace_monitoring_row`, read by :func:`read_monitoring`.
 """
 
 from __future__ import annotations
@@ -29,10 +35,14 @@ from resources.model_registry import model_versions_table
 
 __all__ = [
     "JOURNAL_METADATA",
+    "monitoring_metrics_table",
     "predictions_table",
+    "read_monitoring",
     "read_predictions",
     "read_trades",
     "replace_day",
+    "replace_days",
+    "replace_monitoring_row",
     "trades_table",
 ]
 
@@ -77,6 +87,40 @@ trades_table = sa.Table(
     sa.CheckConstraint("barrier IN ('tp', 'sl', 'time', 'halt')", name="ck_trades_barrier"),
     sa.CheckConstraint("exit_time >= entry_time", name="ck_trades_times"),
     sa.Index("ix_trades_crypto_exit", "crypto", "exit_time"),
+)
+
+_MONITORING_INT = (
+    "training_failed_binary_logistic_1h",
+    "training_failed_binary_logistic_24h",
+    "training_failed_focal_1h",
+    "training_failed_focal_24h",
+    "training_failed_other_1h",
+    "training_failed_other_24h",
+)
+monitoring_metrics_table = sa.Table(
+    "monitoring_metrics",
+    JOURNAL_METADATA,
+    sa.Column("crypto", sa.String(32), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("as_of_utc", sa.DateTime(timezone=True), nullable=False),
+    *[sa.Column(c, sa.Integer, nullable=False) for c in _MONITORING_INT],
+    sa.Column("loss_function", sa.String(32), nullable=False),
+    sa.Column("focal_loss_active", sa.Integer, nullable=False),
+    sa.Column("focal_gamma", sa.Float, nullable=True),
+    sa.Column("focal_alpha", sa.Float, nullable=True),
+    *[sa.Column(f"buy_proba_{q}", sa.Float, nullable=True) for q in ("p05", "p25", "p50")],
+    *[sa.Column(f"buy_proba_{q}", sa.Float, nullable=True) for q in ("p75", "p95")],
+    sa.Column("buy_proba_n", sa.Integer, nullable=False),
+    sa.Column("buy_proba_psi", sa.Float, nullable=True),
+    sa.Column("buy_proba_psi_null_p95", sa.Float, nullable=True),
+    sa.Column("buy_proba_psi_expected", sa.String(16), nullable=True),
+    sa.Column("expectancy_net_24h", sa.Float, nullable=True),
+    sa.Column("expectancy_trades_24h", sa.Integer, nullable=False),
+    sa.Column("expectancy_net_48h", sa.Float, nullable=True),
+    sa.Column("expectancy_trades_48h", sa.Integer, nullable=False),
+    sa.Column("latency_p50_ms", sa.Float, nullable=True),
+    sa.Column("latency_p99_ms", sa.Float, nullable=True),
+    sa.Column("latency_n", sa.Integer, nullable=False),
 )
 
 #: the column a day's rows are selected by, per table
@@ -174,3 +218,66 @@ def read_trades(engine: sa.Engine, crypto: str, start: Any, end: Any) -> pd.Data
 def read_predictions(engine: sa.Engine, crypto: str, start: Any, end: Any) -> pd.DataFrame:
     """``crypto``'s predictions whose ``hour`` is in ``[start, end]``, by hour."""
     return _read(engine, predictions_table, crypto, start, end)
+
+
+def replace_days(
+    engine: sa.Engine,
+    crypto: str,
+    days: list[Any],
+    predictions: pd.DataFrame,
+    trades: pd.DataFrame,
+) -> tuple[int, int]:
+    """Replace ``crypto``'s ``predictions`` (by ``hour``) and ``trades`` (by ``exit_time``) of
+    every UTC day of ``days`` with the given rows, all in **one** transaction (a crash leaves
+    the journal as it was). Rows outside the days are refused. Returns (predictions, trades)
+    inserted."""
+    bounds = [_day_bounds(d) for d in days]
+    batches = []
+    for table, rows in ((predictions_table, predictions), (trades_table, trades)):
+        col = table.c[_DAY_COLUMN[table.name]]
+        records = _records(table, crypto, rows)
+        for r in records:
+            if not any(lo <= r[col.name] < hi for lo, hi in bounds):
+                raise ValueError(
+                    f"{table.name}: {col.name} {r[col.name].isoformat()} is outside the days "
+                    f"being replaced"
+                )
+        batches.append((table, col, records))
+    spans: list[tuple[datetime, datetime]] = []  # contiguous days merged: one DELETE each
+    for lo, hi in sorted(bounds):
+        if spans and lo <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(hi, spans[-1][1]))
+        else:
+            spans.append((lo, hi))
+    with write_transaction(engine, busy_timeout_ms=WRITE_WAIT_MS) as conn:
+        for table, col, records in batches:
+            for lo, hi in spans:
+                conn.execute(
+                    table.delete().where((table.c.crypto == crypto) & (col >= lo) & (col < hi))
+                )
+            if records:
+                conn.execute(table.insert(), records)
+    return len(batches[0][2]), len(batches[1][2])
+
+
+def replace_monitoring_row(engine: sa.Engine, row: dict[str, Any]) -> None:
+    """Write one :func:`cvn_assets.monitoring.metrics_row` dict as the (crypto, day) row of
+    ``monitoring_metrics``, replacing an earlier one (one transaction)."""
+    t = monitoring_metrics_table
+    rec = {c.name: row[c.name] for c in t.columns}
+    rec["day"] = pd.Timestamp(rec["day"]).date()
+    rec["as_of_utc"] = as_utc(pd.Timestamp(rec["as_of_utc"]).to_pydatetime())
+    with write_transaction(engine, busy_timeout_ms=WRITE_WAIT_MS) as conn:
+        conn.execute(t.delete().where((t.c.crypto == rec["crypto"]) & (t.c.day == rec["day"])))
+        conn.execute(t.insert().values(**rec))
+
+
+def read_monitoring(engine: sa.Engine, crypto: str | None = None) -> pd.DataFrame:
+    """``monitoring_metrics`` rows (of ``crypto``, or all), by crypto and day."""
+    t = monitoring_metrics_table
+    query = sa.select(t).order_by(t.c.crypto, t.c.day)
+    if crypto is not None:
+        query = query.where(t.c.crypto == crypto)
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in t.columns])

@@ -217,6 +217,34 @@ class MarketDataResource(ConfigurableResource):
             )[symbol]
         return _select(frame, symbol, start, end)
 
+    def load_candles_through(self, symbol: str, end: str | pd.Timestamp) -> pd.DataFrame:
+        """Candles of ``symbol`` with ``open_time < end``, **including the hours after the
+        sweep's window** (what paper trading replays); :meth:`load_candles` is unchanged.
+
+        Synthetic: the same seeded market generated for more hours (the generator is
+        prefix-stable: the sweep's ``hours`` candles are bit-identical), up to ``end`` but never
+        past the current hour (candles of the future do not exist yet). CSV: the whole file
+        (new rows appended to it are the hours after the window), up to ``end``.
+        """
+        self.check_config()
+        hi = _utc(end, "end")
+        if self.data_source == "csv":
+            return self.load_candles(symbol, None, hi)
+        first = _utc(self.start, "start")
+        now = pd.Timestamp.now(tz="UTC").floor("h")
+        stop = min(hi, now)
+        hours = max(self.hours, int((stop - first) / pd.Timedelta(hours=1)))
+        universe = tuple(self.universe) if symbol in self.universe else (symbol,)
+        frame = synthetic_candles(
+            universe,
+            start=self.start,
+            hours=hours,
+            seed=self.seed,
+            scenario=self.scenario(),
+            edge=self.edge,
+        )[symbol]
+        return _select(frame, symbol, None, hi)
+
     def data_identity(self, cryptos: list[str] | tuple[str, ...]) -> dict[str, Any]:
         """What the candles of ``cryptos`` are, for the sweep identity (JSON-able).
 

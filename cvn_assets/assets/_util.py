@@ -86,7 +86,7 @@ def prepare_sweep(context: Any, sweep: Any, market_data: Any, results_store: Any
     identity = sweep_identity(sweep, market_data)
     results_store.register_sweep(sweep.sweep_id, identity, replace=sweep.replace_sweep)
     if context.run.tags.get(SWEEP_TAG) != sweep.sweep_id:  # the Runs page filters by sweep
-        context.instance.add_run_tags(context.run_id, {SWEEP_TAG: sweep.sweep_id})
+        context.instance.add_run_tags(context.run.run_id, {SWEEP_TAG: sweep.sweep_id})
     return identity
 
 

@@ -23,18 +23,60 @@ For the configured sweep (``sweep.sweep_id``), per crypto partition:
    under a fingerprint of (sweep identity, crypto, effective variant, window, plan settings,
    code), registered as a model version and promoted to ``champion`` (the old champion
    becomes ``previous``).
+
+Then the live loop, per crypto x UTC day (``day_crypto_partitions``; single-run backfills, so a
+month of one crypto is one run):
+
+``paper_trades`` replays the day's hourly candles through the champion live at each hour
+(:mod:`cvn_assets.paper`, the one replay/fill implementation) and writes the ``predictions``
+and ``trades`` journal (:func:`resources.journal.replace_days`: the run's days of a crypto
+are replaced in one transaction, so a re-run never duplicates rows and a ``kill -9`` leaves
+the journal as it was).
+
+* **The model per hour**: the ``champion`` alias history of the registry, each version served
+  from its stored artifact (:func:`cvn_assets.paper.live_model_from_calibrated`), live from its
+  ``valid_from``; the first champion also stands for the hours before its promotion (a replay
+  of the past: paper trading the hours after its training window). An hour before a model's
+  ``train_end`` is refused (leakage), naming the day and ``train_end``.
+* **The carried position** is re-derived, not stored: every run replays (one vectorised
+  :func:`cvn_assets.paper.replay`, ~0.1 s per year of hours) from the first day after the first
+  champion's training window up to its last day, and journals only its own days. So a day's
+  rows never depend on which runs came before, and a backfill equals day-by-day runs.
+* **trading_halted** (config store): the value read at run time applies to the hours of the
+  days this run materializes (what a live system sees); the earlier days, replayed only to
+  re-derive the position, use the value the ``config_audit`` history recorded at each hour
+  (wall-clock change times; before the first change: not halted). While halted: no new entry,
+  an open position is closed at the next open (barrier ``halt`` in ``trades``).
+* **Candles** after the sweep's window: :meth:`resources.market_data.MarketDataResource.
+  load_candles_through` (the synthetic market continues with the same seed, bit-identical
+  on the sweep's hours). A day whose candles do not exist yet fails, naming the missing hours.
+* Fees: ``fee_per_side`` (run config, default 0.1 % per side); barriers: the sweep's label
+  strategy; ``latency_ms``: :func:`cvn_assets.paper.measure_latency` per model version (median
+  of ``latency_runs`` live decisions on the trailing candles).
+
+``monitoring_metrics`` computes the five metrics (:func:`cvn_assets.monitoring.metrics_row`)
+of each crypto x day from the journal, the run records tagged ``cvn/loss_function`` and the
+live champion's reference statistics (the PSI's training deciles), writes them to the
+``monitoring_metrics`` table, as asset metadata (plotted over the partitions by the UI), and
+as ``$DAGSTER_HOME/metrics/<crypto>.prom`` (Prometheus text format; the latest day written).
 """
 
 from dataclasses import asdict
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    BackfillPolicy,
     Config,
+    DagsterRunStatus,
     Failure,
     MetadataValue,
+    RunsFilter,
     asset,
 )
 from pydantic import Field
@@ -56,13 +98,30 @@ from cvn_assets.champion import (
 from cvn_assets.dataset import label_times
 from cvn_assets.evaluation import train_cell
 from cvn_assets.identity import digest, module_digest
-from cvn_assets.partitions import SETTINGS, crypto_partitions
-from resources.config_store import ConfigStore
-from resources.db import utc_now
-from resources.journal import read_trades
+from cvn_assets.monitoring import LOSS_FUNCTION_TAG, LOSS_FUNCTIONS, metrics_row
+from cvn_assets.paper import (
+    DEFAULT_FEE_PER_SIDE,
+    LIVE_WINDOW_BARS,
+    LiveModel,
+    ModelSchedule,
+    live_model_from_calibrated,
+    measure_latency,
+    model_schedule,
+    replay,
+)
+from cvn_assets.partitions import SETTINGS, crypto_partitions, day_crypto_partitions, split_day_key
+from resources.config_store import ConfigStore, UnknownFlag
+from resources.db import as_utc, utc_now
+from resources.journal import (
+    read_predictions,
+    read_trades,
+    replace_days,
+    replace_monitoring_row,
+)
 from resources.market_data import MarketDataResource
+from resources.metrics_export import metrics_dir, write_prom_file
 from resources.model_registry import ModelRegistry
-from resources.model_store import ArtifactStore, Stamped
+from resources.model_store import ArtifactStore, Stamped, read_value
 from resources.results_store import ResultsStore
 from resources.sweep_settings import SweepSettings
 
@@ -280,7 +339,7 @@ def champion_models(
     reason = config.reason.strip() or f"{variant.name}: {why}"
     reason = f"{reason}{kill} [sweep {sweep.sweep_id}; {rollout}]"
     aliases = model_registry.promote(
-        crypto, version_id, actor=config.actor, reason=reason, dagster_run_id=context.run_id
+        crypto, version_id, actor=config.actor, reason=reason, dagster_run_id=context.run.run_id
     )
     context.log.info(f"{crypto}: champion = version {version_id} ({eff.name}); {reason}")
     context.add_output_metadata(
@@ -312,3 +371,280 @@ def champion_models(
         }
     )
     return Stamped(cal, fp)
+
+
+# ---------------------------------------------------------------------------------------------
+# paper_trades
+# ---------------------------------------------------------------------------------------------
+PAPER_ASSET = "paper_trades"
+MONITORING_ASSET = "monitoring_metrics"
+HALT_FLAG = "trading_halted"
+_PAPER_CODE = ("paper.py", "trading.py", "features.py", "calibrated_model.py")
+_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
+
+
+class PaperConfig(Config):
+    """Run config of ``paper_trades`` (launchpad: ``ops.paper_trades.config``)."""
+
+    fee_per_side: float = Field(
+        default=DEFAULT_FEE_PER_SIDE, description="fee per side as a fraction (0.001 = 0.1 %)"
+    )
+    latency_runs: int = Field(default=20, description="timed live decisions per model version")
+
+
+def _days_by_crypto(context: AssetExecutionContext) -> dict[str, list[pd.Timestamp]]:
+    out: dict[str, set[pd.Timestamp]] = {}
+    for key in context.partition_keys:
+        crypto, day = split_day_key(key)
+        out.setdefault(crypto, set()).add(pd.Timestamp(day, tz="UTC"))
+    return {c: sorted(d) for c, d in sorted(out.items())}
+
+
+def champion_schedule(
+    registry: ModelRegistry, crypto: str
+) -> tuple[ModelSchedule, dict[int, dict[str, Any]]]:
+    """The champion live at each hour, from the alias history and the stored artifacts.
+
+    Each version is live from its ``valid_from``; the first one also from before (hours
+    replayed before the first promotion). Returns the schedule and the versions by id."""
+    history = registry.history(crypto, "champion")
+    if not history:
+        raise Failure(
+            description=f"{crypto} has no champion: materialize champion_models for it first"
+        )
+    versions: dict[int, dict[str, Any]] = {}
+    models: dict[int, LiveModel] = {}
+    changes: list[tuple[pd.Timestamp, LiveModel]] = []
+    for row in history:
+        v = int(row["version_id"])
+        if v not in models:
+            version = registry.get_version(v)
+            assert version is not None
+            cal = read_value(Path(version["artifact_uri"]))
+            models[v] = live_model_from_calibrated(
+                cal,
+                version=v,
+                train_end=pd.Timestamp(as_utc(version["train_end"])),
+                loss_function=version["loss_function"],
+            )
+            versions[v] = version
+        when = _EPOCH if not changes else pd.Timestamp(row["valid_from"])
+        if changes and changes[-1][1].version == v:
+            continue
+        if changes and when <= changes[-1][0]:
+            changes[-1] = (changes[-1][0], models[v])
+        else:
+            changes.append((when, models[v]))
+    return model_schedule(changes), versions
+
+
+def _halted_fn(config_store: ConfigStore, days: list[pd.Timestamp]) -> tuple[Any, str, int, int]:
+    """``halted(hour)``: the run-time flag on ``days``, the audit history elsewhere."""
+    try:
+        value, version = config_store.get(HALT_FLAG)
+    except UnknownFlag:
+        value, version = "false", 0
+    now_halted = value == "true"
+    audit = config_store.audit(HALT_FLAG)
+    times = np.array([pd.Timestamp(a["changed_at"]).value for a in audit], dtype=np.int64)
+    values = [a["new_value"] == "true" for a in audit]
+    own = {d.value for d in days}
+
+    def halted(hour: pd.Timestamp) -> bool:
+        if hour.normalize().value in own:
+            return now_halted
+        i = int(np.searchsorted(times, hour.value, side="right")) - 1
+        return bool(values[i]) if i >= 0 else False
+
+    return halted, value, version
+
+
+def _summary(trades: pd.DataFrame, preds: pd.DataFrame) -> dict[str, Any]:
+    net = trades["net_return"].astype(float)
+    return {
+        "predictions": len(preds),
+        "buy_signals": int((preds["decision"] == "BUY").sum()),
+        "trades": len(trades),
+        "hit_rate": round(float((net > 0).mean()), 4) if len(net) else None,
+        "net_expectancy": round(float(net.mean()), 6) if len(net) else None,
+        "halt_exits": int((trades["barrier"] == "halt").sum()),
+    }
+
+
+@asset(
+    name=PAPER_ASSET,
+    group_name="guard",
+    partitions_def=day_crypto_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    deps=[AssetKey(ASSET)],
+    kinds={"sql"},
+    code_version=module_digest(*_PAPER_CODE),
+    description="Paper trading per crypto x day: the day's hourly candles replayed through the "
+    "champion live at each hour; predictions and trades journaled (a day replaced, never "
+    "duplicated); trading_halted honoured.",
+)
+def paper_trades(
+    context: AssetExecutionContext,
+    config: PaperConfig,
+    sweep: SweepSettings,
+    market_data: MarketDataResource,
+    config_store: ConfigStore,
+    model_registry: ModelRegistry,
+) -> None:
+    label = sweep.label
+    done: dict[str, Any] = {}
+    for crypto, days in _days_by_crypto(context).items():
+        schedule, versions = champion_schedule(model_registry, crypto)
+        anchor = schedule.models[0].train_end.ceil("D")
+        first, last = min(anchor, days[0]), days[-1]
+        halted, flag, flag_version = _halted_fn(config_store, days)
+        try:
+            candles = market_data.load_candles_through(crypto, last + pd.Timedelta(days=1))
+            before = candles[candles.index < days[0]].iloc[-LIVE_WINDOW_BARS:]
+            latency = {
+                m.version: measure_latency(m, None, before, n=config.latency_runs).median_ms
+                for m in schedule.models
+            }
+            rep = replay(
+                candles,
+                None,
+                first,
+                last,
+                schedule,
+                crypto=crypto,
+                take_profit=label.take_profit,
+                stop_loss=label.stop_loss,
+                horizon=label.horizon,
+                fee_per_side=config.fee_per_side,
+                halted=halted,
+                latency_ms=latency,
+            )
+        except ValueError as exc:
+            raise Failure(description=f"paper_trades {crypto}: {exc}") from exc
+        own = pd.DatetimeIndex(days)
+        preds = rep.predictions[rep.predictions["hour"].dt.normalize().isin(own)]
+        trades = rep.trades[rep.trades["exit_time"].dt.normalize().isin(own)]
+        n_p, n_t = replace_days(model_registry.engine, crypto, days, preds, trades)
+        summary = _summary(trades, preds)
+        context.log.info(
+            f"{crypto}: {len(days)} day(s) {days[0]:%Y-%m-%d}..{last:%Y-%m-%d} journaled: "
+            f"{n_p} predictions, {n_t} trades (replayed from {first:%Y-%m-%d}); "
+            f"{HALT_FLAG}={flag}"
+        )
+        done[crypto] = {
+            "days": len(days),
+            "first_day": f"{days[0]:%Y-%m-%d}",
+            "last_day": f"{last:%Y-%m-%d}",
+            "replayed_from": f"{first:%Y-%m-%d}",
+            **summary,
+            "model_versions": sorted(int(v) for v in preds["model_version"].unique()),
+            "latency_ms": {int(v): round(x, 3) for v, x in latency.items()},
+            "open_position_at_end": rep.open_position is not None,
+        }
+        for day in days:
+            d_p = preds[preds["hour"].dt.normalize() == day]
+            d_t = trades[trades["exit_time"].dt.normalize() == day]
+            context.add_asset_metadata(
+                {
+                    **_summary(d_t, d_p),
+                    "buy_proba_mean": round(float(d_p["buy_proba"].mean()), 4)
+                    if len(d_p)
+                    else None,
+                    "trading_halted": f"{flag} (version {flag_version})",
+                    "fee_per_side": config.fee_per_side,
+                    "model_version": ",".join(
+                        str(v) for v in sorted(d_p["model_version"].unique())
+                    ),
+                    "variant": ",".join(
+                        sorted(
+                            {
+                                str(versions[int(v)]["variant"])
+                                for v in d_p["model_version"].unique()
+                            }
+                        )
+                    ),
+                },
+                partition_key=f"{crypto}|{day:%Y-%m-%d}",
+            )
+    context.add_asset_metadata({"run_summary": MetadataValue.json(done)})
+
+
+# ---------------------------------------------------------------------------------------------
+# monitoring_metrics
+# ---------------------------------------------------------------------------------------------
+def _run_records(context: AssetExecutionContext, end: pd.Timestamp) -> list[tuple[Any, ...]]:
+    """Failed runs tagged ``cvn/loss_function`` ending in the day before ``end`` (plain
+    records for :func:`cvn_assets.monitoring.training_failures`)."""
+    names = {v.loss_function for v in SETTINGS.variants} | set(LOSS_FUNCTIONS)
+    out = []
+    for lf in sorted(names):
+        records = context.instance.get_run_records(
+            filters=RunsFilter(
+                statuses=[DagsterRunStatus.FAILURE],
+                tags={LOSS_FUNCTION_TAG: lf},
+                updated_after=(end - pd.Timedelta(hours=25)).to_pydatetime(),
+            )
+        )
+        for r in records:
+            out.append((r.dagster_run.status.value, r.end_time, dict(r.dagster_run.tags)))
+    return out
+
+
+@asset(
+    name=MONITORING_ASSET,
+    group_name="guard",
+    partitions_def=day_crypto_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    deps=[AssetKey(PAPER_ASSET)],
+    kinds={"sql", "prometheus"},
+    code_version=module_digest("monitoring.py"),
+    description="The five monitoring metrics per crypto x day (training failures per loss, "
+    "focal_loss_active, buy_proba quantiles and PSI, net expectancy 24/48 h, latency): "
+    "monitoring_metrics table, asset metadata, $DAGSTER_HOME/metrics/<crypto>.prom.",
+)
+def monitoring_metrics(
+    context: AssetExecutionContext,
+    model_registry: ModelRegistry,
+) -> None:
+    engine = model_registry.engine
+    prom: dict[str, str] = {}
+    for crypto, days in _days_by_crypto(context).items():
+        for day in days:
+            end = day + pd.Timedelta(days=1)
+            preds = read_predictions(engine, crypto, day, end - pd.Timedelta(microseconds=1))
+            if preds.empty:
+                raise Failure(
+                    description=f"monitoring_metrics {crypto} {day:%Y-%m-%d}: no predictions "
+                    "journaled for the day: materialize paper_trades for it first"
+                )
+            trades = read_trades(engine, crypto, end - pd.Timedelta(hours=48), end)
+            version = model_registry.get_version(int(preds["model_version"].iloc[-1]))
+            assert version is not None
+            stats = version["reference_stats"] or {}
+            edges = stats.get("buy_proba_decile_edges")
+            row = metrics_row(
+                crypto=crypto,
+                day=f"{day:%Y-%m-%d}",
+                loss_function=version["loss_function"],
+                gamma=version["gamma"],
+                alpha=version["alpha"],
+                buy_proba=preds["buy_proba"].to_numpy(np.float64),
+                trades=trades,
+                latency_ms=preds["latency_ms"].dropna().to_numpy(np.float64),
+                run_records=_run_records(context, end),
+                psi_edges=edges if edges else None,
+            )
+            replace_monitoring_row(engine, row)
+            context.add_asset_metadata(
+                {k: v for k, v in row.items() if k not in ("crypto", "day") and v is not None},
+                partition_key=f"{crypto}|{day:%Y-%m-%d}",
+            )
+        prom[crypto] = str(write_prom_file(metrics_dir(_home(context)), crypto, row))
+    context.log.info(f"monitoring_metrics: .prom files {prom}")
+
+
+def _home(context: AssetExecutionContext) -> str | None:
+    from cvn_assets.assets._util import instance_home
+
+    home = instance_home(context)
+    return None if home is None else str(home)

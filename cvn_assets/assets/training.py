@@ -104,7 +104,7 @@ def tag_run_with_variant(context: AssetExecutionContext, variant: Variant) -> No
     trains a variant is filterable by it in the Runs page."""
     missing = {k: v for k, v in variant_tags(variant).items() if context.run.tags.get(k) != v}
     if missing:
-        context.instance.add_run_tags(context.run_id, missing)
+        context.instance.add_run_tags(context.run.run_id, missing)
 
 
 def _check_market_inputs(

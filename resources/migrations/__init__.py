@@ -12,6 +12,8 @@ Revisions (``versions/``), oldest first:
   ``expectancy_trading`` and ``n_trades_trading``.
 * ``0005_journal``: the paper-trading journal, ``predictions`` and ``trades``
   (:mod:`resources.journal`).
+* ``0006_monitoring``: ``monitoring_metrics``, one row of the five monitoring metrics per
+  crypto and day (:mod:`resources.journal`).
 
 A change to a ``Table`` of the results store, the config store or the model registry needs a
 new revision here: ``tests/integration/test_migrations.py`` compares the migrated schema
@@ -56,7 +58,7 @@ __all__ = [
 
 HERE = Path(__file__).resolve().parent
 #: the newest revision (checked against the scripts by the tests)
-HEAD = "0005_journal"
+HEAD = "0006_monitoring"
 BASELINE = "0001_results_baseline"
 SWEEPS = "0002_sweeps"
 #: tables created before migrations existed (abe7750), and their later ``sweeps`` table

@@ -35,7 +35,7 @@ from resources.results_store import METADATA, ResultsStore, _sqlite_foreign_keys
 REPO = Path(__file__).resolve().parents[2]
 ALL_METADATA = [METADATA, CONFIG_METADATA, REGISTRY_METADATA, JOURNAL_METADATA]
 GUARD_TABLES = {"ftf_config", "config_audit", "model_versions", "model_aliases"}
-GUARD_TABLES |= {"model_alias_history", "predictions", "trades"}
+GUARD_TABLES |= {"model_alias_history", "predictions", "trades", "monitoring_metrics"}
 RESULT_TABLES = ("finetune_results", "oos_returns", "gate_verdicts")
 _ADDED_BY_0004 = {"trading_threshold", "expectancy_trading", "n_trades_trading"}
 PLACEHOLDER = ("0000000000000000", '{"note": "registered before sweep identities existed"}')
@@ -277,6 +277,7 @@ def test_the_revisions_form_one_chain_ending_at_head():
         "0003_guard_state",
         "0004_trading_metrics",
         "0005_journal",
+        "0006_monitoring",
     ]
     assert head_revision() == HEAD == chain[-1]
 

@@ -1,0 +1,631 @@
+"""Decision rules of the drift and expectancy sensors (issue "Production guard, part 2").
+
+Pure functions (no Dagster): the sensors feed them windows of live data and the reference
+statistics of the model that is live, and act on the returned :class:`Verdict`. Every rule
+has a minimum sample size below which it answers ``"insufficient"`` (never ``"ok"``: too few
+rows is not "no drift"), and a sample-size-aware threshold, so its false-alarm rate under
+no drift is bounded at every window size. The numbers below were measured with
+:func:`false_alarm_rate` in ``tests/unit/test_drift.py`` (seeded); the tests
+re-measure them and fail when they leave the stated tolerance.
+
+Verdict
+-------
+``Verdict(level, value, threshold, n, reason, details)``: ``level`` is ``"ok"``,
+``"warn"``, ``"crit"`` or ``"insufficient"``; ``value`` the statistic that decided,
+``threshold`` the bound it was compared with (for the level reached, or the warn bound
+when ``ok``), ``n`` the sample size behind it, ``reason`` one human sentence, ``details``
+per-item numbers (per feature, per window, per crypto). NaN ``value``/``threshold`` when
+not computable.
+
+1. Net expectancy (``expectancy_negative_focal``, P1)
+-----------------------------------------------------
+Per crypto, :func:`expectancy_alert` on the net returns per trade (fractions, after fees;
+:func:`cvn_assets.monitoring.expectancy_window` conventions) of the last 48 h and 24 h:
+
+* ``n_48h < min_trades`` (default **10**) -> ``insufficient`` (the 24 h window is a subset,
+  so it has even fewer).
+* **crit** when the one-sided Student t-test of ``H0: mean >= 0`` against ``mean < 0``
+  rejects at ``alpha`` (default **0.05**) on the 48 h window; equivalently the mean is
+  below the critical mean ``-t_{1-alpha, n-1} s / sqrt(n)`` (the Verdict's ``threshold``),
+  i.e. the upper ``1 - alpha`` confidence bound of the mean is below 0. A constant negative
+  series (``s = 0``) is crit, a constant zero series is not.
+* **warn** (issue: "< 0 over 24 h") when not crit and the same test rejects on the 24 h
+  window, which must itself hold ``min_trades`` trades.
+* otherwise **ok**.
+
+Why a t-test and 10 trades: a window mean of a handful of trades is noise (one stop-loss of
+-1 % in 3 trades is a mean of -0.33 %); the test scales the bar with the window's own
+dispersion and size. Below ~10 trades the t quantile is large (1.83 at 9 d.o.f.) and the
+normal approximation of skewed TP/SL returns is poor.
+
+:func:`expectancy_negative_focal` combines the per-crypto verdicts: not focal active ->
+``ok``; ``>= 2`` cryptos crit -> **crit (P1)**; ``>= 2`` cryptos warn-or-crit -> **warn**;
+fewer than 2 cryptos with enough trades -> ``insufficient`` (the rule cannot fire); else
+``ok``. :func:`auto_kill_switch`: True when at least 2 distinct P1 alert times lie in the
+last hour ``(now - 1 h, now]`` (so the two latest alerts are consecutive and at most 1 h
+apart, the latter not after ``now``; an alert exactly 1 h before ``now`` no longer counts;
+a duplicated record of one alert -- same timestamp -- counts once).
+
+Measured false-alarm rates (zero true mean, iid trades; ``tests/unit/test_drift.py``):
+
+* normal returns, sd 1 % per trade, 20 trades in 48 h (the last 10 in 24 h), 20 000
+  windows, seed 1: crit **5.14 %** (exact t-test: alpha), warn-or-crit **8.19 %**;
+* skewed TP/SL returns (+2 % w.p. 1/3, -1 % w.p. 2/3, mean 0), same sizes, seed 2: crit
+  **5.82 %** -- the t-test is anti-conservative for right-skewed returns at small n (the
+  left tail of t is heavier; tested <= 1.5 alpha); the P1 still needs two cryptos;
+* P1 (``>= 2`` of 5 independent cryptos crit, normal returns; 10 000 draws, seed 3):
+  **2.25 %** per evaluation (binomial: ``1 - 0.95^5 - 5 * 0.05 * 0.95^4 = 2.26 %``).
+  Consecutive hourly evaluations share 47/48 of their window, so a false P1 tends to repeat
+  and :func:`auto_kill_switch` adds little protection against it; lower ``alpha`` if pages
+  are too frequent.
+
+2. Data drift (spec 6.3)
+------------------------
+:func:`data_drift`: per top-5 feature (by gain), the PSI of the 7-day window against the
+training deciles frozen in the artifact (:func:`cvn_assets.monitoring.psi`, expected shares
+``1/10``), compared with ``max(rule_of_thumb, psi_null_quantile(n, q))`` (warn 0.2, crit
+0.5, ``q = 0.95``; with ``n_train`` the null includes the decile estimation error). So a
+level is reached only when the PSI exceeds both the rule of thumb and the no-drift ``q``
+quantile at this window's ``n``. Features with fewer than ``min_rows`` (default **100**)
+values are ``insufficient``; the worst evaluable feature decides; all features
+insufficient -> ``insufficient``. ``min_rows = 100`` is where the null 95th percentile
+(0.186-0.190) falls below the 0.2 warn bound, i.e. the smallest window where the detector
+can warn at its nominal threshold; below it PSI is dominated by the share floor of empty
+bins.
+
+Measured (no drift, 168 hourly rows drawn from the training distribution):
+
+* the sample-size-aware part alone (``warn = crit = 0``: alarm iff PSI > null q95), one
+  feature, 20 000 windows, seed 4: **4.68 %** (true exceedance of the seed-0 quantile of
+  this discrete statistic: 4.8 %, 400 000 draws) -- ``psi_null_quantile`` is calibrated;
+* the full rule at defaults, one feature, same draws: **0.05 %** (at ``n = 168`` the 0.2
+  rule of thumb binds over the null q95 0.106, so the rate is far below ``1 - q``);
+* 5 independent features (the max decides), 10 000 windows, seed 5: null part alone
+  **22.1 %** (``1 - 0.95^5 = 22.6 %``), full rule **0.13 %**.
+
+3. Concept drift (spec 6.3)
+---------------------------
+:func:`concept_drift`: ``gap = oos_f1 - live_f1``, live f1_buy over 14 days on matured
+labels only, against the sweep's OOS f1_buy of the live model (treated as fixed).
+``insufficient`` when fewer than ``min_rows`` (default **168**, 7 days of matured hourly
+rows) or fewer than ``min_positives`` (default **30**) true BUY labels. Level ``L`` (warn
+0.05, crit 0.10) when ``gap > max(L, z_{1-alpha} * se)`` with ``alpha = 0.05`` and the
+delta-method standard error of F1, ``se = 2 / (1 + a)^2 * sqrt(a (1 - a) / N)`` with
+``a = F1 / (2 - F1)`` = TP / (TP + FP + FN) and ``N = n_relevant`` (TP + FP + FN) when
+given, else ``n_positives`` (TP + FN <= TP + FP + FN, so the se is an upper bound and the
+rule conservative). Evaluated at the OOS F1 (the null hypothesis), so ``live_f1 = 0``
+cannot shrink the se to 0.
+
+Measured (no drift: live F1 equal to OOS 0.50 in expectation, 336 matured rows, 30 % BUY
+labels, precision = recall = 0.5; 20 000 windows, seed 6): warn-or-crit **2.25 %** with the
+default ``n_positives`` se; **5.67 %** with the exact ``n_relevant`` (the delta method is
+slightly anti-conservative for F1's skewed estimator; tested <= 1.25 alpha).
+
+4. Output sharpness (spec 6.3)
+------------------------------
+:func:`sharpness_drift`: ``s = mean(max(p, 1 - p))`` over the 7-day window of buy_proba;
+**warn** (a trigger) when ``s > training_mean + margin`` (margin **0.10**); fewer than
+``min_rows`` (default **48**) probabilities -> ``insufficient``. Why 48: ``max(p, 1-p)``
+lies in ``[0.5, 1]``, so by Hoeffding's inequality the no-drift probability of a trigger is
+at most ``exp(-2 n margin^2 / 0.25) = exp(-0.08 n)`` = 2.1 % at ``n = 48`` for any iid
+distribution of ``p`` (0.0001 % at 168). :class:`SharpnessState` counts consecutive
+triggers (ok resets, insufficient leaves the count unchanged: no evidence either way, and a
+data gap must not wipe a pending trigger); :func:`sharpness_revert` is True from **2**
+consecutive triggers: revert that crypto to the baseline model.
+
+Measured (no drift, 48 rows of p ~ Beta(2, 5); 20 000 windows, seed 7): **0 %** (no
+trigger in 20 000; bound 2.1 %).
+
+All bounds assume independent rows; hourly predictions and overlapping trades are
+autocorrelated, which widens the null spread -- read the rates as per-evaluation rates
+under independence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import stats
+
+from cvn_assets.monitoring import _check_edges, _finite_1d, _utc_ns, psi, psi_null_quantile
+
+__all__ = [
+    "ALARM_LEVELS",
+    "CONCEPT_MIN_POSITIVES",
+    "CONCEPT_MIN_ROWS",
+    "DATA_DRIFT_MIN_ROWS",
+    "EXPECTANCY_ALPHA",
+    "EXPECTANCY_MIN_TRADES",
+    "SHARPNESS_MIN_ROWS",
+    "FalseAlarmRate",
+    "Level",
+    "SharpnessState",
+    "Verdict",
+    "auto_kill_switch",
+    "concept_drift",
+    "data_drift",
+    "expectancy_alert",
+    "expectancy_negative_focal",
+    "false_alarm_rate",
+    "sharpness_drift",
+    "sharpness_revert",
+]
+
+Level = Literal["ok", "warn", "crit", "insufficient"]
+#: Levels that count as an alarm in :func:`false_alarm_rate`.
+ALARM_LEVELS: tuple[Level, ...] = ("warn", "crit")
+_RANK: dict[str, int] = {"insufficient": -1, "ok": 0, "warn": 1, "crit": 2}
+
+EXPECTANCY_MIN_TRADES = 10
+EXPECTANCY_ALPHA = 0.05
+DATA_DRIFT_MIN_ROWS = 100
+CONCEPT_MIN_ROWS = 168
+CONCEPT_MIN_POSITIVES = 30
+SHARPNESS_MIN_ROWS = 48
+KILL_SWITCH_WINDOW_H = 1.0
+KILL_SWITCH_ALERTS = 2
+SHARPNESS_REVERT_AFTER = 2
+_NS_PER_HOUR = 3_600_000_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One decision: level, the deciding statistic, its bound, the sample size, why."""
+
+    level: Level
+    value: float
+    threshold: float
+    n: int
+    reason: str
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def alarm(self) -> bool:
+        """True for ``warn`` and ``crit``."""
+        return self.level in ALARM_LEVELS
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _real(name: str, value: object, *, lo: float | None = None, hi: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    f = float(value)
+    if not math.isfinite(f) or (lo is not None and f < lo) or (hi is not None and f > hi):
+        raise ValueError(f"{name} must be a finite number in [{lo}, {hi}], got {value!r}")
+    return f
+
+
+def _count(name: str, value: object, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _alpha(value: object) -> float:
+    a = _real("alpha", value)
+    if not 0.0 < a < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {value!r}")
+    return a
+
+
+def _warn_crit(warn: object, crit: object) -> tuple[float, float]:
+    w = _real("warn", warn, lo=0.0)
+    c = _real("crit", crit, lo=0.0)
+    if c < w:
+        raise ValueError(f"crit must be >= warn, got warn={warn!r}, crit={crit!r}")
+    return w, c
+
+
+# --------------------------------------------------------------------------- expectancy
+
+
+@functools.lru_cache(maxsize=1024)
+def _t_quantile(level: float, dof: int) -> float:
+    return float(stats.t.ppf(level, dof))
+
+
+def _mean_negative_test(r: np.ndarray, alpha: float) -> tuple[float, float]:
+    """(mean, critical mean): reject ``mean >= 0`` when ``mean < critical`` (one-sided t)."""
+    n = r.size
+    mean = float(r.mean())
+    sd = float(r.std(ddof=1))
+    critical = -_t_quantile(1.0 - alpha, n - 1) * sd / math.sqrt(n)
+    return mean, critical
+
+
+def expectancy_alert(
+    net_returns_48h: ArrayLike,
+    net_returns_24h: ArrayLike,
+    *,
+    min_trades: int = EXPECTANCY_MIN_TRADES,
+    alpha: float = EXPECTANCY_ALPHA,
+) -> Verdict:
+    """Per-crypto expectancy verdict: crit (48 h), warn (24 h), ok or insufficient.
+
+    ``net_returns_48h`` / ``net_returns_24h``: net return per trade (fraction, after fees)
+    of the trades exiting in the last 48 h / 24 h (the 24 h trades are a subset of the 48 h
+    ones). ``min_trades`` >= 2; ``alpha`` in (0, 1). Rule in the module docstring.
+    ``value`` is the window mean, ``threshold`` the critical mean of the t-test,
+    ``details`` holds ``mean_48h``, ``n_48h``, ``critical_48h`` and the same for 24 h.
+    """
+    r48 = _finite_1d("net_returns_48h", net_returns_48h, allow_empty=True)
+    r24 = _finite_1d("net_returns_24h", net_returns_24h, allow_empty=True)
+    k = _count("min_trades", min_trades, minimum=2)
+    a = _alpha(alpha)
+    details: dict[str, Any] = {"n_48h": int(r48.size), "n_24h": int(r24.size)}
+    if r48.size < k:
+        return Verdict(
+            "insufficient",
+            float(r48.mean()) if r48.size else math.nan,
+            math.nan,
+            int(r48.size),
+            f"{r48.size} trades in 48 h < min_trades {k}",
+            details,
+        )
+    m48, c48 = _mean_negative_test(r48, a)
+    details.update(mean_48h=m48, critical_48h=c48)
+    if m48 < c48:
+        return Verdict(
+            "crit",
+            m48,
+            c48,
+            int(r48.size),
+            f"48 h mean {m48:.5f} < critical {c48:.5f} (one-sided t, alpha {a}, n {r48.size})",
+            details,
+        )
+    if r24.size >= k:
+        m24, c24 = _mean_negative_test(r24, a)
+        details.update(mean_24h=m24, critical_24h=c24)
+        if m24 < c24:
+            return Verdict(
+                "warn",
+                m24,
+                c24,
+                int(r24.size),
+                f"24 h mean {m24:.5f} < critical {c24:.5f} (one-sided t, alpha {a}, n {r24.size})",
+                details,
+            )
+    return Verdict(
+        "ok",
+        m48,
+        c48,
+        int(r48.size),
+        f"48 h mean {m48:.5f} not significantly < 0 (critical {c48:.5f})",
+        details,
+    )
+
+
+def expectancy_negative_focal(
+    per_crypto_verdicts: Mapping[str, Verdict],
+    focal_active: bool,
+    *,
+    min_cryptos: int = 2,
+) -> Verdict:
+    """The P1 rule over cryptos: crit when >= ``min_cryptos`` cryptos are crit and focal is on.
+
+    ``per_crypto_verdicts``: crypto -> :func:`expectancy_alert` verdict. ``value`` is the
+    number of crit cryptos (warn-or-crit for ``warn``), ``threshold`` ``min_cryptos``,
+    ``n`` the number of cryptos with enough trades; ``details`` lists the cryptos per level.
+    """
+    k = _count("min_cryptos", min_cryptos, minimum=1)
+    if not isinstance(focal_active, bool | np.bool_):
+        raise ValueError(f"focal_active must be a bool, got {focal_active!r}")
+    by_level: dict[str, list[str]] = {lv: [] for lv in _RANK}
+    for crypto, v in per_crypto_verdicts.items():
+        if not isinstance(v, Verdict):
+            raise ValueError(f"per_crypto_verdicts[{crypto!r}] must be a Verdict, got {v!r}")
+        by_level[v.level].append(crypto)
+    details = {lv: sorted(c) for lv, c in by_level.items()}
+    n_eval = len(per_crypto_verdicts) - len(by_level["insufficient"])
+    n_crit = len(by_level["crit"])
+    n_neg = n_crit + len(by_level["warn"])
+    if not focal_active:
+        return Verdict("ok", float(n_crit), float(k), n_eval, "focal not active", details)
+    if n_crit >= k:
+        return Verdict(
+            "crit",
+            float(n_crit),
+            float(k),
+            n_eval,
+            f"P1: net expectancy < 0 over 48 h on {n_crit} cryptos {details['crit']} "
+            f"while focal is active",
+            details,
+        )
+    if n_neg >= k:
+        return Verdict(
+            "warn",
+            float(n_neg),
+            float(k),
+            n_eval,
+            f"net expectancy < 0 on {n_neg} cryptos (24 h or 48 h) while focal is active",
+            details,
+        )
+    if n_eval < k:
+        return Verdict(
+            "insufficient",
+            float(n_crit),
+            float(k),
+            n_eval,
+            f"only {n_eval} cryptos with enough trades (< {k}): the rule cannot fire",
+            details,
+        )
+    return Verdict("ok", float(n_crit), float(k), n_eval, f"{n_crit} cryptos crit < {k}", details)
+
+
+def auto_kill_switch(
+    p1_alert_times: Iterable[Any],
+    now: Any,
+    *,
+    window_h: float = KILL_SWITCH_WINDOW_H,
+    n_alerts: int = KILL_SWITCH_ALERTS,
+) -> bool:
+    """True when >= ``n_alerts`` distinct P1 alert times lie in ``(now - window_h, now]``.
+
+    Times: timezone-aware datetimes or Unix seconds (naive datetimes raise ``ValueError``).
+    Alerts after ``now`` are ignored; equal timestamps count once.
+    """
+    hi = _utc_ns("now", now)
+    h = _real("window_h", window_h)
+    if h <= 0:
+        raise ValueError(f"window_h must be > 0, got {window_h!r}")
+    k = _count("n_alerts", n_alerts, minimum=1)
+    lo = hi - round(h * _NS_PER_HOUR)
+    times = {_utc_ns(f"p1_alert_times[{i}]", t) for i, t in enumerate(p1_alert_times)}
+    return sum(1 for t in times if lo < t <= hi) >= k
+
+
+# --------------------------------------------------------------------------- data drift
+
+
+def data_drift(
+    feature_windows: Mapping[str, ArrayLike],
+    edges: Mapping[str, ArrayLike],
+    *,
+    warn: float = 0.2,
+    crit: float = 0.5,
+    min_rows: int = DATA_DRIFT_MIN_ROWS,
+    q: float = 0.95,
+    n_train: int | None = None,
+) -> Verdict:
+    """PSI of each feature's window against its frozen training deciles; the max decides.
+
+    ``feature_windows``: feature -> the window's values (e.g. 168 hourly rows);
+    ``edges``: feature -> the training decile edges from the artifact (must cover every
+    feature of ``feature_windows``). Level per feature: crit if ``psi > max(crit, null)``,
+    warn if ``psi > max(warn, null)``, with ``null = psi_null_quantile(n, q, n_train=...)``;
+    fewer than ``min_rows`` values -> insufficient. ``details[feature]`` is a dict with
+    ``psi``, ``null_q``, ``n``, ``level``. The returned verdict is the worst evaluable
+    feature's (ties: the larger PSI).
+    """
+    w, c = _warn_crit(warn, crit)
+    k = _count("min_rows", min_rows, minimum=1)
+    qq = _real("q", q)
+    if not 0.0 < qq < 1.0:
+        raise ValueError(f"q must be in (0, 1), got {q!r}")
+    if not feature_windows:
+        raise ValueError("feature_windows is empty")
+    missing = [f for f in feature_windows if f not in edges]
+    if missing:
+        raise ValueError(f"edges missing for feature(s) {missing}")
+    details: dict[str, dict[str, Any]] = {}
+    best: tuple[int, float, str] | None = None
+    for name, values in feature_windows.items():
+        x = _finite_1d(f"feature_windows[{name!r}]", values, allow_empty=True)
+        e = _check_edges(edges[name])
+        if x.size < k:
+            details[name] = {"psi": math.nan, "null_q": math.nan, "n": int(x.size)}
+            details[name]["level"] = "insufficient"
+            continue
+        value = psi(x, e)
+        null = psi_null_quantile(int(x.size), qq, n_train=n_train, n_bins=e.size + 1)
+        level: Level = "crit" if value > max(c, null) else "warn" if value > max(w, null) else "ok"
+        details[name] = {"psi": value, "null_q": null, "n": int(x.size), "level": level}
+        key = (_RANK[level], value, name)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    if best is None:
+        return Verdict(
+            "insufficient",
+            math.nan,
+            math.nan,
+            max(d["n"] for d in details.values()),
+            f"every feature has < min_rows {k} values",
+            details,
+        )
+    name = best[2]
+    d = details[name]
+    lvl: Level = d["level"]
+    bound = max(c if lvl == "crit" else w, d["null_q"])
+    word = {"crit": ">", "warn": ">", "ok": "<="}[lvl]
+    return Verdict(
+        lvl,
+        d["psi"],
+        bound,
+        d["n"],
+        f"max PSI {d['psi']:.4f} on {name!r} {word} {bound:.4f} "
+        f"(rule {c if lvl == 'crit' else w}, null q{qq} {d['null_q']:.4f} at n {d['n']})",
+        details,
+    )
+
+
+# --------------------------------------------------------------------------- concept drift
+
+
+def _f1_se(f1: float, n_relevant: int) -> float:
+    """Delta-method standard error of F1 = 2a / (1 + a), a = TP / (TP + FP + FN)."""
+    a = f1 / (2.0 - f1)
+    return 2.0 / (1.0 + a) ** 2 * math.sqrt(a * (1.0 - a) / n_relevant)
+
+
+def concept_drift(
+    live_f1: float,
+    oos_f1: float,
+    n_matured: int,
+    *,
+    n_positives: int,
+    n_relevant: int | None = None,
+    warn: float = 0.05,
+    crit: float = 0.10,
+    min_rows: int = CONCEPT_MIN_ROWS,
+    min_positives: int = CONCEPT_MIN_POSITIVES,
+    alpha: float = 0.05,
+) -> Verdict:
+    """Gap ``oos_f1 - live_f1`` against warn/crit, guarded by sample size and an F1 se.
+
+    ``live_f1``: f1_buy over the window's matured rows; ``oos_f1``: the sweep's OOS f1_buy
+    of the live model; ``n_matured``: matured rows; ``n_positives``: true BUY labels among
+    them (TP + FN); ``n_relevant``: TP + FP + FN if known (tighter se). Rule in the module
+    docstring; ``details`` holds ``gap``, ``se``, ``z_se``.
+    """
+    live = _real("live_f1", live_f1, lo=0.0, hi=1.0)
+    oos = _real("oos_f1", oos_f1, lo=0.0, hi=1.0)
+    n = _count("n_matured", n_matured)
+    pos = _count("n_positives", n_positives)
+    if pos > n:
+        raise ValueError(f"n_positives ({pos}) > n_matured ({n})")
+    w, c = _warn_crit(warn, crit)
+    a = _alpha(alpha)
+    k_rows = _count("min_rows", min_rows, minimum=1)
+    k_pos = _count("min_positives", min_positives, minimum=1)
+    gap = oos - live
+    if n < k_rows or pos < k_pos:
+        return Verdict(
+            "insufficient",
+            gap,
+            math.nan,
+            n,
+            f"{n} matured rows (min {k_rows}), {pos} positives (min {k_pos})",
+            {"gap": gap, "n_positives": pos},
+        )
+    n_rel = pos if n_relevant is None else _count("n_relevant", n_relevant, minimum=pos)
+    se = _f1_se(oos, n_rel)
+    z_se = float(stats.norm.ppf(1.0 - a)) * se
+    details = {"gap": gap, "se": se, "z_se": z_se, "n_positives": pos, "n_relevant": n_rel}
+    bounds: tuple[tuple[Level, float], ...] = (("crit", max(c, z_se)), ("warn", max(w, z_se)))
+    for lvl, bound in bounds:
+        if gap > bound:
+            return Verdict(
+                lvl,
+                gap,
+                bound,
+                n,
+                f"f1 gap {gap:.4f} (oos {oos:.4f} - live {live:.4f}) > {bound:.4f} "
+                f"(rule {c if lvl == 'crit' else w}, z se {z_se:.4f})",
+                details,
+            )
+    bound = max(w, z_se)
+    return Verdict("ok", gap, bound, n, f"f1 gap {gap:.4f} <= {bound:.4f}", details)
+
+
+# --------------------------------------------------------------------------- sharpness
+
+
+def sharpness_drift(
+    proba_window: ArrayLike,
+    training_mean: float,
+    *,
+    margin: float = 0.10,
+    min_rows: int = SHARPNESS_MIN_ROWS,
+) -> Verdict:
+    """Trigger (``warn``) when ``mean(max(p, 1 - p)) > training_mean + margin``.
+
+    ``proba_window``: the window's buy_proba in [0, 1]; ``training_mean``: the training
+    mean of ``max(p, 1 - p)`` (in [0.5, 1]); fewer than ``min_rows`` values ->
+    insufficient.
+    """
+    p = _finite_1d("proba_window", proba_window, allow_empty=True)
+    if ((p < 0.0) | (p > 1.0)).any():
+        i = int(np.flatnonzero((p < 0.0) | (p > 1.0))[0])
+        raise ValueError(f"proba_window must be in [0, 1], got proba_window[{i}] = {p[i]!r}")
+    ref = _real("training_mean", training_mean, lo=0.5, hi=1.0)
+    m = _real("margin", margin, lo=0.0)
+    k = _count("min_rows", min_rows, minimum=1)
+    bound = ref + m
+    if p.size < k:
+        return Verdict(
+            "insufficient", math.nan, bound, int(p.size), f"{p.size} rows < min_rows {k}"
+        )
+    s = float(np.maximum(p, 1.0 - p).mean())
+    if s > bound:
+        return Verdict(
+            "warn", s, bound, int(p.size), f"sharpness {s:.4f} > {ref:.4f} + {m} = {bound:.4f}"
+        )
+    return Verdict("ok", s, bound, int(p.size), f"sharpness {s:.4f} <= {bound:.4f}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SharpnessState:
+    """Consecutive sharpness triggers of one crypto (immutable; ``update`` returns a new one)."""
+
+    consecutive: int = 0
+
+    def update(self, verdict: Verdict) -> SharpnessState:
+        """Trigger -> +1; ok -> 0; insufficient -> unchanged."""
+        if verdict.alarm:
+            return SharpnessState(self.consecutive + 1)
+        if verdict.level == "ok":
+            return SharpnessState(0)
+        return self
+
+    @property
+    def revert(self) -> bool:
+        """True when this crypto must revert to the baseline."""
+        return sharpness_revert(self.consecutive)
+
+
+def sharpness_revert(consecutive_triggers: int, *, after: int = SHARPNESS_REVERT_AFTER) -> bool:
+    """True from ``after`` (default 2) consecutive sharpness triggers."""
+    return _count("consecutive_triggers", consecutive_triggers) >= _count("after", after, minimum=1)
+
+
+# --------------------------------------------------------------------------- false alarms
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class FalseAlarmRate:
+    """Share of simulated no-drift windows that alarmed, with its Monte Carlo error."""
+
+    rate: float
+    se: float
+    n_alarms: int
+    n_insufficient: int
+    n_sim: int
+
+
+def false_alarm_rate(
+    rule: Callable[[T], Verdict],
+    sampler: Callable[[np.random.Generator], T],
+    n_sim: int,
+    seed: int,
+    *,
+    levels: Iterable[str] = ALARM_LEVELS,
+) -> FalseAlarmRate:
+    """Monte Carlo rate of ``rule(sampler(rng))`` landing in ``levels`` (default warn, crit).
+
+    ``sampler`` draws one no-drift input from ``np.random.default_rng(seed)`` (shared across
+    draws); the rate is over all ``n_sim`` draws (insufficient ones count as no alarm and are
+    reported); ``se = sqrt(rate (1 - rate) / n_sim)``.
+    """
+    n = _count("n_sim", n_sim, minimum=1)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    alarm_levels = frozenset(levels)
+    rng = np.random.default_rng(int(seed))
+    alarms = insufficient = 0
+    for _ in range(n):
+        v = rule(sampler(rng))
+        alarms += v.level in alarm_levels
+        insufficient += v.level == "insufficient"
+    rate = alarms / n
+    return FalseAlarmRate(rate, math.sqrt(rate * (1.0 - rate) / n), alarms, insufficient, n)

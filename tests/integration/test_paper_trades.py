@@ -1,0 +1,190 @@
+"""Production guard, part 1: ``paper_trades`` and ``monitoring_metrics`` on a real temporary
+Dagster instance (small config, as ``test_champion_models.py``).
+
+A canary champion is trained on 3000 synthetic hours (its window ends 2023-11-03); then the
+days after it are paper-traded through ``paper_job`` (both assets, crypto x day partitions).
+"""
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from dagster import DagsterInstance
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from cvn_assets.assets._util import sweep_identity
+from cvn_assets.definitions import defs
+from cvn_assets.partitions import SETTINGS
+from resources.config_store import ConfigStore
+from resources.journal import (
+    predictions_table,
+    read_monitoring,
+    read_predictions,
+    read_trades,
+    trades_table,
+)
+from resources.market_data import MarketDataResource
+from resources.model_registry import ModelRegistry
+from resources.results_store import ResultsStore
+from resources.sweep_settings import SweepSettings
+
+CANARY = "BTCUSDC"
+BASELINE = next(v for v in SETTINGS.variants if v.loss_function == "binary:logistic")
+LOCKED = next(v for v in SETTINGS.variants if v.loss_function == "focal")
+
+
+@pytest.fixture
+def instance(tmp_path):
+    (tmp_path / "home").mkdir()
+    with DagsterInstance.from_config(str(tmp_path / "home")) as inst:
+        yield inst
+
+
+def _cfg(tmp_path, ops=None):
+    store = str(tmp_path / "store")
+    db = {"config": {"database_url": f"sqlite:///{tmp_path / 'r.sqlite'}"}}
+    cfg = {
+        "resources": {
+            "market_data": {"config": {"hours": 3000}},
+            "sweep": {"config": {"num_boost_round": 30, "early_stopping_rounds": 10}},
+            "results_store": db,
+            "config_store": db,
+            "model_registry": db,
+            "artifacts": {"config": {"base_dir": store}},
+            "io_manager": {"config": {"base_dir": store}},
+        },
+    }
+    if ops:
+        cfg["ops"] = ops
+    return cfg
+
+
+def _errors(result) -> str:
+    out = []
+    for e in result.all_events:
+        err = getattr(e.event_specific_data, "error", None)
+        while err is not None:
+            out.append(err.message)
+            err = err.cause
+    return "\n".join(out)
+
+
+def _paper(tmp_path, instance, first, last=None):
+    kw = (
+        {"partition_key": f"{CANARY}|{first}"}
+        if last is None
+        else {
+            "tags": {
+                ASSET_PARTITION_RANGE_START_TAG: f"{CANARY}|{first}",
+                ASSET_PARTITION_RANGE_END_TAG: f"{CANARY}|{last}",
+            }
+        }
+    )
+    return defs.resolve_job_def("paper_job").execute_in_process(
+        run_config=_cfg(tmp_path), instance=instance, raise_on_error=False, **kw
+    )
+
+
+def _count(engine, table):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+
+
+def test_paper_trades_journal_leakage_halt_and_monitoring(tmp_path, instance):
+    res = defs.resolve_job_def("market_job").execute_in_process(
+        run_config=_cfg(tmp_path), instance=instance, partition_key=CANARY
+    )
+    assert res.success, _errors(res)
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    identity = sweep_identity(
+        SweepSettings(num_boost_round=30, early_stopping_rounds=10),
+        MarketDataResource(hours=3000),
+    )
+    results = ResultsStore(database_url=url)
+    results.register_sweep("default", identity)
+    results.replace_verdicts(
+        "default",
+        [{"variant": v.name, "is_baseline": v is BASELINE, "lock": v is LOCKED,
+          "mean_delta": 0.0 if v is BASELINE else 0.01} for v in SETTINGS.variants],
+    )  # fmt: skip
+    res = defs.resolve_job_def("champion_job").execute_in_process(
+        run_config=_cfg(tmp_path), instance=instance, partition_key=CANARY
+    )
+    assert res.success, _errors(res)
+    registry = ModelRegistry(database_url=url)
+    champ = registry.alias(CANARY, "champion")
+    train_end = pd.Timestamp(champ["train_end"])
+    first_day = train_end.ceil("D")
+    d1, d2, d3 = (f"{first_day + pd.Timedelta(days=i):%Y-%m-%d}" for i in range(3))
+
+    # two days of the canary in one (single-run backfill) run: 24 predictions per day
+    res = _paper(tmp_path, instance, d1, d2)
+    assert res.success, _errors(res)
+    engine = registry.engine
+    preds = read_predictions(engine, CANARY, d1, f"{d2} 23:00+00:00")
+    assert len(preds) == 48
+    assert set(preds["model_version"]) == {champ["id"]}
+    assert set(preds["decision"]) <= {"BUY", "HOLD"}
+    trades = read_trades(engine, CANARY, d1, f"{d2} 23:59+00:00")
+    assert len(trades) > 0 and (trades["model_version"] == champ["id"]).all()
+    n_p, n_t = _count(engine, predictions_table), _count(engine, trades_table)
+    assert (n_p, n_t) == (48, len(trades))
+    mats = res.asset_materializations_for_node("paper_trades")
+    assert len(mats) == 2
+
+    # re-materializing a day replaces its rows: same rows, no duplicates
+    res = _paper(tmp_path, instance, d2)
+    assert res.success, _errors(res)
+    assert (_count(engine, predictions_table), _count(engine, trades_table)) == (n_p, n_t)
+    again = read_trades(engine, CANARY, d1, f"{d2} 23:59+00:00")
+    pd.testing.assert_frame_equal(again, trades)
+
+    # a day before the champion's train_end: refused, naming both dates
+    early = f"{first_day - pd.Timedelta(days=2):%Y-%m-%d}"
+    res = _paper(tmp_path, instance, early)
+    assert not res.success
+    text = _errors(res)
+    assert "leakage" in text and early in text and f"{train_end:%Y-%m-%d %H:%M}" in text
+    assert _count(engine, predictions_table) == n_p
+
+    # monitoring: a row per day in the table, and a .prom file that parses back
+    mon = read_monitoring(engine, CANARY)
+    assert [str(d) for d in mon["day"]] == [d1, d2]
+    row = mon.iloc[-1]
+    assert row["buy_proba_n"] == 24 and row["latency_n"] == 24
+    assert row["focal_loss_active"] == 1 and row["loss_function"] == "focal"
+    assert row["buy_proba_psi"] is not None and row["buy_proba_psi"] >= 0
+    prom = tmp_path / "home" / "metrics" / f"{CANARY}.prom"
+    families = {f.name: f for f in text_string_to_metric_families(prom.read_text())}
+    assert families["cvn_buy_proba_samples"].samples[0].value == 24
+    assert "cvn_focal_loss_active" in families and "cvn_inference_latency_seconds" in families
+    mats = _paper(tmp_path, instance, d2).asset_materializations_for_node("monitoring_metrics")
+    meta = mats[0].metadata
+    assert meta["buy_proba_n"].value == 24 and "expectancy_trades_24h" in meta
+
+    # the halt flag: no entry on a halted day; a position still open is closed at the open
+    config = ConfigStore(database_url=url)
+    value, version = config.get("trading_halted")
+    config.compare_and_set("trading_halted", version, "true", actor="ops", reason="drill")
+    res = _paper(tmp_path, instance, d3)
+    assert res.success, _errors(res)
+    day3 = read_predictions(engine, CANARY, d3, f"{d3} 23:00+00:00")
+    assert len(day3) == 24
+    t3 = read_trades(engine, CANARY, d3, f"{d3} 23:59+00:00")
+    assert (t3["entry_time"] < pd.Timestamp(d3, tz="UTC")).all()
+    assert set(t3["barrier"]) <= {"halt", "tp", "sl", "time"}
+    config.compare_and_set("trading_halted", version + 1, "false", actor="ops", reason="over")
+    res = _paper(tmp_path, instance, d3)
+    assert res.success, _errors(res)
+    t3_open = read_trades(engine, CANARY, d3, f"{d3} 23:59+00:00")
+    assert (t3_open["entry_time"] >= pd.Timestamp(d3, tz="UTC")).any() or not (
+        day3["decision"] == "BUY"
+    ).any()
+
+    # today: its last candles do not exist yet: refused, naming the missing hours
+    future = f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%d}"
+    res = _paper(tmp_path, instance, future)
+    assert not res.success and "missing" in _errors(res) and "hour(s)" in _errors(res)
