@@ -27,6 +27,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -138,6 +139,8 @@ def _day_bounds(day: Any) -> tuple[datetime, datetime]:
 
 
 def _records(table: sa.Table, crypto: str, rows: pd.DataFrame | list[dict[str, Any]]) -> list:
+    """Insert parameters for ``table``: one dict per row, converted column by column (aware
+    UTC datetimes for the time columns, NaN -> NULL, numpy scalars -> Python)."""
     frame = pd.DataFrame(rows)
     cols = [c.name for c in table.columns if c.name != "id"]
     if frame.empty:
@@ -145,21 +148,37 @@ def _records(table: sa.Table, crypto: str, rows: pd.DataFrame | list[dict[str, A
     missing = [c for c in cols if c not in frame.columns and not table.c[c].nullable]
     if missing:
         raise ValueError(f"{table.name}: rows lack column(s) {missing}")
-    out = []
-    for rec in frame.to_dict("records"):
-        if rec.get("crypto", crypto) != crypto:
-            raise ValueError(f"{table.name}: a row of {rec['crypto']!r} in {crypto!r}'s day")
-        row = {c: rec.get(c) for c in cols}
-        row["crypto"] = crypto
-        for c in _TIME_COLUMNS[table.name]:
-            row[c] = as_utc(pd.Timestamp(row[c]).to_pydatetime())
-        for c, v in row.items():
-            if isinstance(v, float) and v != v:  # NaN -> NULL (latency not measured)
-                row[c] = None
-            elif hasattr(v, "item"):
-                row[c] = v.item()
-        out.append(row)
-    return out
+    if "crypto" in frame.columns:
+        other = frame.loc[frame["crypto"] != crypto, "crypto"]
+        if len(other):
+            raise ValueError(f"{table.name}: a row of {other.iloc[0]!r} in {crypto!r}'s day")
+    columns: dict[str, list[Any]] = {}
+    for c in cols:
+        if c == "crypto":
+            columns[c] = [crypto] * len(frame)
+        elif c not in frame.columns:
+            columns[c] = [None] * len(frame)
+        elif c in _TIME_COLUMNS[table.name]:
+            t = pd.to_datetime(frame[c], utc=True)
+            columns[c] = [None if v is pd.NaT else v for v in t.dt.to_pydatetime()]
+        else:
+            col = frame[c].astype(object)
+            columns[c] = col.where(frame[c].notna(), None).tolist()
+    return [dict(zip(cols, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def _outside_days(times: list[datetime], bounds: list[tuple[datetime, datetime]]) -> int | None:
+    """Index of the first time outside every ``[lo, hi)`` day bound, else None (vectorised)."""
+    if not times:
+        return None
+    spans = sorted(bounds)
+    lo = np.array([pd.Timestamp(a).value for a, _ in spans], dtype=np.int64)
+    hi = np.array([pd.Timestamp(b).value for _, b in spans], dtype=np.int64)
+    t = np.array([pd.Timestamp(x).value for x in times], dtype=np.int64)
+    k = np.searchsorted(lo, t, side="right") - 1
+    inside = (k >= 0) & (t < hi[np.clip(k, 0, None)])
+    bad = np.flatnonzero(~inside)
+    return int(bad[0]) if bad.size else None
 
 
 def replace_day(
@@ -236,12 +255,12 @@ def replace_days(
     for table, rows in ((predictions_table, predictions), (trades_table, trades)):
         col = table.c[_DAY_COLUMN[table.name]]
         records = _records(table, crypto, rows)
-        for r in records:
-            if not any(lo <= r[col.name] < hi for lo, hi in bounds):
-                raise ValueError(
-                    f"{table.name}: {col.name} {r[col.name].isoformat()} is outside the days "
-                    f"being replaced"
-                )
+        bad = _outside_days([r[col.name] for r in records], bounds)
+        if bad is not None:
+            raise ValueError(
+                f"{table.name}: {col.name} {records[bad][col.name].isoformat()} is outside the "
+                f"days being replaced"
+            )
         batches.append((table, col, records))
     spans: list[tuple[datetime, datetime]] = []  # contiguous days merged: one DELETE each
     for lo, hi in sorted(bounds):
