@@ -37,6 +37,12 @@ DEMO_REASON = (
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=90, help="days replayed after the window")
+    parser.add_argument(
+        "--first-day",
+        default=None,
+        help="first replayed day (default: the day after the canary's training window, or the "
+        "first day of the paper-trading candles when they start later)",
+    )
     parser.add_argument("--canary", default="BTCUSDC", help="the crypto promoted first")
     parser.add_argument("--skip-sweep", action="store_true", help="do not call the sweep")
     parser.add_argument("--quiet", action="store_true", help="no per-training progress lines")
@@ -67,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         read_predictions,
         read_trades,
     )
+    from resources.market_data import MarketDataResource
     from resources.model_registry import ModelRegistry
 
     instance = DagsterInstance.get()
@@ -112,6 +119,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     champ = registry.alias(args.canary, "champion")
     first_day = pd.Timestamp(champ["train_end"]).ceil("D")
+    later = MarketDataResource().paper_candles(args.canary)
+    if later is not None:  # real data: the paper folder may start after a gap
+        after = later.index[later.index >= first_day]
+        if len(after):
+            first_day = max(first_day, after[0].ceil("D"))
+    if args.first_day:
+        first_day = pd.Timestamp(args.first_day, tz="UTC")
     last_day = first_day + pd.Timedelta(days=args.days - 1)
     first, last = f"{first_day:%Y-%m-%d}", f"{last_day:%Y-%m-%d}"
     print(f"DAGSTER_HOME={home}")

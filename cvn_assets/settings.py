@@ -124,6 +124,7 @@ KNOWN_ENV: tuple[str, ...] = (
     "CVN_DATABASE_URL",
     "CVN_STORE_DIR",
     "CVN_PAPER_START",  # first day of the paper-trading partitions
+    "CVN_PAPER_CSV_DIR",  # candles after the sweep's files, for paper trading on real data
     "CVN_SHARED_DATA",  # tests and benchmarks: where the real candles are
     "CVN_TEST_PG_URL",  # tests: a PostgreSQL server
 )
@@ -167,6 +168,9 @@ def check_environment(env: Mapping[str, str]) -> None:
             f"CVN_DATABASE_URL: {url!r} is not a database URL like "
             "postgresql+psycopg2://user:pass@host/db or sqlite:////abs/path.sqlite"
         )
+    paper_dir = env.get("CVN_PAPER_CSV_DIR", "").strip()
+    if paper_dir and not os.path.isdir(paper_dir):
+        raise SettingsError(f"CVN_PAPER_CSV_DIR: {paper_dir!r} is not a directory")
     paper_start = env.get("CVN_PAPER_START", "").strip()
     if paper_start:
         try:

@@ -74,6 +74,11 @@ class MarketDataResource(ConfigurableResource):
         default=None,
         description="project symbol -> file symbol, e.g. BTCUSDC->BTCUSDT; unset: $CVN_SYMBOL_MAP",
     )
+    paper_csv_dir: str | None = Field(
+        default=None,
+        description="folder of the candles after the sweep's files (paper trading, source=csv); "
+        "unset: $CVN_PAPER_CSV_DIR",
+    )
     symbols: list[str] | None = Field(
         default=None,
         description="synthetic universe generated jointly (correlated); unset: $CVN_UNIVERSE",
@@ -220,6 +225,9 @@ class MarketDataResource(ConfigurableResource):
     def load_candles_through(self, symbol: str, end: str | pd.Timestamp) -> pd.DataFrame:
         """Candles of ``symbol`` with ``open_time < end``, **including the hours after the
         sweep's window** (what paper trading replays); :meth:`load_candles` is unchanged.
+        With CSV and :attr:`paper_dir` set, the rows of that folder's file after the sweep
+        file's last candle are appended (a gap between the two files stays a gap: bars are
+        positional, as everywhere in the project).
 
         Synthetic: the same seeded market generated for more hours (the generator is
         prefix-stable: the sweep's ``hours`` candles are bit-identical), up to ``end`` but never
@@ -229,7 +237,11 @@ class MarketDataResource(ConfigurableResource):
         self.check_config()
         hi = _utc(end, "end")
         if self.data_source == "csv":
-            return self.load_candles(symbol, None, hi)
+            frame = self.load_candles(symbol, None, hi)
+            later = self.paper_candles(symbol)
+            if later is None:
+                return frame
+            return _select(_extend(frame, later, symbol), symbol, None, hi)
         first = _utc(self.start, "start")
         now = pd.Timestamp.now(tz="UTC").floor("h")
         stop = min(hi, now)
@@ -244,6 +256,29 @@ class MarketDataResource(ConfigurableResource):
             edge=self.edge,
         )[symbol]
         return _select(frame, symbol, None, hi)
+
+    @property
+    def paper_dir(self) -> str | None:
+        """Folder of the candles *after* the sweep's files (paper trading on real data):
+        the field, else ``$CVN_PAPER_CSV_DIR``; None when paper trading reads the sweep's
+        files only."""
+        return self.paper_csv_dir or os.environ.get("CVN_PAPER_CSV_DIR") or None
+
+    def paper_candles(self, symbol: str) -> pd.DataFrame | None:
+        """The candles of ``symbol`` in :attr:`paper_dir` (same symbol map and file names as
+        the sweep's folder), or None when no paper folder is set."""
+        folder = self.paper_dir
+        if folder is None:
+            return None
+        if not Path(folder).is_dir():
+            raise ValueError(f"market_data.paper_csv_dir {folder!r} is not a directory")
+        file_symbol = self.file_symbols.get(symbol, symbol)
+        patterns = [self.filename_pattern] + [
+            p for p in DEFAULT_FILENAME_PATTERNS if p != self.filename_pattern
+        ]
+        path = resolve_candle_file(folder, file_symbol, patterns)
+        stat = path.stat()
+        return _read_cached(str(path), stat.st_mtime_ns, stat.st_size).copy()
 
     def data_identity(self, cryptos: list[str] | tuple[str, ...]) -> dict[str, Any]:
         """What the candles of ``cryptos`` are, for the sweep identity (JSON-able).
@@ -296,6 +331,22 @@ class MarketDataResource(ConfigurableResource):
             "edge": self.edge,
             "scenario": None if self.scenario() is None else repr(self.scenario()),
         }
+
+
+def _extend(frame: pd.DataFrame, later: pd.DataFrame, symbol: str) -> pd.DataFrame:
+    """``frame`` followed by the rows of ``later`` after its last candle. Hours present in
+    both must agree exactly; a conflict is refused naming the first such hour."""
+    common = frame.index.intersection(later.index)
+    if len(common):
+        a, b = frame.loc[common], later.loc[common, frame.columns]
+        diff = ~(a.to_numpy() == b.to_numpy()).all(axis=1)
+        if diff.any():
+            raise CandleValidationError(
+                symbol,
+                f"the paper-trading candles disagree with the sweep's at {common[diff][0]}",
+            )
+    tail = later.loc[later.index > frame.index[-1], frame.columns]
+    return pd.concat([frame, tail])
 
 
 def _utc(value: str | pd.Timestamp, field: str) -> pd.Timestamp:

@@ -1,6 +1,7 @@
 """MarketDataResource: synthetic and CSV sources, selection, config errors, inside Dagster."""
 
 import os
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -188,3 +189,40 @@ def test_real_binance_files_through_the_resource() -> None:
     btc = res.load_candles("BTCUSDC", start="2021-04-04T20:00:00Z", end="2021-04-04T21:00:00Z")
     # first data row of BTCUSDT_1h.csv, as written in the file
     assert btc.iloc[0].tolist() == [57953.86, 58051.25, 57826.16, 58025.11, 1240.209016]
+
+
+# ------------------------------------------------------------------ paper trading on real data
+
+
+def _write_headed(path, frame):
+    out = frame.reset_index()
+    out["open_time"] = out["open_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    out.to_csv(path, index=False)
+
+
+def test_paper_candles_extend_the_sweep_files(tmp_path, monkeypatch) -> None:
+    from cvn_assets.synthetic_market import synthetic_candles
+
+    full = synthetic_candles(["BTCUSDC", "ETHUSDC"], hours=600, seed=5)["BTCUSDC"]
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "paper").mkdir()
+    _write_headed(tmp_path / "sweep" / "BTCUSDC_1h.csv", full.iloc[:300])
+    # the later file overlaps the sweep's last 10 hours and then skips 50 hours (a gap)
+    _write_headed(
+        tmp_path / "paper" / "BTCUSDC_1h.csv", pd.concat([full.iloc[290:300], full.iloc[350:]])
+    )
+    res = MarketDataResource(source="csv", csv_dir=str(tmp_path / "sweep"))
+    end = full.index[-1] + pd.Timedelta(hours=1)
+    assert len(res.load_candles_through("BTCUSDC", end)) == 300  # no paper folder: sweep file
+    monkeypatch.setenv("CVN_PAPER_CSV_DIR", str(tmp_path / "paper"))
+    got = res.load_candles_through("BTCUSDC", end)
+    expected = pd.concat([full.iloc[:300], full.iloc[350:]])
+    pd.testing.assert_frame_equal(got, expected, check_freq=False)
+    assert len(res.load_candles("BTCUSDC")) == 300  # the sweep's candles are unchanged
+    # a later file that contradicts the sweep's candles is refused, naming the hour
+    bad = full.iloc[295:].copy()
+    bad.iloc[0, bad.columns.get_loc("volume")] *= 1.01
+    _write_headed(tmp_path / "paper" / "BTCUSDC_1h.csv", bad)
+    msg = re.escape(f"disagree with the sweep's at {full.index[295]}")
+    with pytest.raises(CandleValidationError, match=msg):
+        res.load_candles_through("BTCUSDC", end)
