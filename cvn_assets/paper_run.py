@@ -29,7 +29,7 @@ from typing import Any
 
 DEMO_ACTOR = "make paper (demo)"
 DEMO_REASON = (
-    "embedded default demo: the canary's paper trades are a replay of past days, so the "
+    "demo replay: the canary's paper trades are a replay of past days, so the "
     "wall-clock canary rule cannot pass; promoted without it"
 )
 
