@@ -35,8 +35,7 @@ import pandas as pd
 
 from cvn_assets.ablation import Variant
 from cvn_assets.calibrated_model import CalibratedModel
-from cvn_assets.calibration import CALIBRATION_METHODS, fit_calibrator
-from cvn_assets.evaluation import cell_arrays
+from cvn_assets.evaluation import cell_arrays, fit_on_calibration_block
 from cvn_assets.features import FEATURE_NAMES
 from cvn_assets.folds import (
     FoldError,
@@ -46,7 +45,6 @@ from cvn_assets.folds import (
     _early_stopping_slice,
     _require_buys,
 )
-from cvn_assets.metrics import fit_buy_threshold, fit_trading_threshold
 from cvn_assets.monitoring import decile_edges
 from cvn_assets.training import TrainResult, XGBWrapper
 
@@ -229,13 +227,9 @@ def calibrate_whole_history(
     block is scored (the plan has none). ``threshold`` is the f1-maximising one;
     ``info["trading_threshold"]`` the net-expectancy one (None = do not trade)."""
     model = train.model
-    X_cal, y_cal = cell_arrays(dataset, plan.calibration)
-    m_cal = model.predict_margin(X_cal)
-    calibrators = {m: fit_calibrator(m, m_cal, y_cal) for m in CALIBRATION_METHODS}
-    p_cal = np.asarray(calibrators[primary].transform(m_cal), dtype=np.float64)
-    threshold = float(fit_buy_threshold(p_cal, y_cal))
-    cal_rows = dataset.iloc[np.asarray(plan.calibration, dtype=np.int64)]
-    trading = fit_trading_threshold(p_cal, cal_rows["ret"].to_numpy(dtype=np.float64), fee_per_side)
+    calibrators, threshold, trading = fit_on_calibration_block(
+        model, dataset, plan, primary=primary, fee_per_side=fee_per_side
+    )
     times = dataset.index
     info: dict[str, Any] = {
         "variant": variant.name,

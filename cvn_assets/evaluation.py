@@ -71,6 +71,27 @@ def train_cell(
     )
 
 
+def fit_on_calibration_block(
+    model: Any, dataset: pd.DataFrame, plan: FoldPlan, *, primary: str, fee_per_side: float
+) -> tuple[dict[str, Any], float, float | None]:
+    """Every calibrator (none / temperature / Platt / isotonic) on the calibration block's
+    margins, then, on the ``primary`` calibrator's probabilities, the BUY threshold that
+    maximises f1_buy and the trading threshold that maximises the net expectancy per trade
+    after fees (``None`` = do not trade; information for the sweep, used by paper trading).
+
+    Returns ``(calibrators, f1_threshold, trading_threshold)``. Shared by the sweep's cells
+    and the champion (:mod:`cvn_assets.champion`), so both fit them the same way.
+    """
+    X_cal, y_cal = cell_arrays(dataset, plan.calibration)
+    m_cal = model.predict_margin(X_cal)
+    calibrators = {m: fit_calibrator(m, m_cal, y_cal) for m in CALIBRATION_METHODS}
+    p_cal = np.asarray(calibrators[primary].transform(m_cal), dtype=np.float64)
+    threshold = float(fit_buy_threshold(p_cal, y_cal))
+    cal_rows = dataset.iloc[np.asarray(plan.calibration, dtype=np.int64)]
+    trading = fit_trading_threshold(p_cal, cal_rows["ret"].to_numpy(dtype=np.float64), fee_per_side)
+    return calibrators, threshold, trading
+
+
 def calibrate_and_evaluate(
     train: TrainResult,
     variant: Variant,
@@ -82,19 +103,10 @@ def calibrate_and_evaluate(
 ) -> CalibratedModel:
     """Fit calibrators + threshold on the calibration block, score the test block once."""
     model = train.model
-    X_cal, y_cal = cell_arrays(dataset, plan.calibration)
     X_te, y_te = cell_arrays(dataset, plan.test)
-    m_cal = model.predict_margin(X_cal)
     m_te = model.predict_margin(X_te)
-
-    calibrators = {m: fit_calibrator(m, m_cal, y_cal) for m in CALIBRATION_METHODS}
-    p_cal = calibrators[primary].transform(m_cal)
-    threshold = float(fit_buy_threshold(p_cal, y_cal))
-    # the trading threshold (information; the gates stay on f1_buy): best net expectancy per
-    # trade on the calibration block, or None = do not trade
-    cal_rows = dataset.iloc[np.asarray(plan.calibration, dtype=np.int64)]
-    trading_threshold = fit_trading_threshold(
-        p_cal, cal_rows["ret"].to_numpy(dtype=np.float64), fee_per_side
+    calibrators, threshold, trading_threshold = fit_on_calibration_block(
+        model, dataset, plan, primary=primary, fee_per_side=fee_per_side
     )
 
     probs = {m: np.asarray(c.transform(m_te), dtype=np.float64) for m, c in calibrators.items()}
