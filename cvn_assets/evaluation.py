@@ -12,10 +12,7 @@ Protocol (spec 7.1-7.2, ADR-14/15):
   use the primary calibrator and the fitted threshold, ECE_HOLD is reported per method.
 """
 
-import hashlib
-import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -198,21 +195,6 @@ def daily_oos_returns(
     g.insert(0, "fold", int(fold))
     g.insert(0, "crypto", crypto)
     return g
-
-
-def fingerprint(*parts: Any) -> str:
-    """Stable hash of the inputs of a training (used to reuse checkpoints after a crash)."""
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, pd.DataFrame):
-            h.update(pd.util.hash_pandas_object(p, index=True).to_numpy().tobytes())
-        elif isinstance(p, np.ndarray):
-            h.update(np.ascontiguousarray(p).tobytes())
-        elif isinstance(p, Variant):
-            h.update(json.dumps(asdict(p), sort_keys=True).encode())
-        else:
-            h.update(json.dumps(p, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
 
 
 def variant_summary(results: pd.DataFrame) -> pd.DataFrame:

@@ -194,13 +194,7 @@ class SweepIdentity:
     # --- what each artifact depends on ---------------------------------------------------
     def crypto_data(self, crypto: str) -> Any:
         """The data identity of one crypto (its file hash, or the generator arguments)."""
-        data = dict(self.data)
-        if data.get("source") == "csv":
-            files = data.get("files", {})
-            if crypto not in files:
-                raise ValueError(f"sweep identity: no CSV file recorded for crypto {crypto!r}")
-            return {"source": "csv", "file": files[crypto]}
-        return {**data, "crypto": crypto}
+        return crypto_data_identity(self.data, crypto)
 
     def market_fingerprint(self, crypto: str) -> str:
         """Fingerprint of the market stage of ``crypto`` (candles ... fold plans)."""
@@ -240,6 +234,18 @@ class SweepIdentity:
             if v["name"] == name:
                 return dict(v)
         raise ValueError(f"sweep identity: no variant named {name!r}")
+
+
+def crypto_data_identity(data: Mapping[str, Any], crypto: str) -> dict[str, Any]:
+    """One crypto's part of a data identity (``MarketDataResource.data_identity``): its CSV
+    file's name and hash, or the synthetic generator's arguments with the crypto's name.
+    Raises ``ValueError`` naming a crypto with no recorded file."""
+    if data.get("source") == "csv":
+        files = data.get("files", {})
+        if crypto not in files:
+            raise ValueError(f"sweep identity: no CSV file recorded for crypto {crypto!r}")
+        return {"source": "csv", "file": files[crypto]}
+    return {**data, "crypto": crypto}
 
 
 def _cell_code(code: Mapping[str, Any]) -> dict[str, Any]:

@@ -150,23 +150,26 @@ def _did_you_mean(word: str, choices: Any) -> str:
 
 
 def missing_cells(
-    artifacts: Any, identity: Any, variant: str, cryptos: Sequence[str], n_folds: int
+    artifacts: Any, identity: Any, variant: Any, cryptos: Sequence[str], n_folds: int
 ) -> set[tuple[str, str]]:
     """Cells of ``variant`` whose model or calibrated value with this sweep's fingerprint is
     not the partition's latest materialization (so Dagster and the store agree on them)."""
+    from cvn_assets.assets.training import calibrated_asset_name, model_asset_name
     from cvn_assets.partitions import cell_key
 
     todo: set[tuple[str, str]] = set()
     for crypto in cryptos:
         for fold in range(n_folds):
             key = cell_key(crypto, fold)
-            model_fp = identity.model_fingerprint(crypto, fold, variant)
-            cal_fp = identity.calibrated_fingerprint(crypto, fold, variant)
-            ok = (
-                artifacts.current_fingerprint(f"model_{variant}", key) == model_fp
-                and artifacts.has(f"model_{variant}", key, model_fp)
-                and artifacts.current_fingerprint(f"calibrated_{variant}", key) == cal_fp
-                and artifacts.has(f"calibrated_{variant}", key, cal_fp)
+            wanted = {
+                model_asset_name(variant): identity.model_fingerprint(crypto, fold, variant.name),
+                calibrated_asset_name(variant): identity.calibrated_fingerprint(
+                    crypto, fold, variant.name
+                ),
+            }
+            ok = all(
+                artifacts.current_fingerprint(asset, key) == fp and artifacts.has(asset, key, fp)
+                for asset, fp in wanted.items()
             )
             if not ok:
                 todo.add((crypto, f"f{fold}"))
@@ -343,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         v.name: (
             {(c, f) for c in cryptos for f in SETTINGS.fold_keys}
             if args.force
-            else missing_cells(artifacts, identity, v.name, cryptos, SETTINGS.n_folds)
+            else missing_cells(artifacts, identity, v, cryptos, SETTINGS.n_folds)
         )
         for v in SETTINGS.variants
     }
@@ -377,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 4. every intended cell must now exist with this sweep's fingerprint
     still = {
-        v.name: missing_cells(artifacts, identity, v.name, cryptos, SETTINGS.n_folds)
+        v.name: missing_cells(artifacts, identity, v, cryptos, SETTINGS.n_folds)
         for v in SETTINGS.variants
     }
     absent = sorted(f"{v} {c}|{f}" for v, cells in still.items() for c, f in cells)

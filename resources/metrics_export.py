@@ -68,6 +68,7 @@ from cvn_assets.monitoring import (
     OTHER_LOSS_KEY,
     MonitoringRow,
 )
+from resources.home_source import home_dir
 
 __all__ = ["metrics_dir", "write_prom_file"]
 
@@ -79,8 +80,7 @@ _LABEL_FOR_KEY = {key: lf for lf, key in LOSS_FUNCTION_KEYS.items()} | {
 
 def metrics_dir(dagster_home: str | os.PathLike[str] | None = None) -> Path:
     """``$DAGSTER_HOME/metrics`` (``./.dagster_home/metrics`` when the variable is unset)."""
-    home = dagster_home or os.environ.get("DAGSTER_HOME") or str(Path.cwd() / ".dagster_home")
-    return Path(home) / "metrics"
+    return (Path(dagster_home) if dagster_home else home_dir()) / "metrics"
 
 
 def _value(row: Mapping[str, Any], key: str) -> float | None:

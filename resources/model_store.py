@@ -46,6 +46,7 @@ from dagster import (
 from cvn_assets.calibrated_model import CalibratedModel, link_files
 from cvn_assets.folds import FoldPlan
 from cvn_assets.training import XGBWrapper
+from resources.home_source import home_dir
 
 KIND_FILE = "kind.json"
 CURRENT_FILE = "CURRENT"
@@ -65,8 +66,7 @@ def default_store_dir() -> str:
     """``$CVN_STORE_DIR``, else ``$DAGSTER_HOME/storage/cvn`` (resolved at use)."""
     if os.environ.get("CVN_STORE_DIR"):
         return str(Path(os.environ["CVN_STORE_DIR"]).resolve())
-    home = os.environ.get("DAGSTER_HOME") or str(Path.cwd() / ".dagster_home")
-    return str(Path(home).resolve() / "storage" / "cvn")
+    return str(home_dir() / "storage" / "cvn")
 
 
 def read_current(slot: Path) -> str | None:

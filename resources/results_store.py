@@ -14,7 +14,6 @@ with another identity raises :class:`SweepIdentityConflict` naming what changed.
 import json
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,6 +22,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from cvn_assets.identity import SweepIdentity, describe_diff, identity_diff
+from resources.home_source import home_dir
 from resources.migrations import upgrade_database
 
 METADATA = sa.MetaData()
@@ -120,9 +120,9 @@ gate_verdicts_table = sa.Table(
 
 def default_database_url() -> str:
     """SQLite file beside the Dagster instance (``$DAGSTER_HOME/cvn_results.sqlite``)."""
-    home = os.environ.get("DAGSTER_HOME") or str(Path.cwd() / ".dagster_home")
-    Path(home).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(home).resolve() / 'cvn_results.sqlite'}"
+    home = home_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'cvn_results.sqlite'}"
 
 
 class ResultsStore(ConfigurableResource):

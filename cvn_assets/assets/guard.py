@@ -83,7 +83,7 @@ from pydantic import Field
 
 from cvn_assets.ablation import Variant
 from cvn_assets.assets._util import identity_metadata, prepare_sweep
-from cvn_assets.assets.training import _check_market_inputs
+from cvn_assets.assets.training import check_market_inputs
 from cvn_assets.champion import (
     CANARY_DAYS,
     CANARY_MIN_TRADES,
@@ -235,7 +235,7 @@ def champion_models(
 ) -> Stamped:
     crypto = context.partition_key
     identity = prepare_sweep(context, sweep, market_data, results_store)
-    _check_market_inputs(artifacts, identity, [crypto])
+    check_market_inputs(artifacts, identity, [crypto])
     baseline = _baseline()
 
     # 1. which variant

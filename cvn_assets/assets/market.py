@@ -21,7 +21,7 @@ from cvn_assets.candles_io import gap_report
 from cvn_assets.dataset import assemble_dataset, label_times
 from cvn_assets.features import FEATURE_NAMES, build_features
 from cvn_assets.folds import FoldPlan, three_way_fold_plan
-from cvn_assets.identity import digest, module_digest
+from cvn_assets.identity import crypto_data_identity, digest, module_digest
 from cvn_assets.labels import triple_barrier_labels
 from cvn_assets.partitions import SETTINGS, crypto_partitions
 from resources.market_data import MarketDataResource
@@ -64,12 +64,7 @@ def candles(context: AssetExecutionContext, market_data: MarketDataResource):
     out: dict[str, Stamped] = {}
     versions: dict[str, str] = {}
     for symbol in keys:
-        crypto_data = (
-            {"source": "csv", "file": data["files"][symbol]}
-            if data["source"] == "csv"
-            else {**data, "crypto": symbol}
-        )
-        versions[symbol] = digest(crypto_data)
+        versions[symbol] = digest(crypto_data_identity(data, symbol))
         df = market_data.load_candles(symbol)
         gaps = gap_report(df)
         context.add_asset_metadata(

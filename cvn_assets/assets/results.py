@@ -1,6 +1,5 @@
 """Results stage: the fan-in ``finetune_results`` (125 rows by default) and ``gate_verdicts``."""
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from cvn_assets.evaluation import (
 from cvn_assets.gates import evaluate_gates, gate_verdicts_markdown, verdict_table_problems
 from cvn_assets.identity import SweepIdentity, module_digest
 from cvn_assets.partitions import SETTINGS, cell_key
+from resources.home_source import home_dir
 from resources.market_data import MarketDataResource
 from resources.model_store import ArtifactStore
 from resources.results_store import ResultsStore
@@ -245,8 +245,7 @@ def _baseline_name() -> str:
 
 
 def report_dir(sweep_id: str) -> Path:
-    home = os.environ.get("DAGSTER_HOME") or str(Path.cwd() / ".dagster_home")
-    return Path(home).resolve() / "reports" / sweep_id
+    return home_dir() / "reports" / sweep_id
 
 
 def _write_report(

@@ -107,7 +107,7 @@ def tag_run_with_variant(context: AssetExecutionContext, variant: Variant) -> No
         context.instance.add_run_tags(context.run.run_id, missing)
 
 
-def _check_market_inputs(
+def check_market_inputs(
     artifacts: ArtifactStore, identity: SweepIdentity, cryptos: list[str]
 ) -> None:
     """The per-crypto inputs loaded must be the ones of this run's settings, else fail naming
@@ -162,7 +162,7 @@ def build_model_asset(variant: Variant):
         keys = run_partition_keys(context)
         cryptos = sorted({split_key(k)[0] for k in keys})
         identity = prepare_sweep(context, sweep, market_data, results_store)
-        _check_market_inputs(artifacts, identity, cryptos)
+        check_market_inputs(artifacts, identity, cryptos)
         datasets, plans = by_key(model_dataset, cryptos), by_key(fold_splits, cryptos)
         params = sweep.xgb_params()
         retrain = wants_retrain(context, sweep)
@@ -256,7 +256,7 @@ def build_calibrated_asset(variant: Variant):
         keys = run_partition_keys(context)
         cryptos = sorted({split_key(k)[0] for k in keys})
         identity = prepare_sweep(context, sweep, market_data, results_store)
-        _check_market_inputs(artifacts, identity, cryptos)
+        check_market_inputs(artifacts, identity, cryptos)
         models = by_key(model, keys)
         datasets, plans = by_key(model_dataset, cryptos), by_key(fold_splits, cryptos)
         retrain = wants_retrain(context, sweep)
