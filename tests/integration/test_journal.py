@@ -98,3 +98,30 @@ def test_replacing_days_never_duplicates_and_refusals_leave_the_journal(setup):
     after = read_predictions(engine, "BTCUSDC", "2024-06-02", "2024-06-04")
     assert len(after) == 48 and np.allclose(after["buy_proba"], 0.4)
     assert len(read_trades(engine, "BTCUSDC", "2024-06-02", "2024-06-04")) == 2
+
+
+def test_the_fast_insert_stores_what_a_core_insert_stores(setup):
+    """The journal's insert bypasses SQLAlchemy's per-row parameter processing on SQLite:
+    a row it writes must be stored and read back exactly as a Core insert of the same values
+    (microseconds, UTC, NULLs), on both databases."""
+    import sqlalchemy as sa
+
+    from resources.journal import predictions_table
+
+    engine, v = setup
+    hour = pd.Timestamp("2024-06-04 05:00:00.123456", tz="UTC")
+    fast = _predictions("2024-06-04", v, 0.25).iloc[[5]].assign(hour=hour, latency_ms=1.5)
+    replace_days(engine, "BTCUSDC", ["2024-06-04"], fast, None)
+    core = dict(fast.iloc[0]) | {"crypto": "ETHUSDC", "hour": hour.to_pydatetime()}
+    core = {k: (x.item() if isinstance(x, np.generic) else x) for k, x in core.items()}
+    with engine.begin() as conn:
+        conn.execute(predictions_table.insert().values(**core))
+        if engine.dialect.name == "sqlite":  # the stored text itself
+            stored = conn.execute(sa.text("SELECT crypto, hour FROM predictions")).all()
+            texts = {c: h for c, h in stored}
+            assert texts["BTCUSDC"] == texts["ETHUSDC"] == "2024-06-04 05:00:00.123456"
+    a = read_predictions(engine, "BTCUSDC", "2024-06-04", "2024-06-05")
+    b = read_predictions(engine, "ETHUSDC", "2024-06-04", "2024-06-05")
+    assert a["hour"].iloc[0] == hour == b["hour"].iloc[0]
+    pd.testing.assert_frame_equal(a.drop(columns="crypto"), b.drop(columns="crypto"))
+    assert a["latency_ms"].iloc[0] == 1.5 and a["buy_proba"].iloc[0] == 0.25
