@@ -127,6 +127,8 @@ KNOWN_ENV: tuple[str, ...] = (
     "CVN_PAPER_CSV_DIR",  # candles after the sweep's files, for paper trading on real data
     "CVN_SHARED_DATA",  # tests and benchmarks: where the real candles are
     "CVN_TEST_PG_URL",  # tests: a PostgreSQL server
+    "CVN_ALERTS_PATH",  # the alert sink's JSONL file (absolute)
+    "CVN_SLACK_WEBHOOK_URL",  # the alert sink's Slack incoming webhook (a secret)
 )
 
 
@@ -137,7 +139,9 @@ def check_environment(env: Mapping[str, str]) -> None:
     No ``CVN_*`` name outside :data:`KNOWN_ENV` (a misspelled name would otherwise be
     silently ignored); ``CVN_MARKET_SOURCE`` (synthetic | csv), ``CVN_CSV_DIR`` (an existing
     folder; required for csv), ``CVN_SYMBOL_MAP`` (a JSON object), ``CVN_DATABASE_URL`` (a
-    SQLAlchemy URL with a scheme), ``CVN_STORE_DIR`` (not an existing file). Raises
+    SQLAlchemy URL with a scheme), ``CVN_STORE_DIR`` (not an existing file),
+    ``CVN_ALERTS_PATH`` (absolute, not a directory), ``CVN_SLACK_WEBHOOK_URL`` (http(s); the
+    message never shows it). Raises
     :class:`SettingsError`.
     """
     import difflib
@@ -182,6 +186,21 @@ def check_environment(env: Mapping[str, str]) -> None:
     store = env.get("CVN_STORE_DIR", "").strip()
     if store and os.path.isfile(store):
         raise SettingsError(f"CVN_STORE_DIR: {store!r} is a file, not a directory")
+    alerts_path = env.get("CVN_ALERTS_PATH", "").strip()
+    if alerts_path and not os.path.isabs(alerts_path):
+        raise SettingsError(
+            f"CVN_ALERTS_PATH: {alerts_path!r} is not an absolute path (the JSONL file's full "
+            "path, e.g. /var/lib/cvn/alerts.jsonl)"
+        )
+    if alerts_path and os.path.isdir(alerts_path):
+        raise SettingsError(f"CVN_ALERTS_PATH: {alerts_path!r} is a directory, not a file")
+    webhook = env.get("CVN_SLACK_WEBHOOK_URL", "").strip()
+    if webhook and not re.match(r"^https?://[^/\s]+", webhook):
+        # the value is a secret: name the variable, never echo the URL
+        raise SettingsError(
+            "CVN_SLACK_WEBHOOK_URL: not an http(s) URL with a host (value hidden, it is a "
+            "secret); expected https://hooks.slack.com/services/..."
+        )
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ProjectSettings:
