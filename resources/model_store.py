@@ -18,7 +18,14 @@ Formats (self-describing: each directory has a ``kind.json``):
 - ``XGBWrapper``       booster in XGBoost's UBJSON format + JSON sidecar (never pickle);
 - ``CalibratedModel``  the above + calibrators/threshold/metrics as JSON + test arrays as .npz;
 - ``list[FoldPlan]``   integer position arrays in .npz (``allow_pickle=False``);
-- ``pandas.DataFrame`` pandas pickle (data frames only, written and read by this project).
+- ``pandas.DataFrame`` one array per column in ``frame.npz`` (``allow_pickle=False``) + a JSON
+  sidecar with the column names, dtypes, index (name, dtype, time zone, freq) and ``attrs``
+  (:func:`write_frame` / :func:`read_frame`; round-trips exactly, refuses dtypes it cannot
+  store without code).
+
+Nothing in the store is a code-execution path (several hosts write and read it): every format is
+data only, and a value in any other format (a ``frame.pkl`` of an older version included) is
+refused with an error naming it, never unpickled.
 
 Every write goes to a temporary sibling directory that is renamed into place, so a crash
 (kill -9) never leaves a half-written partition behind.
@@ -140,11 +147,20 @@ def read_value(directory: Path, *, with_model: bool = True) -> Any:
                 )
                 for f in meta["folds"]
             ]
-    if kind == "dataframe":
-        return pd.read_pickle(directory / "frame.pkl")
+    if kind == FRAME_KIND:
+        return read_frame(directory)
+    if kind == "dataframe":  # pandas pickle of an older version: never unpickled
+        raise UnsafeFormatError(
+            f"{directory}: a pickled DataFrame (frame.pkl) from an older version of the store; "
+            "pickle can execute code, so it is not loaded. Re-materialize this partition (the "
+            "one command does, as its fingerprint's value is not readable), or delete the "
+            "directory."
+        )
     if kind == "json":
         return json.loads((directory / "value.json").read_text())
-    raise ValueError(f"{kind_path}: unknown kind {kind!r}")
+    raise UnsafeFormatError(
+        f"{kind_path}: unknown kind {kind!r}; the store loads only its own data-only formats"
+    )
 
 
 def _dump(directory: Path, value: Any) -> str:
@@ -167,12 +183,160 @@ def _dump(directory: Path, value: Any) -> str:
         (directory / "fold_plans.json").write_text(json.dumps({"folds": [p.fold for p in value]}))
         return "fold_plans"
     if isinstance(value, pd.DataFrame):
-        value.to_pickle(directory / "frame.pkl")
-        return "dataframe"
+        write_frame(directory, value)
+        return FRAME_KIND
     if isinstance(value, (dict, list)):
         (directory / "value.json").write_text(json.dumps(value, default=float))
         return "json"
     raise TypeError(f"CvnIOManager cannot store a value of type {type(value).__name__}")
+
+
+class UnsafeFormatError(ValueError):
+    """A stored value is not in one of the store's data-only formats; it is not loaded."""
+
+
+#: ``kind`` of a DataFrame stored as column arrays + JSON sidecar
+FRAME_KIND = "frame_npz"
+FRAME_FORMAT = "cvn-frame/1"
+
+
+def _encode_array(values: Any, where: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """A column or index as plain arrays (no object dtype) + how to rebuild it exactly."""
+    dtype = values.dtype
+    name = str(dtype)
+    if isinstance(dtype, pd.DatetimeTZDtype) or (
+        isinstance(dtype, np.dtype) and dtype.kind in "mM"
+    ):
+        arr = pd.array(values)
+        unit = arr.unit
+        return {"": np.asarray(arr.asi8, dtype=np.int64)}, {
+            "enc": "timedelta" if dtype.kind == "m" else "datetime",
+            "dtype": name,
+            "unit": unit,
+        }
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+        return {"": np.asarray(values, dtype=dtype)}, {"enc": "numpy", "dtype": name}
+    if isinstance(dtype, pd.StringDtype) or (
+        isinstance(dtype, np.dtype)
+        and dtype.kind == "O"
+        and all(
+            isinstance(v, str) or v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v))
+            for v in values
+        )
+    ):
+        obj = np.asarray(values, dtype=object)
+        mask = np.asarray(pd.isna(obj), dtype=bool)
+        text = np.array(["" if m else str(v) for v, m in zip(obj, mask, strict=True)], dtype=str)
+        if text.dtype.kind != "U":  # an empty column
+            text = text.astype("U1")
+        return {"": text, "_mask": mask}, {"enc": "string", "dtype": name}
+    raise TypeError(
+        f"{where}: dtype {name} cannot be stored in the data-only frame format "
+        "(numbers, booleans, datetimes with or without time zone, timedeltas and strings can)"
+    )
+
+
+def _decode_array(arrays: Mapping[str, np.ndarray], prefix: str, spec: Mapping[str, Any]) -> Any:
+    raw = arrays[prefix]
+    enc = spec["enc"]
+    if enc == "numpy":
+        return raw.astype(np.dtype(spec["dtype"]), copy=False)
+    if enc == "datetime":
+        naive = raw.view(f"M8[{spec['unit']}]")
+        dtype = pd.api.types.pandas_dtype(spec["dtype"])
+        if isinstance(dtype, pd.DatetimeTZDtype):
+            return pd.DatetimeIndex(naive).tz_localize("UTC").tz_convert(dtype.tz).array
+        return pd.array(naive, dtype=dtype)
+    if enc == "timedelta":
+        return pd.array(
+            raw.view(f"m8[{spec['unit']}]"), dtype=pd.api.types.pandas_dtype(spec["dtype"])
+        )
+    if enc == "string":
+        mask = arrays[f"{prefix}_mask"]
+        obj = raw.astype(object)
+        dtype = pd.api.types.pandas_dtype(spec["dtype"])
+        obj[mask] = None if dtype == np.dtype(object) else pd.NA
+        if dtype == np.dtype(object):
+            return obj
+        return pd.array(obj, dtype=dtype)
+    raise UnsafeFormatError(f"unknown column encoding {enc!r}")
+
+
+def _json_label(label: Any, where: str) -> Any:
+    if isinstance(label, (str, int, float, bool)) or label is None:
+        return label
+    if isinstance(label, np.generic):
+        return label.item()
+    raise TypeError(f"{where}: label {label!r} cannot be stored in the data-only frame format")
+
+
+def write_frame(directory: Path, frame: pd.DataFrame) -> None:
+    """``frame.npz`` (one array per column, ``allow_pickle=False``) + ``frame.json``."""
+    if isinstance(frame.columns, pd.MultiIndex) or isinstance(frame.index, pd.MultiIndex):
+        raise TypeError("a DataFrame with a MultiIndex cannot be stored in the data-only format")
+    arrays: dict[str, np.ndarray] = {}
+    columns = []
+    for i, col in enumerate(frame.columns):
+        parts, spec = _encode_array(frame.iloc[:, i], f"column {col!r}")
+        arrays.update({f"c{i}{k}": v for k, v in parts.items()})
+        columns.append(spec)
+    index = frame.index
+    if isinstance(index, pd.RangeIndex):
+        index_spec: dict[str, Any] = {
+            "enc": "range",
+            "start": index.start,
+            "stop": index.stop,
+            "step": index.step,
+        }
+    else:
+        parts, index_spec = _encode_array(index, "index")
+        arrays.update({f"index{k}": v for k, v in parts.items()})
+        freq = getattr(index, "freqstr", None)
+        if freq:
+            index_spec["freq"] = freq
+    index_spec["name"] = _json_label(index.name, "index name")
+    meta = {
+        "format": FRAME_FORMAT,
+        "labels": [_json_label(c, "column") for c in frame.columns],
+        "labels_dtype": str(frame.columns.dtype),
+        "labels_name": _json_label(frame.columns.name, "columns name"),
+        "columns": columns,
+        "index": index_spec,
+        "attrs": frame.attrs,
+    }
+    try:
+        text = json.dumps(meta, allow_nan=True)
+    except TypeError as exc:
+        raise TypeError(f"DataFrame attrs cannot be stored as JSON: {exc}") from exc
+    with open(directory / "frame.npz", "wb") as fh:
+        np.savez(fh, **arrays)
+    (directory / "frame.json").write_text(text)
+
+
+def read_frame(directory: Path) -> pd.DataFrame:
+    """The DataFrame :func:`write_frame` stored, exactly (dtypes, index, time zone, freq,
+    attrs); refuses anything but this format."""
+    meta = json.loads((directory / "frame.json").read_text())
+    if meta.get("format") != FRAME_FORMAT:
+        raise UnsafeFormatError(f"{directory}: frame format {meta.get('format')!r} is unknown")
+    with np.load(directory / "frame.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    spec = meta["index"]
+    if spec["enc"] == "range":
+        index = pd.RangeIndex(spec["start"], spec["stop"], spec["step"], name=spec["name"])
+    else:
+        index = pd.Index(_decode_array(arrays, "index", spec), name=spec["name"])
+        if spec.get("freq"):
+            index = pd.DatetimeIndex(index, freq=spec["freq"])
+    data = {i: _decode_array(arrays, f"c{i}", s) for i, s in enumerate(meta["columns"])}
+    frame = pd.DataFrame(data, index=index, copy=False)
+    frame.columns = pd.Index(
+        meta["labels"],
+        dtype=pd.api.types.pandas_dtype(meta["labels_dtype"]),
+        name=meta["labels_name"],
+    )
+    frame.attrs = meta["attrs"]
+    return frame
 
 
 _SOURCE_ATTR = "_cvn_stored_at"
