@@ -50,6 +50,8 @@ __all__ = [
 WRITE_WAIT_MS = 30_000
 
 JOURNAL_METADATA = sa.MetaData()
+#: ``predictions.feature_1 .. feature_N``: the live model's top features by gain (0007)
+N_TOP_FEATURES = 5
 
 
 def _version_fk(table: str) -> sa.ForeignKey:
@@ -66,8 +68,39 @@ predictions_table = sa.Table(
     sa.Column("buy_proba", sa.Float, nullable=False),
     sa.Column("decision", sa.String(4), nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=True),
+    *[sa.Column(f"feature_{i}", sa.Float, nullable=True) for i in range(1, N_TOP_FEATURES + 1)],
+    sa.Column("label", sa.SmallInteger, nullable=True),
+    sa.Column("label_known_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column(
+        "candidate_version",
+        sa.Integer,
+        sa.ForeignKey(model_versions_table.c.id, name="predictions_candidate_version_fkey"),
+        nullable=True,
+    ),
+    sa.Column("candidate_buy_proba", sa.Float, nullable=True),
+    sa.Column("candidate_decision", sa.String(4), nullable=True),
     sa.CheckConstraint("decision IN ('BUY', 'HOLD')", name="ck_predictions_decision"),
     sa.CheckConstraint("buy_proba >= 0 AND buy_proba <= 1", name="ck_predictions_buy_proba"),
+    sa.CheckConstraint("label IS NULL OR label IN (0, 1)", name="ck_predictions_label"),
+    sa.CheckConstraint(
+        "(label IS NULL AND label_known_at IS NULL) "
+        "OR (label IS NOT NULL AND label_known_at IS NOT NULL)",
+        name="ck_predictions_label_known",
+    ),
+    sa.CheckConstraint(
+        "candidate_decision IS NULL OR candidate_decision IN ('BUY', 'HOLD')",
+        name="ck_predictions_candidate_decision",
+    ),
+    sa.CheckConstraint(
+        "candidate_buy_proba IS NULL OR (candidate_buy_proba >= 0 AND candidate_buy_proba <= 1)",
+        name="ck_predictions_candidate_buy_proba",
+    ),
+    sa.CheckConstraint(
+        "(candidate_version IS NULL AND candidate_buy_proba IS NULL "
+        "AND candidate_decision IS NULL) OR (candidate_version IS NOT NULL "
+        "AND candidate_buy_proba IS NOT NULL AND candidate_decision IS NOT NULL)",
+        name="ck_predictions_candidate",
+    ),
 )
 
 trades_table = sa.Table(
@@ -126,7 +159,11 @@ monitoring_metrics_table = sa.Table(
 
 #: the column a day's rows are selected by, per table
 _DAY_COLUMN = {"predictions": "hour", "trades": "exit_time"}
-_TIME_COLUMNS = {"predictions": ("hour",), "trades": ("entry_time", "exit_time")}
+_TIME_COLUMNS = {
+    "predictions": ("hour", "label_known_at"),
+    "trades": ("entry_time", "exit_time"),
+}
+_NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 
 
 def _day_bounds(day: Any) -> tuple[datetime, datetime]:
@@ -140,7 +177,9 @@ def _day_bounds(day: Any) -> tuple[datetime, datetime]:
 
 class _Batch:
     """Rows for one journal table, column-wise: ``values[name]`` is a list of Python values
-    (NaN -> None), ``times[name]`` the int64 UTC nanoseconds of each time column."""
+    (NaN / NA -> None), ``times[name]`` the int64 UTC nanoseconds of each time column (NaT,
+    allowed in a nullable one, stored as NULL). Nullable columns absent from the rows are
+    NULL."""
 
     def __init__(self, table: sa.Table, crypto: str, rows: pd.DataFrame | list[dict[str, Any]]):
         frame = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows)
@@ -165,14 +204,14 @@ class _Batch:
                 self.values[c] = [None] * self.n
             elif c in _TIME_COLUMNS[table.name]:
                 t = pd.to_datetime(frame[c], utc=True)
-                if t.isna().any():
+                if t.isna().any() and not table.c[c].nullable:
                     raise ValueError(
                         f"{table.name}: {c} is missing in row {int(t.isna().argmax())}"
                     )
                 self.times[c] = pd.DatetimeIndex(t).as_unit("ns").asi8
             else:
                 col = frame[c]
-                if col.dtype.kind in "fc" or col.dtype == object:
+                if col.dtype.kind in "fcO" or col.hasnans:
                     self.values[c] = col.astype(object).where(col.notna(), None).tolist()
                 else:
                     self.values[c] = col.tolist()
@@ -215,14 +254,26 @@ class _Batch:
         conn.execute(self.table.insert(), records)
 
 
-def _sqlite_times(ns: np.ndarray) -> list[str]:
-    """int64 UTC nanoseconds -> SQLAlchemy's SQLite DateTime text (microsecond precision)."""
+def _sqlite_times(ns: np.ndarray) -> list[str | None]:
+    """int64 UTC nanoseconds -> SQLAlchemy's SQLite DateTime text (microsecond precision);
+    NaT -> None."""
     text = np.datetime_as_string(ns.view("datetime64[ns]"), unit="us")
-    return np.char.replace(text, "T", " ").tolist()
+    out: list[str | None] = np.char.replace(text, "T", " ").tolist()
+    nat = ns == _NAT
+    if nat.any():
+        for i in np.flatnonzero(nat).tolist():
+            out[i] = None
+    return out
 
 
-def _aware_times(ns: np.ndarray) -> list[datetime]:
-    return list(pd.to_datetime(ns, utc=True).to_pydatetime())
+def _aware_times(ns: np.ndarray) -> list[datetime | None]:
+    times = pd.to_datetime(ns, utc=True)
+    out: list[datetime | None] = list(times.to_pydatetime())
+    nat = ns == _NAT
+    if nat.any():
+        for i in np.flatnonzero(nat).tolist():
+            out[i] = None
+    return out
 
 
 def replace_day(

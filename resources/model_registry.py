@@ -1,10 +1,13 @@
-"""Model registry: champion candidates as versions, ``champion``/``previous`` aliases per crypto,
-and an append-only alias history.
+"""Model registry: champion candidates as versions, ``champion``/``previous``/``candidate``
+aliases per crypto, and an append-only alias history.
 
 * ``model_versions``: one row per candidate (crypto, variant, loss function, gamma, alpha,
   training window, sweep id, artifact location, reference statistics). Registering the same
   candidate again (same crypto, variant, sweep and train end, same content) returns its id.
-* ``model_aliases``: the current ``champion`` and ``previous`` of each crypto.
+* ``model_aliases``: the current ``champion`` and ``previous`` of each crypto, and its
+  ``candidate`` (a model in shadow mode: paper trading logs its predictions beside the
+  champion's; never promoted silently: :meth:`ModelRegistry.promote_candidate`, audited, makes
+  it the champion and closes the alias; :meth:`ModelRegistry.clear_alias` drops it).
 * ``model_alias_history``: one row per assignment of an alias, valid over
   ``[valid_from, valid_to)`` (``valid_to`` NULL while current). A change closes the open row
   and opens the next one at the same instant, in the transaction that moves the alias, so
@@ -36,13 +39,14 @@ __all__ = [
     "ALIASES",
     "ModelRegistry",
     "ModelVersionConflict",
+    "NoCandidate",
     "NoPreviousChampion",
     "model_alias_history_table",
     "model_aliases_table",
     "model_versions_table",
 ]
 
-ALIASES = ("champion", "previous")
+ALIASES = ("champion", "previous", "candidate")
 #: how long a SQLite writer waits for another one's transaction
 WRITE_WAIT_MS = 30_000
 
@@ -86,7 +90,9 @@ model_aliases_table = sa.Table(
         sa.ForeignKey("model_versions.id", name="model_aliases_version_id_fkey"),
         nullable=False,
     ),
-    sa.CheckConstraint("alias IN ('champion', 'previous')", name="ck_model_aliases_alias"),
+    sa.CheckConstraint(
+        "alias IN ('champion', 'previous', 'candidate')", name="ck_model_aliases_alias"
+    ),
 )
 
 model_alias_history_table = sa.Table(
@@ -141,8 +147,16 @@ class NoPreviousChampion(LookupError):
         return str(self.args[0]) if self.args else ""
 
 
+class NoCandidate(LookupError):
+    """``promote_candidate`` on a crypto that has no ``candidate`` alias."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class ModelRegistry(ResultsDatabaseResource):
-    """Model versions, their ``champion``/``previous`` aliases and the alias history.
+    """Model versions, their ``champion``/``previous``/``candidate`` aliases and the alias
+    history.
 
     ``database_url`` resolves like the results store's. Every time is UTC: datetimes given
     naive are taken as UTC, aware ones converted; datetimes returned are aware UTC.
@@ -309,6 +323,65 @@ class ModelRegistry(ResultsDatabaseResource):
                 )
             return self._promote(conn, crypto, previous, actor, reason, dagster_run_id, now)
 
+    def promote_candidate(
+        self,
+        crypto: str,
+        *,
+        actor: str,
+        reason: str,
+        incident_id: str | None = None,
+        run_id: str | None = None,
+        at: datetime | None = None,
+    ) -> dict[str, int | None]:
+        """Make the ``candidate`` of ``crypto`` its champion, in **one** transaction: the old
+        champion becomes ``previous`` and the ``candidate`` alias is closed (its open history
+        row gets ``valid_to``, its ``model_aliases`` row is removed). The new ``champion`` /
+        ``previous`` history rows carry ``actor``, ``reason`` (with ``[incident <id>]``
+        appended when ``incident_id`` is given) and ``run_id`` as ``dagster_run_id``, like
+        :meth:`promote`. A candidate that already is the champion only closes the alias.
+
+        Returns ``{"champion": id, "previous": id | None, "candidate": id}`` (the promoted
+        version). Raises :class:`NoCandidate` naming the crypto when it has no candidate -- so
+        of two concurrent calls (serialised per crypto, like every alias change) the second
+        raises and the champion moves once -- and ``ValueError`` without actor or reason.
+        """
+        _check_who(crypto, actor, reason)
+        why = reason if not incident_id else f"{reason} [incident {incident_id}]"
+        with _alias_transaction(self.engine, crypto) as conn:
+            now = self._effective_time(at)
+            candidate = _alias_version_id(conn, crypto, "candidate")
+            if candidate is None:
+                raise NoCandidate(
+                    f"crypto {crypto!r} has no candidate to promote (champion: "
+                    f"{_alias_version_id(conn, crypto, 'champion')}): a candidate is registered "
+                    "with set_alias(crypto, 'candidate', version_id, ...)"
+                )
+            out = self._promote(conn, crypto, candidate, actor, why, run_id, now)
+            self._close(conn, crypto, "candidate", now)
+            return {**out, "candidate": candidate}
+
+    def clear_alias(
+        self,
+        crypto: str,
+        alias: str,
+        *,
+        actor: str,
+        reason: str,
+        at: datetime | None = None,
+    ) -> int | None:
+        """Remove ``alias`` of ``crypto`` (e.g. reject a ``candidate``): its open history row
+        is closed at ``at`` (default now) and its ``model_aliases`` row removed, in one
+        transaction. Returns the version it pointed at, or None (nothing to do). The
+        ``champion`` cannot be cleared (roll back with :meth:`repromote_previous`)."""
+        _check_who(crypto, actor, reason)
+        if alias not in ALIASES:
+            raise ValueError(f"alias {alias!r} rejected: must be one of {ALIASES}")
+        if alias == "champion":
+            raise ValueError(f"{crypto}: the champion alias cannot be cleared, only replaced")
+        with _alias_transaction(self.engine, crypto) as conn:
+            now = self._effective_time(at)
+            return self._close(conn, crypto, alias, now)
+
     def alias(self, crypto: str, alias: str) -> dict[str, Any] | None:
         """The version ``alias`` of ``crypto`` points at, or None."""
         t, a = model_versions_table, model_aliases_table
@@ -449,6 +522,23 @@ class ModelRegistry(ResultsDatabaseResource):
                 .where((a.c.crypto == crypto) & (a.c.alias == alias))
                 .values(version_id=version_id)
             )
+
+    def _close(self, conn: sa.Connection, crypto: str, alias: str, now: datetime) -> int | None:
+        """Close ``alias``'s open history row at ``now`` and remove its alias row."""
+        a, h = model_aliases_table, model_alias_history_table
+        current = _alias_version_id(conn, crypto, alias)
+        if current is None:
+            return None
+        is_open = (h.c.crypto == crypto) & (h.c.alias == alias) & h.c.valid_to.is_(None)
+        open_from = conn.execute(sa.select(h.c.valid_from).where(is_open)).scalar()
+        if open_from is not None and now < as_utc(open_from):
+            raise ValueError(
+                f"{crypto} {alias}: closing at {now.isoformat()} precedes the current "
+                f"assignment's start {as_utc(open_from).isoformat()}"
+            )
+        conn.execute(h.update().where(is_open).values(valid_to=now))
+        conn.execute(a.delete().where((a.c.crypto == crypto) & (a.c.alias == alias)))
+        return current
 
 
 @contextmanager

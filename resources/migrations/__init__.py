@@ -14,6 +14,10 @@ Revisions (``versions/``), oldest first:
   (:mod:`resources.journal`).
 * ``0006_monitoring``: ``monitoring_metrics``, one row of the five monitoring metrics per
   crypto and day (:mod:`resources.journal`).
+* ``0007_drift_inputs``: ``predictions`` gains the drift detectors' and shadow mode's inputs
+  (``feature_1..5``, ``label``, ``label_known_at``, ``candidate_version``,
+  ``candidate_buy_proba``, ``candidate_decision``; nullable) and ``model_aliases`` accepts
+  the ``candidate`` alias.
 
 A change to a ``Table`` of the results store, the config store or the model registry needs a
 new revision here: ``tests/integration/test_migrations.py`` compares the migrated schema
@@ -58,7 +62,7 @@ __all__ = [
 
 HERE = Path(__file__).resolve().parent
 #: the newest revision (checked against the scripts by the tests)
-HEAD = "0006_monitoring"
+HEAD = "0007_drift_inputs"
 BASELINE = "0001_results_baseline"
 SWEEPS = "0002_sweeps"
 #: tables created before migrations existed (abe7750), and their later ``sweeps`` table

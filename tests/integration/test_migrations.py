@@ -278,6 +278,7 @@ def test_the_revisions_form_one_chain_ending_at_head():
         "0004_trading_metrics",
         "0005_journal",
         "0006_monitoring",
+        "0007_drift_inputs",
     ]
     assert head_revision() == HEAD == chain[-1]
 
@@ -549,4 +550,106 @@ def test_two_processes_upgrading_at_once_are_serialised(db_url):
         ]
         assert len(_rows(conn, "config_audit")) == 2  # seeded once
     assert _schema_problems(engine) == []
+    engine.dispose()
+
+
+# --- 0007: the journal's drift inputs and the candidate alias, in place ------------------
+_DRIFT_COLUMNS = [
+    *(f"feature_{i}" for i in range(1, 6)),
+    "label",
+    "label_known_at",
+    "candidate_version",
+    "candidate_buy_proba",
+    "candidate_decision",
+]
+
+
+def test_a_0006_journal_upgrades_in_place_to_head(db_url):
+    """Rows written at 0006 (a sweep, two versions, champion + previous, two predictions)
+    are kept by 0007; the new columns are NULL; the candidate alias and the new columns are
+    then accepted, and their checks enforced."""
+    engine = _engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0006_monitoring")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO sweeps (sweep_id, fingerprint, identity_json, data_source) "
+                "VALUES ('s', '0000000000000000', '{}', 'x')"
+            )
+        )
+        for vid in (1, 2):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO model_versions (id, crypto, variant, loss_function, train_start,"
+                    " train_end, sweep_id, artifact_uri, reference_stats_json, created_at) "
+                    "VALUES (:id, 'BTCUSDC', :v, 'binary:logistic', :t0, :t1, 's', 'u', '{}', :t1)"
+                ),
+                {
+                    "id": vid,
+                    "v": f"v{vid}",
+                    "t0": "2024-01-01 00:00:00",
+                    "t1": "2024-06-01 00:00:00",
+                },
+            )
+        conn.execute(
+            sa.text(
+                "INSERT INTO model_aliases (crypto, alias, version_id) VALUES "
+                "('BTCUSDC', 'champion', 2), ('BTCUSDC', 'previous', 1)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO predictions (crypto, hour, model_version, loss_function, buy_proba,"
+                " decision, latency_ms) VALUES "
+                "('BTCUSDC', '2024-06-02 00:00:00', 2, 'binary:logistic', 0.25, 'HOLD', 1.5), "
+                "('BTCUSDC', '2024-06-02 01:00:00', 2, 'binary:logistic', 0.75, 'BUY', NULL)"
+            )
+        )
+        with pytest.raises(sa.exc.DBAPIError, match="ck_model_aliases_alias|CHECK"):
+            with conn.begin_nested():
+                conn.execute(
+                    sa.text("INSERT INTO model_aliases VALUES ('BTCUSDC', 'candidate', 1)")
+                )
+    old_cols = ["crypto", "model_version", "loss_function", "buy_proba", "decision", "latency_ms"]
+    with engine.connect() as conn:
+        before_p = _rows(conn, "predictions", old_cols)
+        before_a = _rows(conn, "model_aliases", ["crypto", "alias", "version_id"])
+    assert upgrade_database(engine) == HEAD
+    with engine.connect() as conn:
+        assert _rows(conn, "predictions", old_cols) == before_p
+        assert [tuple(x) for x in _rows(conn, "predictions", _DRIFT_COLUMNS)] == [
+            (None,) * len(_DRIFT_COLUMNS)
+        ] * 2
+        assert _rows(conn, "model_aliases", ["crypto", "alias", "version_id"]) == before_a
+    assert _schema_problems(engine) == []
+    # the candidate alias and the new columns are accepted ...
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO model_aliases VALUES ('BTCUSDC', 'candidate', 1)"))
+        conn.execute(
+            sa.text(
+                "UPDATE predictions SET feature_1 = 0.5, label = 1, "
+                "label_known_at = '2024-06-02 03:00:00', candidate_version = 1, "
+                "candidate_buy_proba = 0.6, candidate_decision = 'BUY' "
+                "WHERE hour = '2024-06-02 00:00:00'"
+            )
+        )
+    # ... and checked: a label without its time, a half-filled candidate, a bad decision
+    for bad in (
+        "label = 0, label_known_at = NULL",
+        "label = 2",
+        "candidate_decision = NULL",
+        "candidate_decision = 'SELL'",
+        "candidate_buy_proba = 1.5",
+        "candidate_version = 99",
+        "alias",  # the alias check, below
+    ):
+        sql = (
+            "UPDATE model_aliases SET alias = 'canary' WHERE alias = 'candidate'"
+            if bad == "alias"
+            else f"UPDATE predictions SET {bad} WHERE hour = '2024-06-02 00:00:00'"
+        )
+        with pytest.raises(sa.exc.DBAPIError):
+            with engine.begin() as conn:
+                conn.execute(sa.text(sql))
     engine.dispose()

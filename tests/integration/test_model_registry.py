@@ -9,7 +9,12 @@ import sqlalchemy as sa
 
 from cvn_assets.guardrails import GuardrailError
 from cvn_assets.identity import SweepIdentity
-from resources.model_registry import ModelRegistry, ModelVersionConflict, NoPreviousChampion
+from resources.model_registry import (
+    ModelRegistry,
+    ModelVersionConflict,
+    NoCandidate,
+    NoPreviousChampion,
+)
 from resources.results_store import ResultsStore, UnknownSweep
 
 T1 = datetime(2024, 6, 1, 9, 0, tzinfo=UTC)  # promote A
@@ -323,3 +328,147 @@ def test_set_alias_and_its_refusals(registry, versions):
     now = registry.history()[-1]["valid_from"]
     assert t0 <= now <= datetime.now(UTC)
     assert registry.live_at("BTCUSDC", now)["id"] == v["C"]
+
+
+# --- the candidate alias (shadow mode) and its promotion --------------------------------
+def test_a_candidate_is_shadowed_then_promoted_in_one_audited_step(registry, versions):
+    v = versions
+    bot = {"actor": "release-bot", "reason": "gates passed"}
+    registry.promote("BTCUSDC", v["A"], at=T1, **bot)
+    registry.set_alias(
+        "BTCUSDC", "candidate", v["C"], actor="sensor:data_drift", reason="PSI 0.61", at=T2
+    )
+    assert registry.alias("BTCUSDC", "candidate")["id"] == v["C"]
+    assert registry.alias("BTCUSDC", "champion")["id"] == v["A"]  # the candidate is not live
+    got = registry.promote_candidate(
+        "BTCUSDC", actor="oncall:alice", reason="candidate better on matured labels",
+        incident_id="inc-7", run_id="run-42", at=T3,
+    )  # fmt: skip
+    assert got == {"champion": v["C"], "previous": v["A"], "candidate": v["C"]}
+    assert registry.alias("BTCUSDC", "champion")["id"] == v["C"]
+    assert registry.alias("BTCUSDC", "previous")["id"] == v["A"]
+    assert registry.alias("BTCUSDC", "candidate") is None
+    bot_, alice, drift = "release-bot", "oncall:alice", "sensor:data_drift"
+    assert _history(registry) == [
+        ("champion", v["A"], None, bot_, T1, T3),
+        ("candidate", v["C"], None, drift, T2, T3),  # closed by the promotion
+        ("champion", v["C"], v["A"], alice, T3, None),
+        ("previous", v["A"], None, alice, T3, None),
+    ]
+    rows = registry.history("BTCUSDC")
+    assert {r["reason"] for r in rows[2:]} == {
+        "candidate better on matured labels [incident inc-7]"
+    }
+    assert {r["dagster_run_id"] for r in rows[2:]} == {"run-42"}
+    # "which candidate was shadowed at T" is the same one query as the champion's
+    at = datetime(2024, 6, 3, 14, 0, tzinfo=UTC)
+    assert registry.live_at("BTCUSDC", at, alias="candidate")["id"] == v["C"]
+    assert registry.live_at("BTCUSDC", T3, alias="candidate") is None
+    assert (
+        registry.live_at("BTCUSDC", at)["id"] == v["A"]
+        and registry.live_at("BTCUSDC", T3)["id"] == v["C"]
+    )
+    # promoting again: there is no candidate any more, named
+    with pytest.raises(NoCandidate) as err:
+        registry.promote_candidate("BTCUSDC", actor="a", reason="r")
+    assert str(err.value).startswith(
+        f"crypto 'BTCUSDC' has no candidate to promote (champion: {v['C']})"
+    )
+    assert isinstance(err.value, LookupError)
+    assert len(registry.history("BTCUSDC")) == 4
+
+
+def test_a_candidate_without_a_champion_and_a_candidate_that_is_the_champion(registry, versions):
+    v = versions
+    who = {"actor": "a", "reason": "r"}
+    registry.set_alias("ETHUSDC", "candidate", v["E"], at=T1, **who)
+    assert registry.promote_candidate("ETHUSDC", at=T2, **who) == {
+        "champion": v["E"],
+        "previous": None,
+        "candidate": v["E"],
+    }
+    # a candidate that is already the champion: only the candidate alias closes
+    registry.set_alias("ETHUSDC", "candidate", v["E"], at=T3, **who)
+    before = registry.alias("ETHUSDC", "champion")
+    assert registry.promote_candidate("ETHUSDC", at=T4, **who)["champion"] == v["E"]
+    assert registry.alias("ETHUSDC", "champion") == before
+    assert registry.alias("ETHUSDC", "candidate") is None
+    assert [(r["alias"], r["valid_to"]) for r in registry.history("ETHUSDC")] == [
+        ("candidate", T2),
+        ("champion", None),
+        ("candidate", T4),
+    ]
+    with pytest.raises(NoCandidate, match="'ETHUSDC' has no candidate"):
+        registry.promote_candidate("ETHUSDC", **who)
+    with pytest.raises(ValueError, match="needs an actor and a reason"):
+        registry.promote_candidate("ETHUSDC", actor=" ", reason="r")
+    with pytest.raises(ValueError, match="is a BTCUSDC model: it cannot be the candidate"):
+        registry.set_alias("ETHUSDC", "candidate", v["A"], **who)
+
+
+def test_a_candidate_promotion_is_one_transaction(registry, versions, monkeypatch):
+    v = versions
+    who = {"actor": "a", "reason": "r"}
+    registry.promote("BTCUSDC", v["A"], at=T1, **who)
+    registry.set_alias("BTCUSDC", "candidate", v["B"], at=T2, **who)
+    before = registry.history()
+
+    def failing_close(self, conn, crypto, alias, now):
+        raise RuntimeError("crash after the champion moved")
+
+    monkeypatch.setattr(ModelRegistry, "_close", failing_close)
+    with pytest.raises(RuntimeError, match="crash after"):
+        registry.promote_candidate("BTCUSDC", at=T3, **who)
+    monkeypatch.undo()
+    assert registry.history() == before
+    assert registry.alias("BTCUSDC", "champion")["id"] == v["A"]
+    assert registry.alias("BTCUSDC", "candidate")["id"] == v["B"]
+
+
+def test_two_concurrent_candidate_promotions_move_the_champion_once(registry, versions):
+    import threading
+
+    v = versions
+    who = {"actor": "a", "reason": "r"}
+    registry.promote("BTCUSDC", v["A"], at=T1, **who)
+    registry.set_alias("BTCUSDC", "candidate", v["C"], at=T2, **who)
+    barrier, outcomes = threading.Barrier(2), []
+
+    def run(name: str) -> None:
+        barrier.wait(timeout=30)
+        try:
+            outcomes.append(("ok", registry.promote_candidate("BTCUSDC", actor=name, reason="r")))
+        except NoCandidate as err:
+            outcomes.append(("none", str(err)))
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("x", "y")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(o[0] for o in outcomes) == ["none", "ok"]
+    assert registry.alias("BTCUSDC", "champion")["id"] == v["C"]
+    assert registry.alias("BTCUSDC", "previous")["id"] == v["A"]
+    assert [r["alias"] for r in registry.history("BTCUSDC")] == [
+        "champion", "candidate", "champion", "previous",
+    ]  # fmt: skip
+
+
+def test_clear_alias_rejects_a_candidate(registry, versions):
+    v = versions
+    who = {"actor": "a", "reason": "r"}
+    registry.promote("BTCUSDC", v["A"], at=T1, **who)
+    registry.set_alias("BTCUSDC", "candidate", v["B"], at=T2, **who)
+    assert registry.clear_alias("BTCUSDC", "candidate", at=T3, **who) == v["B"]
+    assert registry.clear_alias("BTCUSDC", "candidate", **who) is None  # nothing left
+    assert registry.alias("BTCUSDC", "candidate") is None
+    assert registry.history("BTCUSDC", "candidate")[0]["valid_to"] == T3
+    with pytest.raises(ValueError, match="champion alias cannot be cleared"):
+        registry.clear_alias("BTCUSDC", "champion", **who)
+    with pytest.raises(ValueError, match="alias 'canary' rejected"):
+        registry.clear_alias("BTCUSDC", "canary", **who)
+    with pytest.raises(ValueError, match="precedes the current assignment's start"):
+        registry.set_alias("BTCUSDC", "candidate", v["C"], at=T4, **who)
+        registry.clear_alias("BTCUSDC", "candidate", at=T3, **who)
+    with pytest.raises(NoCandidate):
+        registry.promote_candidate("ETHUSDC", **who)
