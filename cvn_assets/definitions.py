@@ -14,9 +14,9 @@ from dagster import (
     AssetSelection,
     Definitions,
     define_asset_job,
-    in_process_executor,
 )
 
+from cvn_assets import executors
 from cvn_assets.assets import guard, market, results, training
 from cvn_assets.partitions import SETTINGS
 from resources.config_store import ConfigStore
@@ -26,8 +26,8 @@ from resources.model_store import ArtifactStore, CvnIOManager
 from resources.results_store import ResultsStore
 from resources.sweep_settings import SweepProgress, SweepSettings
 
-model_assets = [training.build_model_asset(v) for v in SETTINGS.variants]
-calibrated_assets = [training.build_calibrated_asset(v) for v in SETTINGS.variants]
+# in process: two assets per variant; CVN_EXECUTOR=celery: one step per cell (executors.py)
+model_assets, calibrated_assets = executors.cell_assets(SETTINGS.variants)
 
 market_job = define_asset_job(
     "market_job",
@@ -111,5 +111,5 @@ defs = Definitions(
     ],
     jobs=[market_job, *variant_jobs, results_job, champion_job, paper_job],
     resources=build_resources(),
-    executor=in_process_executor,
+    executor=executors.sweep_executor(),
 )

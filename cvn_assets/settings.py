@@ -125,6 +125,9 @@ KNOWN_ENV: tuple[str, ...] = (
     "CVN_STORE_DIR",
     "CVN_PAPER_START",  # first day of the paper-trading partitions
     "CVN_PAPER_CSV_DIR",  # candles after the sweep's files, for paper trading on real data
+    "CVN_EXECUTOR",  # in_process (default) | celery: definition-time (cvn_assets.executors)
+    "CVN_CELERY_BROKER",  # celery: the broker URL (redis://host:port/0)
+    "CVN_CELERY_BACKEND",  # celery: the result backend URL
     "CVN_SHARED_DATA",  # tests and benchmarks: where the real candles are
     "CVN_TEST_PG_URL",  # tests: a PostgreSQL server
     "CVN_ALERTS_PATH",  # the alert sink's JSONL file (absolute)

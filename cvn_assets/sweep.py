@@ -214,10 +214,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from cvn_assets.assets._util import sweep_identity
         from cvn_assets.cell_ranges import cover_with_rectangles
         from cvn_assets.definitions import defs
+        from cvn_assets.executors import executor_mode
         from cvn_assets.partitions import SETTINGS
+
+        mode = executor_mode()
     except SettingsError as exc:
         print(f"invalid environment: {exc}", file=sys.stderr)
         return 2
+    celery = mode == "celery"
+    if celery:  # steps run on other hosts: nothing may be local to this one
+        refusal = _celery_preflight(DagsterInstance.get())
+        if refusal:
+            return _refuse(refusal)
     from resources.home_source import (
         HomeDataSourceConflict,
         ensure_home_source,
@@ -291,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"marked {len(reaped)} run(s) of a dead earlier sweep as failed: {reaped}")
     t_start = time.perf_counter()
     failures: list[str] = []
+    cells = _CeleryProgress(quiet=args.quiet)
 
     def run(job_name: str, total: int = 0, **kwargs: Any) -> bool:
         job = defs.resolve_job_def(job_name)
@@ -303,17 +312,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             },
         }
         tags = {**_launcher_tags(), **kwargs.pop("tags", {})}
-        result = job.execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False, tags=tags, **kwargs
-        )
-        if not result.success:
-            failures.append(f"{job_name} {kwargs} (run {result.run_id})")
-            print(f"!! {job_name} failed (run {result.run_id}); continuing", file=sys.stderr)
-        return result.success
+        if celery and job_name.startswith("train_"):
+            # through the instance, so the job's Celery executor runs it: one task per cell
+            from cvn_assets.executors import execute_on_celery
+
+            cells.total = total
+            success, run_id = execute_on_celery(job_name, instance, run_config, tags, cells.tick)
+        else:
+            result = job.execute_in_process(
+                run_config=run_config, instance=instance, raise_on_error=False, tags=tags, **kwargs
+            )
+            success, run_id = result.success, result.run_id
+        if not success:
+            failures.append(f"{job_name} {kwargs} (run {run_id})")
+            print(f"!! {job_name} failed (run {run_id}); continuing", file=sys.stderr)
+        return success
 
     print(
         f"DAGSTER_HOME={home}  universe={','.join(SETTINGS.universe)}  folds={SETTINGS.n_folds}"
-        f"  variants={','.join(v.name for v in SETTINGS.variants)}"
+        f"  variants={','.join(v.name for v in SETTINGS.variants)}  executor={mode}"
     )
     print(
         f"sweep {sweep.sweep_id!r}: identity {identity.fingerprint} ({status}); data "
@@ -352,11 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     total = sum(len(s) for s in todo.values())
     reset_progress()
-    t0 = time.perf_counter()
+    t0 = cells.start = time.perf_counter()
     for v in SETTINGS.variants:
         for rect in cover_with_rectangles(cryptos, SETTINGS.fold_keys, todo[v.name]):
             run(f"train_{v.name}_job", total=total, tags=_range_tags(rect.start, rect.end))
-    done = progress_actions()
+    done = cells.actions if celery else progress_actions()
     print(
         f"models stage: {total} cells to do; {done.get('trained', 0)} trained, "
         f"{done.get('reused', 0)} reused, {sum(done.values())} done in "
@@ -404,6 +421,56 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     return 1 if (failures or absent or len(rows) != want_rows) else 0
+
+
+def _celery_preflight(instance: Any) -> str | None:
+    """CVN_EXECUTOR=celery: the shared state (broker, store, results store, PostgreSQL
+    instance) is configured and at least one worker answers; else the refusal, naming what to
+    set or start."""
+    from cvn_assets.executors import BROKER_ENV, celery_refusal, live_workers
+
+    refusal = celery_refusal(instance)
+    if refusal:
+        return refusal
+    try:
+        workers = live_workers()
+    except Exception as exc:
+        return (
+            f"refused: the Celery broker {os.environ[BROKER_ENV]} does not answer "
+            f"({type(exc).__name__}: {exc}); start it (README: Beyond one machine)"
+        )
+    if not workers:
+        return (
+            f"refused: no Celery worker answers on {os.environ[BROKER_ENV]}; start at least one "
+            "(dagster-celery worker start -A dagster_celery.app -y celery.yaml; README: Beyond "
+            "one machine). Nothing was done."
+        )
+    print(f"celery workers: {', '.join(workers)}")
+    return None
+
+
+class _CeleryProgress:
+    """k / total with an ETA for cells that finish on Celery workers (read from the event log
+    by :func:`cvn_assets.executors.execute_on_celery`); counts trained / reused cells."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet, self.total, self.done = quiet, 0, 0
+        self.actions: dict[str, int] = {}
+        self.start = time.perf_counter()
+
+    def tick(self, line: str) -> None:
+        # "<variant> <key> <trained|reused> <s>s host=<h> pid=<p> f1_buy=<f>"
+        parts = line.split()
+        action = parts[2] if len(parts) > 2 else "?"
+        self.actions[action] = self.actions.get(action, 0) + 1
+        self.done += 1
+        elapsed = time.perf_counter() - self.start
+        eta = elapsed / self.done * max(self.total - self.done, 0)
+        if not self.quiet:
+            print(
+                f"[{self.done:>3}/{self.total}] {line}  elapsed {elapsed:6.1f}s  ETA {eta:6.1f}s",
+                flush=True,
+            )
 
 
 def _print_summary(store: Any, sweep_id: str) -> None:

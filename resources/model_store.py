@@ -35,7 +35,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,14 @@ class Stamped:
     """A partition's value and the fingerprint of everything it depends on."""
 
     value: Any
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A partition's value is already stored under ``fingerprint`` (written by the step that
+    computed it, possibly on another host): the IO manager only points ``CURRENT`` at it."""
+
     fingerprint: str
 
 
@@ -216,6 +224,14 @@ def _encode_array(values: Any, where: str) -> tuple[dict[str, np.ndarray], dict[
         }
     if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
         return {"": np.asarray(values, dtype=dtype)}, {"enc": "numpy", "dtype": name}
+    if (
+        isinstance(dtype, pd.api.extensions.ExtensionDtype)
+        and getattr(dtype, "numpy_dtype", np.dtype(object)).kind in "biuf"
+    ):  # nullable Int64 / Float64 / boolean: values + mask
+        arr = pd.array(values, dtype=dtype)
+        mask = np.asarray(arr.isna(), dtype=bool)
+        data = arr.to_numpy(dtype=dtype.numpy_dtype, na_value=dtype.numpy_dtype.type(0))
+        return {"": data, "_mask": mask}, {"enc": "masked", "dtype": name}
     if isinstance(dtype, pd.StringDtype) or (
         isinstance(dtype, np.dtype)
         and dtype.kind == "O"
@@ -232,7 +248,8 @@ def _encode_array(values: Any, where: str) -> tuple[dict[str, np.ndarray], dict[
         return {"": text, "_mask": mask}, {"enc": "string", "dtype": name}
     raise TypeError(
         f"{where}: dtype {name} cannot be stored in the data-only frame format "
-        "(numbers, booleans, datetimes with or without time zone, timedeltas and strings can)"
+        "(numbers and booleans, nullable or not, datetimes with or without time zone, "
+        "timedeltas and strings can)"
     )
 
 
@@ -241,6 +258,9 @@ def _decode_array(arrays: Mapping[str, np.ndarray], prefix: str, spec: Mapping[s
     enc = spec["enc"]
     if enc == "numpy":
         return raw.astype(np.dtype(spec["dtype"]), copy=False)
+    if enc == "masked":
+        dtype = pd.api.types.pandas_dtype(spec["dtype"])
+        return dtype.construct_array_type()(raw, arrays[f"{prefix}_mask"])
     if enc == "datetime":
         naive = raw.view(f"M8[{spec['unit']}]")
         dtype = pd.api.types.pandas_dtype(spec["dtype"])
@@ -367,7 +387,16 @@ class CvnIOManager(ConfigurableIOManager):
     def _asset_dir(self, asset_key_path: list[str]) -> Path:
         return self._root().joinpath(*asset_key_path)
 
+    def _op_output_dir(self, identifier: Sequence[str]) -> Path:
+        """Where an op output that is not an asset (the Celery fan-out's plans and cell
+        summaries) lives: keyed by ``get_identifier()`` (run, step, output and mapping key),
+        so each mapped step reads its own value on any host."""
+        return self._root().joinpath("_op_outputs", *(str(p) for p in identifier))
+
     def handle_output(self, context: OutputContext, obj: Any) -> None:
+        if not context.has_asset_key:
+            write_value(self._op_output_dir(context.get_identifier()), obj)
+            return
         if obj is None:
             return
         base = self._asset_dir(list(context.asset_key.path))
@@ -394,6 +423,10 @@ class CvnIOManager(ConfigurableIOManager):
             _write_slot(base / partition_dirname(str(key)), value)
 
     def load_input(self, context: InputContext) -> Any:
+        if not context.has_asset_key:
+            upstream = context.upstream_output
+            assert upstream is not None
+            return read_value(self._op_output_dir(upstream.get_identifier()))
         base = self._asset_dir(list(context.asset_key.path))
         if not context.has_asset_partitions:
             return read_value(base / "_unpartitioned")
@@ -406,6 +439,14 @@ class CvnIOManager(ConfigurableIOManager):
 def _write_slot(slot: Path, obj: Any) -> None:
     """Write a partition's value under its fingerprint (unless already there), then point
     ``CURRENT`` at it: a crash between the two leaves the previous pointer intact."""
+    if isinstance(obj, Stored):
+        if not has_value(slot / obj.fingerprint):
+            raise FileNotFoundError(
+                f"{slot}: nothing stored under fingerprint {obj.fingerprint} (on a shared "
+                "CVN_STORE_DIR, every host must see the same directory)"
+            )
+        write_current(slot, obj.fingerprint)
+        return
     value, fp = (obj.value, obj.fingerprint) if isinstance(obj, Stamped) else (obj, UNSTAMPED)
     target = slot / fp
     if _stored_dir(value) != target.resolve() or not has_value(target):

@@ -38,6 +38,9 @@ def _frame() -> pd.DataFrame:
             "dt": pd.to_timedelta([1, 2, None, 4, 5, 6], unit="s"),
             "barrier": pd.array(["tp", "sl", None, "time", "é", ""], dtype="str"),
             "obj": np.array(["a", None, "b", "c", "d", "e"], dtype=object),
+            "n": pd.array([1, None, 3, 4, 5, 6], dtype="Int64"),
+            "x": pd.array([0.5, None, 1.5, 2.0, 3.0, 4.0], dtype="Float64"),
+            "ok": pd.array([True, None, False, True, True, False], dtype="boolean"),
         },
         index=idx,
     )
