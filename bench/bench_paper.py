@@ -2,7 +2,9 @@
 
 Replays two years x 5 cryptos (5 x 17,520 = 87,600 hourly decisions) of the synthetic market
 through a small real XGBoost booster with :func:`cvn_assets.paper.replay` (one call per
-crypto: features, predictions, the one-position walk, fills, fees) **and writes the journal**
+crypto: features, predictions, the one-position walk, fills, fees, and the drift inputs: the
+top-5 features' values and the triple-barrier label with the time it became known; no
+candidate) **and writes the journal**
 (:func:`resources.journal.replace_days`, one transaction per crypto, temporary SQLite), and
 prints its wall time as a ratio to the floor: one vectorised batch ``predict_proba`` of the
 same 87,600 feature rows. Targets: <= 5x the floor and <= 60 s. Minimum of ``--repeat`` runs.
@@ -86,8 +88,13 @@ def main() -> None:
                         created_at=pd.Timestamp.now(tz="UTC"),
                     )  # fmt: skip
                 ).inserted_primary_key[0]
+        # the booster's top 5 features by gain, journaled as feature_1..5 (drift inputs)
+        gain = booster.get_score(importance_type="gain")
+        top = tuple(sorted(gain, key=lambda k: (-gain[k], k))[:5])
         models = {
-            crypto: LiveModel(ids[crypto], "binary:logistic", predict, threshold, start)
+            crypto: LiveModel(
+                ids[crypto], "binary:logistic", predict, threshold, start, top_features=top
+            )
             for crypto in DEFAULT_UNIVERSE
         }
         days = list(pd.date_range(first, last, freq="D"))

@@ -16,6 +16,20 @@ one gap-aware fill rule of :mod:`cvn_assets.trading`. It writes two journal tabl
     did open a trade is the ``entry_time`` of a ``trades`` row. ``latency_ms``: the per-decision
     latency of that model version as a live system sees it (:func:`measure_latency`), passed in
     by the caller (``latency_ms=``), NaN when not measured.
+    What the drift detectors read (they never recompute features or labels from candles):
+    ``feature_1`` .. ``feature_5``: the values at that hour of the live model's
+    :attr:`LiveModel.top_features` (its top features by gain, in that order; NaN past the
+    number it records). ``label`` (nullable Int8, 0/1) and ``label_known_at``: the hour's
+    triple-barrier label exactly as :func:`cvn_assets.labels.triple_barrier_labels` defines it
+    for a long entered at the candle's close, and when it became known: the close (open time
+    + 1 h) of the candle in which it resolved -- the first barrier fill, or the ``horizon``-th
+    candle for a time-out; NA / NaT while it is unresolved with the candles given (a label
+    needs the candles after the hour: the only use of candles past the replayed days).
+    Shadow mode, the ``candidate`` model live at that hour (``candidates=``): its version
+    (``candidate_version``, nullable Int64), ``candidate_buy_proba`` and
+    ``candidate_decision`` (its signal at its own trading threshold); NA where no candidate
+    is live, and before the candidate's ``train_end`` (those hours are in its training data).
+    A candidate never changes the champion's decisions or trades.
 
 ``trades`` (:data:`TRADE_COLUMNS`), one row per closed trade:
     ``crypto``; ``entry_time`` / ``exit_time``: open times (UTC) of the entry candle (the long
@@ -56,7 +70,10 @@ identical frames.
 
 Leakage: an hour before the live model's ``train_end`` (the end of its training window,
 exclusive) is in its training data, so a replay window reaching it is refused, naming the hour
-and ``train_end``.
+and ``train_end``. Decisions, trades and the carried position use only candles up to the
+decision's close (candles after the replayed days feed ``label`` / ``label_known_at`` only,
+which a consumer may use once ``label_known_at`` has passed; tested: extra future candles
+change nothing else).
 
 Speed: probabilities are computed in one vectorised ``predict_proba`` call per model version
 (the decisions do not depend on earlier decisions; only the one-position rule does); the
@@ -92,22 +109,28 @@ from numpy.typing import NDArray
 
 from cvn_assets.calibrated_model import CalibratedModel
 from cvn_assets.features import FEATURE_NAMES, WARMUP_BARS, build_features
-from cvn_assets.trading import bar_fills, check_barriers, simulate_long_trades
+from cvn_assets.trading import TradeOutcomes, bar_fills, check_barriers, simulate_long_trades
 
 __all__ = [
     "BUY",
     "DEFAULT_FEE_PER_SIDE",
     "HOLD",
     "LIVE_WINDOW_BARS",
+    "N_TOP_FEATURES",
     "PREDICTION_COLUMNS",
+    "TOP_FEATURE_COLUMNS",
     "TRADE_COLUMNS",
+    "CandidateSchedule",
+    "CandidateSource",
     "LatencyStats",
     "LiveModel",
     "ModelSchedule",
     "ModelSource",
     "Position",
     "Replay",
+    "candidate_schedule",
     "live_feature_row",
+    "top_feature_names",
     "live_model_from_calibrated",
     "measure_latency",
     "model_schedule",
@@ -120,6 +143,9 @@ HOLD = "HOLD"
 DEFAULT_FEE_PER_SIDE = 0.001
 """0.1 % of the traded amount per side (entry and exit)."""
 
+N_TOP_FEATURES = 5
+"""How many top features (by gain) of the live model ``predictions`` carries."""
+TOP_FEATURE_COLUMNS: tuple[str, ...] = tuple(f"feature_{i}" for i in range(1, N_TOP_FEATURES + 1))
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "crypto",
     "hour",
@@ -128,6 +154,12 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "buy_proba",
     "decision",
     "latency_ms",
+    *TOP_FEATURE_COLUMNS,
+    "label",
+    "label_known_at",
+    "candidate_version",
+    "candidate_buy_proba",
+    "candidate_decision",
 )
 TRADE_COLUMNS: tuple[str, ...] = (
     "crypto",
@@ -153,6 +185,7 @@ of ``build_features`` over the whole history up to rounding."""
 _HOUR = pd.Timedelta(hours=1)
 _DAY = pd.Timedelta(days=1)
 _HOUR_NS = 3_600_000_000_000
+_NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
 _TS_UNIT = "us"  # the candle contract's resolution (cvn_assets.candles_io)
 _TS_DTYPE = f"datetime64[{_TS_UNIT}, UTC]"
 _PRICE_COLUMNS = ("open", "high", "low", "close")
@@ -223,7 +256,10 @@ class LiveModel:
     row. ``trading_threshold``: BUY when ``buy_proba >= trading_threshold``; ``None`` = never
     trade (:func:`cvn_assets.metrics.fit_trading_threshold` found no positive expectancy).
     ``train_end``: the end of the training window (exclusive, tz-aware, kept in UTC); the
-    model may decide hours from ``train_end`` on.
+    model may decide hours from ``train_end`` on. ``top_features``: its top features by gain
+    (``reference_stats["top_features"]`` names, in that order; at most
+    :data:`N_TOP_FEATURES`, each one of :data:`FEATURE_NAMES`, no repeats): their values at
+    each hour it decides are journaled as ``feature_1`` .. (empty: none).
     """
 
     version: int
@@ -231,6 +267,7 @@ class LiveModel:
     predict_proba: Callable[[pd.DataFrame], NDArray[np.float64]]
     trading_threshold: float | None
     train_end: pd.Timestamp
+    top_features: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _is_int(self.version):
@@ -248,9 +285,26 @@ class LiveModel:
             raise ValueError(
                 f"LiveModel.trading_threshold must be a probability in [0, 1] or None, got {t!r}"
             )
+        top = self.top_features
+        if isinstance(top, str) or not isinstance(top, Sequence):
+            raise ValueError(
+                f"LiveModel.top_features must be a sequence of feature names, got {top!r}"
+            )
+        unknown = [f for f in top if f not in FEATURE_NAMES]
+        if unknown:
+            raise ValueError(
+                f"LiveModel.top_features: {unknown!r} not among the FEATURE_NAMES "
+                f"(model version {self.version})"
+            )
+        if len(set(top)) != len(top) or len(top) > N_TOP_FEATURES:
+            raise ValueError(
+                f"LiveModel.top_features must be at most {N_TOP_FEATURES} distinct names, "
+                f"got {list(top)!r}"
+            )
         object.__setattr__(self, "version", int(self.version))
         object.__setattr__(self, "trading_threshold", None if t is None else float(t))
         object.__setattr__(self, "train_end", _utc_timestamp("LiveModel.train_end", self.train_end))
+        object.__setattr__(self, "top_features", tuple(top))
 
 
 ModelSource: TypeAlias = (
@@ -314,6 +368,72 @@ def model_schedule(changes: Sequence[tuple[Any, LiveModel]]) -> ModelSchedule:
     return ModelSchedule(live_from=tuple(starts), models=tuple(models))
 
 
+@dataclass(frozen=True)
+class CandidateSchedule:
+    """The ``candidate`` model live at each hour, or none: ``models[i]`` (a
+    :class:`LiveModel` or ``None``) over ``[live_from[i], live_from[i + 1])``; no candidate
+    before the first ``live_from`` (or at all, with no entries). Build it with
+    :func:`candidate_schedule`."""
+
+    live_from: tuple[pd.Timestamp, ...]
+    models: tuple[LiveModel | None, ...]
+
+    def indices(self, hours: pd.DatetimeIndex) -> NDArray[np.int64]:
+        """Index into :attr:`models` per hour, -1 where no entry has started yet."""
+        keys = np.array([t.value for t in self.live_from], dtype=np.int64)
+        i = np.searchsorted(keys, hours.as_unit("ns").asi8, side="right") - 1
+        return i.astype(np.int64)
+
+    def __call__(self, hour: pd.Timestamp) -> LiveModel | None:
+        when = _utc_timestamp("hour", hour)
+        i = int(self.indices(pd.DatetimeIndex([when]))[0])
+        return None if i < 0 else self.models[i]
+
+
+def candidate_schedule(changes: Sequence[tuple[Any, LiveModel | None]]) -> CandidateSchedule:
+    """The candidate live at each hour from ``(live_from, model or None)`` pairs (e.g. the
+    ``candidate`` alias history: a model from its ``valid_from``, ``None`` from a
+    ``valid_to`` that no new assignment follows). ``live_from``: tz-aware, strictly
+    increasing; may be empty (never a candidate). ``ValueError`` naming the entry otherwise.
+    """
+    if not isinstance(changes, Sequence):
+        raise ValueError(
+            f"changes must be a sequence of (live_from, model or None), got {changes!r}"
+        )
+    starts: list[pd.Timestamp] = []
+    models: list[LiveModel | None] = []
+    for i, item in enumerate(changes):
+        if not (
+            isinstance(item, tuple)
+            and len(item) == 2
+            and (item[1] is None or isinstance(item[1], LiveModel))
+        ):
+            raise ValueError(
+                f"changes[{i}] must be a (live_from, LiveModel or None) pair, got {item!r}"
+            )
+        ts = _utc_timestamp(f"changes[{i}].live_from", item[0]).as_unit("ns")
+        if starts and ts <= starts[-1]:
+            raise ValueError(
+                f"changes[{i}].live_from {_fmt(ts)} is not after changes[{i - 1}].live_from "
+                f"{_fmt(starts[-1])}: the schedule must be strictly increasing"
+            )
+        starts.append(ts)
+        models.append(item[1])
+    return CandidateSchedule(live_from=tuple(starts), models=tuple(models))
+
+
+CandidateSource: TypeAlias = (
+    LiveModel
+    | ModelSchedule
+    | CandidateSchedule
+    | Mapping[pd.Timestamp, LiveModel | None]
+    | Callable[[pd.Timestamp], LiveModel | None]
+)
+"""The candidate (shadow mode) live at each hour, or None: one model, a :class:`ModelSchedule`
+(no candidate before its start), a :class:`CandidateSchedule`, a mapping hour -> model (a
+missing hour: none) or a function of the hour returning a model or None."""
+
+
 def live_model_from_calibrated(
     calibrated: CalibratedModel,
     *,
@@ -321,13 +441,16 @@ def live_model_from_calibrated(
     train_end: Any,
     loss_function: str | None = None,
     trading_threshold: float | None | Literal["info"] = "info",
+    top_features: Sequence[str] | Literal["info"] = "info",
 ) -> LiveModel:
     """Serve a :class:`cvn_assets.calibrated_model.CalibratedModel` as a :class:`LiveModel`.
 
     ``predict_proba`` is the primary calibrator on the booster's margins
     (``calibrated.predict_proba(X)[:, 1]``). ``loss_function`` defaults to
     ``calibrated.info["loss_function"]``; ``trading_threshold="info"`` takes
-    ``calibrated.info["trading_threshold"]`` (``None`` there = never trade).
+    ``calibrated.info["trading_threshold"]`` (``None`` there = never trade);
+    ``top_features="info"`` the names of ``calibrated.info["reference_statistics"]
+    ["top_features"]`` (none recorded: ``()``), else the names given.
     """
     if not isinstance(calibrated, CalibratedModel):
         raise ValueError(f"calibrated must be a CalibratedModel, got {type(calibrated).__name__}")
@@ -345,6 +468,14 @@ def live_model_from_calibrated(
         threshold = calibrated.info["trading_threshold"]
     else:
         threshold = trading_threshold
+    if isinstance(top_features, str):
+        if top_features != "info":
+            raise ValueError(
+                f"top_features must be a sequence of names or 'info', got {top_features!r}"
+            )
+        top = top_feature_names(calibrated.info.get("reference_statistics"))
+    else:
+        top = tuple(top_features)
 
     def predict_proba(X: pd.DataFrame) -> NDArray[np.float64]:
         return np.asarray(calibrated.predict_proba(X)[:, 1], dtype=np.float64)
@@ -355,7 +486,20 @@ def live_model_from_calibrated(
         predict_proba=predict_proba,
         trading_threshold=threshold,
         train_end=train_end,
+        top_features=top,
     )
+
+
+def top_feature_names(reference_stats: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The names of ``reference_stats["top_features"]`` (:func:`cvn_assets.champion.
+    reference_statistics`: dicts with a ``"name"``, or plain names), in order, at most
+    :data:`N_TOP_FEATURES`; ``()`` when none are recorded."""
+    if not reference_stats:
+        return ()
+    out = []
+    for f in reference_stats.get("top_features") or ():
+        out.append(str(f["name"]) if isinstance(f, Mapping) else str(f))
+    return tuple(out[:N_TOP_FEATURES])
 
 
 @dataclass(frozen=True)
@@ -587,7 +731,136 @@ def _model_groups(models: Any, hours: pd.DatetimeIndex, start: pd.Timestamp) -> 
 def _identity(m: LiveModel) -> tuple[Any, ...]:
     """What two objects serving one version must agree on (``predict_proba`` may be two
     loads of the same booster; the first one seen is used)."""
-    return (m.version, m.loss_function, m.trading_threshold, m.train_end)
+    return (m.version, m.loss_function, m.trading_threshold, m.train_end, m.top_features)
+
+
+def _candidate_groups(candidates: Any, hours: pd.DatetimeIndex) -> _Groups:
+    """(candidate model, row positions) per version, rows restricted to the hours from its
+    ``train_end`` on (earlier hours are in its training data: no shadow prediction there);
+    hours without a candidate get none. Two different models claiming one version are
+    refused, as for the champion."""
+    m = len(hours)
+    per_object: list[tuple[LiveModel, NDArray[np.int64]]] = []
+    if candidates is None or m == 0:
+        return []
+    if isinstance(candidates, LiveModel):
+        per_object = [(candidates, np.arange(m, dtype=np.int64))]
+    elif isinstance(candidates, (ModelSchedule, CandidateSchedule)):
+        keys = np.array([t.value for t in candidates.live_from], dtype=np.int64)
+        which = np.searchsorted(keys, hours.as_unit("ns").asi8, side="right") - 1
+        for i in pd.unique(which):
+            got = candidates.models[int(i)] if i >= 0 else None
+            if got is not None:
+                per_object.append((got, np.flatnonzero(which == i).astype(np.int64)))
+    else:
+        if isinstance(candidates, Mapping):
+            resolved = [candidates.get(t) for t in hours]
+        elif callable(candidates):
+            resolved = [candidates(t) for t in hours]
+        else:
+            raise ValueError(
+                f"candidates must be a LiveModel, a schedule, a mapping hour -> LiveModel or "
+                f"a function of the hour, or None, got {type(candidates).__name__}"
+            )
+        rows_of: dict[int, list[int]] = {}
+        obj_of: dict[int, LiveModel] = {}
+        for k, (t, got) in enumerate(zip(hours, resolved, strict=True)):
+            if got is None:
+                continue
+            if not isinstance(got, LiveModel):
+                raise ValueError(
+                    f"the candidate for hour {_fmt(t)} is a {type(got).__name__}, not a "
+                    f"LiveModel or None"
+                )
+            rows_of.setdefault(id(got), []).append(k)
+            obj_of.setdefault(id(got), got)
+        per_object = [(obj_of[i], np.asarray(r, dtype=np.int64)) for i, r in rows_of.items()]
+    by_version: dict[int, tuple[LiveModel, list[NDArray[np.int64]]]] = {}
+    for model, rows in per_object:
+        got_v = by_version.get(model.version)
+        if got_v is None:
+            by_version[model.version] = (model, [rows])
+            continue
+        if got_v[0] is not model and _identity(got_v[0]) != _identity(model):
+            raise ValueError(
+                f"two different candidate models claim version {model.version}: "
+                f"{_identity(got_v[0])}, {_identity(model)}"
+            )
+        got_v[1].append(rows)
+    hours_ns = hours.as_unit("ns").asi8
+    out: _Groups = []
+    for model, parts in by_version.values():
+        rows = np.sort(np.concatenate(parts))
+        rows = rows[hours_ns[rows] >= model.train_end.value]
+        if len(rows):
+            out.append((model, rows))
+    return out
+
+
+def _predict(
+    model: LiveModel,
+    values: NDArray[np.float64],
+    hours: pd.DatetimeIndex,
+    rows: NDArray[np.int64],
+    what: str = "model",
+) -> NDArray[np.float64]:
+    """``model.predict_proba`` of the feature rows ``rows``, checked: one probability each."""
+    v = model.version
+    X = pd.DataFrame(values[rows], index=hours[rows], columns=list(FEATURE_NAMES))
+    p = np.asarray(model.predict_proba(X), dtype=np.float64)
+    if p.shape != (len(rows),):
+        raise ValueError(
+            f"{what} version {v}: predict_proba returned shape {p.shape} for {len(rows)} "
+            f"rows; expected one P(BUY) per row, shape ({len(rows)},)"
+        )
+    bad = ~(np.isfinite(p) & (p >= 0.0) & (p <= 1.0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{what} version {v}: buy_proba {float(p[i])!r} at {_fmt(hours[rows[i]])} is not "
+            "a probability"
+        )
+    return p
+
+
+def _labels(
+    o: NDArray[np.float64],
+    hi: NDArray[np.float64],
+    lo: NDArray[np.float64],
+    c: NDArray[np.float64],
+    hours_ns: NDArray[np.int64],
+    m: int,
+    out: TradeOutcomes | None,
+    tp: float,
+    sl: float,
+    h: int,
+) -> tuple[NDArray[np.int8], NDArray[np.int64]]:
+    """Triple-barrier label (1, 0; -1 = unresolved) and the ns time it became known (the
+    close of the resolving candle; :data:`_NAT` when unresolved) of the first ``m`` of the
+    ``n`` candles given (``o, hi, lo, c, hours_ns``: the replayed candles, then the later ones
+    available). ``out``: :func:`simulate_long_trades` of all ``n`` (None when ``n <= h``):
+    entries with ``h`` later candles take its outcome, as the labels module does; the last
+    ones are scanned with :func:`bar_fills` over the candles there are, resolved at a fill."""
+    n = len(c)
+    label = np.full(m, -1, dtype=np.int8)
+    known = np.full(m, _NAT, dtype=np.int64)
+    n_out = 0 if out is None else min(m, n - h)
+    if out is not None and n_out > 0:
+        label[:n_out] = out.take_profit[:n_out]
+        known[:n_out] = hours_ns[np.arange(n_out) + out.exit_offset[:n_out]] + _HOUR_NS
+    tail = np.arange(max(n_out, 0), m, dtype=np.int64)
+    still = np.ones(len(tail), dtype=bool)
+    for k in range(1, h):
+        sel = np.flatnonzero(still & (tail + k < n))
+        if not len(sel):
+            break
+        j = tail[sel]
+        f = bar_fills(c[j], o[j + k], hi[j + k], lo[j + k], tp, sl)
+        done = sel[f.filled]
+        label[tail[done]] = f.take_profit[f.filled]
+        known[tail[done]] = hours_ns[tail[done] + k] + _HOUR_NS
+        still[done] = False
+    return label, known
 
 
 def _latencies(latency_ms: Any, versions: Sequence[int]) -> dict[int, float]:
@@ -640,13 +913,16 @@ def replay(
     halted: Callable[[pd.Timestamp], bool] | None = None,
     open_position: Position | None = None,
     latency_ms: float | Mapping[int, float] | None = None,
+    candidates: CandidateSource | None = None,
 ) -> Replay:
     """Paper-trade the UTC days ``first_day .. last_day`` (inclusive) of one crypto.
 
     ``candles``: hourly candles of ``crypto`` (UTC ``DatetimeIndex`` of open times, time order,
     columns ``open, high, low, close``) covering the days: starting at or before 00:00 of
     ``first_day`` and reaching 23:00 of ``last_day`` (or later). Earlier rows are history for
-    the features, later rows are ignored (a replay never looks past its last day).
+    the features; later rows feed only ``label`` / ``label_known_at`` (the ``horizon`` rows
+    after the last replayed candle at most): decisions, trades and the carried position never
+    look past the decision's candle.
     ``features``: :data:`FEATURE_NAMES` rows indexed by open time (e.g. ``build_features`` of
     the whole history, causal), or ``None`` to compute them from ``candles``.
     ``models``: the model live at each hour (:data:`ModelSource`). ``take_profit``,
@@ -655,7 +931,9 @@ def replay(
     ``trading_halted`` is set at that hour's decision (``None``: never). ``open_position``:
     the previous replay's :attr:`Replay.open_position`. ``latency_ms``: per-decision latency of
     each model version (``{version: ms}`` or one number; see :func:`measure_latency`), written
-    in ``predictions.latency_ms`` (NaN where absent).
+    in ``predictions.latency_ms`` (NaN where absent). ``candidates``: the ``candidate`` model
+    live at each hour for shadow mode (:data:`CandidateSource`; ``None``: no candidate): its
+    predictions fill the ``candidate_*`` columns and change nothing else.
 
     Returns the journal rows (module docstring) and the position still open at the end.
     Raises ``ValueError`` before any prediction for bad input, a window not yet complete in
@@ -712,12 +990,17 @@ def replay(
         )
     i0 = int(idx.searchsorted(start, side="left"))
     i1 = int(idx.searchsorted(end, side="left"))
-    hours = idx[i0:i1].tz_convert("UTC").as_unit(_TS_UNIT)
-    off_grid = hours.as_unit("ns").asi8 % _HOUR_NS != 0
+    # the later candles a label may need: horizon rows (bars are positional)
+    i2 = min(len(idx), i1 + h)
+    hours_ext = idx[i0:i2].tz_convert("UTC").as_unit(_TS_UNIT)
+    off_grid = hours_ext.as_unit("ns").asi8 % _HOUR_NS != 0
     if off_grid.any():
-        raise ValueError(f"candle open time {hours[int(np.argmax(off_grid))]} is not on the hour")
-    window = candles.iloc[i0:i1]
-    prices = _check_prices(window, hours)
+        raise ValueError(
+            f"candle open time {hours_ext[int(np.argmax(off_grid))]} is not on the hour"
+        )
+    hours = hours_ext[: i1 - i0]
+    prices_ext = _check_prices(candles.iloc[i0:i2], hours_ext)
+    prices = {k: a[: i1 - i0] for k, a in prices_ext.items()}
     if pos_in is not None:
         if pos_in.last_hour >= start:
             raise ValueError(
@@ -744,42 +1027,52 @@ def replay(
             halt[k] = bool(flag)
     lat = _latencies(latency_ms, [model.version for model, _ in groups])
 
+    cand_groups = _candidate_groups(candidates, hours)
+
     # ---- predictions: one vectorised call per model version ---------------------------------
     m = len(hours)
     proba = np.empty(m, dtype=np.float64)
     threshold = np.full(m, np.nan)
     version = np.empty(m, dtype=np.int64)
     latency = np.empty(m, dtype=np.float64)
+    top = np.full((m, N_TOP_FEATURES), np.nan)
     loss_names = sorted({model.loss_function for model, _ in groups})
     loss_code = np.empty(m, dtype=np.int64)
     for model, rows in groups:
         v = model.version
-        X = pd.DataFrame(values[rows], index=hours[rows], columns=list(FEATURE_NAMES))
-        p = np.asarray(model.predict_proba(X), dtype=np.float64)
-        if p.shape != (len(rows),):
-            raise ValueError(
-                f"model version {v}: predict_proba returned shape {p.shape} for {len(rows)} "
-                f"rows; expected one P(BUY) per row, shape ({len(rows)},)"
-            )
-        bad = ~(np.isfinite(p) & (p >= 0.0) & (p <= 1.0))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"model version {v}: buy_proba {p[i]!r} at {_fmt(hours[rows[i]])} is not a "
-                f"probability"
-            )
-        proba[rows] = p
+        proba[rows] = _predict(model, values, hours, rows)
         if model.trading_threshold is not None:
             threshold[rows] = model.trading_threshold
         version[rows] = v
         latency[rows] = lat[v]
         loss_code[rows] = loss_names.index(model.loss_function)
+        if model.top_features:
+            cols = np.array([FEATURE_NAMES.index(f) for f in model.top_features], np.int64)
+            top[rows, : len(cols)] = values[np.ix_(rows, cols)]
     buy = proba >= threshold  # NaN threshold (None): never BUY
     loss = np.asarray(loss_names, dtype=object)[loss_code]
+    # shadow mode: the candidate's signal beside the champion's (nothing else uses it)
+    cand_version = np.zeros(m, dtype=np.int64)
+    cand_live = np.zeros(m, dtype=bool)
+    cand_proba = np.full(m, np.nan)
+    cand_buy = np.zeros(m, dtype=bool)
+    for model, rows in cand_groups:
+        p = _predict(model, values, hours, rows, "candidate")
+        cand_proba[rows] = p
+        cand_version[rows] = model.version
+        cand_live[rows] = True
+        if model.trading_threshold is not None:
+            cand_buy[rows] = p >= model.trading_threshold
 
     # ---- the position walk ----------------------------------------------------------------
     o, hi, lo, c = (prices[k] for k in _PRICE_COLUMNS)
     hours_ns = hours.as_unit("ns").asi8
+    oe, hie, loe, ce = (prices_ext[k] for k in _PRICE_COLUMNS)
+    hours_ext_ns = hours_ext.as_unit("ns").asi8
+    # one long entered at every candle, over the replayed and the later candles: the trades
+    # use the entries whose outcome is inside the window (they read no later candle: the
+    # outcome of entry j reads candles j+1..j+h only); the labels use them all
+    out_ext = simulate_long_trades(oe, hie, loe, ce, tp, sl, h) if len(ce) > h else None
     # scalar exits (a carried position, entries in the last horizon candles): entry ns, entry
     # price, exit candle, barrier, gross return, gap fill, version, loss function
     scalar: list[tuple[int, float, int, str, float, bool, int, str]] = []
@@ -847,12 +1140,13 @@ def replay(
     taken: list[int] = []
     j = next_entry[k]
     if n_full:
-        out = simulate_long_trades(o, hi, lo, c, tp, sl, h)
+        assert out_ext is not None  # n_full > 0: the window alone has more than h candles
+        out = out_ext
         jj = np.arange(n_full)
-        x_nat = jj + out.exit_offset
+        x_nat = jj + out.exit_offset[:n_full]
         halts = np.flatnonzero(halt)
         first_halt = np.append(halts, m)[np.searchsorted(halts, jj + 1)]
-        by_halt = (first_halt < x_nat) & ~((first_halt + 1 == x_nat) & out.gap)
+        by_halt = (first_halt < x_nat) & ~((first_halt + 1 == x_nat) & out.gap[:n_full])
         exit_at = np.where(by_halt, first_halt + 1, x_nat)
         exit_list = exit_at.tolist()
         while j < n_full:
@@ -921,6 +1215,10 @@ def replay(
         },
         columns=list(TRADE_COLUMNS),
     )
+    label, known = _labels(oe, hie, loe, ce, hours_ext_ns, m, out_ext, tp, sl, h)
+    resolved = label >= 0
+    cand_decision = np.where(cand_buy, BUY, HOLD).astype(object)
+    cand_decision[~cand_live] = None
     predictions = pd.DataFrame(
         {
             "crypto": pd.array([crypto] * m, dtype="str"),
@@ -930,6 +1228,12 @@ def replay(
             "buy_proba": proba,
             "decision": pd.array(np.where(buy, BUY, HOLD).astype(object), dtype="str"),
             "latency_ms": latency,
+            **{name: top[:, i] for i, name in enumerate(TOP_FEATURE_COLUMNS)},
+            "label": pd.arrays.IntegerArray(label, ~resolved),
+            "label_known_at": _utc_times(known),
+            "candidate_version": pd.arrays.IntegerArray(cand_version, ~cand_live),
+            "candidate_buy_proba": cand_proba,
+            "candidate_decision": pd.array(cand_decision, dtype="str"),
         },
         columns=list(PREDICTION_COLUMNS),
     )
@@ -937,8 +1241,9 @@ def replay(
 
 
 def _utc_times(ns: NDArray[np.int64]) -> pd.DatetimeIndex:
+    """int64 UTC nanoseconds (:data:`_NAT` = NaT) -> a UTC DatetimeIndex in the candle unit."""
     return (
-        pd.DatetimeIndex(np.asarray(ns, dtype="datetime64[ns]"))
+        pd.DatetimeIndex(np.asarray(ns, dtype=np.int64).view("datetime64[ns]"))
         .tz_localize("UTC")
         .as_unit(_TS_UNIT)
     )
@@ -958,11 +1263,12 @@ def replay_day(
     halted: Callable[[pd.Timestamp], bool] | None = None,
     open_position: Position | None = None,
     latency_ms: float | Mapping[int, float] | None = None,
+    candidates: CandidateSource | None = None,
 ) -> Replay:
     """:func:`replay` of one UTC day (its 24 hourly candles), the daily step of the guard.
 
     Pass the previous day's :attr:`Replay.open_position` as ``open_position``; trades are
-    journaled on the day they exit.
+    journaled on the day they exit. Candles after the day feed only the labels.
     """
     return replay(
         candles,
@@ -978,6 +1284,7 @@ def replay_day(
         halted=halted,
         open_position=open_position,
         latency_ms=latency_ms,
+        candidates=candidates,
     )
 
 

@@ -164,6 +164,8 @@ _TIME_COLUMNS = {
     "trades": ("entry_time", "exit_time"),
 }
 _NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
+#: nullable integer columns, read as pandas' nullable dtypes (as the replay writes them)
+_NULLABLE_INT = {"predictions": {"label": "Int8", "candidate_version": "Int64"}}
 
 
 def _day_bounds(day: Any) -> tuple[datetime, datetime]:
@@ -317,6 +319,8 @@ def _read(engine: sa.Engine, table: sa.Table, crypto: str, start: Any, end: Any)
     frame = pd.DataFrame([dict(r) for r in rows], columns=cols)
     for c in _TIME_COLUMNS[table.name]:
         frame[c] = pd.to_datetime(frame[c], utc=True)
+    for c, dtype in _NULLABLE_INT.get(table.name, {}).items():
+        frame[c] = frame[c].astype(dtype)
     return frame
 
 
@@ -327,7 +331,9 @@ def read_trades(engine: sa.Engine, crypto: str, start: Any, end: Any) -> pd.Data
 
 
 def read_predictions(engine: sa.Engine, crypto: str, start: Any, end: Any) -> pd.DataFrame:
-    """``crypto``'s predictions whose ``hour`` is in ``[start, end]``, by hour."""
+    """``crypto``'s predictions whose ``hour`` is in ``[start, end]``, by hour; columns as
+    :data:`cvn_assets.paper.PREDICTION_COLUMNS` (``hour``, ``label_known_at`` aware UTC,
+    NaT when NULL; ``label`` Int8 and ``candidate_version`` Int64, NA when NULL)."""
     return _read(engine, predictions_table, crypto, start, end)
 
 
@@ -337,11 +343,18 @@ def replace_days(
     days: list[Any],
     predictions: pd.DataFrame,
     trades: pd.DataFrame,
+    *,
+    label_updates: pd.DataFrame | None = None,
 ) -> tuple[int, int]:
     """Replace ``crypto``'s ``predictions`` (by ``hour``) and ``trades`` (by ``exit_time``) of
     every UTC day of ``days`` with the given rows, all in **one** transaction (a crash leaves
     the journal as it was). Rows outside the days are refused. Returns (predictions, trades)
-    inserted."""
+    inserted.
+
+    ``label_updates`` (columns ``hour``, ``label``, ``label_known_at``; hours outside
+    ``days``): labels resolved since their rows were journaled (the last hours of an earlier
+    day); written, in the same transaction, into the rows of those hours whose ``label`` is
+    still NULL (a journaled label is never changed; a missing row is skipped)."""
     bounds = [_day_bounds(d) for d in days]
     batches = []
     for table, rows in ((predictions_table, predictions), (trades_table, trades)):
@@ -357,6 +370,7 @@ def replace_days(
             spans[-1] = (spans[-1][0], max(hi, spans[-1][1]))
         else:
             spans.append((lo, hi))
+    updates = _label_updates(crypto, label_updates, bounds)
     with write_transaction(engine, busy_timeout_ms=WRITE_WAIT_MS) as conn:
         for table, col, batch in batches:
             for lo, hi in spans:
@@ -364,7 +378,49 @@ def replace_days(
                     table.delete().where((table.c.crypto == crypto) & (col >= lo) & (col < hi))
                 )
             batch.insert(conn)
+        if updates:
+            t = predictions_table
+            conn.execute(
+                t.update()
+                .where(
+                    (t.c.crypto == sa.bindparam("b_crypto"))
+                    & (t.c.hour == sa.bindparam("b_hour"))
+                    & t.c.label.is_(None)
+                )
+                .values(label=sa.bindparam("b_label"), label_known_at=sa.bindparam("b_known")),
+                updates,
+            )
     return batches[0][2].n, batches[1][2].n
+
+
+def _label_updates(
+    crypto: str, rows: pd.DataFrame | None, bounds: list[tuple[datetime, datetime]]
+) -> list[dict[str, Any]]:
+    """Parameter rows of the label UPDATE; refuses an hour inside the replaced days and a
+    label that is not 0/1 with its time."""
+    if rows is None or len(rows) == 0:
+        return []
+    missing = [c for c in ("hour", "label", "label_known_at") if c not in rows.columns]
+    if missing:
+        raise ValueError(f"label_updates lack column(s) {missing}")
+    hours = pd.DatetimeIndex(pd.to_datetime(rows["hour"], utc=True))
+    known = pd.DatetimeIndex(pd.to_datetime(rows["label_known_at"], utc=True))
+    labels = rows["label"].astype(object).tolist()
+    out = []
+    for h, lab, k in zip(hours, labels, known, strict=True):
+        if any(lo <= h.to_pydatetime() < hi for lo, hi in bounds):
+            raise ValueError(f"label_updates: hour {h.isoformat()} is in a day being replaced")
+        if pd.isna(lab) or pd.isna(k) or int(lab) not in (0, 1):
+            raise ValueError(f"label_updates: hour {h.isoformat()} has label {lab!r} at {k!r}")
+        out.append(
+            {
+                "b_crypto": crypto,
+                "b_hour": h.to_pydatetime(),
+                "b_label": int(lab),
+                "b_known": k.to_pydatetime(),
+            }
+        )
+    return out
 
 
 def replace_monitoring_row(engine: sa.Engine, row: dict[str, Any]) -> None:

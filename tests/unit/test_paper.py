@@ -29,12 +29,14 @@ from cvn_assets.paper import (
     TRADE_COLUMNS,
     LiveModel,
     Position,
+    candidate_schedule,
     live_feature_row,
     live_model_from_calibrated,
     measure_latency,
     model_schedule,
     replay,
     replay_day,
+    top_feature_names,
 )
 from cvn_assets.synthetic_market import synthetic_candles
 
@@ -697,3 +699,248 @@ def test_real_booster_wrapped_as_calibrated_model_lines_up() -> None:
         measure_latency(live, None, window, n=0)
     with pytest.raises(ValueError, match="one-row DataFrame"):
         measure_latency(live, lambda w: build_features(w).iloc[-2:], window, n=1)
+
+
+# --------------------------------------------------------------------------- drift inputs
+NON_LABEL = [c for c in PREDICTION_COLUMNS if c not in ("label", "label_known_at")]
+
+
+def _gap_day() -> pd.DataFrame:
+    """D1 at 100 with a stop touch at 06:00, a take-profit touch at 11:00, an outage
+    14:00-16:59 ended by a gap-up open at 101.5, and a take-profit touch at 23:00."""
+    c = flat_candles()
+    put(c, "2024-01-01 06:00", 100.0, 100.0, 99.4, 100.0)  # low 99.4 <= stop 99.5
+    put(c, "2024-01-01 11:00", 100.2, 101.3, 99.9, 101.1)  # high 101.3 >= 101
+    c = c.drop(pd.date_range(T("2024-01-01 14:00"), periods=3, freq="h"))
+    put(c, "2024-01-01 17:00", 101.5, 101.6, 101.4, 101.5)  # gap up beyond 101
+    put(c, "2024-01-01 23:00", 100.0, 101.2, 100.0, 100.0)
+    return c
+
+
+def test_labels_and_when_they_became_known_by_hand_with_a_gap() -> None:
+    c = _gap_day()
+    model, _ = scripted(["2024-01-01 10:00"])
+    r = run_day(c, D1, model)
+    p = r.predictions.set_index("hour")
+    assert (
+        str(p["label"].dtype) == "Int8" and str(p["label_known_at"].dtype) == "datetime64[us, UTC]"
+    )
+    d2 = "2024-01-02 00:00"
+    expected = {  # entry hour: (label, label_known_at = close of the resolving candle)
+        "01:00": (0, "06:00"),  # time-out: candles 02..05 flat, closed at 05:00's close
+        "05:00": (0, "07:00"),  # 06:00's low touches the stop 99.5
+        "06:00": (0, "11:00"),  # time-out at 10:00
+        "07:00": (1, "12:00"),  # 11:00's high touches 101 (low 99.9 stays above 99.5)
+        "10:00": (1, "12:00"),
+        "11:00": (0, "13:00"),  # entry 101.1: 12:00 opens at 100 <= 100.59, a gap stop
+        "12:00": (1, "18:00"),  # 13:00 flat, then (positional) 17:00 opens at 101.5 >= 101
+        "13:00": (1, "18:00"),  # the next candle after the outage gaps over the take-profit
+        "17:00": (0, "19:00"),  # entry 101.5: 18:00 opens at 100, a gap stop
+        "18:00": (0, "23:00"),  # time-out at 22:00
+        "19:00": (1, d2),  # 23:00 touches 101 with a full horizon
+        "20:00": (1, d2),  # ... and with fewer than 4 later candles: resolved all the same
+        "22:00": (1, d2),
+    }
+    for hour, (lab, known) in expected.items():
+        t = T(f"2024-01-01 {hour}")
+        want = T(known if known == d2 else f"2024-01-01 {known}")
+        assert (p.loc[t, "label"], p.loc[t, "label_known_at"]) == (lab, want), hour
+    # 23:00 needs candles of the next day: unresolved, NULL in the journal
+    last = T("2024-01-01 23:00")
+    assert pd.isna(p.loc[last, "label"]) and pd.isna(p.loc[last, "label_known_at"])
+    assert p["label"].isna().sum() == 1
+    # equal to the labels module wherever it labels these candles
+    tb = triple_barrier_labels(c, take_profit=TP, stop_loss=SL, horizon=H)
+    assert len(tb) == 21 - 4
+    assert p.loc[tb.index, "label"].astype(int).tolist() == tb["label"].astype(int).tolist()
+    # a resolved label is known after the decision and at the latest at the vertical barrier
+    ok = p["label"].notna()
+    known_at = p.loc[ok, "label_known_at"]
+    assert (known_at > known_at.index).all()
+    t1 = tb["t1"] + pd.Timedelta(hours=1)
+    assert (p.loc[tb.index, "label_known_at"] <= t1).all()
+    time_outs = tb.index[tb["barrier"] == "time"]
+    assert (p.loc[time_outs, "label_known_at"] == t1[time_outs]).all()
+
+    # with the next day's candles (flat at 100): 23:00 times out at 03:00's close; the labels
+    # module agrees on every hour, and nothing but the labels changed (decisions are causal)
+    c2 = pd.concat([c, flat_candles(D2)])
+    r2 = run_day(c2, D1, model, features=zero_features(c2))
+    p2 = r2.predictions.set_index("hour")
+    assert (p2.loc[last, "label"], p2.loc[last, "label_known_at"]) == (0, T("2024-01-02 04:00"))
+    tb2 = triple_barrier_labels(c2, take_profit=TP, stop_loss=SL, horizon=H)
+    assert p2["label"].astype(int).tolist() == tb2.loc[p2.index, "label"].astype(int).tolist()
+    pd.testing.assert_frame_equal(r2.predictions[NON_LABEL], r.predictions[NON_LABEL])
+    pd.testing.assert_frame_equal(r2.trades, r.trades)
+    assert r2.open_position == r.open_position
+    both = p["label"].notna()
+    assert (
+        (p2.loc[both, ["label", "label_known_at"]] == p.loc[both, ["label", "label_known_at"]])
+        .all()
+        .all()
+    )
+
+
+@pytest.mark.parametrize(("seed", "h"), [(0, 4), (1, 6), (2, 1), (3, 12)])
+def test_labels_equal_the_labels_module_and_appear_once_known(seed: int, h: int) -> None:
+    """On random candles with outages: the journal's label is the labels module's, and with
+    the candles cut at any hour X a label is present exactly when it was known by X's close
+    (label_known_at <= X + 1 h); decisions and trades never depend on the later candles."""
+    c = random_candles(seed)
+    feats = build_features(c)
+    first, last = T("2023-12-28"), T("2024-01-02")
+    model = LiveModel(1, "focal", fake_proba, 0.45, T("2023-12-27"))
+    kw: dict[str, Any] = dict(crypto="SOLUSDC", take_profit=TP, stop_loss=SL, horizon=h)
+    full = replay(c, feats, first, last, model, **kw).predictions.set_index("hour")
+    tb = triple_barrier_labels(c, take_profit=TP, stop_loss=SL, horizon=h)
+    assert full["label"].notna().all()  # candles go on for days after the replay
+    assert full["label"].astype(int).tolist() == tb.loc[full.index, "label"].astype(int).tolist()
+    assert (full["label_known_at"] <= tb.loc[full.index, "t1"] + pd.Timedelta(hours=1)).all()
+    base = replay(c[c.index < last + pd.Timedelta(days=1)], feats, first, last, model, **kw)
+    for cut in (
+        last + pd.Timedelta(hours=23),
+        last + pd.Timedelta(hours=26),
+        last + pd.Timedelta(days=3),
+    ):
+        cut_c = c[c.index <= cut]
+        r = replay(cut_c, feats, first, last, model, **kw)
+        p = r.predictions.set_index("hour")
+        known = full["label_known_at"] <= cut_c.index[-1] + pd.Timedelta(hours=1)
+        assert p["label"].notna().tolist() == known.tolist()
+        assert (p.loc[known, "label"] == full.loc[known, "label"]).all()
+        assert (p.loc[known, "label_known_at"] == full.loc[known, "label_known_at"]).all()
+        pd.testing.assert_frame_equal(r.predictions[NON_LABEL], base.predictions[NON_LABEL])
+        pd.testing.assert_frame_equal(r.trades, base.trades)
+        assert r.open_position == base.open_position
+
+
+def test_feature_columns_are_the_live_models_top_features_in_order() -> None:
+    c = random_candles(7)
+    feats = build_features(c)
+    top_a = ("rsi_14", "ret_1", "body")
+    top_b = ("dist_low_168", "rv_24", "hour_cos", "atr_14", "volume_z_24")
+    a = LiveModel(1, "focal", fake_proba, 0.45, T("2023-12-27"), top_features=top_a)
+    b = LiveModel(2, "focal", fake_proba, 0.45, T("2023-12-29 13:00"), top_features=top_b)
+    none = LiveModel(3, "focal", fake_proba, 0.45, T("2023-12-30 05:00"))
+    sched = model_schedule([(a.train_end, a), (b.train_end, b), (none.train_end, none)])
+    kw: dict[str, Any] = dict(crypto="SOLUSDC", take_profit=TP, stop_loss=SL, horizon=H)
+    p = replay(c, None, "2023-12-28", "2023-12-30", sched, **kw).predictions.set_index("hour")
+    cols = [f"feature_{i}" for i in range(1, 6)]
+    for model, names in ((1, top_a), (2, top_b)):
+        rows = p.index[p["model_version"] == model]
+        assert len(rows) > 10
+        want = feats.loc[rows, list(names)].to_numpy()
+        np.testing.assert_array_equal(p.loc[rows, cols[: len(names)]].to_numpy(), want)
+        assert p.loc[rows, cols[len(names) :]].isna().all().all()
+    assert p.loc[p["model_version"] == 3, cols].isna().all().all()
+    # hand-checked: hour_cos at 13:00 is cos(2 pi 13 / 24)
+    t = T("2023-12-29 13:00")
+    assert p.loc[t, "model_version"] == 2
+    assert p.loc[t, "feature_3"] == pytest.approx(math.cos(2 * math.pi * 13 / 24))
+    # given features and features=None agree
+    q = replay(c, feats, "2023-12-28", "2023-12-30", sched, **kw).predictions.set_index("hour")
+    np.testing.assert_allclose(q[cols].to_numpy(), p[cols].to_numpy(), rtol=1e-12)
+    # refusals
+    with pytest.raises(ValueError, match=r"\['rsi'\] not among the FEATURE_NAMES"):
+        LiveModel(1, "focal", fake_proba, 0.5, TRAIN_END, top_features=("rsi",))
+    with pytest.raises(ValueError, match="at most 5 distinct names"):
+        LiveModel(1, "focal", fake_proba, 0.5, TRAIN_END, top_features=("body", "body"))
+    with pytest.raises(ValueError, match="at most 5 distinct names"):
+        LiveModel(1, "focal", fake_proba, 0.5, TRAIN_END, top_features=FEATURE_NAMES[:6])
+    with pytest.raises(ValueError, match="must be a sequence of feature names"):
+        LiveModel(1, "focal", fake_proba, 0.5, TRAIN_END, top_features="body")  # type: ignore[arg-type]
+    assert top_feature_names({"top_features": [{"name": "body", "gain": 2.0}, "rsi_14"]}) == (
+        "body",
+        "rsi_14",
+    )
+    assert top_feature_names({}) == () and top_feature_names(None) == ()
+
+
+def test_shadow_mode_logs_the_candidate_beside_an_unchanged_champion() -> None:
+    c = random_candles(4)
+    feats = build_features(c)
+    champ = LiveModel(1, "focal", fake_proba, 0.45, T("2023-12-27"))
+
+    def inverse(X: pd.DataFrame) -> np.ndarray:
+        return 1.0 - fake_proba(X)
+
+    cand = LiveModel(7, "binary:logistic", inverse, 0.5, T("2023-12-29 08:00"))
+    never = LiveModel(8, "focal", inverse, None, T("2023-12-20"))
+    sched = candidate_schedule(
+        [
+            (T("2023-12-29 06:00"), cand),  # set at 06:00, trained up to 08:00: shadowed from 08
+            (T("2023-12-30 00:00"), None),  # closed (promoted or rejected)
+            (T("2023-12-30 12:00"), never),  # a candidate that never trades
+        ]
+    )
+    kw: dict[str, Any] = dict(crypto="SOLUSDC", take_profit=TP, stop_loss=SL, horizon=H)
+    alone = replay(c, feats, "2023-12-28", "2023-12-30", champ, **kw)
+    shadow = replay(c, feats, "2023-12-28", "2023-12-30", champ, candidates=sched, **kw)
+    cand_cols = ["candidate_version", "candidate_buy_proba", "candidate_decision"]
+    others = [col for col in PREDICTION_COLUMNS if col not in cand_cols]
+    pd.testing.assert_frame_equal(shadow.predictions[others], alone.predictions[others])
+    pd.testing.assert_frame_equal(shadow.trades, alone.trades)
+    assert shadow.open_position == alone.open_position
+    assert alone.predictions[cand_cols].isna().all().all()
+    assert str(shadow.predictions["candidate_version"].dtype) == "Int64"
+
+    p = shadow.predictions.set_index("hour")
+    h = p.index
+    live7 = (h >= T("2023-12-29 08:00")) & (h < T("2023-12-30 00:00"))
+    live8 = h >= T("2023-12-30 12:00")
+    assert (p.loc[live7, "candidate_version"] == 7).all() and (
+        p.loc[live8, "candidate_version"] == 8
+    ).all()
+    assert p.loc[~(live7 | live8), cand_cols].isna().all().all()
+    want = 1.0 - fake_proba(feats.loc[h[live7], list(FEATURE_NAMES)])
+    np.testing.assert_allclose(p.loc[live7, "candidate_buy_proba"], want, rtol=1e-12)
+    assert p.loc[live7, "candidate_decision"].tolist() == [
+        "BUY" if x >= 0.5 else "HOLD" for x in want
+    ]
+    assert {"BUY", "HOLD"} == set(p.loc[live7, "candidate_decision"])
+    assert (p.loc[live8, "candidate_decision"] == "HOLD").all()  # threshold None: never BUY
+    # the same as a mapping (a missing hour: no candidate) and as a function of the hour
+    as_map = {t: sched(t) for t in h if sched(t) is not None}
+    for source in (as_map, sched.__call__):
+        again = replay(c, feats, "2023-12-28", "2023-12-30", champ, candidates=source, **kw)
+        pd.testing.assert_frame_equal(again.predictions, shadow.predictions)
+    # a ModelSchedule as candidates: none before its start; one LiveModel: every hour
+    ms = replay(
+        c,
+        feats,
+        "2023-12-28",
+        "2023-12-30",
+        champ,
+        candidates=model_schedule([(T("2023-12-29 10:00"), cand)]),
+        **kw,
+    )
+    pm = ms.predictions.set_index("hour")
+    assert pm["candidate_version"].notna().tolist() == (h >= T("2023-12-29 10:00")).tolist()
+    one = replay(c, feats, "2023-12-28", "2023-12-30", champ, candidates=never, **kw)
+    assert (one.predictions["candidate_version"] == 8).all()
+    # a day-by-day replay gives the same shadow columns
+    days = [
+        replay_day(c, feats, d, champ, candidates=sched, **kw).predictions
+        for d in ("2023-12-28", "2023-12-29", "2023-12-30")
+    ]
+    pd.testing.assert_frame_equal(pd.concat(days, ignore_index=True), shadow.predictions)
+    # refusals
+    with pytest.raises(ValueError, match="not a LiveModel or None"):
+        replay(c, feats, "2023-12-28", "2023-12-28", champ, candidates=lambda t: "x", **kw)
+    bad = LiveModel(7, "focal", inverse, 0.5, T("2023-12-29 08:00"))
+    with pytest.raises(ValueError, match="two different candidate models claim version 7"):
+        replay(
+            c,
+            feats,
+            "2023-12-29",
+            "2023-12-30",
+            champ,
+            candidates=candidate_schedule([(T("2023-12-29"), cand), (T("2023-12-30"), bad)]),
+            **kw,
+        )
+    with pytest.raises(ValueError, match="candidate version 7: buy_proba 1.5"):
+        broken = LiveModel(7, "focal", lambda X: np.full(len(X), 1.5), 0.5, T("2023-12-20"))
+        replay(c, feats, "2023-12-28", "2023-12-28", champ, candidates=broken, **kw)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        candidate_schedule([(T("2023-12-29"), cand), (T("2023-12-29"), None)])
+    assert candidate_schedule([])(T("2024-01-01")) is None
