@@ -38,6 +38,21 @@ the journal as it was).
   ``valid_from``; the first champion also stands for the hours before its promotion (a replay
   of the past: paper trading the hours after its training window). An hour before a model's
   ``train_end`` is refused (leakage), naming the day and ``train_end``.
+* **Drift inputs** (what the sensors read; they never recompute from candles): each hour's
+  values of the live champion's top-5 features by gain (its registered
+  ``reference_stats["top_features"]``, in order: ``feature_1..5``), and the hour's
+  triple-barrier label with the time it became known (``label``, ``label_known_at``),
+  computed from the candles after the hour where they exist (loaded up to
+  :data:`LABEL_LOOKAHEAD` past the last day; decisions never read them). A label still
+  unresolved when its day is journaled (the day's last ``horizon`` hours, in a live system) is
+  filled in by the run of a later day: it updates the NULL labels of the
+  :data:`LABEL_BACKFILL` before its first day, in the same transaction.
+* **Shadow mode**: the ``candidate`` alias history gives the candidate live at each hour (from
+  its ``valid_from`` to its ``valid_to``; none before the first assignment); its
+  ``buy_proba`` and decision at its own trading threshold are journaled beside the
+  champion's (``candidate_version``, ``candidate_buy_proba``, ``candidate_decision``; NULL
+  where there is none or before its ``train_end``). It never trades and never changes the
+  champion's rows.
 * **The carried position** is re-derived, not stored: every run replays (one vectorised
   :func:`cvn_assets.paper.replay`, ~0.1 s per year of hours) from the first day after the first
   champion's training window up to its last day, and journals only its own days. So a day's
@@ -102,12 +117,15 @@ from cvn_assets.monitoring import LOSS_FUNCTION_TAG, LOSS_FUNCTIONS, metrics_row
 from cvn_assets.paper import (
     DEFAULT_FEE_PER_SIDE,
     LIVE_WINDOW_BARS,
+    CandidateSchedule,
     LiveModel,
     ModelSchedule,
+    candidate_schedule,
     live_model_from_calibrated,
     measure_latency,
     model_schedule,
     replay,
+    top_feature_names,
 )
 from cvn_assets.partitions import SETTINGS, crypto_partitions, day_crypto_partitions, split_day_key
 from resources.config_store import ConfigStore, UnknownFlag
@@ -381,6 +399,10 @@ MONITORING_ASSET = "monitoring_metrics"
 HALT_FLAG = "trading_halted"
 _PAPER_CODE = ("paper.py", "trading.py", "features.py", "calibrated_model.py")
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
+LABEL_LOOKAHEAD = pd.Timedelta(days=2)
+"""Candles loaded after a run's last day, for the labels of its last hours only."""
+LABEL_BACKFILL = pd.Timedelta(days=2)
+"""How far before a run's first day it fills labels that were still NULL."""
 
 
 class PaperConfig(Config):
@@ -400,34 +422,51 @@ def _days_by_crypto(context: AssetExecutionContext) -> dict[str, list[pd.Timesta
     return {c: sorted(d) for c, d in sorted(out.items())}
 
 
+def _served(
+    registry: ModelRegistry,
+    v: int,
+    models: dict[int, LiveModel],
+    versions: dict[int, dict[str, Any]],
+) -> LiveModel:
+    """Model version ``v`` served from its stored artifact (cached in ``models``), with its
+    registered loss function, ``train_end`` and top features (``reference_stats``)."""
+    if v not in models:
+        version = registry.get_version(v)
+        if version is None:
+            raise Failure(description=f"model version {v} is not in the registry")
+        cal = read_value(Path(version["artifact_uri"]))
+        models[v] = live_model_from_calibrated(
+            cal,
+            version=v,
+            train_end=pd.Timestamp(as_utc(version["train_end"])),
+            loss_function=version["loss_function"],
+            top_features=top_feature_names(version["reference_stats"]),
+        )
+        versions[v] = version
+    return models[v]
+
+
 def champion_schedule(
-    registry: ModelRegistry, crypto: str
+    registry: ModelRegistry,
+    crypto: str,
+    models: dict[int, LiveModel] | None = None,
 ) -> tuple[ModelSchedule, dict[int, dict[str, Any]]]:
     """The champion live at each hour, from the alias history and the stored artifacts.
 
     Each version is live from its ``valid_from``; the first one also from before (hours
-    replayed before the first promotion). Returns the schedule and the versions by id."""
+    replayed before the first promotion). ``models``: a cache of served versions (filled).
+    Returns the schedule and the versions by id."""
     history = registry.history(crypto, "champion")
     if not history:
         raise Failure(
             description=f"{crypto} has no champion: materialize champion_models for it first"
         )
     versions: dict[int, dict[str, Any]] = {}
-    models: dict[int, LiveModel] = {}
+    models = {} if models is None else models
     changes: list[tuple[pd.Timestamp, LiveModel]] = []
     for row in history:
         v = int(row["version_id"])
-        if v not in models:
-            version = registry.get_version(v)
-            assert version is not None
-            cal = read_value(Path(version["artifact_uri"]))
-            models[v] = live_model_from_calibrated(
-                cal,
-                version=v,
-                train_end=pd.Timestamp(as_utc(version["train_end"])),
-                loss_function=version["loss_function"],
-            )
-            versions[v] = version
+        _served(registry, v, models, versions)
         when = _EPOCH if not changes else pd.Timestamp(row["valid_from"])
         if changes and changes[-1][1].version == v:
             continue
@@ -436,6 +475,35 @@ def champion_schedule(
         else:
             changes.append((when, models[v]))
     return model_schedule(changes), versions
+
+
+def candidate_schedule_of(
+    registry: ModelRegistry,
+    crypto: str,
+    models: dict[int, LiveModel] | None = None,
+) -> tuple[CandidateSchedule, dict[int, dict[str, Any]]]:
+    """The ``candidate`` (shadow mode) live at each hour, from the alias history: each
+    version from its ``valid_from`` to its ``valid_to`` (none after a ``valid_to`` that no new
+    assignment follows, none before the first). ``models``: a cache of served versions.
+    Returns the schedule (empty: never a candidate) and the candidate versions by id."""
+    versions: dict[int, dict[str, Any]] = {}
+    models = {} if models is None else models
+    changes: list[tuple[pd.Timestamp, LiveModel | None]] = []
+
+    def at(when: pd.Timestamp, model: LiveModel | None) -> None:
+        if changes and when <= changes[-1][0]:
+            changes[-1] = (changes[-1][0], model)  # same instant: the later change wins
+        else:
+            changes.append((when, model))
+
+    for row in registry.history(crypto, "candidate"):
+        at(
+            pd.Timestamp(row["valid_from"]),
+            _served(registry, int(row["version_id"]), models, versions),
+        )
+        if row["valid_to"] is not None:
+            at(pd.Timestamp(row["valid_to"]), None)
+    return candidate_schedule(changes), versions
 
 
 def _halted_fn(config_store: ConfigStore, days: list[pd.Timestamp]) -> tuple[Any, str, int, int]:
@@ -494,12 +562,17 @@ def paper_trades(
     label = sweep.label
     done: dict[str, Any] = {}
     for crypto, days in _days_by_crypto(context).items():
-        schedule, versions = champion_schedule(model_registry, crypto)
+        served: dict[int, LiveModel] = {}
+        schedule, versions = champion_schedule(model_registry, crypto, served)
+        shadow, cand_versions = candidate_schedule_of(model_registry, crypto, served)
         anchor = schedule.models[0].train_end.ceil("D")
         first, last = min(anchor, days[0]), days[-1]
         halted, flag, flag_version = _halted_fn(config_store, days)
         try:
-            candles = market_data.load_candles_through(crypto, last + pd.Timedelta(days=1))
+            # candles after the last day (where they exist yet) feed only the labels
+            candles = market_data.load_candles_through(
+                crypto, last + pd.Timedelta(days=1) + LABEL_LOOKAHEAD
+            )
             before = candles[candles.index < days[0]].iloc[-LIVE_WINDOW_BARS:]
             latency = {
                 m.version: measure_latency(m, None, before, n=config.latency_runs).median_ms
@@ -518,13 +591,20 @@ def paper_trades(
                 fee_per_side=config.fee_per_side,
                 halted=halted,
                 latency_ms=latency,
+                candidates=shadow,
             )
         except ValueError as exc:
             raise Failure(description=f"paper_trades {crypto}: {exc}") from exc
         own = pd.DatetimeIndex(days)
         preds = rep.predictions[rep.predictions["hour"].dt.normalize().isin(own)]
         trades = rep.trades[rep.trades["exit_time"].dt.normalize().isin(own)]
-        n_p, n_t = replace_days(model_registry.engine, crypto, days, preds, trades)
+        hour = rep.predictions["hour"]
+        late = rep.predictions[
+            (hour < days[0]) & (hour >= days[0] - LABEL_BACKFILL) & rep.predictions["label"].notna()
+        ]
+        n_p, n_t = replace_days(
+            model_registry.engine, crypto, days, preds, trades, label_updates=late
+        )
         summary = _summary(trades, preds)
         context.log.info(
             f"{crypto}: {len(days)} day(s) {days[0]:%Y-%m-%d}..{last:%Y-%m-%d} journaled: "
@@ -538,6 +618,10 @@ def paper_trades(
             "replayed_from": f"{first:%Y-%m-%d}",
             **summary,
             "model_versions": sorted(int(v) for v in preds["model_version"].unique()),
+            "candidate_versions": sorted(
+                int(v) for v in preds["candidate_version"].dropna().unique()
+            ),
+            "labels_known": int(preds["label"].notna().sum()),
             "latency_ms": {int(v): round(x, 3) for v, x in latency.items()},
             "open_position_at_end": rep.open_position is not None,
         }
@@ -563,6 +647,18 @@ def paper_trades(
                             }
                         )
                     ),
+                    "candidate_version": ",".join(
+                        str(int(v)) for v in sorted(d_p["candidate_version"].dropna().unique())
+                    ),
+                    "candidate_variant": ",".join(
+                        sorted(
+                            {
+                                str(cand_versions[int(v)]["variant"])
+                                for v in d_p["candidate_version"].dropna().unique()
+                            }
+                        )
+                    ),
+                    "labels_known": int(d_p["label"].notna().sum()),
                 },
                 partition_key=f"{crypto}|{day:%Y-%m-%d}",
             )

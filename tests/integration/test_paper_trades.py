@@ -5,6 +5,7 @@ A canary champion is trained on 3000 synthetic hours (its window ends 2023-11-03
 days after it are paper-traded through ``paper_job`` (both assets, crypto x day partitions).
 """
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -17,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cvn_assets.assets._util import sweep_identity
 from cvn_assets.definitions import defs
+from cvn_assets.features import build_features
+from cvn_assets.labels import labels_for_strategy
 from cvn_assets.partitions import SETTINGS
 from resources.config_store import ConfigStore
 from resources.journal import (
@@ -93,7 +96,9 @@ def _count(engine, table):
         return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
 
 
-def test_paper_trades_journal_leakage_halt_and_monitoring(tmp_path, instance):
+def _canary_champion(tmp_path, instance) -> tuple[str, ModelRegistry]:
+    """The market and a canary champion (the focal variant locked); returns the results
+    database URL and the registry."""
     res = defs.resolve_job_def("market_job").execute_in_process(
         run_config=_cfg(tmp_path), instance=instance, partition_key=CANARY
     )
@@ -114,7 +119,11 @@ def test_paper_trades_journal_leakage_halt_and_monitoring(tmp_path, instance):
         run_config=_cfg(tmp_path), instance=instance, partition_key=CANARY
     )
     assert res.success, _errors(res)
-    registry = ModelRegistry(database_url=url)
+    return url, ModelRegistry(database_url=url)
+
+
+def test_paper_trades_journal_leakage_halt_and_monitoring(tmp_path, instance):
+    url, registry = _canary_champion(tmp_path, instance)
     champ = registry.alias(CANARY, "champion")
     train_end = pd.Timestamp(champ["train_end"])
     first_day = train_end.ceil("D")
@@ -188,3 +197,85 @@ def test_paper_trades_journal_leakage_halt_and_monitoring(tmp_path, instance):
     future = f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%d}"
     res = _paper(tmp_path, instance, future)
     assert not res.success and "missing" in _errors(res) and "hour(s)" in _errors(res)
+
+
+def test_paper_trades_journals_the_drift_inputs_and_shadows_a_candidate(tmp_path, instance):
+    """feature_1..5 = the champion's top features (registered reference stats, in order) at
+    each hour; label / label_known_at = the labels module's on the same candles; a candidate
+    set at d2 12:00 is logged beside the champion from then on, and changes nothing else."""
+    url, registry = _canary_champion(tmp_path, instance)
+    champ = registry.alias(CANARY, "champion")
+    first_day = pd.Timestamp(champ["train_end"]).ceil("D")
+    d1, d2 = (first_day + pd.Timedelta(days=i) for i in range(2))
+    res = _paper(tmp_path, instance, f"{d1:%Y-%m-%d}", f"{d2:%Y-%m-%d}")
+    assert res.success, _errors(res)
+    engine = registry.engine
+    end = d2 + pd.Timedelta(hours=23)
+    before = read_predictions(engine, CANARY, d1, end)
+    assert len(before) == 48
+
+    # the drift inputs, against the features and labels computed here from the candles
+    top = [f["name"] for f in champ["reference_stats"]["top_features"]]
+    assert len(top) == 5
+    candles = MarketDataResource(hours=3000).load_candles_through(CANARY, d2 + pd.Timedelta(days=3))
+    feats = build_features(candles)
+    hours = pd.DatetimeIndex(before["hour"])
+    np.testing.assert_allclose(
+        before[[f"feature_{i}" for i in range(1, 6)]].to_numpy(np.float64),
+        feats.loc[hours, top].to_numpy(),
+        rtol=1e-9,
+    )
+    labels = labels_for_strategy(candles, SweepSettings().label_strategy)
+    assert before["label"].notna().all()  # the synthetic market goes on after d2
+    assert before["label"].astype(int).tolist() == labels.loc[hours, "label"].astype(int).tolist()
+    known = pd.DatetimeIndex(before["label_known_at"])
+    assert (known > hours).all() and (
+        known <= labels.loc[hours, "t1"] + pd.Timedelta(hours=1)
+    ).all()
+    assert (
+        before[["candidate_version", "candidate_buy_proba", "candidate_decision"]]
+        .isna()
+        .all()
+        .all()
+    )
+
+    # a candidate (here the champion's artifact under another name) from d2 12:00
+    version = registry.get_version(champ["id"])
+    cand = registry.register_version(
+        CANARY,
+        "shadow_test",
+        loss_function="binary:logistic",
+        gamma=None,
+        alpha=None,
+        train_start=version["train_start"],
+        train_end=version["train_end"],
+        sweep_id=version["sweep_id"],
+        artifact_uri=version["artifact_uri"],
+        reference_stats=version["reference_stats"],
+    )
+    since = d2 + pd.Timedelta(hours=12)
+    registry.set_alias(
+        CANARY, "candidate", cand, actor="test", reason="shadow", at=since.to_pydatetime()
+    )
+    res = _paper(tmp_path, instance, f"{d1:%Y-%m-%d}", f"{d2:%Y-%m-%d}")
+    assert res.success, _errors(res)
+    after = read_predictions(engine, CANARY, d1, end)
+    shadow = ["candidate_version", "candidate_buy_proba", "candidate_decision"]
+    same = [*shadow, "latency_ms"]  # latency: measured again by each run
+    pd.testing.assert_frame_equal(after.drop(columns=same), before.drop(columns=same))
+    live = pd.DatetimeIndex(after["hour"]) >= since
+    assert after.loc[~live, shadow].isna().all().all()
+    assert (after.loc[live, "candidate_version"] == cand).all() and live.sum() == 12
+    # the same artifact: the candidate's probabilities are the champion's
+    np.testing.assert_allclose(
+        after.loc[live, "candidate_buy_proba"], after.loc[live, "buy_proba"], rtol=1e-12
+    )
+    assert after.loc[live, "candidate_decision"].tolist() == after.loc[live, "decision"].tolist()
+    meta = res.asset_materializations_for_node("paper_trades")[-1].metadata
+    assert meta["candidate_version"].value == str(cand)
+    assert meta["candidate_variant"].value == "shadow_test" and meta["labels_known"].value == 24
+
+    # promoting the candidate closes the alias: the hours after it have no shadow any more
+    registry.promote_candidate(CANARY, actor="test", reason="better", incident_id="i-1")
+    assert registry.alias(CANARY, "candidate") is None
+    assert registry.alias(CANARY, "champion")["id"] == cand
