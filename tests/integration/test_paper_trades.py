@@ -271,7 +271,11 @@ def test_paper_trades_journals_the_drift_inputs_and_shadows_a_candidate(tmp_path
         after.loc[live, "candidate_buy_proba"], after.loc[live, "buy_proba"], rtol=1e-12
     )
     assert after.loc[live, "candidate_decision"].tolist() == after.loc[live, "decision"].tolist()
-    meta = res.asset_materializations_for_node("paper_trades")[-1].metadata
+    (meta,) = [
+        m.metadata
+        for m in res.asset_materializations_for_node("paper_trades")
+        if m.partition == f"{CANARY}|{d2:%Y-%m-%d}"
+    ]
     assert meta["candidate_version"].value == str(cand)
     assert meta["candidate_variant"].value == "shadow_test" and meta["labels_known"].value == 24
 
