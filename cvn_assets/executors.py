@@ -670,3 +670,16 @@ def execute_on_celery(
         watcher.join()
     drain()
     return success, run_id
+
+
+if __name__ == "__main__":  # python -m cvn_assets.executors worker-yaml > celery.yaml
+    import sys
+
+    if sys.argv[1:] != ["worker-yaml"]:
+        print("usage: python -m cvn_assets.executors worker-yaml > celery.yaml", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        print(worker_yaml(), end="")
+    except SettingsError as exc:
+        print(f"invalid environment: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
