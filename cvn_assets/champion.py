@@ -45,7 +45,7 @@ from cvn_assets.folds import (
     _early_stopping_slice,
     _require_buys,
 )
-from cvn_assets.monitoring import decile_edges
+from cvn_assets.monitoring import decile_edges, psi
 from cvn_assets.training import TrainResult, XGBWrapper
 
 __all__ = [
@@ -273,6 +273,28 @@ def top_gain_features(model: XGBWrapper, k: int = TOP_FEATURES) -> list[tuple[st
     return ranked[:k]
 
 
+#: rows of the data-drift window (7 days of hourly rows)
+DRIFT_WINDOW_ROWS = 168
+
+
+def window_psi_quantile(
+    train_values: np.ndarray, window: int = DRIFT_WINDOW_ROWS, q: float = 0.95
+) -> float | None:
+    """The ``q`` quantile of the PSI of consecutive, non-overlapping ``window``-row blocks of
+    the training series against the series' own deciles: the no-drift spread of a 7-day PSI
+    **with the feature's autocorrelation** (volatility features persist for days, so a week
+    of them covers a few deciles even when nothing has changed; the iid null of
+    :func:`cvn_assets.monitoring.psi_null_quantile` misses that). None with < 20 blocks."""
+    x = np.asarray(train_values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    n_blocks = x.size // window
+    if n_blocks < 20:
+        return None
+    edges = decile_edges(x)
+    values = [psi(x[i * window : (i + 1) * window], edges) for i in range(n_blocks)]
+    return float(np.quantile(values, q))
+
+
 def reference_statistics(
     model: CalibratedModel,
     dataset: pd.DataFrame,
@@ -302,6 +324,7 @@ def reference_statistics(
                 "name": name,
                 "gain": gain,
                 "train_decile_edges": decile_edges(X_tr[name].to_numpy(np.float64)).tolist(),
+                "window_psi_q95": window_psi_quantile(X_tr[name].to_numpy(np.float64)),
             }
             for name, gain in top
         ],

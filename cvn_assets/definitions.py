@@ -19,12 +19,17 @@ from dagster import (
 from cvn_assets import executors
 from cvn_assets.assets import guard, market, results, training
 from cvn_assets.partitions import SETTINGS
+from resources.alerts import AlertSink
 from resources.config_store import ConfigStore
+from resources.guard_clock import GuardClock
 from resources.market_data import MarketDataResource
 from resources.model_registry import ModelRegistry
 from resources.model_store import ArtifactStore, CvnIOManager
 from resources.results_store import ResultsStore
+from resources.rollbacks import RollbackLog
 from resources.sweep_settings import SweepProgress, SweepSettings
+from sensors.guard_sensors import GUARD_SENSORS, build_model_drift_sensor
+from sensors.jobs import GUARD_JOBS
 
 # in process: two assets per variant; CVN_EXECUTOR=celery: one step per cell (executors.py)
 model_assets, calibrated_assets = executors.cell_assets(SETTINGS.variants)
@@ -87,6 +92,9 @@ def build_resources() -> dict:
         "io_manager": CvnIOManager(),
         "config_store": ConfigStore(),
         "model_registry": ModelRegistry(),
+        "rollback_log": RollbackLog(),
+        "alert_sink": AlertSink(),
+        "guard_clock": GuardClock(),
     }
 
 
@@ -109,7 +117,8 @@ defs = Definitions(
         results.finetune_results_complete,
         results.verdicts_consistent,
     ],
-    jobs=[market_job, *variant_jobs, results_job, champion_job, paper_job],
+    jobs=[market_job, *variant_jobs, results_job, champion_job, paper_job, *GUARD_JOBS],
+    sensors=[*GUARD_SENSORS, build_model_drift_sensor(champion_job)],
     resources=build_resources(),
     executor=executors.sweep_executor(),
 )

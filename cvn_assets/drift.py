@@ -42,9 +42,10 @@ normal approximation of skewed TP/SL returns is poor.
 ``ok``; ``>= 2`` cryptos crit -> **crit (P1)**; ``>= 2`` cryptos warn-or-crit -> **warn**;
 fewer than 2 cryptos with enough trades -> ``insufficient`` (the rule cannot fire); else
 ``ok``. :func:`auto_kill_switch`: True when at least 2 distinct P1 alert times lie in the
-last hour ``(now - 1 h, now]`` (so the two latest alerts are consecutive and at most 1 h
-apart, the latter not after ``now``; an alert exactly 1 h before ``now`` no longer counts;
-a duplicated record of one alert -- same timestamp -- counts once).
+last hour ``[now - 1 h, now]`` (so the two latest alerts are at most 1 h apart, the latter
+not after ``now``; closed at both ends because the sensor evaluates once per hour, so two
+consecutive P1 evaluations are exactly 1 h apart; a duplicated record of one alert -- same
+timestamp -- counts once).
 
 Measured false-alarm rates (zero true mean, iid trades; ``tests/unit/test_drift.py``):
 
@@ -368,7 +369,7 @@ def auto_kill_switch(
     window_h: float = KILL_SWITCH_WINDOW_H,
     n_alerts: int = KILL_SWITCH_ALERTS,
 ) -> bool:
-    """True when >= ``n_alerts`` distinct P1 alert times lie in ``(now - window_h, now]``.
+    """True when >= ``n_alerts`` distinct P1 alert times lie in ``[now - window_h, now]``.
 
     Times: timezone-aware datetimes or Unix seconds (naive datetimes raise ``ValueError``).
     Alerts after ``now`` are ignored; equal timestamps count once.
@@ -380,7 +381,7 @@ def auto_kill_switch(
     k = _count("n_alerts", n_alerts, minimum=1)
     lo = hi - round(h * _NS_PER_HOUR)
     times = {_utc_ns(f"p1_alert_times[{i}]", t) for i, t in enumerate(p1_alert_times)}
-    return sum(1 for t in times if lo < t <= hi) >= k
+    return sum(1 for t in times if lo <= t <= hi) >= k
 
 
 # --------------------------------------------------------------------------- data drift
@@ -395,6 +396,7 @@ def data_drift(
     min_rows: int = DATA_DRIFT_MIN_ROWS,
     q: float = 0.95,
     n_train: int | None = None,
+    null_floor: Mapping[str, float | None] | None = None,
 ) -> Verdict:
     """PSI of each feature's window against its frozen training deciles; the max decides.
 
@@ -402,7 +404,10 @@ def data_drift(
     ``edges``: feature -> the training decile edges from the artifact (must cover every
     feature of ``feature_windows``). Level per feature: crit if ``psi > max(crit, null)``,
     warn if ``psi > max(warn, null)``, with ``null = psi_null_quantile(n, q, n_train=...)``;
-    fewer than ``min_rows`` values -> insufficient. ``details[feature]`` is a dict with
+    fewer than ``min_rows`` values -> insufficient. ``null_floor``: feature -> a no-drift
+    PSI quantile measured on the training series itself (consecutive windows of the same
+    length: :func:`cvn_assets.champion.window_psi_quantile`), which raises ``null`` for
+    autocorrelated features. ``details[feature]`` is a dict with
     ``psi``, ``null_q``, ``n``, ``level``. The returned verdict is the worst evaluable
     feature's (ties: the larger PSI).
     """
@@ -427,6 +432,9 @@ def data_drift(
             continue
         value = psi(x, e)
         null = psi_null_quantile(int(x.size), qq, n_train=n_train, n_bins=e.size + 1)
+        floor = (null_floor or {}).get(name)
+        if floor is not None:  # the training series' own window-PSI quantile (autocorrelation)
+            null = max(null, _real(f"null_floor[{name!r}]", floor, lo=0.0))
         level: Level = "crit" if value > max(c, null) else "warn" if value > max(w, null) else "ok"
         details[name] = {"psi": value, "null_q": null, "n": int(x.size), "level": level}
         key = (_RANK[level], value, name)

@@ -308,13 +308,23 @@ class ModelRegistry(ResultsDatabaseResource):
         reason: str,
         dagster_run_id: str | None = None,
         at: datetime | None = None,
+        expected_champion: int | None = None,
     ) -> dict[str, int | None]:
         """Swap ``champion`` and ``previous`` of ``crypto`` in one transaction (roll back to
         the previous champion); :class:`NoPreviousChampion` naming the crypto if there is
-        none. Returns ``{"champion": id, "previous": id | None}``."""
+        none. Returns ``{"champion": id, "previous": id | None}``.
+
+        ``expected_champion``: swap only if the champion is still this version (read inside
+        the transaction), else change nothing and return the aliases as they are -- what makes
+        two concurrent rollbacks swap once instead of swapping back."""
         _check_who(crypto, actor, reason)
         with _alias_transaction(self.engine, crypto) as conn:
             now = self._effective_time(at)
+            if expected_champion is not None:
+                champion = _alias_version_id(conn, crypto, "champion")
+                if champion != expected_champion:
+                    previous = _alias_version_id(conn, crypto, "previous")
+                    return {"champion": champion, "previous": previous}
             previous = _alias_version_id(conn, crypto, "previous")
             if previous is None:
                 raise NoPreviousChampion(

@@ -130,6 +130,7 @@ from cvn_assets.paper import (
 from cvn_assets.partitions import SETTINGS, crypto_partitions, day_crypto_partitions, split_day_key
 from resources.config_store import ConfigStore, UnknownFlag
 from resources.db import as_utc, utc_now
+from resources.guard_clock import GuardClock
 from resources.journal import (
     read_predictions,
     read_trades,
@@ -250,6 +251,7 @@ def champion_models(
     artifacts: ArtifactStore,
     config_store: ConfigStore,
     model_registry: ModelRegistry,
+    guard_clock: GuardClock,
 ) -> Stamped:
     crypto = context.partition_key
     identity = prepare_sweep(context, sweep, market_data, results_store)
@@ -357,7 +359,12 @@ def champion_models(
     reason = config.reason.strip() or f"{variant.name}: {why}"
     reason = f"{reason}{kill} [sweep {sweep.sweep_id}; {rollout}]"
     aliases = model_registry.promote(
-        crypto, version_id, actor=config.actor, reason=reason, dagster_run_id=context.run.run_id
+        crypto,
+        version_id,
+        actor=config.actor,
+        reason=reason,
+        dagster_run_id=context.run.run_id,
+        at=guard_clock.now(),  # the wall clock; a drill's simulated time
     )
     context.log.info(f"{crypto}: champion = version {version_id} ({eff.name}); {reason}")
     context.add_output_metadata(

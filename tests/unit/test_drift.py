@@ -118,7 +118,9 @@ def test_auto_kill_switch_time_boundaries() -> None:
     assert not auto_kill_switch([], NOW)
     assert not auto_kill_switch([NOW], NOW)  # one alert
     assert auto_kill_switch([NOW - h + s, NOW], NOW)  # 59:59 apart, both in window
-    assert not auto_kill_switch([NOW - h, NOW], NOW)  # exactly 1 h before: out (half-open)
+    # hourly evaluations: two consecutive P1s exactly 1 h apart are "within 1 h" (closed)
+    assert auto_kill_switch([NOW - h, NOW], NOW)
+    assert not auto_kill_switch([NOW - h - s, NOW], NOW)  # 1 h 1 s apart: out
     assert not auto_kill_switch([NOW - 2 * h, NOW - h - s], NOW)  # an old pair
     assert not auto_kill_switch([NOW - 10 * s, NOW + s], NOW)  # future alert ignored
     assert not auto_kill_switch([NOW, NOW], NOW)  # a duplicated record counts once

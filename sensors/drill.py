@@ -1,0 +1,257 @@
+"""``make drill SCENARIO=crash|calm``: the incident drill of the production guard.
+
+``python -m sensors.drill --scenario crash`` (what ``make drill`` calls), on a **fresh** Dagster
+instance (``--home``, default ``.dagster_home_drill_<scenario>``, wiped first) and the embedded
+default market:
+
+1. the default sweep (:func:`cvn_assets.sweep.main`) on the synthetic market with the
+   scenario's events, which all lie after the sweep's window (the market is prefix-stable:
+   the sweep's candles are those of the default);
+2. champions per crypto through ``champion_job``: the baseline first, then a focal variant by
+   an audited override (actor ``drill``) -- so the P1 rule can apply and a rollback has a
+   previous (baseline) champion to re-promote;
+3. day by day: ``paper_job`` (journal and monitoring metrics of the day, all cryptos), then
+   every hour of that day each sensor is evaluated **as the daemon would**: the real sensor
+   functions with their cursors carried from tick to tick, the guard clock at that hour, and
+   Dagster's run-key dedupe (a run_key already launched by that sensor is not launched
+   again); the runs they request are executed in process with the same clock.
+
+Scenarios (``T`` = the first replayed day + ``--turn-day`` days):
+
+* ``crash``: from ``T`` the market's predictable drift is reversed (``edge_multiplier = -1``,
+  all cryptos): the model's BUY signals now precede falls; from ``T + 2 days`` a 25 % crash
+  over 48 h. Expected: >= 2 P1 alerts, exactly one rollback run, ``CVN_LOSS_FUNCTION =
+  binary:logistic``, audit rows.
+* ``calm``: no event. Expected: no P1, no rollback, the flag unchanged.
+
+The last line is a JSON summary ``{"scenario", "alerts": [{"name", "severity", "cryptos",
+"at"}], "rollback_runs", "loss_function", "champions", ...}`` with the measured hours from the
+turn to the first P1 and to the rollback (crash) and the P1 rate per 30 days (calm).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+FOCAL_VARIANT = "focal_g2_a025"
+DRILL_ACTOR = "drill"
+
+
+def _market_config(scenario: str, turn: pd.Timestamp, edge: float) -> dict[str, Any]:
+    if scenario == "calm":
+        return {"edge": edge}
+    return {
+        "edge": edge,
+        "edge_shift_at": turn.isoformat(),
+        "edge_multiplier": -1.0,
+        "crash_at": (turn + pd.Timedelta(days=2)).isoformat(),
+        "crash_pct": 0.25,
+        "crash_hours": 48,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=("crash", "calm"), required=True)
+    parser.add_argument("--days", type=int, default=None, help="days replayed (crash 40, calm 180)")
+    parser.add_argument("--turn-day", type=int, default=20, help="crash: days before the turn")
+    parser.add_argument("--home", default=None, help="the fresh Dagster home (wiped)")
+    parser.add_argument(
+        "--edge", type=float, default=2.0,
+        help="the synthetic market's predictable drift (default market: 0.5, where no champion "
+        "finds a threshold with positive net expectancy, so nothing trades)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    days = args.days or (40 if args.scenario == "crash" else 180)
+    if days < 1 or not 0 <= args.turn_day < days:
+        print(
+            f"--days {days} / --turn-day {args.turn_day}: need 0 <= turn-day < days",
+            file=sys.stderr,
+        )
+        return 2
+
+    home = Path(args.home or f".dagster_home_drill_{args.scenario}").resolve()
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    t_start = time.perf_counter()
+
+    from cvn_assets.synthetic_market import DEFAULT_HOURS, DEFAULT_START
+
+    window_end = pd.Timestamp(DEFAULT_START, tz="UTC") + pd.Timedelta(hours=DEFAULT_HOURS)
+    first_day = window_end.ceil("D")
+    turn = first_day + pd.Timedelta(days=args.turn_day)
+    market_cfg = _market_config(args.scenario, turn, args.edge)
+
+    from cvn_assets import sweep
+
+    rc = sweep.main(["--quiet", "--resource-config", json.dumps({"market_data": market_cfg})])
+    if rc != 0:
+        print(f"STOPPED: the sweep did not complete (exit status {rc})", file=sys.stderr)
+        return rc
+
+    from dagster import DagsterInstance, build_sensor_context
+
+    from cvn_assets.definitions import defs
+    from cvn_assets.partitions import SETTINGS
+    from resources.config_store import ConfigStore
+    from resources.guard_clock import GuardClock
+    from resources.model_registry import ModelRegistry
+    from resources.rollbacks import RollbackLog
+    from sensors.jobs import LOSS_FLAG
+
+    instance = DagsterInstance.get()
+    registry = ModelRegistry()
+    config_store = ConfigStore()
+    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+    def run(job: str, config: dict[str, Any] | None, clock: pd.Timestamp, **kw: Any) -> Any:
+        rc = {
+            **quiet,
+            **(config or {}),
+            "resources": {
+                "market_data": {"config": market_cfg},
+                "guard_clock": {"config": {"fixed_now": clock.isoformat()}},
+            },
+        }
+        res = defs.resolve_job_def(job).execute_in_process(
+            run_config=rc, instance=instance, raise_on_error=False, **kw
+        )
+        if not res.success:
+            errs = [
+                e.event_specific_data.error.message.strip().splitlines()[-1]
+                for e in res.all_events
+                if getattr(e.event_specific_data, "error", None) is not None
+            ]
+            raise RuntimeError(f"{job} failed: {'; '.join(errs) or res.run_id}")
+        return res
+
+    # 2. champions: the baseline, then a focal one by audited override
+    baseline = next(v.name for v in SETTINGS.variants if v.loss_function == "binary:logistic")
+    cryptos = list(SETTINGS.universe)
+    for variant, at, why in (
+        (baseline, first_day - pd.Timedelta(hours=2), "drill: the baseline champion first"),
+        (
+            FOCAL_VARIANT,
+            first_day - pd.Timedelta(hours=1),
+            "drill: a focal champion by override so the P1 rule can apply (audited)",
+        ),
+    ):
+        for crypto in cryptos:
+            cfg = {
+                "override_variant": variant,
+                "force_promote": True,
+                "actor": DRILL_ACTOR,
+                "reason": why,
+            }
+            run(
+                "champion_job",
+                {"ops": {"champion_models": {"config": cfg}}},
+                at,
+                partition_key=crypto,
+            )
+    print(f"champions: {FOCAL_VARIANT} (previous: {baseline}) for {cryptos}", flush=True)
+
+    # 3. the replay, day by day, with the sensors ticking every hour
+    sensors = {s.name: s for s in defs.get_repository_def().sensor_defs}
+    cursors: dict[str, str | None] = {name: None for name in sensors}
+    launched: dict[str, set[str]] = {name: set() for name in sensors}
+    resources = {
+        "model_registry": registry,
+        "config_store": config_store,
+        "rollback_log": RollbackLog(),
+    }
+    alerts: list[dict[str, Any]] = []
+    rollback_runs: list[dict[str, Any]] = []
+    for d in range(days):
+        day = first_day + pd.Timedelta(days=d)
+        end_of_day = day + pd.Timedelta(hours=23)
+        run(
+            "paper_job",
+            None,
+            end_of_day + pd.Timedelta(hours=1),
+            tags=sweep._range_tags(f"{cryptos[0]}|{day:%Y-%m-%d}", f"{cryptos[-1]}|{day:%Y-%m-%d}"),
+        )
+        for h in range(1, 25):
+            now = day + pd.Timedelta(hours=h)
+            for name, sdef in sensors.items():
+                ctx = build_sensor_context(
+                    instance=instance,
+                    cursor=cursors[name],
+                    resources={**resources, "guard_clock": GuardClock(fixed_now=now.isoformat())},
+                    sensor_name=name,
+                    definitions=defs,
+                )
+                result = sdef.evaluate_tick(ctx)
+                if result.cursor is not None:
+                    cursors[name] = result.cursor
+                for req in result.run_requests or []:
+                    if req.run_key in launched[name]:
+                        continue  # Dagster dedupes a sensor's run_key for ever
+                    launched[name].add(req.run_key)
+                    job = req.job_name
+                    res = run(job, dict(req.run_config), now, tags=dict(req.tags), **(
+                        {"partition_key": req.partition_key} if req.partition_key else {}
+                    ))  # fmt: skip
+                    if job == "alert_job":
+                        c = req.run_config["ops"]["send_alert"]["config"]
+                        alerts.append(
+                            {"name": c["name"], "severity": c["severity"],
+                             "cryptos": c["cryptos"], "at": c["at"]}
+                        )  # fmt: skip
+                        print(
+                            f"  {c['at']}  {c['severity']:<5} {c['name']} {c['cryptos']}",
+                            flush=True,
+                        )
+                    elif job == "rollback_job":
+                        rollback_runs.append({"run_id": res.run_id, "at": now.isoformat()})
+                        print(f"  {now.isoformat()}  ROLLBACK run {res.run_id[:8]}", flush=True)
+                    else:
+                        print(f"  {now.isoformat()}  {job} {req.partition_key or ''}", flush=True)
+
+    flag, version = config_store.get(LOSS_FLAG)
+    champions = {c: (registry.alias(c, "champion") or {}).get("variant") for c in cryptos}
+    p1 = [a for a in alerts if a["severity"] == "P1" and a["name"] == "expectancy_negative_focal"]
+    summary: dict[str, Any] = {
+        "scenario": args.scenario,
+        "alerts": alerts,
+        "rollback_runs": len(rollback_runs),
+        "loss_function": flag,
+        "champions": champions,
+        "days": days,
+        "first_day": f"{first_day:%Y-%m-%d}",
+        "audit_rows": len(config_store.audit(LOSS_FLAG)) - 0,
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    if args.scenario == "crash":
+        summary["turn"] = turn.isoformat()
+        if p1:
+            summary["hours_turn_to_first_p1"] = (pd.Timestamp(p1[0]["at"]) - turn) / pd.Timedelta(
+                hours=1
+            )
+        if rollback_runs:
+            summary["hours_turn_to_rollback"] = (
+                pd.Timestamp(rollback_runs[0]["at"]) - turn
+            ) / pd.Timedelta(hours=1)
+    else:
+        summary["p1_per_30_days"] = round(len(p1) * 30 / days, 3)
+    print(json.dumps(summary))
+    ok = (
+        (len(p1) >= 2 and len(rollback_runs) == 1 and flag == "binary:logistic")
+        if args.scenario == "crash"
+        else (not p1 and not rollback_runs and flag == "focal")
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,400 @@
+"""The guard's sensors (spec 6.2-6.4): they read tables, decide with the rules of
+:mod:`cvn_assets.drift` (through :mod:`sensors.evaluation`) and request runs; they never send
+an alert or change state themselves (a retried tick must not page twice).
+
+Hygiene, common to all of them:
+
+* **Clock**: the ``guard_clock`` resource (wall clock; a fixed time in drills and tests).
+* **Cursor**: JSON holding timestamps (the last evaluated hour or day, recent P1 times,
+  consecutive sharpness triggers). Dagster stores a cursor only when the tick succeeds, so a
+  failed tick does not advance it; a tick evaluates the **latest** bucket only, so missed
+  ticks are not replayed.
+* **run_key**: every key holds a time bucket (``...:2026-12-01T13``): a run_key is deduped for
+  ever, so a key without a bucket would fire once in the sensor's life.
+* **Cost**: bounded windows (<= 48 h of trades, <= 14 days of predictions per crypto), so a
+  tick does not grow with the journal (``bench/bench_sensors.py``).
+* **Default status**: ``focal_training_crash`` and ``rollback_confirmation`` only send alerts
+  and are ``RUNNING`` by default; ``expectancy_negative_focal`` (can flip the kill switch)
+  and ``model_drift`` (launches retrains and reverts) are ``STOPPED`` until an operator turns
+  them on (UI: Automation; CLI: ``dagster sensor start <name>``).
+"""
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from cvn_assets.drift import SharpnessState, auto_kill_switch
+from cvn_assets.monitoring import LOSS_FUNCTION_TAG
+from cvn_assets.partitions import SETTINGS
+from resources.alerts import incident_id
+from resources.config_store import ConfigStore
+from resources.guard_clock import GuardClock
+from resources.model_registry import ModelRegistry
+from resources.rollbacks import RollbackLog
+from sensors.evaluation import evaluate_drift, evaluate_expectancy
+from sensors.jobs import (
+    CROSS_ENTROPY,
+    LOSS_FLAG,
+    alert_job,
+    alert_run_config,
+    rollback_job,
+    shadow_retrain_job,
+)
+
+#: P2 when more than this many focal training runs failed in the last hour (spec 6.2)
+CRASH_MAX_FAILURES_PER_HOUR = 5
+P1_MEMORY = timedelta(hours=2)  # P1 times kept in the cursor (the kill-switch window is 1 h)
+
+
+def _cursor(context: SensorEvaluationContext) -> dict[str, Any]:
+    try:
+        return json.loads(context.cursor) if context.cursor else {}
+    except json.JSONDecodeError:
+        context.log.warning(f"unreadable cursor {context.cursor!r}: starting afresh")
+        return {}
+
+
+def _bucket(when: datetime, freq: str) -> datetime:
+    return pd.Timestamp(when).floor(freq).to_pydatetime()
+
+
+def _key(*parts: Any) -> str:
+    return ":".join(p.strftime("%Y-%m-%dT%H") if isinstance(p, datetime) else str(p) for p in parts)
+
+
+# ----------------------------------------------------------------------------- P1 expectancy
+@sensor(
+    name="expectancy_negative_focal",
+    jobs=[alert_job, rollback_job],
+    minimum_interval_seconds=300,
+    default_status=DefaultSensorStatus.STOPPED,
+    description="P1: net expectancy < 0 over 48 h on >= 2 focal cryptos (one-sided t-test, "
+    ">= 10 trades); warn at 24 h. Two consecutive P1s within 1 h launch rollback_job.",
+)
+def expectancy_negative_focal(
+    context: SensorEvaluationContext,
+    guard_clock: GuardClock,
+    model_registry: ModelRegistry,
+    config_store: ConfigStore,
+):
+    now = guard_clock.now()
+    hour = _bucket(now, "h")
+    cursor = _cursor(context)
+    if cursor.get("evaluated_hour") and pd.Timestamp(cursor["evaluated_hour"]) >= hour:
+        return SkipReason(f"hour {hour.isoformat()} already evaluated")
+    ev = evaluate_expectancy(model_registry, SETTINGS.universe, hour)
+    v = ev.verdict
+    p1_times = [pd.Timestamp(t) for t in cursor.get("p1_times", [])]
+    p1_times = [t for t in p1_times if t >= hour - P1_MEMORY]
+    requests: list[RunRequest] = []
+    cryptos = list(v.details.get(v.level, [])) if v.alarm else []
+    if v.level == "crit":
+        p1_times.append(pd.Timestamp(hour))
+    if v.alarm:
+        severity = "P1" if v.level == "crit" else "warn"
+        inc = incident_id("expectancy_negative_focal", cryptos, hour)
+        requests.append(
+            RunRequest(
+                run_key=_key("alert", "expectancy_negative_focal", severity, hour),
+                job_name=alert_job.name,
+                run_config=alert_run_config(
+                    "expectancy_negative_focal",
+                    severity,
+                    cryptos,
+                    ev.figures(),
+                    inc,
+                    v.reason,
+                    hour,
+                ),  # fmt: skip
+                tags={"cvn/alert": "expectancy_negative_focal", "cvn/severity": severity},
+            )
+        )
+    if v.level == "crit" and auto_kill_switch(p1_times, hour):
+        flag, _ = config_store.get(LOSS_FLAG)
+        in_flight = context.instance.get_run_records(
+            RunsFilter(
+                job_name=rollback_job.name,
+                statuses=[
+                    DagsterRunStatus.QUEUED,
+                    DagsterRunStatus.STARTING,
+                    DagsterRunStatus.STARTED,
+                    DagsterRunStatus.NOT_STARTED,
+                ],
+            ),  # fmt: skip
+            limit=1,
+        )
+        if flag != CROSS_ENTROPY and not in_flight:
+            first = min(t for t in p1_times if t >= pd.Timestamp(hour) - timedelta(hours=1))
+            inc = incident_id("rollback", cryptos, first.to_pydatetime())
+            requests.append(
+                RunRequest(
+                    run_key=_key("rollback", "auto", hour),
+                    job_name=rollback_job.name,
+                    run_config={
+                        "ops": {
+                            "rollback": {
+                                "config": {
+                                    "actor": "sensor:expectancy_negative_focal",
+                                    "reason": "two consecutive P1 expectancy_negative_focal "
+                                    f"alerts within 1 h ({', '.join(cryptos)})",
+                                    "incident_id": inc,
+                                    "trigger": "auto",
+                                    "cryptos": [],
+                                }
+                            }
+                        }
+                    },
+                    tags={"cvn/incident": inc},
+                )
+            )
+        else:
+            context.log.info(
+                f"kill-switch rule met, no rollback requested: {LOSS_FLAG}={flag}"
+                + (", a rollback run is in flight" if in_flight else "")
+            )
+    context.log.info(f"{hour.isoformat()}: {v.level}: {v.reason}")
+    new_cursor = {
+        "evaluated_hour": hour.isoformat(),
+        "p1_times": [t.isoformat() for t in p1_times],
+    }
+    if not requests:
+        return SensorResult(
+            skip_reason=SkipReason(f"{hour.isoformat()}: {v.level}: {v.reason}"),
+            cursor=json.dumps(new_cursor),
+        )
+    return SensorResult(run_requests=requests, cursor=json.dumps(new_cursor))
+
+
+# ---------------------------------------------------------------------------- P2 training crash
+@sensor(
+    name="focal_training_crash",
+    jobs=[alert_job],
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="P2: more than 5 failed runs tagged cvn/loss_function=focal in the last hour.",
+)
+def focal_training_crash(context: SensorEvaluationContext, guard_clock: GuardClock):
+    now = guard_clock.now()
+    hour = _bucket(now, "h")
+    records = context.instance.get_run_records(
+        RunsFilter(
+            statuses=[DagsterRunStatus.FAILURE],
+            tags={LOSS_FUNCTION_TAG: "focal"},
+            updated_after=now - timedelta(hours=1),
+            updated_before=now,
+        ),
+        limit=1000,
+    )
+    n = len(records)
+    cursor = {"evaluated_at": now.isoformat(), "failed_last_hour": n}
+    if n <= CRASH_MAX_FAILURES_PER_HOUR:
+        return SensorResult(
+            skip_reason=SkipReason(
+                f"{n} failed focal runs in the last hour (<= {CRASH_MAX_FAILURES_PER_HOUR})"
+            ),
+            cursor=json.dumps(cursor),
+        )
+    figures = {
+        "failed_runs_last_hour": n,
+        "threshold": CRASH_MAX_FAILURES_PER_HOUR,
+        "run_ids": ",".join(r.dagster_run.run_id[:8] for r in records[:10]),
+    }
+    inc = incident_id("focal_training_crash", [], hour)
+    return SensorResult(
+        run_requests=[
+            RunRequest(
+                run_key=_key("alert", "focal_training_crash", hour),  # one page per hour
+                job_name=alert_job.name,
+                run_config=alert_run_config(
+                    "focal_training_crash",
+                    "P2",
+                    [],
+                    figures,
+                    inc,
+                    f"{n} failed focal training runs in the last hour "
+                    f"(> {CRASH_MAX_FAILURES_PER_HOUR})",
+                    now,
+                ),  # fmt: skip
+                tags={"cvn/alert": "focal_training_crash", "cvn/severity": "P2"},
+            )
+        ],
+        cursor=json.dumps(cursor),
+    )
+
+
+# ----------------------------------------------------------------------- rollback confirmation
+@sensor(
+    name="rollback_confirmation",
+    jobs=[alert_job],
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="An automatic rollback not confirmed within 15 min is held (stays in force) "
+    "and escalated.",
+)
+def rollback_confirmation(
+    context: SensorEvaluationContext, guard_clock: GuardClock, rollback_log: RollbackLog
+):
+    now = guard_clock.now()
+    requests = []
+    for row in rollback_log.overdue(now):
+        if not rollback_log.hold(row["incident_id"], at=now):
+            continue  # confirmed (or held) meanwhile
+        requests.append(
+            RunRequest(
+                run_key=_key("escalation", row["incident_id"]),
+                job_name=alert_job.name,
+                run_config=alert_run_config(
+                    "rollback_unconfirmed",
+                    "P1",
+                    row["cryptos"],
+                    {
+                        "triggered_at": row["triggered_at"].isoformat(),
+                        "confirm_by": row["confirm_by"].isoformat(),
+                    },
+                    row["incident_id"],
+                    f"rollback {row['incident_id']} not confirmed by "
+                    f"{row['confirm_by'].isoformat()}: held (stays in force); escalating",
+                    now,
+                ),  # fmt: skip
+                tags={"cvn/alert": "rollback_unconfirmed", "cvn/severity": "P1"},
+            )
+        )
+    cursor = json.dumps({"evaluated_at": now.isoformat()})
+    if not requests:
+        return SensorResult(skip_reason=SkipReason("no overdue rollback"), cursor=cursor)
+    return SensorResult(run_requests=requests, cursor=cursor)
+
+
+# ------------------------------------------------------------------------------------ drift
+DRIFT_RUNBOOK_NAMES = ("data_drift", "concept_drift", "output_sharpness")
+
+
+def build_model_drift_sensor(champion_job: Any) -> Any:
+    """The ``model_drift`` sensor; ``champion_job`` (defined with the assets) is what a
+    sharpness revert launches."""
+
+    @sensor(
+        name="model_drift",
+        jobs=[alert_job, shadow_retrain_job, champion_job],
+        minimum_interval_seconds=600,
+        default_status=DefaultSensorStatus.STOPPED,
+        description="Daily per crypto: data drift (PSI top-5 features, 7 d), concept drift "
+        "(f1_buy gap, 14 d matured labels), output sharpness (7 d). Crit drift: shadow "
+        "retrain; 2 consecutive sharpness triggers: revert to the baseline.",
+    )
+    def model_drift(
+        context: SensorEvaluationContext, guard_clock: GuardClock, model_registry: ModelRegistry
+    ):
+        return evaluate_model_drift(context, guard_clock.now(), model_registry)
+
+    return model_drift
+
+
+def evaluate_model_drift(
+    context: SensorEvaluationContext, now: datetime, model_registry: ModelRegistry
+) -> Any:
+    """One tick of ``model_drift`` at ``now`` (the sensor body)."""
+    day = _bucket(now, "D")
+    cursor = _cursor(context)
+    if cursor.get("evaluated_day") and pd.Timestamp(cursor["evaluated_day"]) >= day:
+        return SkipReason(f"day {day.date()} already evaluated")
+    sharp = dict(cursor.get("sharpness", {}))
+    requests: list[RunRequest] = []
+    summary = {}
+    for crypto in SETTINGS.universe:
+        verdicts = evaluate_drift(model_registry, crypto, day)
+        if verdicts is None:
+            continue
+        summary[crypto] = {k: v.level for k, v in verdicts.items()}
+        for name, v in verdicts.items():
+            if not v.alarm:
+                continue
+            inc = incident_id(name, [crypto], day)
+            figures = {"value": round(v.value, 6), "threshold": round(v.threshold, 6), "n": v.n}
+            requests.append(
+                RunRequest(
+                    run_key=_key("alert", name, crypto, day),
+                    job_name=alert_job.name,
+                    run_config=alert_run_config(
+                        name, v.level, [crypto], figures, inc, v.reason, day
+                    ),
+                    tags={"cvn/alert": name, "cvn/severity": v.level},
+                )
+            )
+            if name in ("data_drift", "concept_drift") and v.level == "crit":
+                requests.append(shadow_retrain_request(crypto, name, inc, day, v.reason))
+        state = SharpnessState(int(sharp.get(crypto, 0))).update(verdicts["output_sharpness"])
+        sharp[crypto] = state.consecutive
+        if state.revert:
+            requests.append(revert_to_baseline_request(crypto, day, state.consecutive))
+            sharp[crypto] = 0
+    context.log.info(f"{day.date()}: {summary}")
+    new_cursor = json.dumps({"evaluated_day": day.isoformat(), "sharpness": sharp})
+    if not requests:
+        return SensorResult(
+            skip_reason=SkipReason(f"{day.date()}: no drift alarm {summary}"), cursor=new_cursor
+        )
+    return SensorResult(run_requests=requests, cursor=new_cursor)
+
+
+def shadow_retrain_request(
+    crypto: str, detector: str, inc: str, day: datetime, why: str
+) -> RunRequest:
+    return RunRequest(
+        run_key=_key("shadow_retrain", crypto, day),
+        job_name="shadow_retrain_job",
+        run_config={
+            "ops": {
+                "shadow_retrain": {
+                    "config": {
+                        "crypto": crypto,
+                        "actor": "sensor:model_drift",
+                        "reason": f"{detector} crit: {why}",
+                        "incident_id": inc,
+                        "through": day.isoformat(),
+                    }
+                }
+            }
+        },
+        tags={"cvn/incident": inc},
+    )
+
+
+def revert_to_baseline_request(crypto: str, day: datetime, consecutive: int) -> RunRequest:
+    """``champion_job`` for ``crypto`` with the baseline variant (audited override)."""
+    baseline = next(v for v in SETTINGS.variants if v.loss_function == "binary:logistic")
+    return RunRequest(
+        run_key=_key("revert_baseline", crypto, day),
+        job_name="champion_job",
+        partition_key=crypto,
+        run_config={
+            "ops": {
+                "champion_models": {
+                    "config": {
+                        "override_variant": baseline.name,
+                        "force_promote": True,
+                        "actor": "sensor:model_drift",
+                        "reason": f"output sharpness: {consecutive} consecutive triggers: "
+                        "revert to the baseline (spec 6.3)",
+                    }
+                }
+            }
+        },
+        tags={"cvn/incident": incident_id("output_sharpness", [crypto], day)},
+    )
+
+
+#: the sensors that need nothing from the asset definitions (``model_drift`` is built there)
+GUARD_SENSORS = [expectancy_negative_focal, focal_training_crash, rollback_confirmation]

@@ -1,0 +1,509 @@
+"""The guard's jobs (spec 6.3-6.4): what the sensors request and operators launch.
+
+Every job takes ``actor`` and ``reason`` in its run config where it changes state, and every
+change is audited where it is made (``config_audit`` for the flags, the registry's alias
+history for promotions, ``rollbacks`` for rollback incidents).
+
+* ``alert_job``: sends one alert through the ``alert_sink`` (JSONL, Slack when configured).
+  Sensors never send from a tick: a retried tick re-requests the same ``run_key`` (deduped by
+  Dagster) and a re-executed run finds the alert already recorded (the sink is idempotent by
+  incident id and rule).
+* ``rollback_job`` (factor-level kill switch): flips ``CVN_LOSS_FUNCTION`` to
+  ``binary:logistic`` (compare-and-set), re-promotes the ``previous`` champion of each
+  affected crypto whose champion is focal-trained (only when the previous one is not focal:
+  re-promoting a focal previous would not roll anything back), records the incident in
+  ``rollbacks`` (an automatic one waits 15 min for ``confirm_rollback_job``) and alerts.
+  Idempotent: a second run finds the flag flipped and the champions rolled back and changes
+  nothing; of two runs at the same moment, the compare-and-set lets exactly one flip, and a
+  re-promotion is conditional on the champion still being the focal one it read.
+* ``confirm_rollback_job``: an operator confirms a pending (or held) rollback.
+* ``halt_trading_job`` / ``resume_trading_job`` (system-wide kill switch): set / clear
+  ``trading_halted``; paper trading opens nothing while it is set.
+* ``shadow_retrain_job``: retrains a crypto's champion variant on the history up to now (the
+  recent window included) and registers it under the ``candidate`` alias -- never promoted;
+  paper trading then logs its predictions beside the champion's (shadow mode).
+* ``promote_candidate_job``: an operator promotes the candidate (audited).
+"""
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
+from pydantic import Field
+
+from cvn_assets.champion import effective_variant
+from cvn_assets.guard_training import dataset_through, train_whole_history
+from cvn_assets.identity import digest, module_digest
+from cvn_assets.partitions import SETTINGS
+from resources.alerts import Alert, AlertSink
+from resources.config_store import ConfigConflict, ConfigStore
+from resources.guard_clock import GuardClock, parse_utc
+from resources.market_data import MarketDataResource
+from resources.model_registry import ModelRegistry
+from resources.model_store import ArtifactStore
+from resources.rollbacks import RollbackLog
+from resources.sweep_settings import SweepSettings
+
+LOSS_FLAG = "CVN_LOSS_FUNCTION"
+HALT_FLAG = "trading_halted"
+CROSS_ENTROPY = "binary:logistic"
+FOCAL = "focal"
+
+RUNBOOKS = {
+    "expectancy_negative_focal": "runbooks/runbook_focal_loss_negative_expectancy.md",
+    "focal_training_crash": "runbooks/runbook_focal_training_crash.md",
+    "data_drift": "runbooks/runbook_data_drift.md",
+    "concept_drift": "runbooks/runbook_concept_drift.md",
+    "output_sharpness": "runbooks/runbook_output_sharpness_drift.md",
+    "rollback": "runbooks/runbook_focal_loss_negative_expectancy.md",
+    "rollback_unconfirmed": "runbooks/runbook_focal_loss_negative_expectancy.md",
+}
+
+
+def _who(config: Any, what: str) -> None:
+    for name in ("actor", "reason"):
+        value = getattr(config, name)
+        if not str(value or "").strip():
+            raise Failure(description=f"{what}: run config {name} must not be empty, got {value!r}")
+
+
+# ------------------------------------------------------------------------------------ alert
+class AlertConfig(Config):
+    """One alert (what a sensor requests; see :class:`resources.alerts.Alert`)."""
+
+    name: str
+    severity: str
+    cryptos: list[str] = Field(default_factory=list)
+    figures_json: str = Field(default="{}", description="JSON object of the firing figures")
+    incident_id: str
+    runbook: str
+    message: str
+    at: str = Field(description="ISO UTC time of the evaluation that fired it")
+
+
+@op
+def send_alert(context: OpExecutionContext, config: AlertConfig, alert_sink: AlertSink) -> None:
+    """Send the alert of the run config (idempotent by incident id and rule)."""
+    alert = Alert(
+        name=config.name,
+        severity=config.severity,
+        cryptos=tuple(config.cryptos),
+        figures=json.loads(config.figures_json),
+        incident_id=config.incident_id,
+        runbook=config.runbook,
+        at=parse_utc("at", config.at),
+        message=config.message,
+    )
+    sent = alert_sink.send(alert)
+    context.log.info(
+        f"{alert.severity} {alert.name} {list(alert.cryptos)}: "
+        f"{'sent' if sent else 'already sent'} ({alert.incident_id})"
+    )
+    context.add_output_metadata(
+        {"sent": sent, "incident_id": alert.incident_id, "runbook": alert.runbook}
+    )
+
+
+@job(tags={"cvn/guard": "alert"}, description="Send one alert (JSON lines; Slack if configured).")
+def alert_job():
+    send_alert()
+
+
+def alert_run_config(
+    name: str,
+    severity: str,
+    cryptos: list[str],
+    figures: dict[str, Any],
+    incident_id: str,
+    message: str,
+    at: Any,
+) -> dict[str, Any]:
+    """Run config of ``alert_job`` (what a sensor's RunRequest carries)."""
+    return {
+        "ops": {
+            "send_alert": {
+                "config": {
+                    "name": name,
+                    "severity": severity,
+                    "cryptos": sorted(cryptos),
+                    "figures_json": json.dumps(figures, sort_keys=True, default=str),
+                    "incident_id": incident_id,
+                    "runbook": RUNBOOKS[name],
+                    "message": message,
+                    "at": at.isoformat(),
+                }
+            }
+        }
+    }
+
+
+# --------------------------------------------------------------------------------- rollback
+class RollbackConfig(Config):
+    """Run config of ``rollback_job`` (launchpad: ``ops.rollback.config``)."""
+
+    actor: str = Field(description="who rolls back (audited)")
+    reason: str = Field(description="why (audited)")
+    incident_id: str = Field(default="", description="default: INC-manual-<run id>")
+    trigger: str = Field(default="manual", description="auto (sensor) | manual")
+    cryptos: list[str] = Field(
+        default_factory=list, description="default: every crypto whose champion is focal"
+    )
+    effective_at: str = Field(
+        default="", description="ISO time of the alias change (drills); default: the clock"
+    )
+
+
+@op
+def rollback(
+    context: OpExecutionContext,
+    config: RollbackConfig,
+    config_store: ConfigStore,
+    model_registry: ModelRegistry,
+    rollback_log: RollbackLog,
+    alert_sink: AlertSink,
+    guard_clock: GuardClock,
+) -> None:
+    """Flip the factor-level kill switch, re-promote the previous champions, record, alert."""
+    _who(config, "rollback_job")
+    if config.trigger not in ("auto", "manual"):
+        raise Failure(
+            description=f"rollback_job: trigger must be auto|manual, got {config.trigger!r}"
+        )
+    unknown = sorted(set(config.cryptos) - set(SETTINGS.universe))
+    if unknown:
+        raise Failure(description=f"rollback_job: cryptos {unknown} not in the universe")
+    run_id = context.run.run_id
+    incident = config.incident_id or f"INC-manual-{run_id[:8]}"
+    at = (
+        parse_utc("effective_at", config.effective_at) if config.effective_at else guard_clock.now()
+    )
+
+    # 1. the kill switch (compare-and-set: of concurrent runs exactly one flips)
+    flag, version = config_store.get(LOSS_FLAG)
+    flipped = False
+    if flag != CROSS_ENTROPY:
+        try:
+            config_store.compare_and_set(
+                LOSS_FLAG, version, CROSS_ENTROPY, actor=config.actor, reason=config.reason,
+                incident_id=incident, dagster_run_id=run_id,
+            )  # fmt: skip
+            flipped = True
+        except ConfigConflict as exc:
+            now_value, _ = config_store.get(LOSS_FLAG)
+            if now_value != CROSS_ENTROPY:
+                raise Failure(description=f"rollback_job: {exc}") from exc
+            context.log.info(f"{LOSS_FLAG} flipped by a concurrent run: {exc}")
+
+    # 2. re-promote the previous champion where the champion is focal-trained
+    cryptos = config.cryptos or list(SETTINGS.universe)
+    repromoted: dict[str, str] = {}
+    notes: dict[str, str] = {}
+    for crypto in cryptos:
+        champ = model_registry.alias(crypto, "champion")
+        if champ is None:
+            notes[crypto] = "no champion"
+            continue
+        if champ["loss_function"] != FOCAL:
+            notes[crypto] = f"champion v{champ['id']} is {champ['loss_function']}: nothing to do"
+            continue
+        prev = model_registry.alias(crypto, "previous")
+        if prev is None or prev["loss_function"] == FOCAL:
+            notes[crypto] = (
+                f"champion v{champ['id']} kept: "
+                + ("no previous champion" if prev is None else f"previous v{prev['id']} is focal")
+                + f"; the next champion_job trains with {CROSS_ENTROPY}"
+            )
+            continue
+        out = model_registry.repromote_previous(
+            crypto, actor=config.actor, reason=f"{config.reason} [{incident}]",
+            dagster_run_id=run_id, at=at, expected_champion=int(champ["id"]),
+        )  # fmt: skip
+        if out["champion"] == prev["id"]:
+            repromoted[crypto] = (
+                f"v{champ['id']} ({champ['variant']}) -> v{prev['id']} ({prev['variant']})"
+            )
+        else:
+            notes[crypto] = f"rolled back by a concurrent run (champion v{out['champion']})"
+
+    # 3. the incident (an automatic one waits for an operator's confirmation) and the alert
+    row, created = rollback_log.record(
+        incident, trigger=config.trigger, actor=config.actor, reason=config.reason,
+        cryptos=sorted(repromoted), flipped=flipped, dagster_run_id=run_id, at=at,
+    )  # fmt: skip
+    changed = flipped or bool(repromoted)
+    if created or changed:
+        alert_sink.send(
+            Alert(
+                name="rollback",
+                severity="P1",
+                cryptos=tuple(sorted(repromoted)),
+                figures={"flipped": flipped, "repromoted": json.dumps(repromoted)},
+                incident_id=incident,
+                runbook=RUNBOOKS["rollback"],
+                at=at,
+                message=(
+                    f"rollback ({config.trigger}) by {config.actor}: {LOSS_FLAG}="
+                    f"{CROSS_ENTROPY}{' (flipped now)' if flipped else ' (already)'}; "
+                    f"re-promoted {repromoted or 'none'}"
+                    + (
+                        f"; confirm by {row['confirm_by'].isoformat()} with confirm_rollback_job"
+                        if row["state"] == "pending"
+                        else ""
+                    )
+                ),
+            )  # fmt: skip
+        )
+    context.log.info(
+        f"rollback {incident}: flipped={flipped}, re-promoted={repromoted}, notes={notes}, "
+        f"state={row['state']}"
+    )
+    context.add_output_metadata(
+        {
+            "incident_id": incident,
+            "flipped": flipped,
+            "repromoted": MetadataValue.json(repromoted),
+            "notes": MetadataValue.json(notes),
+            "state": row["state"],
+            "changed_anything": changed,
+        }
+    )
+
+
+@job(
+    tags={"cvn/guard": "rollback"},
+    description="Factor-level kill switch: CVN_LOSS_FUNCTION=binary:logistic, re-promote the "
+    "previous champions, audit, alert (idempotent).",
+)
+def rollback_job():
+    rollback()
+
+
+class ConfirmConfig(Config):
+    """Run config of ``confirm_rollback_job``."""
+
+    actor: str
+    reason: str
+    incident_id: str = Field(default="", description="default: the latest pending/held one")
+
+
+@op
+def confirm_rollback(
+    context: OpExecutionContext,
+    config: ConfirmConfig,
+    rollback_log: RollbackLog,
+    guard_clock: GuardClock,
+) -> None:
+    """Confirm a pending (or held) rollback."""
+    _who(config, "confirm_rollback_job")
+    row = rollback_log.confirm(
+        config.incident_id or None, actor=config.actor, reason=config.reason, at=guard_clock.now()
+    )
+    context.log.info(f"rollback {row['incident_id']} confirmed by {row['confirmed_by']}")
+    context.add_output_metadata({"incident_id": row["incident_id"], "state": row["state"]})
+
+
+@job(tags={"cvn/guard": "confirm_rollback"}, description="An operator confirms a rollback.")
+def confirm_rollback_job():
+    confirm_rollback()
+
+
+# ------------------------------------------------------------------------------ halt/resume
+class FlagChangeConfig(Config):
+    actor: str
+    reason: str
+    incident_id: str = ""
+
+
+def _set_flag(context: OpExecutionContext, store: ConfigStore, config: Any, value: str) -> None:
+    _who(config, context.op_def.name)
+    current, version = store.get(HALT_FLAG)
+    if current == value:
+        context.log.info(f"{HALT_FLAG} is already {value}: nothing changed")
+        context.add_output_metadata({HALT_FLAG: value, "changed": False})
+        return
+    new_version = store.compare_and_set(
+        HALT_FLAG, version, value, actor=config.actor, reason=config.reason,
+        incident_id=config.incident_id or None, dagster_run_id=context.run.run_id,
+    )  # fmt: skip
+    context.log.info(f"{HALT_FLAG}: {current} -> {value} (version {new_version})")
+    context.add_output_metadata({HALT_FLAG: value, "changed": True, "version": new_version})
+
+
+@op
+def halt_trading(
+    context: OpExecutionContext, config: FlagChangeConfig, config_store: ConfigStore
+) -> None:
+    """Set ``trading_halted``: paper trading opens nothing, open positions close at the next
+    open."""
+    _set_flag(context, config_store, config, "true")
+
+
+@op
+def resume_trading(
+    context: OpExecutionContext, config: FlagChangeConfig, config_store: ConfigStore
+) -> None:
+    """Clear ``trading_halted``."""
+    _set_flag(context, config_store, config, "false")
+
+
+@job(tags={"cvn/guard": "halt"}, description="System-wide kill switch: halt all trading.")
+def halt_trading_job():
+    halt_trading()
+
+
+@job(tags={"cvn/guard": "resume"}, description="Clear the system-wide kill switch.")
+def resume_trading_job():
+    resume_trading()
+
+
+# ------------------------------------------------------------------------- candidate promotion
+class PromoteCandidateConfig(Config):
+    crypto: str
+    actor: str
+    reason: str
+    incident_id: str = ""
+
+
+@op
+def promote_candidate(
+    context: OpExecutionContext, config: PromoteCandidateConfig, model_registry: ModelRegistry
+) -> None:
+    """Promote the ``candidate`` of a crypto to champion (the champion becomes previous)."""
+    _who(config, "promote_candidate_job")
+    if config.crypto not in SETTINGS.universe:
+        raise Failure(
+            description=f"promote_candidate_job: crypto {config.crypto!r} not in the universe"
+        )
+    out = model_registry.promote_candidate(
+        config.crypto, actor=config.actor, reason=config.reason,
+        incident_id=config.incident_id or None, run_id=context.run.run_id,
+    )  # fmt: skip
+    context.log.info(f"{config.crypto}: candidate promoted: {out}")
+    context.add_output_metadata({"aliases": MetadataValue.json(out)})
+
+
+@job(tags={"cvn/guard": "promote_candidate"}, description="Promote a shadow candidate.")
+def promote_candidate_job():
+    promote_candidate()
+
+
+# ---------------------------------------------------------------------------- shadow retrain
+SHADOW_ASSET_DIR = "shadow_candidates"  # artifact store folder of the candidates
+
+
+class ShadowRetrainConfig(Config):
+    """Run config of ``shadow_retrain_job`` (launchpad: ``ops.shadow_retrain.config``)."""
+
+    crypto: str
+    actor: str
+    reason: str
+    incident_id: str = ""
+    through: str = Field(default="", description="ISO end of the history; default: the clock")
+
+
+@op
+def shadow_retrain(
+    context: OpExecutionContext,
+    config: ShadowRetrainConfig,
+    sweep: SweepSettings,
+    market_data: MarketDataResource,
+    artifacts: ArtifactStore,
+    config_store: ConfigStore,
+    model_registry: ModelRegistry,
+    guard_clock: GuardClock,
+) -> None:
+    """Retrain the champion's variant on the history up to ``through`` and register it as the
+    ``candidate`` (never promoted here)."""
+    _who(config, "shadow_retrain_job")
+    crypto = config.crypto
+    if crypto not in SETTINGS.universe:
+        raise Failure(description=f"shadow_retrain_job: crypto {crypto!r} not in the universe")
+    through = parse_utc("through", config.through) if config.through else guard_clock.now()
+    champ = model_registry.alias(crypto, "champion")
+    if champ is None:
+        raise Failure(description=f"shadow_retrain_job: {crypto} has no champion to shadow")
+    variants = {v.name: v for v in SETTINGS.variants}
+    if champ["variant"] not in variants:
+        raise Failure(
+            description=f"shadow_retrain_job: champion variant {champ['variant']!r} of {crypto} "
+            f"is not configured (known: {sorted(variants)})"
+        )
+    baseline = next(v for v in SETTINGS.variants if v.loss_function == CROSS_ENTROPY)
+    flag, _ = config_store.get(LOSS_FLAG)
+    eff = effective_variant(variants[champ["variant"]], flag, baseline)
+    candles = market_data.load_candles_through(crypto, through)
+    ds = dataset_through(candles, sweep.label)
+    calibration_frac = round(1.0 / SETTINGS.n_folds, 6)
+    fp = digest(
+        {
+            "crypto": crypto,
+            "variant": dataclasses.asdict(eff),
+            "window": [str(ds.index[0]), str(ds.index[-1])],
+            "data": hashlib.sha256(candles.to_numpy().tobytes()).hexdigest(),
+            "settings": sweep.model_dump(),
+            "code": module_digest("guard_training.py", "champion.py", "evaluation.py"),
+        }
+    )
+    ref = champ.get("reference_stats") or {}
+    trained = train_whole_history(
+        eff, ds, xgb_params=sweep.xgb_params(), num_boost_round=sweep.num_boost_round,
+        early_stopping_rounds=sweep.early_stopping_rounds, seed=sweep.seed,
+        early_stopping_frac=sweep.early_stopping_frac, calibration_frac=calibration_frac,
+        embargo_pct=sweep.embargo_pct, primary_calibration=sweep.primary_calibration,
+        fee_per_side=sweep.fee_per_side, oos_f1_buy=ref.get("oos_f1_buy"),
+    )  # fmt: skip
+    trained.model.info.update(
+        {"reference_statistics": trained.stats, "train_end": str(trained.train_end),
+         "shadow_of_version": int(champ["id"]), "loss_flag": flag}
+    )  # fmt: skip
+    artifacts.write(SHADOW_ASSET_DIR, crypto, fp, trained.model)
+    uri = str(artifacts.path(SHADOW_ASSET_DIR, crypto, fp))
+    vid = model_registry.register_version(
+        crypto, eff.name, loss_function=eff.loss_function, gamma=eff.gamma, alpha=eff.alpha,
+        train_start=trained.train_start.to_pydatetime(),
+        train_end=trained.train_end.to_pydatetime(), sweep_id=champ["sweep_id"],
+        artifact_uri=uri, reference_stats=trained.stats,
+    )  # fmt: skip
+    why = f"{config.reason} [shadow of champion v{champ['id']}; {config.incident_id or 'manual'}]"
+    model_registry.set_alias(
+        crypto, "candidate", vid, actor=config.actor, reason=why,
+        dagster_run_id=context.run.run_id, at=through,
+    )  # fmt: skip
+    context.log.info(f"{crypto}: candidate = version {vid} ({eff.name}, through {through})")
+    context.add_output_metadata(
+        {
+            "crypto": crypto,
+            "candidate_version_id": vid,
+            "champion_version_id": int(champ["id"]),
+            "trained_as": eff.name,
+            "through": through.isoformat(),
+            "train_rows": trained.n_train,
+            "calibration_rows": trained.n_calibration,
+            "f1_threshold": round(float(trained.stats["f1_threshold"]), 4),
+            "artifact": MetadataValue.path(uri),
+            "next_step": "compare the candidate's shadow predictions with the champion's on "
+            "matured labels, then promote_candidate_job (actor, reason)",
+        }
+    )
+
+
+@job(
+    tags={"cvn/guard": "shadow_retrain"},
+    description="Retrain a crypto's champion variant on the recent history as a shadow "
+    "candidate (alias candidate; never promoted silently).",
+)
+def shadow_retrain_job():
+    shadow_retrain()
+
+
+GUARD_JOBS = [
+    shadow_retrain_job,
+    alert_job,
+    rollback_job,
+    confirm_rollback_job,
+    halt_trading_job,
+    resume_trading_job,
+    promote_candidate_job,
+]
