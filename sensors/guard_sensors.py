@@ -49,6 +49,7 @@ from sensors.jobs import (
     LOSS_FLAG,
     alert_job,
     alert_run_config,
+    escalate_rollback_job,
     rollback_job,
     shadow_retrain_job,
 )
@@ -237,40 +238,27 @@ def focal_training_crash(context: SensorEvaluationContext, guard_clock: GuardClo
 # ----------------------------------------------------------------------- rollback confirmation
 @sensor(
     name="rollback_confirmation",
-    jobs=[alert_job],
+    jobs=[escalate_rollback_job],
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
     description="An automatic rollback not confirmed within 15 min is held (stays in force) "
-    "and escalated.",
+    "and escalated (escalate_rollback_job).",
 )
 def rollback_confirmation(
     context: SensorEvaluationContext, guard_clock: GuardClock, rollback_log: RollbackLog
 ):
     now = guard_clock.now()
-    requests = []
-    for row in rollback_log.overdue(now):
-        if not rollback_log.hold(row["incident_id"], at=now):
-            continue  # confirmed (or held) meanwhile
-        requests.append(
-            RunRequest(
-                run_key=_key("escalation", row["incident_id"]),
-                job_name=alert_job.name,
-                run_config=alert_run_config(
-                    "rollback_unconfirmed",
-                    "P1",
-                    row["cryptos"],
-                    {
-                        "triggered_at": row["triggered_at"].isoformat(),
-                        "confirm_by": row["confirm_by"].isoformat(),
-                    },
-                    row["incident_id"],
-                    f"rollback {row['incident_id']} not confirmed by "
-                    f"{row['confirm_by'].isoformat()}: held (stays in force); escalating",
-                    now,
-                ),  # fmt: skip
-                tags={"cvn/alert": "rollback_unconfirmed", "cvn/severity": "P1"},
-            )
+    requests = [
+        RunRequest(
+            run_key=_key("escalation", row["incident_id"]),  # once per incident
+            job_name=escalate_rollback_job.name,
+            run_config={
+                "ops": {"escalate_rollback": {"config": {"incident_id": row["incident_id"]}}}
+            },
+            tags={"cvn/incident": row["incident_id"], "cvn/severity": "P1"},
         )
+        for row in rollback_log.overdue(now)
+    ]
     cursor = json.dumps({"evaluated_at": now.isoformat()})
     if not requests:
         return SensorResult(skip_reason=SkipReason("no overdue rollback"), cursor=cursor)

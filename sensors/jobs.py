@@ -309,6 +309,56 @@ def confirm_rollback_job():
     confirm_rollback()
 
 
+class EscalateConfig(Config):
+    """Run config of ``escalate_rollback_job`` (what ``rollback_confirmation`` requests)."""
+
+    incident_id: str
+
+
+@op
+def escalate_rollback(
+    context: OpExecutionContext,
+    config: EscalateConfig,
+    rollback_log: RollbackLog,
+    alert_sink: AlertSink,
+    guard_clock: GuardClock,
+) -> None:
+    """A pending rollback past its deadline: held (it stays in force), escalation alert sent.
+    Confirmed meanwhile: nothing. Re-run: the alert sink's idempotence sends it once."""
+    now = guard_clock.now()
+    held_now = rollback_log.hold(config.incident_id, at=now)
+    row = rollback_log.get(config.incident_id)
+    if row["state"] != "held":
+        context.log.info(f"rollback {config.incident_id} is {row['state']}: no escalation")
+        context.add_output_metadata({"state": row["state"], "escalated": False})
+        return
+    sent = alert_sink.send(
+        Alert(
+            name="rollback_unconfirmed",
+            severity="P1",
+            cryptos=tuple(row["cryptos"]),
+            figures={
+                "triggered_at": row["triggered_at"].isoformat(),
+                "confirm_by": row["confirm_by"].isoformat(),
+            },
+            incident_id=config.incident_id,
+            runbook=RUNBOOKS["rollback_unconfirmed"],
+            at=row["escalated_at"] or now,
+            message=f"rollback {config.incident_id} not confirmed by "
+            f"{row['confirm_by'].isoformat()}: held (stays in force); escalating",
+        )
+    )
+    context.add_output_metadata({"state": "held", "held_now": held_now, "escalated": sent})
+
+
+@job(
+    tags={"cvn/guard": "escalate_rollback"},
+    description="Hold an unconfirmed automatic rollback and send the escalation alert.",
+)
+def escalate_rollback_job():
+    escalate_rollback()
+
+
 # ------------------------------------------------------------------------------ halt/resume
 class FlagChangeConfig(Config):
     actor: str
@@ -503,6 +553,7 @@ GUARD_JOBS = [
     alert_job,
     rollback_job,
     confirm_rollback_job,
+    escalate_rollback_job,
     halt_trading_job,
     resume_trading_job,
     promote_candidate_job,

@@ -173,9 +173,13 @@ def test_confirmation_branches(home):
     assert not early.run_requests
     late = _tick("rollback_confirmation", now + timedelta(minutes=15), url)
     assert [r.run_key for r in late.run_requests] == ["escalation:INC-auto1"]
-    cfg = late.run_requests[0].run_config["ops"]["send_alert"]["config"]
-    assert cfg["name"] == "rollback_unconfirmed" and cfg["severity"] == "P1"
+    assert log.get("INC-auto1")["state"] == "pending"  # a tick changes nothing itself
+    req = late.run_requests[0]
+    for _ in range(2):  # re-executed: held once, escalated once
+        assert _run(req.job_name, req.run_config["ops"], clock=now + timedelta(minutes=16)).success
     assert log.get("INC-auto1")["state"] == "held"
+    esc = [a for a in read_alerts(tmp / "alerts.jsonl") if a["name"] == "rollback_unconfirmed"]
+    assert [(a["severity"], a["incident_id"]) for a in esc] == [("P1", "INC-auto1")]
     assert ConfigStore(database_url=url).get("CVN_LOSS_FUNCTION")[0] == "binary:logistic"
     assert not _tick("rollback_confirmation", now + timedelta(hours=1), url).run_requests
     # confirmed in time: no escalation; a late confirmation also closes a held one
