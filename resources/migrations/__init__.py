@@ -18,6 +18,8 @@ Revisions (``versions/``), oldest first:
   (``feature_1..5``, ``label``, ``label_known_at``, ``candidate_version``,
   ``candidate_buy_proba``, ``candidate_decision``; nullable) and ``model_aliases`` accepts
   the ``candidate`` alias.
+* ``0008_rollbacks``: ``rollbacks``, one row per rollback incident of the production guard
+  (:mod:`resources.rollbacks`).
 
 A change to a ``Table`` of the results store, the config store or the model registry needs a
 new revision here: ``tests/integration/test_migrations.py`` compares the migrated schema
@@ -62,7 +64,7 @@ __all__ = [
 
 HERE = Path(__file__).resolve().parent
 #: the newest revision (checked against the scripts by the tests)
-HEAD = "0007_drift_inputs"
+HEAD = "0008_rollbacks"
 BASELINE = "0001_results_baseline"
 SWEEPS = "0002_sweeps"
 #: tables created before migrations existed (abe7750), and their later ``sweeps`` table

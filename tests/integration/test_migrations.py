@@ -31,11 +31,19 @@ from resources.migrations import (
 )
 from resources.model_registry import REGISTRY_METADATA
 from resources.results_store import METADATA, ResultsStore, _sqlite_foreign_keys
+from resources.rollbacks import rollbacks_table
 
 REPO = Path(__file__).resolve().parents[2]
-ALL_METADATA = [METADATA, CONFIG_METADATA, REGISTRY_METADATA, JOURNAL_METADATA]
+ALL_METADATA = [
+    METADATA,
+    CONFIG_METADATA,
+    REGISTRY_METADATA,
+    JOURNAL_METADATA,
+    rollbacks_table.metadata,
+]
 GUARD_TABLES = {"ftf_config", "config_audit", "model_versions", "model_aliases"}
 GUARD_TABLES |= {"model_alias_history", "predictions", "trades", "monitoring_metrics"}
+GUARD_TABLES |= {"rollbacks"}
 RESULT_TABLES = ("finetune_results", "oos_returns", "gate_verdicts")
 _ADDED_BY_0004 = {"trading_threshold", "expectancy_trading", "n_trades_trading"}
 PLACEHOLDER = ("0000000000000000", '{"note": "registered before sweep identities existed"}')
@@ -279,6 +287,7 @@ def test_the_revisions_form_one_chain_ending_at_head():
         "0005_journal",
         "0006_monitoring",
         "0007_drift_inputs",
+        "0008_rollbacks",
     ]
     assert head_revision() == HEAD == chain[-1]
 
