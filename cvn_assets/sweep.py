@@ -18,6 +18,12 @@ missing. Afterwards it checks that every intended cell exists and names those th
 (exit status 1). Runs are executed in process (``in_process_executor``), which keeps the
 orchestration overhead near 0.03 s per partition; afterwards ``dagster dev -w workspace.yaml``
 shows every run, materialization, check and metadata entry.
+
+With ``CVN_EXECUTOR=celery`` (:mod:`cvn_assets.executors`) the training runs are launched
+through the instance instead (``execute_job``: their Celery executor sends one task per cell to
+the workers) and the progress lines are read from each run's event log; a Celery sweep without
+a shared ``CVN_STORE_DIR``, a PostgreSQL results store and Dagster instance, the broker settings
+or a live worker is refused before any work (exit status 2), naming what to set.
 """
 
 import argparse

@@ -296,10 +296,18 @@ def write_frame(directory: Path, frame: pd.DataFrame) -> None:
         raise TypeError("a DataFrame with a MultiIndex cannot be stored in the data-only format")
     arrays: dict[str, np.ndarray] = {}
     columns = []
+    blocks: dict[str, list[np.ndarray]] = {}
     for i, col in enumerate(frame.columns):
         parts, spec = _encode_array(frame.iloc[:, i], f"column {col!r}")
-        arrays.update({f"c{i}{k}": v for k, v in parts.items()})
+        if spec["enc"] == "numpy":  # plain columns of one dtype: one 2-D block (fast to load)
+            rows = blocks.setdefault(spec["dtype"], [])
+            spec = {**spec, "enc": "block", "row": len(rows)}
+            rows.append(parts[""])
+        else:
+            arrays.update({f"c{i}{k}": v for k, v in parts.items()})
         columns.append(spec)
+    for dtype, rows in blocks.items():
+        arrays[f"block_{dtype}"] = np.stack(rows) if rows[0].size else np.empty((len(rows), 0))
     index = frame.index
     if isinstance(index, pd.RangeIndex):
         index_spec: dict[str, Any] = {
@@ -333,6 +341,18 @@ def write_frame(directory: Path, frame: pd.DataFrame) -> None:
     (directory / "frame.json").write_text(text)
 
 
+def _with_freq(index: pd.DatetimeIndex, freq: str) -> pd.DatetimeIndex:
+    """``index`` with its stored ``freq``; a regular index is rebuilt by ``date_range`` (which
+    needs no validation pass over the values), checked equal to the stored values."""
+    if len(index):
+        regular = pd.date_range(
+            index[0], periods=len(index), freq=freq, unit=index.unit, name=index.name
+        )
+        if regular.asi8[-1] == index.asi8[-1] and np.array_equal(regular.asi8, index.asi8):
+            return regular
+    return pd.DatetimeIndex(index, freq=freq)
+
+
 def read_frame(directory: Path) -> pd.DataFrame:
     """The DataFrame :func:`write_frame` stored, exactly (dtypes, index, time zone, freq,
     attrs); refuses anything but this format."""
@@ -347,8 +367,15 @@ def read_frame(directory: Path) -> pd.DataFrame:
     else:
         index = pd.Index(_decode_array(arrays, "index", spec), name=spec["name"])
         if spec.get("freq"):
-            index = pd.DatetimeIndex(index, freq=spec["freq"])
-    data = {i: _decode_array(arrays, f"c{i}", s) for i, s in enumerate(meta["columns"])}
+            index = _with_freq(index, spec["freq"])
+    data = {
+        i: (
+            arrays[f"block_{s['dtype']}"][s["row"]].astype(np.dtype(s["dtype"]), copy=False)
+            if s["enc"] == "block"
+            else _decode_array(arrays, f"c{i}", s)
+        )
+        for i, s in enumerate(meta["columns"])
+    }
     frame = pd.DataFrame(data, index=index, copy=False)
     frame.columns = pd.Index(
         meta["labels"],
