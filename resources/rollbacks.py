@@ -57,6 +57,9 @@ rollbacks_table = sa.Table(
     sa.Column("confirm_reason", sa.Text, nullable=True),
     sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("escalated_at", sa.DateTime(timezone=True), nullable=True),
+    sa.UniqueConstraint("incident_id", name="uq_rollbacks_incident"),
+    sa.CheckConstraint("trigger IN ('auto', 'manual')", name="ck_rollbacks_trigger"),
+    sa.CheckConstraint("state IN ('pending', 'confirmed', 'held')", name="ck_rollbacks_state"),
 )
 
 _TIMES = ("triggered_at", "confirm_by", "confirmed_at", "escalated_at")
