@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install sweep paper test lint dev bench clean-home
+.PHONY: install sweep paper drill test lint dev bench clean-home
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ sweep: install
 ## The default sweep (or reuse it), its champions, then 90 days of paper trading after its window.
 paper: install
 	$(PY) -m cvn_assets.paper_run $(PAPER_ARGS)
+
+## The guard's incident drill on a fresh home: SCENARIO=crash (P1s -> one rollback) or calm.
+SCENARIO ?= crash
+drill: install
+	$(PY) -m sensors.drill --scenario $(SCENARIO) $(DRILL_ARGS)
 
 ## Lint + the full test suite (unit, integration, PostgreSQL, webserver).
 test: install

@@ -86,7 +86,7 @@ def _reference_stats(rng: np.random.Generator, focal: bool) -> dict:
                 "name": name,
                 "gain": float(50.0 / (k + 1)),
                 "train_decile_edges": np.quantile(train[:, k], np.arange(1, 10) / 10).tolist(),
-                "window_psi_q95": window_psi_quantile(train[:, k]),
+                "window_psi_q99": window_psi_quantile(train[:, k]),
             }
             for k, name in enumerate(FEATURES)
         ],

@@ -27,6 +27,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from cvn_assets.drift import (
+    EXPECTANCY_MIN_TRADES,
     Verdict,
     concept_drift,
     data_drift,
@@ -87,12 +88,27 @@ class ExpectancyEvaluation:
         return out
 
 
-def _trade_returns(conn: sa.Connection, crypto: str, lo: datetime, hi: datetime) -> np.ndarray:
+def _trade_returns(
+    conn: sa.Connection, crypto: str, version: int, lo: datetime, hi: datetime
+) -> np.ndarray:
+    """Net returns of ``crypto``'s trades decided by ``version`` exiting in ``(lo, hi]``, oldest
+    first."""
     t = trades_table
-    q = sa.select(t.c.net_return).where(
-        (t.c.crypto == crypto) & (t.c.exit_time > lo) & (t.c.exit_time <= hi)
+    q = (
+        sa.select(t.c.net_return)
+        .where(
+            (t.c.crypto == crypto)
+            & (t.c.model_version == version)
+            & (t.c.exit_time > lo)
+            & (t.c.exit_time <= hi)
+        )
+        .order_by(t.c.exit_time)
     )
     return np.array([r[0] for r in conn.execute(q)], dtype=np.float64)
+
+
+#: how far back the evidence of a sparse trader may reach (see evaluate_expectancy)
+EVIDENCE_LOOKBACK = timedelta(days=7)
 
 
 def evaluate_expectancy(
@@ -107,11 +123,17 @@ def evaluate_expectancy(
     """``expectancy_negative_focal`` at ``as_of`` (rule: :mod:`cvn_assets.drift`, section 1).
 
     Per crypto with a live champion: :func:`cvn_assets.drift.expectancy_alert` on the net
-    returns of the trades exiting in the last 48 h and 24 h. "Focal active" is per crypto: its
-    live champion was trained with the focal loss; only those cryptos count towards the
-    ``min_cryptos`` (2) of the P1, so a crypto already rolled back to cross-entropy does not.
+    returns of **that champion's** trades exiting in the last 48 h and 24 h (trades of an
+    earlier model never count against the live one). A sparse trader (fewer than
+    ``min_trades`` trades in 48 h but at least one) is judged on its last ``min_trades``
+    trades within :data:`EVIDENCE_LOOKBACK` (7 days), so a model that trades once a day is
+    not silent for ever; one with no trade in 48 h is ``insufficient`` (nothing to page on).
+    "Focal active" is per crypto: its live champion was trained with the focal loss; only
+    those cryptos count towards the ``min_cryptos`` (2) of the P1, so a crypto already rolled
+    back to cross-entropy does not.
     """
     kwargs: dict[str, Any] = {}
+    k = EXPECTANCY_MIN_TRADES if min_trades is None else min_trades
     if min_trades is not None:
         kwargs["min_trades"] = min_trades
     if alpha is not None:
@@ -122,8 +144,12 @@ def evaluate_expectancy(
         for crypto, version in live.items():
             if version is None:
                 continue
-            r48 = _trade_returns(conn, crypto, as_of - timedelta(hours=48), as_of)
-            r24 = _trade_returns(conn, crypto, as_of - timedelta(hours=24), as_of)
+            vid = int(version["id"])
+            r48 = _trade_returns(conn, crypto, vid, as_of - timedelta(hours=48), as_of)
+            r24 = _trade_returns(conn, crypto, vid, as_of - timedelta(hours=24), as_of)
+            if 0 < r48.size < k:  # sparse: the last k trades, within the lookback
+                week = _trade_returns(conn, crypto, vid, as_of - EVIDENCE_LOOKBACK, as_of)
+                r48 = week[-k:]
             per[crypto] = expectancy_alert(r48, r24, **kwargs)
     focal = tuple(sorted(c for c, v in live.items() if v and v["loss_function"] == FOCAL))
     verdict = expectancy_negative_focal(
@@ -191,7 +217,7 @@ def evaluate_drift(
         windows[f["name"]] = values
         edges[f["name"]] = f["train_decile_edges"]
     if windows:
-        floors = {f["name"]: f.get("window_psi_q95") for f in top}
+        floors = {f["name"]: f.get("window_psi_q99") for f in top}
         out["data_drift"] = data_drift(
             windows, edges, n_train=ref.get("n_train"), null_floor=floors
         )

@@ -310,3 +310,31 @@ def test_focal_training_crash_counts_failed_runs_in_the_last_hour(home, tmp_path
     # the window is the hour before the clock: evaluated two hours earlier, none counts
     assert not _tick("focal_training_crash", now - timedelta(hours=2), url,
                      instance=instance).run_requests  # fmt: skip
+
+
+def test_sparse_traders_are_judged_on_their_last_trades_of_the_live_model(home):
+    url, _ = home
+    ids = _setup(url)
+    now = T0 + timedelta(days=6)
+    for k, c in enumerate(CRYPTOS):  # 12 losing trades, one every 10 h: 5 in the last 48 h
+        rng = np.random.default_rng(k)
+        exits = [now - timedelta(hours=10 * i) for i in range(12)][::-1]
+        net = -0.004 + 0.001 * rng.standard_normal(12)
+        frame = pd.DataFrame(
+            {"crypto": c, "entry_time": [e - timedelta(hours=1) for e in exits],
+             "entry_price": 100.0, "exit_time": exits, "exit_price": 99.6, "barrier": "sl",
+             "gross_return": net + 0.002, "net_return": net,
+             "model_version": ids[c]["focal"], "loss_function": "focal"}
+        )  # fmt: skip
+        days = sorted({pd.Timestamp(e).normalize() for e in exits})
+        replace_days(ModelRegistry(database_url=url).engine, c, days, None, frame)
+    from sensors.evaluation import evaluate_expectancy
+
+    ev = evaluate_expectancy(ModelRegistry(database_url=url), CRYPTOS, now)
+    assert ev.verdict.level == "crit"
+    assert ev.per_crypto["BTCUSDC"].details["n_48h"] == 10  # the last 10 of the week
+    # the same trades attributed to the baseline (not the live model) do not count
+    ev_before = evaluate_expectancy(
+        ModelRegistry(database_url=url), CRYPTOS, T0 - timedelta(hours=1)
+    )
+    assert ev_before.verdict.level in ("ok", "insufficient")
