@@ -11,10 +11,10 @@ command three times, each into a fresh home and store:
 3. ``CVN_EXECUTOR=celery`` with ``--workers`` workers (``-c 1`` each) on this machine.
 
 Per-cell overhead = (models-stage wall time x workers - sum of the cells' own seconds) / cells,
-where the cells' own seconds (train + calibrate + store + result row, measured inside each
-Celery cell and printed per cell) are those of run 2: the same functions compute the same cells
-in every run (the in-process progress line times the training only, so it is not used). Then
-the projection of a 10x larger sweep (1,250 cells) on N worker machines.
+where the cells' own seconds (train + calibrate + store + result row) are measured inside each
+Celery cell of the same run and printed per cell (in process only the per-cell wall time is
+shown: its progress line times the training only). Then the projection of a 10x larger sweep
+(1,250 cells) on N worker machines.
 
 Needs redis-server and PostgreSQL (``$CVN_TEST_PG_URL``, or ``initdb`` to start a throwaway
 cluster). Usage: ``python bench/bench_celery.py [--workers 2] [--cryptos 2] [--folds 3]``.
@@ -114,7 +114,8 @@ def _celery_run(tmp: Path, tag: str, base_env: dict, pg_server: str, redis_url: 
         for name in names
     ]
     try:
-        cl.wait_for_workers(env["CVN_CELERY_BROKER"], names, timeout=120)
+        logs = [tmp / f"{name}.log" for name in names]
+        cl.wait_for_workers(env["CVN_CELERY_BROKER"], names, timeout=120, logs=logs)
         return _sweep(env)
     finally:
         for w in workers:
@@ -165,20 +166,22 @@ def main() -> int:
         ("celery, 1 worker", one, 1),
         (f"celery, {args.workers} workers", many, args.workers),
     ]
-    own = one["cell_s"]  # the cells' own seconds, measured inside each cell (run 2)
-    for label, r, w in rows:
+    # overhead = what the workers spent beyond the cells' own seconds, each measured inside the
+    # cells of the same run (so a machine whose load changes between runs does not skew it)
+    for label, r, w in rows[1:]:
         print(
             f"{label:<20}  {r['stage_s']:10.1f} s  {r['stage_s'] / n:7.2f} s  "
-            f"{own:11.1f} s  {_overhead(r, w, own):11.2f} s"
+            f"{r['cell_s']:11.1f} s  {_overhead(r, w, r['cell_s']):11.2f} s"
         )
-    cell_compute = own / n
-    over_1 = _overhead(one, 1, own)
-    over_n = _overhead(many, args.workers, own)
+    print(f"{'in process':<20}  {inproc['stage_s']:10.1f} s  {inproc['stage_s'] / n:7.2f} s")
+    cell_compute = one["cell_s"] / n
+    over_1 = _overhead(one, 1, one["cell_s"])
+    over_n = _overhead(many, args.workers, many["cell_s"])
     print(
         f"per-cell wall, celery 1 worker / in process: {one['stage_s'] / inproc['stage_s']:.2f}x; "
         f"celery overhead per cell {over_1:.2f} s (1 worker), {over_n:.2f} s per worker-slot "
-        f"({args.workers} workers on {os.cpu_count()} cores); in-process overhead "
-        f"{_overhead(inproc, 1, own):.3f} s"
+        f"({args.workers} workers on {os.cpu_count()} cores); load average "
+        f"{os.getloadavg()[0]:.1f}"
     )
     print(
         f"speed-up of {args.workers} workers on this machine over 1 worker: "

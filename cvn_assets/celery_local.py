@@ -120,8 +120,11 @@ def descendants(pid: int) -> list[int]:
     return seen
 
 
-def wait_for_workers(broker: str, names: Sequence[str], timeout: float = 60) -> list[str]:
-    """Block until every worker ``name@host`` answers ``celery inspect ping``."""
+def wait_for_workers(
+    broker: str, names: Sequence[str], timeout: float = 60, logs: Sequence[Path] = ()
+) -> list[str]:
+    """Block until every worker ``name@host`` answers ``celery inspect ping`` (on timeout, the
+    error shows the end of the workers' ``logs``)."""
     want = {f"{n}@{socket.gethostname()}" for n in names}
     deadline = time.time() + timeout
     seen: set[str] = set()
@@ -135,7 +138,10 @@ def wait_for_workers(broker: str, names: Sequence[str], timeout: float = 60) -> 
         if seen == want:
             return sorted(seen)
         time.sleep(0.5)
-    raise TimeoutError(f"workers {sorted(want - seen)} did not answer within {timeout}s")
+    tails = "".join(
+        f"\n--- {p}:\n" + p.read_text(errors="replace")[-2000:] for p in logs if p.exists()
+    )
+    raise TimeoutError(f"workers {sorted(want - seen)} did not answer within {timeout}s{tails}")
 
 
 def stop_worker(proc: subprocess.Popen, timeout: float = 30) -> None:

@@ -207,7 +207,8 @@ def test_sweep_on_two_celery_workers_equals_in_process_and_survives_a_killed_wor
             workers[name] = cl.start_worker(
                 name, tmp_path / "celery.yaml", env, tmp_path / f"{name}.log"
             )
-        cl.wait_for_workers(env["CVN_CELERY_BROKER"], ["w1", "w2"], timeout=90)
+        logs = [tmp_path / "w1.log", tmp_path / "w2.log"]
+        cl.wait_for_workers(env["CVN_CELERY_BROKER"], ["w1", "w2"], timeout=90, logs=logs)
         pool = {n: cl.children(cl.children(p.pid)[0]) for n, p in workers.items()}
         assert all(len(p) == 1 for p in pool.values()), pool  # -c 1: one pool process each
         pool_pid = {n: p[0] for n, p in pool.items()}
