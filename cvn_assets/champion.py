@@ -299,6 +299,42 @@ def window_psi_quantile(
     return float(np.quantile(values, q))
 
 
+#: rows of the concept-drift window (14 days of hourly rows)
+CONCEPT_WINDOW_ROWS = 336
+
+
+def _f1(pred: np.ndarray, y: np.ndarray) -> float:
+    tp = int(np.sum(pred & (y == 1)))
+    fp = int(np.sum(pred & (y == 0)))
+    fn = int(np.sum(~pred & (y == 1)))
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+
+
+def window_f1_gap_quantile(
+    proba: np.ndarray,
+    y: np.ndarray,
+    threshold: float,
+    window: int = CONCEPT_WINDOW_ROWS,
+    q: float = 0.95,
+) -> float | None:
+    """The ``q`` quantile of ``f1(block) - f1(window)`` over consecutive, non-overlapping
+    ``window``-row windows of a held-out block (the calibration block): how far a 14-day
+    f1_buy falls below the block's own f1_buy with no drift at all, **with** the market's
+    regimes and the labels' autocorrelation (the delta-method se of
+    :func:`cvn_assets.drift.concept_drift` assumes independent rows and misses both). None
+    with < 8 windows."""
+    p = np.asarray(proba, dtype=np.float64)
+    yy = np.asarray(y, dtype=np.int64)
+    n = p.size // window
+    if n < 8:
+        return None
+    pred = p >= threshold
+    whole = _f1(pred, yy)
+    gaps = [whole - _f1(pred[i * window : (i + 1) * window], yy[i * window : (i + 1) * window])
+            for i in range(n)]  # fmt: skip
+    return float(np.quantile(gaps, q))
+
+
 def reference_statistics(
     model: CalibratedModel,
     dataset: pd.DataFrame,
@@ -318,7 +354,7 @@ def reference_statistics(
     * ``oos_f1_buy``: the sweep's out-of-sample f1_buy for this crypto and variant (passed in).
     """
     X_tr, _ = cell_arrays(dataset, plan.train)
-    X_cal, _ = cell_arrays(dataset, plan.calibration)
+    X_cal, y_cal = cell_arrays(dataset, plan.calibration)
     top = top_gain_features(model.model, k)
     p_tr = model.predict_proba(X_tr)[:, 1]
     p_cal = model.predict_proba(X_cal)[:, 1]
@@ -335,6 +371,7 @@ def reference_statistics(
         "buy_proba_decile_edges": decile_edges(p_cal).tolist(),
         "train_mean_confidence": float(np.mean(np.maximum(p_tr, 1.0 - p_tr))),
         "oos_f1_buy": None if oos_f1_buy is None else float(oos_f1_buy),
+        "f1_window_gap_q95": window_f1_gap_quantile(p_cal, y_cal, float(model.threshold)),
         "n_train": int(len(plan.train)),
         "n_calibration": int(len(plan.calibration)),
     }

@@ -486,8 +486,12 @@ def concept_drift(
     min_rows: int = CONCEPT_MIN_ROWS,
     min_positives: int = CONCEPT_MIN_POSITIVES,
     alpha: float = 0.05,
+    gap_floor: float | None = None,
 ) -> Verdict:
     """Gap ``oos_f1 - live_f1`` against warn/crit, guarded by sample size and an F1 se.
+
+    ``gap_floor``: the no-drift gap of a window measured on held-out data
+    (:func:`cvn_assets.champion.window_f1_gap_quantile`); both bounds are raised to it.
 
     ``live_f1``: f1_buy over the window's matured rows; ``oos_f1``: the sweep's OOS f1_buy
     of the live model; ``n_matured``: matured rows; ``n_positives``: true BUY labels among
@@ -518,7 +522,12 @@ def concept_drift(
     se = _f1_se(oos, n_rel)
     z_se = float(stats.norm.ppf(1.0 - a)) * se
     details = {"gap": gap, "se": se, "z_se": z_se, "n_positives": pos, "n_relevant": n_rel}
-    bounds: tuple[tuple[Level, float], ...] = (("crit", max(c, z_se)), ("warn", max(w, z_se)))
+    floor = 0.0 if gap_floor is None else _real("gap_floor", gap_floor, lo=0.0)
+    details["gap_floor"] = floor
+    bounds: tuple[tuple[Level, float], ...] = (
+        ("crit", max(c, z_se, floor)),
+        ("warn", max(w, z_se, floor)),
+    )
     for lvl, bound in bounds:
         if gap > bound:
             return Verdict(

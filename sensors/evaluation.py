@@ -247,6 +247,7 @@ def evaluate_drift(
             len(matured),
             n_positives=int(label.sum()),
             n_relevant=max(tp + fp + fn, int(label.sum())),
+            gap_floor=ref.get("f1_window_gap_q95"),
         )
 
     mean_conf = ref.get("train_mean_confidence")

@@ -332,3 +332,28 @@ def test_false_alarm_rate_helper() -> None:
     assert far.rate == 1.0 and far.n_insufficient == 0 and far.se == 0.0
     far = false_alarm_rate(lambda b: _v("insufficient"), lambda g: True, 10, 0)
     assert far.rate == 0.0 and far.n_insufficient == 10
+
+
+def test_dependence_aware_floors_raise_the_bounds() -> None:
+    """The floors measured on held-out/training windows (autocorrelation, regimes) raise the
+    bounds: an alarm without the floor is ok with a floor above the statistic."""
+    from cvn_assets.champion import window_f1_gap_quantile
+
+    # f1 gap: 8 windows of 2 rows; window 0 predicts the opposite of y, the others exactly:
+    # f1 per window 0, 1, ..., 1; whole block tp 7, fp 1, fn 1 -> 14/16 = 0.875; gaps 0.875
+    # then -0.125 x 7; numpy's linear q95 at position 0.95 * 7 = 6.65 -> -0.125 + 0.65 * 1.0
+    y = np.tile([1, 0], 8)
+    p = np.where(y == 1, 0.9, 0.1)
+    p[:2] = [0.1, 0.9]
+    assert window_f1_gap_quantile(p, y, 0.5, window=2) == pytest.approx(0.525)
+    assert window_f1_gap_quantile(p[:14], y[:14], 0.5, window=2) is None  # < 8 windows
+    base = dict(n_positives=200, n_relevant=400, min_rows=10, min_positives=10)
+    assert concept_drift(0.38, 0.50, 1000, **base).level == "crit"  # gap 0.12
+    assert concept_drift(0.38, 0.50, 1000, gap_floor=0.2, **base).level == "ok"
+    assert concept_drift(0.38, 0.50, 1000, gap_floor=0.11, **base).level == "crit"
+    # data drift: all 200 rows in one decile -> PSI = 0.9 ln(0.9/0.1) + 9 * ... >> 0.5
+    edges = {"f": np.arange(1, 10) / 10}
+    x = np.full(200, 0.05)
+    assert data_drift({"f": x}, edges).level == "crit"
+    v = data_drift({"f": x}, edges, null_floor={"f": 100.0})
+    assert v.level == "ok" and v.threshold == 100.0
