@@ -44,9 +44,7 @@ def upgrade() -> None:
         sa.Column("escalated_at", sa.DateTime(timezone=True), nullable=True),
         sa.UniqueConstraint("incident_id", name="uq_rollbacks_incident"),
         sa.CheckConstraint("trigger IN ('auto', 'manual')", name="ck_rollbacks_trigger"),
-        sa.CheckConstraint(
-            "state IN ('pending', 'confirmed', 'held')", name="ck_rollbacks_state"
-        ),
+        sa.CheckConstraint("state IN ('pending', 'confirmed', 'held')", name="ck_rollbacks_state"),
     )
 
 
