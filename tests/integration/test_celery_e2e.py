@@ -103,6 +103,17 @@ def _boosters(store: Path) -> dict[str, bytes]:
     return out
 
 
+def _stored_boosters(store: Path) -> dict[tuple[str, str], tuple[int, int]]:
+    """(variant, cell) -> (inode, mtime) of every booster stored, CURRENT or not."""
+    out = {}
+    for f in store.glob("model_*/*/*/*/booster/booster.ubj"):
+        fp_dir = f.parents[1]
+        fold, crypto, asset = fp_dir.parent.name, fp_dir.parents[1].name, fp_dir.parents[2].name
+        st = f.stat()
+        out[(asset.removeprefix("model_"), f"{crypto}|{fold}")] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
 def _cpu_ticks(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime + stime
@@ -247,6 +258,10 @@ def test_sweep_on_two_celery_workers_equals_in_process_and_survives_a_killed_wor
         assert set(killed) >= {pool_pid["w1"]}
         trained1 = {(c["variant"], c["key"]) for c in cells1 if c["action"] == "trained"}
         assert 0 < len(trained1) < N_CELLS
+        # what the killed run left stored (the killed cell may have stored its booster before
+        # the kill, without its progress line): these must not be trained again
+        stored1 = _stored_boosters(tmp_path / "shared_store")
+        assert trained1 <= stored1.keys()
 
         # 4. the re-run (w2 alone) trains exactly the cells never trained, reuses the others
         again = _sweep(env)
@@ -254,9 +269,18 @@ def test_sweep_on_two_celery_workers_equals_in_process_and_survives_a_killed_wor
         cells2 = _cells(again.stdout)
         trained2 = {(c["variant"], c["key"]) for c in cells2 if c["action"] == "trained"}
         assert {c["pid"] for c in cells2} == {pool_pid["w2"]}
-        assert not trained1 & trained2
-        assert len(trained1) + len(trained2) == N_CELLS
-        assert all(c["action"] == "reused" for c in cells2 if (c["variant"], c["key"]) in trained1)
+        all_cells = {
+            (v["name"], f"{c}|f{f}")
+            for v in json.loads(GRID["CVN_VARIANTS"])
+            for c in GRID["CVN_UNIVERSE"].split(",")
+            for f in range(3)
+        }
+        assert trained2 == all_cells - stored1.keys()  # exactly the missing cells
+        after = _stored_boosters(tmp_path / "shared_store")
+        assert after.keys() == all_cells
+        # the boosters stored before the re-run are untouched (same inode and mtime)
+        assert {k: after[k] for k in stored1} == stored1
+        assert all(c["action"] == "reused" for c in cells2 if (c["variant"], c["key"]) in stored1)
         t_rerun = time.time() - t_start
 
         # 5. no duplicate rows; results and boosters identical to the in-process run
