@@ -118,7 +118,7 @@ def _rollback_in_process(url: str, alerts: str, barrier, incident: str) -> bool:
 
     os.environ["CVN_DATABASE_URL"] = url
     os.environ["CVN_ALERTS_PATH"] = alerts
-    barrier.wait()
+    barrier.wait(timeout=240)  # both processes loaded the definitions: go together
     return _rollback(incident).success
 
 
@@ -128,11 +128,11 @@ def test_two_concurrent_rollbacks_flip_once_on_postgres(pg_database, tmp_path, m
     ctx = mp.get_context("spawn")
     barrier = ctx.Manager().Barrier(2)
     alerts = str(tmp_path / "alerts.jsonl")
-    with ctx.Pool(2) as pool:
-        oks = pool.starmap(
+    with ctx.Pool(2) as pool:  # a hung child fails the test instead of hanging it
+        oks = pool.starmap_async(
             _rollback_in_process,
             [(pg_database, alerts, barrier, "INC-a"), (pg_database, alerts, barrier, "INC-b")],
-        )
+        ).get(timeout=300)
     assert oks == [True, True]
     store, reg = ConfigStore(database_url=pg_database), ModelRegistry(database_url=pg_database)
     assert store.get("CVN_LOSS_FUNCTION") == ("binary:logistic", 2)
