@@ -460,7 +460,8 @@ def data_drift(
         bound,
         d["n"],
         f"max PSI {d['psi']:.4f} on {name!r} {word} {bound:.4f} "
-        f"(rule {c if lvl == 'crit' else w}, null q{qq} {d['null_q']:.4f} at n {d['n']})",
+        f"(rule {c if lvl == 'crit' else w}, no-drift null {d['null_q']:.4f} at n {d['n']}: "
+        f"max of the iid q{qq} and the training windows' floor)",
         details,
     )
 
