@@ -45,6 +45,7 @@ from cvn_assets.folds import (
     _early_stopping_slice,
     _require_buys,
 )
+from cvn_assets.metrics import classification_metrics
 from cvn_assets.monitoring import decile_edges, psi
 from cvn_assets.training import TrainResult, XGBWrapper
 
@@ -303,13 +304,6 @@ def window_psi_quantile(
 CONCEPT_WINDOW_ROWS = 336
 
 
-def _f1(pred: np.ndarray, y: np.ndarray) -> float:
-    tp = int(np.sum(pred & (y == 1)))
-    fp = int(np.sum(pred & (y == 0)))
-    fn = int(np.sum(~pred & (y == 1)))
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-
-
 def window_f1_gap_quantile(
     proba: np.ndarray,
     y: np.ndarray,
@@ -328,10 +322,13 @@ def window_f1_gap_quantile(
     n = p.size // window
     if n < 8:
         return None
-    pred = p >= threshold
-    whole = _f1(pred, yy)
-    gaps = [whole - _f1(pred[i * window : (i + 1) * window], yy[i * window : (i + 1) * window])
-            for i in range(n)]  # fmt: skip
+    pred = (p >= threshold).astype(np.int8)
+
+    def f1(rows: slice) -> float:
+        return float(classification_metrics(yy[rows], pred[rows])["f1_buy"])
+
+    whole = f1(slice(None))
+    gaps = [whole - f1(slice(i * window, (i + 1) * window)) for i in range(n)]
     return float(np.quantile(gaps, q))
 
 

@@ -35,6 +35,7 @@ from cvn_assets.drift import (
     expectancy_negative_focal,
     sharpness_drift,
 )
+from cvn_assets.metrics import classification_metrics
 from resources.journal import predictions_table, trades_table
 from resources.model_registry import ModelRegistry
 
@@ -178,12 +179,6 @@ def _prediction_window(
     return frame
 
 
-def _f1_counts(proba: np.ndarray, label: np.ndarray, threshold: float) -> tuple[int, int, int]:
-    pred = proba >= threshold
-    pos = label == 1
-    return int(np.sum(pred & pos)), int(np.sum(pred & ~pos)), int(np.sum(~pred & pos))
-
-
 def evaluate_drift(
     registry: ModelRegistry, crypto: str, as_of: datetime
 ) -> dict[str, Verdict] | None:
@@ -239,14 +234,15 @@ def evaluate_drift(
         )
     else:
         label = matured["label"].to_numpy(np.int64)
-        tp, fp, fn = _f1_counts(matured["buy_proba"].to_numpy(np.float64), label, f1_threshold)
-        live_f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+        pred = matured["buy_proba"].to_numpy(np.float64) >= f1_threshold
+        m = classification_metrics(label, pred.astype(np.int8))
+        relevant = m["tp"] + m["fp"] + m["fn"]
         out["concept_drift"] = concept_drift(
-            live_f1,
+            m["f1_buy"],
             float(oos),
             len(matured),
-            n_positives=int(label.sum()),
-            n_relevant=max(tp + fp + fn, int(label.sum())),
+            n_positives=m["n_true_buy"],
+            n_relevant=max(relevant, m["n_true_buy"]),
             gap_floor=ref.get("f1_window_gap_q95"),
         )
 
