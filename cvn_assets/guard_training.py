@@ -11,7 +11,6 @@ labels built from the candles up to a later time (the recent window included).
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pandas as pd
@@ -22,22 +21,16 @@ from cvn_assets.champion import calibrate_whole_history, reference_statistics, w
 from cvn_assets.dataset import assemble_dataset, label_times
 from cvn_assets.evaluation import train_cell
 from cvn_assets.features import build_features
+from cvn_assets.folds import FoldPlan
 from cvn_assets.labels import LabelStrategy, triple_barrier_labels
 
-__all__ = ["WholeHistoryModel", "dataset_through", "train_whole_history"]
-
-
-@dataclasses.dataclass(frozen=True)
-class WholeHistoryModel:
-    """A trained, calibrated whole-history model and what the registry records of it."""
-
-    model: CalibratedModel
-    stats: dict[str, Any]  # reference statistics + f1 and trading thresholds
-    train_start: pd.Timestamp  # first row's open time (UTC)
-    train_end: pd.Timestamp  # exclusive: one hour after the last label's end
-    n_train: int
-    n_early_stopping: int
-    n_calibration: int
+__all__ = [
+    "dataset_through",
+    "history_plan",
+    "registry_stats",
+    "train_whole_history",
+    "training_window",
+]
 
 
 def dataset_through(candles: pd.DataFrame, strategy: LabelStrategy) -> pd.DataFrame:
@@ -53,27 +46,18 @@ def dataset_through(candles: pd.DataFrame, strategy: LabelStrategy) -> pd.DataFr
     return assemble_dataset(build_features(candles), labels)
 
 
-def train_whole_history(
-    variant: Variant,
+def history_plan(
     dataset: pd.DataFrame,
     *,
-    xgb_params: dict[str, Any],
-    num_boost_round: int,
-    early_stopping_rounds: int,
-    seed: int,
     early_stopping_frac: float,
     calibration_frac: float,
     embargo_pct: float,
-    primary_calibration: str,
-    fee_per_side: float,
-    oos_f1_buy: float | None,
-) -> WholeHistoryModel:
-    """Train ``variant`` on the whole of ``dataset`` (rows x features + label, t1 columns).
-
-    Raises ValueError (from the plan) when the history is too short for the three blocks.
-    """
+) -> FoldPlan:
+    """Train / early-stopping / calibration positions over the whole of ``dataset``
+    (:func:`cvn_assets.champion.whole_history_plan` on its label times). Raises ValueError
+    when the history is too short for the three blocks."""
     t0, t1 = label_times(dataset)
-    plan = whole_history_plan(
+    return whole_history_plan(
         t0,
         t1,
         early_stopping_frac=early_stopping_frac,
@@ -81,6 +65,30 @@ def train_whole_history(
         embargo_pct=embargo_pct,
         labels=dataset["label"].to_numpy(),
     )
+
+
+def training_window(dataset: pd.DataFrame) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """(first row's open time, end of the last label + 1 h): the window the model saw; the
+    end is exclusive (an hour before it is in the training data)."""
+    return pd.Timestamp(dataset.index[0]), pd.Timestamp(dataset["t1"].max()) + pd.Timedelta(hours=1)
+
+
+def train_whole_history(
+    variant: Variant,
+    dataset: pd.DataFrame,
+    plan: FoldPlan,
+    *,
+    xgb_params: dict[str, Any],
+    num_boost_round: int,
+    early_stopping_rounds: int,
+    seed: int,
+    primary_calibration: str,
+    fee_per_side: float,
+    oos_f1_buy: float | None,
+) -> tuple[CalibratedModel, dict[str, Any]]:
+    """Train ``variant`` on ``plan`` over ``dataset`` (rows x features + label, t1 columns),
+    calibrate on its calibration block; returns the model and its reference statistics
+    (:func:`cvn_assets.champion.reference_statistics`)."""
     res = train_cell(
         variant,
         dataset,
@@ -93,18 +101,14 @@ def train_whole_history(
     cal = calibrate_whole_history(
         res, variant, dataset, plan, primary=primary_calibration, fee_per_side=fee_per_side
     )
-    stats = reference_statistics(cal, dataset, plan, oos_f1_buy=oos_f1_buy)
-    stats = {
+    return cal, reference_statistics(cal, dataset, plan, oos_f1_buy=oos_f1_buy)
+
+
+def registry_stats(model: CalibratedModel, stats: dict[str, Any]) -> dict[str, Any]:
+    """What the registry records of a version: its reference statistics plus the f1 and the
+    trading threshold (what paper trading and the concept-drift detector read)."""
+    return {
         **stats,
-        "f1_threshold": cal.threshold,
-        "trading_threshold": cal.info["trading_threshold"],
+        "f1_threshold": model.threshold,
+        "trading_threshold": model.info["trading_threshold"],
     }
-    return WholeHistoryModel(
-        model=cal,
-        stats=stats,
-        train_start=pd.Timestamp(dataset.index[0]),
-        train_end=pd.Timestamp(dataset["t1"].max()) + pd.Timedelta(hours=1),
-        n_train=len(plan.train),
-        n_early_stopping=len(plan.early_stopping),
-        n_calibration=len(plan.calibration),
-    )

@@ -34,7 +34,13 @@ from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
 from pydantic import Field
 
 from cvn_assets.champion import effective_variant
-from cvn_assets.guard_training import dataset_through, train_whole_history
+from cvn_assets.guard_training import (
+    dataset_through,
+    history_plan,
+    registry_stats,
+    train_whole_history,
+    training_window,
+)
 from cvn_assets.identity import digest, module_digest
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import Alert, AlertSink
@@ -497,24 +503,28 @@ def shadow_retrain(
         }
     )
     ref = champ.get("reference_stats") or {}
-    trained = train_whole_history(
-        eff, ds, xgb_params=sweep.xgb_params(), num_boost_round=sweep.num_boost_round,
-        early_stopping_rounds=sweep.early_stopping_rounds, seed=sweep.seed,
-        early_stopping_frac=sweep.early_stopping_frac, calibration_frac=calibration_frac,
-        embargo_pct=sweep.embargo_pct, primary_calibration=sweep.primary_calibration,
-        fee_per_side=sweep.fee_per_side, oos_f1_buy=ref.get("oos_f1_buy"),
+    plan = history_plan(
+        ds, early_stopping_frac=sweep.early_stopping_frac, calibration_frac=calibration_frac,
+        embargo_pct=sweep.embargo_pct,
     )  # fmt: skip
-    trained.model.info.update(
-        {"reference_statistics": trained.stats, "train_end": str(trained.train_end),
+    train_start, train_end = training_window(ds)
+    model, stats = train_whole_history(
+        eff, ds, plan, xgb_params=sweep.xgb_params(), num_boost_round=sweep.num_boost_round,
+        early_stopping_rounds=sweep.early_stopping_rounds, seed=sweep.seed,
+        primary_calibration=sweep.primary_calibration, fee_per_side=sweep.fee_per_side,
+        oos_f1_buy=ref.get("oos_f1_buy"),
+    )  # fmt: skip
+    stats = registry_stats(model, stats)
+    model.info.update(
+        {"reference_statistics": stats, "train_end": str(train_end),
          "shadow_of_version": int(champ["id"]), "loss_flag": flag}
     )  # fmt: skip
-    artifacts.write(SHADOW_ASSET_DIR, crypto, fp, trained.model)
+    artifacts.write(SHADOW_ASSET_DIR, crypto, fp, model)
     uri = str(artifacts.path(SHADOW_ASSET_DIR, crypto, fp))
     vid = model_registry.register_version(
         crypto, eff.name, loss_function=eff.loss_function, gamma=eff.gamma, alpha=eff.alpha,
-        train_start=trained.train_start.to_pydatetime(),
-        train_end=trained.train_end.to_pydatetime(), sweep_id=champ["sweep_id"],
-        artifact_uri=uri, reference_stats=trained.stats,
+        train_start=train_start.to_pydatetime(), train_end=train_end.to_pydatetime(),
+        sweep_id=champ["sweep_id"], artifact_uri=uri, reference_stats=stats,
     )  # fmt: skip
     why = f"{config.reason} [shadow of champion v{champ['id']}; {config.incident_id or 'manual'}]"
     model_registry.set_alias(
@@ -529,9 +539,9 @@ def shadow_retrain(
             "champion_version_id": int(champ["id"]),
             "trained_as": eff.name,
             "through": through.isoformat(),
-            "train_rows": trained.n_train,
-            "calibration_rows": trained.n_calibration,
-            "f1_threshold": round(float(trained.stats["f1_threshold"]), 4),
+            "train_rows": len(plan.train),
+            "calibration_rows": len(plan.calibration),
+            "f1_threshold": round(float(model.threshold), 4),
             "artifact": MetadataValue.path(uri),
             "next_step": "compare the candidate's shadow predictions with the champion's on "
             "matured labels, then promote_candidate_job (actor, reason)",

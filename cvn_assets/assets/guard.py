@@ -102,16 +102,17 @@ from cvn_assets.assets.training import check_market_inputs
 from cvn_assets.champion import (
     CANARY_DAYS,
     CANARY_MIN_TRADES,
-    calibrate_whole_history,
     canary_passed,
     choose_variant,
     effective_variant,
     jsonable_stats,
-    reference_statistics,
-    whole_history_plan,
 )
-from cvn_assets.dataset import label_times
-from cvn_assets.evaluation import train_cell
+from cvn_assets.guard_training import (
+    history_plan,
+    registry_stats,
+    train_whole_history,
+    training_window,
+)
 from cvn_assets.identity import digest, module_digest
 from cvn_assets.monitoring import LOSS_FUNCTION_TAG, LOSS_FUNCTIONS, metrics_row
 from cvn_assets.paper import (
@@ -147,7 +148,14 @@ from resources.sweep_settings import SweepSettings
 ASSET = "champion_models"
 DEFAULT_ACTOR = "dagster:champion_models"
 LOSS_FLAG = "CVN_LOSS_FUNCTION"
-_CODE = ("champion.py", "evaluation.py", "training.py", "focal_loss.py", "calibration.py")
+_CODE = (
+    "champion.py",
+    "guard_training.py",
+    "evaluation.py",
+    "training.py",
+    "focal_loss.py",
+    "calibration.py",
+)
 
 
 class ChampionConfig(Config):
@@ -282,17 +290,13 @@ def champion_models(
     flag, flag_version = config_store.get(LOSS_FLAG)
     eff = effective_variant(variant, flag, baseline)
     ds: pd.DataFrame = model_dataset
-    t0, t1 = label_times(ds)
-    plan = whole_history_plan(
-        t0,
-        t1,
+    plan = history_plan(
+        ds,
         early_stopping_frac=sweep.early_stopping_frac,
         calibration_frac=config.calibration_frac,
         embargo_pct=sweep.embargo_pct,
-        labels=ds["label"].to_numpy(),
     )
-    train_start = pd.Timestamp(ds.index[0])
-    train_end = pd.Timestamp(ds["t1"].max()) + pd.Timedelta(hours=1)  # exclusive
+    train_start, train_end = training_window(ds)
     fp = digest(
         {
             "market": identity.market_fingerprint(crypto),
@@ -307,19 +311,18 @@ def champion_models(
     if reused:
         cal = artifacts.read(ASSET, crypto, fp)
     else:
-        res = train_cell(
+        cal, stats = train_whole_history(
             eff,
             ds,
             plan,
-            params=sweep.xgb_params(),
+            xgb_params=sweep.xgb_params(),
             num_boost_round=sweep.num_boost_round,
             early_stopping_rounds=sweep.early_stopping_rounds,
             seed=sweep.seed,
+            primary_calibration=sweep.primary_calibration,
+            fee_per_side=sweep.fee_per_side,
+            oos_f1_buy=_oos_f1(results, crypto, eff.name),
         )
-        cal = calibrate_whole_history(
-            res, eff, ds, plan, primary=sweep.primary_calibration, fee_per_side=sweep.fee_per_side
-        )
-        stats = reference_statistics(cal, ds, plan, oos_f1_buy=_oos_f1(results, crypto, eff.name))
         cal.info.update(
             {
                 "reference_statistics": stats,
@@ -345,11 +348,7 @@ def champion_models(
         train_end=train_end.to_pydatetime(),
         sweep_id=sweep.sweep_id,
         artifact_uri=uri,
-        reference_stats={
-            **stats,
-            "f1_threshold": cal.threshold,
-            "trading_threshold": cal.info["trading_threshold"],
-        },
+        reference_stats=registry_stats(cal, stats),
     )
     kill = (
         f"; {LOSS_FLAG}={flag} (v{flag_version}): trained as {eff.name}"

@@ -96,16 +96,16 @@ def test_champion_models_canary_kill_switch_and_staged_rollout(tmp_path, instanc
          for v in SETTINGS.variants],
     )  # fmt: skip
 
-    import cvn_assets.assets.guard as guard
+    import cvn_assets.guard_training as guard_training  # the champion's training path
 
     trained: list[str] = []
-    real = guard.train_cell
+    real = guard_training.train_cell
 
     def counting(variant, dataset, plan, **kw):
         trained.append(variant.loss_function)
         return real(variant, dataset, plan, **kw)
 
-    monkeypatch.setattr(guard, "train_cell", counting)
+    monkeypatch.setattr(guard_training, "train_cell", counting)
     registry = ModelRegistry(database_url=url)
 
     # the canary: the locked focal variant, trained with focal loss, registered, promoted
