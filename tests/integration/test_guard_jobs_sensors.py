@@ -4,6 +4,7 @@ confirmation branches, halt/resume, and the sensors' decisions on hand-made jour
 
 import json
 import multiprocessing as mp
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -113,26 +114,52 @@ def test_rollback_refuses_bad_config_before_any_change(home):
     assert ConfigStore(database_url=url).get("CVN_LOSS_FUNCTION") == ("focal", 1)
 
 
-def _rollback_in_process(url: str, alerts: str, barrier, incident: str) -> bool:
+def _rollback_in_process(url: str, alerts: str, gate: str, incident: str) -> None:
+    """Child: announce it is ready (definitions loaded), wait for the gate file, roll back,
+    write the run's success next to the gate."""
     import os
+    import time
+    from pathlib import Path
 
     os.environ["CVN_DATABASE_URL"] = url
     os.environ["CVN_ALERTS_PATH"] = alerts
-    barrier.wait(timeout=240)  # both processes loaded the definitions: go together
-    return _rollback(incident).success
+    Path(f"{gate}.{incident}.ready").touch()
+    deadline = time.monotonic() + 240
+    while not Path(gate).exists():
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+    Path(f"{gate}.{incident}.ok").write_text(str(_rollback(incident).success))
 
 
 def test_two_concurrent_rollbacks_flip_once_on_postgres(pg_database, tmp_path, monkeypatch):
     monkeypatch.setenv("CVN_DATABASE_URL", pg_database)
     ids = _setup(pg_database)
     ctx = mp.get_context("spawn")
-    barrier = ctx.Manager().Barrier(2)
     alerts = str(tmp_path / "alerts.jsonl")
-    with ctx.Pool(2) as pool:  # a hung child fails the test instead of hanging it
-        oks = pool.starmap_async(
-            _rollback_in_process,
-            [(pg_database, alerts, barrier, "INC-a"), (pg_database, alerts, barrier, "INC-b")],
-        ).get(timeout=300)
+    gate = str(tmp_path / "go")
+    # two plain processes released together by a file (no Pool or Manager: a stuck child is
+    # killed, it cannot hang the test in Pool.terminate)
+    procs = [
+        ctx.Process(target=_rollback_in_process, args=(pg_database, alerts, gate, inc))
+        for inc in ("INC-a", "INC-b")
+    ]
+    for proc in procs:
+        proc.start()
+    deadline = time.monotonic() + 240
+    while not all((tmp_path / f"go.{i}.ready").exists() for i in ("INC-a", "INC-b")):
+        assert time.monotonic() < deadline, "the rollback processes did not start"
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    for proc in procs:
+        proc.join(timeout=300)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    oks = [
+        (tmp_path / f"go.{i}.ok").exists() and (tmp_path / f"go.{i}.ok").read_text() == "True"
+        for i in ("INC-a", "INC-b")
+    ]
     assert oks == [True, True]
     store, reg = ConfigStore(database_url=pg_database), ModelRegistry(database_url=pg_database)
     assert store.get("CVN_LOSS_FUNCTION") == ("binary:logistic", 2)
