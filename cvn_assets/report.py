@@ -469,6 +469,7 @@ def render_report(
     title: str = "cvn-focal: focal-loss gate report",
     identity: dict[str, Any] | None = None,
     identity_fingerprint: str | None = None,
+    figures: dict[str, str] | None = None,
 ) -> Path:
     """Write the self-contained HTML report to ``out_path`` and return the path.
 
@@ -480,6 +481,10 @@ def render_report(
     inputs are validated before anything is drawn or written.  ``identity`` (the sweep's
     :class:`cvn_assets.identity.SweepIdentity` as a dict) and its fingerprint, when given, are
     shown in the header: data source, code versions and every setting that made the numbers.
+    ``figures``, when given, are :func:`report_figures` of these same inputs, already drawn
+    (the caller also needs them, e.g. as Dagster metadata): they are embedded as they are
+    instead of being drawn a second time; a missing ``forest_plot`` or ``heatmaps`` key is a
+    ValueError.
     """
     baseline = _check_verdicts(verdicts)
     assets = per_asset_breakdown(results, baseline=baseline)  # validates results
@@ -497,7 +502,13 @@ def render_report(
         raise ValueError(f"out_path {str(out)!r} is a directory; give a file name")
 
     # --- drawing ---
-    figs = report_figures(results, verdicts, reliability=rel, pbo_logits=logits, validated=True)
+    if figures is None:
+        figs = report_figures(results, verdicts, reliability=rel, pbo_logits=logits, validated=True)
+    else:
+        lacking = sorted({"forest_plot", "heatmaps"} - set(figures))
+        if lacking:
+            raise ValueError(f"figures lack {lacking}; pass report_figures() of the same inputs")
+        figs = figures
     best = best_focal_variant(verdicts)
     sections = [
         f"<h1>{html.escape(title)}</h1>",

@@ -268,6 +268,7 @@ def _write_report(
     logits = pbo_logits(daily)
     out = report_dir(sweep.sweep_id) / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
+    figures = report_figures(results, verdicts, reliability=reliability, pbo_logits=logits)
     path = render_report(
         results,
         verdicts,
@@ -277,8 +278,8 @@ def _write_report(
         title=f"cvn-focal FTF sweep {sweep.sweep_id}",
         identity=identity.as_dict(),
         identity_fingerprint=identity.fingerprint,
+        figures=figures,
     )
-    figures = report_figures(results, verdicts, reliability=reliability, pbo_logits=logits)
     return path, figures
 
 

@@ -268,3 +268,30 @@ def test_chromium_check_catches_a_broken_image(report: Path, tmp_path: Path) -> 
 def test_chromium_script_reports_missing_binary(report: Path) -> None:
     rc, summary = _run_script(str(report), "--chromium", "/nonexistent/chromium")
     assert rc == 2 and summary["ok"] is False
+
+
+def test_render_report_embeds_given_figures_as_drawn(
+    results: pd.DataFrame, verdicts: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Figures drawn once by report_figures (what gate_verdicts also puts in its metadata)
+    give the very report render_report draws itself; a figure set lacking a plot is refused
+    before anything is written."""
+    from cvn_assets.report import report_figures
+
+    matrix, _ = pbo_performance_matrix(results)
+    logits = cscv_logits(matrix.to_numpy()[1:], 8)
+    own = render_report(results, verdicts, pbo_logits=logits, out_path=tmp_path / "own.html")
+    figs = report_figures(results, verdicts, pbo_logits=logits)
+    given = render_report(
+        results, verdicts, pbo_logits=logits, out_path=tmp_path / "given.html", figures=figs
+    )
+    assert given.read_text(encoding="utf-8") == own.read_text(encoding="utf-8")
+    marked = {**figs, "heatmaps": base64.b64encode(PNG_MAGIC + b"marker").decode()}
+    text = render_report(
+        results, verdicts, pbo_logits=logits, out_path=tmp_path / "m.html", figures=marked
+    ).read_text(encoding="utf-8")
+    assert marked["heatmaps"] in text and figs["heatmaps"] not in text
+    out = tmp_path / "bad.html"
+    with pytest.raises(ValueError, match=r"figures lack \['heatmaps'\]"):
+        render_report(results, verdicts, out_path=out, figures={"forest_plot": figs["forest_plot"]})
+    assert not out.exists()
