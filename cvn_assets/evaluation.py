@@ -33,6 +33,7 @@ from cvn_assets.metrics import (
     fit_trading_threshold,
     log_loss,
     trade_returns,
+    trading_min_trades,
 )
 from cvn_assets.training import TrainResult, train_variant
 
@@ -74,7 +75,8 @@ def fit_on_calibration_block(
     """Every calibrator (none / temperature / Platt / isotonic) on the calibration block's
     margins, then, on the ``primary`` calibrator's probabilities, the BUY threshold that
     maximises f1_buy and the trading threshold that maximises the net expectancy per trade
-    after fees (``None`` = do not trade; information for the sweep, used by paper trading).
+    after fees with at least :func:`cvn_assets.metrics.trading_min_trades` trades (10 % of the
+    block's rows; ``None`` = do not trade; information for the sweep, used by paper trading).
 
     Returns ``(calibrators, f1_threshold, trading_threshold)``. Shared by the sweep's cells
     and the champion (:mod:`cvn_assets.champion`), so both fit them the same way.
@@ -85,7 +87,12 @@ def fit_on_calibration_block(
     p_cal = np.asarray(calibrators[primary].transform(m_cal), dtype=np.float64)
     threshold = float(fit_buy_threshold(p_cal, y_cal))
     cal_rows = dataset.iloc[np.asarray(plan.calibration, dtype=np.int64)]
-    trading = fit_trading_threshold(p_cal, cal_rows["ret"].to_numpy(dtype=np.float64), fee_per_side)
+    trading = fit_trading_threshold(
+        p_cal,
+        cal_rows["ret"].to_numpy(dtype=np.float64),
+        fee_per_side,
+        min_trades=trading_min_trades(len(p_cal)),
+    )
     return calibrators, threshold, trading
 
 

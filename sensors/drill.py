@@ -18,10 +18,19 @@ default market:
 
 Scenarios (``T`` = the first replayed day + ``--turn-day`` days):
 
-* ``crash``: from ``T`` the market's predictable drift is reversed (``edge_multiplier = -1``,
-  all cryptos): the model's BUY signals now precede falls; from ``T + 2 days`` a 25 % crash
-  over 48 h. Expected: >= 2 P1 alerts, exactly one rollback run, ``CVN_LOSS_FUNCTION =
+* ``crash``: from ``T`` the market **loses its edge** (``edge_multiplier = 0``, all
+  cryptos: the predictable drift is gone, so the model's BUY signals no longer precede rises
+  and every trade pays its fees for nothing), and from ``T + 2 days`` it falls 25 % over 10
+  days (``CRASH_HOURS``, volatility doubled meanwhile): trades opened in the fall mostly hit
+  their stop loss. Expected: >= 2 P1 alerts, exactly one rollback run, ``CVN_LOSS_FUNCTION =
   binary:logistic``, audit rows.
+
+  Why not a *reversed* edge (``edge_multiplier = -1``) and a 48-hour crash (the first
+  version): measured with the drill's focal champions, their trades after a reversal still
+  earned +0.1 to +0.5 % net (the synthetic drift is a moving sum of recent flows, so the
+  models read it from the recent returns themselves, and reversing it reverses those
+  returns too: the momentum they trade survives), and during a 48-hour crash they stopped
+  buying (falling prices are "no BUY" to them): no loss, nothing for the P1 to detect.
 * ``calm``: no event. Expected: no P1, no rollback, the flag unchanged.
 
 The last line is a JSON summary ``{"scenario", "alerts": [{"name", "severity", "cryptos",
@@ -42,6 +51,8 @@ from typing import Any
 import pandas as pd
 
 FOCAL_VARIANT = "focal_g2_a025"
+#: the crash's length: -25 % spread over 10 days (a bear leg) rather than 48 h
+CRASH_HOURS = 240
 DRILL_ACTOR = "drill"
 
 
@@ -51,10 +62,10 @@ def _market_config(scenario: str, turn: pd.Timestamp, edge: float) -> dict[str, 
     return {
         "edge": edge,
         "edge_shift_at": turn.isoformat(),
-        "edge_multiplier": -1.0,
+        "edge_multiplier": 0.0,
         "crash_at": (turn + pd.Timedelta(days=2)).isoformat(),
         "crash_pct": 0.25,
-        "crash_hours": 48,
+        "crash_hours": CRASH_HOURS,
     }
 
 

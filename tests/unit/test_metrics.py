@@ -181,3 +181,32 @@ def test_trading_threshold_bad_input_named():
         fit_trading_threshold([0.5], [0.01], 0.0, min_trades=0)
     with pytest.raises(ValueError, match=r"realized_return\[1\]"):
         fit_trading_threshold([0.5, 0.6], [0.01, float("nan")], 0.0)
+
+
+def test_trading_min_trades_is_the_larger_of_30_and_a_tenth_of_the_block():
+    from cvn_assets.metrics import trading_min_trades
+
+    assert trading_min_trades(0) == 30 and trading_min_trades(300) == 30
+    assert trading_min_trades(301) == 31  # ceil(30.1)
+    assert trading_min_trades(4346) == 435  # a champion's calibration block (20 % of 21,730)
+    assert trading_min_trades(4346, share=0.0) == 30
+    for bad, match in ((-1, "n_rows"), (2.5, "n_rows"), (True, "n_rows")):
+        with pytest.raises(ValueError, match=match):
+            trading_min_trades(bad)
+    with pytest.raises(ValueError, match="share"):
+        trading_min_trades(100, share=1.5)
+
+
+def test_calibration_block_threshold_trades_in_a_tenth_of_its_rows():
+    """fit_on_calibration_block's trading threshold: the best mean net return among thresholds
+    trading in >= 10 % of the block, not the best few (hand-built block: the top 2 %
+    earn +2 %, the next 18 % +0.5 %, the rest -1 %; fee 0.1 %/side)."""
+    from cvn_assets.metrics import fit_trading_threshold, trading_min_trades
+
+    n = 1000
+    p = np.linspace(1.0, 0.001, n)  # descending, distinct
+    r = np.where(np.arange(n) < 20, 0.02, np.where(np.arange(n) < 200, 0.005, -0.01))
+    assert fit_trading_threshold(p, r, 0.001, min_trades=20) == p[19]  # the old rule's pick
+    t = fit_trading_threshold(p, r, 0.001, min_trades=trading_min_trades(n))
+    assert t == p[99]  # 100 trades: (20 * 0.018 + 80 * 0.003) / 100 = 0.006, the best >= 100
+    assert (p >= t).sum() == 100
