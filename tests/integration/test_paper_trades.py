@@ -46,12 +46,18 @@ def instance(tmp_path):
         yield inst
 
 
+#: the synthetic market's edge: at the default 0.5 a champion this small finds no threshold
+#: trading in >= 10 % of its calibration hours with a positive net expectancy (so it never
+#: trades); at 2.0 (the drill's market) it trades, which the journal checks below need
+EDGE = 2.0
+
+
 def _cfg(tmp_path, ops=None):
     store = str(tmp_path / "store")
     db = {"config": {"database_url": f"sqlite:///{tmp_path / 'r.sqlite'}"}}
     cfg = {
         "resources": {
-            "market_data": {"config": {"hours": 3000}},
+            "market_data": {"config": {"hours": 3000, "edge": EDGE}},
             "sweep": {"config": {"num_boost_round": 30, "early_stopping_rounds": 10}},
             "results_store": db,
             "config_store": db,
@@ -106,7 +112,7 @@ def _canary_champion(tmp_path, instance) -> tuple[str, ModelRegistry]:
     url = f"sqlite:///{tmp_path / 'r.sqlite'}"
     identity = sweep_identity(
         SweepSettings(num_boost_round=30, early_stopping_rounds=10),
-        MarketDataResource(hours=3000),
+        MarketDataResource(hours=3000, edge=EDGE),
     )
     results = ResultsStore(database_url=url)
     results.register_sweep("default", identity)
@@ -217,7 +223,9 @@ def test_paper_trades_journals_the_drift_inputs_and_shadows_a_candidate(tmp_path
     # the drift inputs, against the features and labels computed here from the candles
     top = [f["name"] for f in champ["reference_stats"]["top_features"]]
     assert len(top) == 5
-    candles = MarketDataResource(hours=3000).load_candles_through(CANARY, d2 + pd.Timedelta(days=3))
+    candles = MarketDataResource(hours=3000, edge=EDGE).load_candles_through(
+        CANARY, d2 + pd.Timedelta(days=3)
+    )
     feats = build_features(candles)
     hours = pd.DatetimeIndex(before["hour"])
     np.testing.assert_allclose(
