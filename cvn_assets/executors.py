@@ -233,14 +233,22 @@ def sweep_executor() -> ExecutorDefinition:
 
 def worker_yaml(env: Mapping[str, str] | None = None) -> str:
     """The ``-y`` file of ``dagster-celery worker start``: broker, backend and the settings
-    every worker must share with the launcher."""
+    every worker must share with the launcher. Broker and backend are written as Dagster
+    ``{env: NAME}`` references (dagster-celery's config fields are ``StringSource``), which
+    each worker resolves from its own environment when it starts: the URLs, and the broker's
+    password in them, never land in the file. Raises ``SettingsError`` naming the variable
+    when ``env`` lacks either."""
     import yaml
 
     env = os.environ if env is None else env
     missing = [n for n in (BROKER_ENV, BACKEND_ENV) if not env.get(n)]
     if missing:
         raise SettingsError(f"{', '.join(missing)}: required for a Celery worker's config")
-    cfg = {"broker": env[BROKER_ENV], "backend": env[BACKEND_ENV], "config_source": CELERY_SETTINGS}
+    cfg = {
+        "broker": {"env": BROKER_ENV},
+        "backend": {"env": BACKEND_ENV},
+        "config_source": CELERY_SETTINGS,
+    }
     return yaml.safe_dump({"execution": {"config": cfg}}, sort_keys=True)
 
 
@@ -535,10 +543,12 @@ def _plain(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def celery_refusal(instance: Any, env: Mapping[str, str] | None = None) -> str | None:
+def celery_refusal(instance: Any | None, env: Mapping[str, str] | None = None) -> str | None:
     """Why a Celery sweep cannot run with this environment and instance, naming what to set;
     None when it can. Steps run on other hosts: they read and write the store, the results
-    store and the instance's run/event storage, so none may be local to the launcher."""
+    store and the instance's run/event storage, so none may be local to the launcher.
+    ``instance`` None: ``$DAGSTER_HOME`` has no ``dagster.yaml`` (not opened, so that
+    Dagster does not create a SQLite instance there)."""
     env = os.environ if env is None else env
     problems = []
     for name, what in ((BROKER_ENV, "broker"), (BACKEND_ENV, "result backend")):
@@ -557,19 +567,30 @@ def celery_refusal(instance: Any, env: Mapping[str, str] | None = None) -> str |
             + ": set it to the results store on PostgreSQL, "
             "postgresql+psycopg2://USER:PASS@HOST:PORT/DB"
         )
+    pg_setup = (
+        "copy deploy/dagster.postgres.yaml there and set DAGSTER_PG_HOST, DAGSTER_PG_PORT, "
+        "DAGSTER_PG_USER, DAGSTER_PG_PASSWORD, DAGSTER_PG_DB"
+    )
+    if instance is None:
+        problems.append(
+            f"{env.get('DAGSTER_HOME', '$DAGSTER_HOME')}/dagster.yaml does not exist (Dagster "
+            "would keep runs and events in SQLite there, which workers on other hosts cannot "
+            f"reach): {pg_setup}"
+        )
     local = sorted(
         {
             type(s).__name__
             for s in (instance.run_storage, instance.event_log_storage)
             if "sqlite" in type(s).__name__.lower() or "sqlite" in type(s).__module__.lower()
         }
+        if instance is not None
+        else ()
     )
     if local:
         problems.append(
             f"the Dagster instance in {instance.root_directory}/dagster.yaml stores runs and "
             f"events in SQLite ({', '.join(local)}), which workers on other hosts cannot reach: "
-            "copy deploy/dagster.postgres.yaml there and set DAGSTER_PG_HOST, DAGSTER_PG_PORT, "
-            "DAGSTER_PG_USER, DAGSTER_PG_PASSWORD, DAGSTER_PG_DB"
+            + pg_setup
         )
     if not problems:
         return None

@@ -36,14 +36,16 @@ from pathlib import Path
 from typing import Any
 
 
-def _ensure_home() -> Path:
+def _ensure_home(write_default: bool = True) -> Path:
+    """``$DAGSTER_HOME`` (default ``./.dagster_home``), created; with ``write_default`` its
+    ``dagster.yaml`` is written when absent (the embedded default's SQLite instance)."""
     home = os.environ.get("DAGSTER_HOME")
     if not home:
         home = str(Path.cwd() / ".dagster_home")
         os.environ["DAGSTER_HOME"] = home
     Path(home).mkdir(parents=True, exist_ok=True)
     cfg = Path(home) / "dagster.yaml"
-    if not cfg.exists():
+    if write_default and not cfg.exists():
         from resources.instance_storage import default_instance_yaml
 
         cfg.write_text(default_instance_yaml(str(Path(home).resolve())))
@@ -211,9 +213,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    home = _ensure_home()
     from cvn_assets.settings import SettingsError
 
+    try:
+        from cvn_assets.executors import executor_mode
+
+        # a Celery sweep never gets the embedded default's SQLite instance written for it
+        home = _ensure_home(write_default=executor_mode() != "celery")
+    except SettingsError as exc:
+        print(f"invalid environment: {exc}", file=sys.stderr)
+        return 2
     try:  # the definitions validate every CVN_* variable when they load
         from dagster import DagsterInstance
 
@@ -229,7 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     celery = mode == "celery"
     if celery:  # steps run on other hosts: nothing may be local to this one
-        refusal = _celery_preflight(DagsterInstance.get())
+        # no dagster.yaml: not opened (Dagster would create a SQLite instance there)
+        opened = DagsterInstance.get() if (home / "dagster.yaml").exists() else None
+        refusal = _celery_preflight(opened)
         if refusal:
             return _refuse(refusal)
     from resources.home_source import (
@@ -429,7 +440,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if (failures or absent or len(rows) != want_rows) else 0
 
 
-def _celery_preflight(instance: Any) -> str | None:
+def _celery_preflight(instance: Any | None) -> str | None:
     """CVN_EXECUTOR=celery: the shared state (broker, store, results store, PostgreSQL
     instance) is configured and at least one worker answers; else the refusal, naming what to
     set or start."""
@@ -438,16 +449,19 @@ def _celery_preflight(instance: Any) -> str | None:
     refusal = celery_refusal(instance)
     if refusal:
         return refusal
+    from kombu.utils.url import maybe_sanitize_url  # kombu: with celery (the celery extra)
+
+    broker = maybe_sanitize_url(os.environ[BROKER_ENV])  # the password masked, as Celery does
     try:
         workers = live_workers()
     except Exception as exc:
         return (
-            f"refused: the Celery broker {os.environ[BROKER_ENV]} does not answer "
+            f"refused: the Celery broker {broker} does not answer "
             f"({type(exc).__name__}: {exc}); start it (README: Beyond one machine)"
         )
     if not workers:
         return (
-            f"refused: no Celery worker answers on {os.environ[BROKER_ENV]}; start at least one "
+            f"refused: no Celery worker answers on {broker}; start at least one "
             "(dagster-celery worker start -A dagster_celery.app -y celery.yaml; README: Beyond "
             "one machine). Nothing was done."
         )

@@ -146,15 +146,25 @@ def test_celery_refused_without_shared_state_before_any_work(tmp_path):
         "CVN_CELERY_BACKEND is not set",
         "CVN_STORE_DIR is not set",
         "CVN_DATABASE_URL is not set",
-        "stores runs and events in SQLite",
+        f"{home}/dagster.yaml does not exist",
         "deploy/dagster.postgres.yaml",
     ):
         assert what in err, what
-    # nothing was done: no results store, no stored value, no run
-    assert not (home / "cvn_results.sqlite").exists()
-    assert not (home / "storage" / "cvn").exists()
+    # nothing was done: no instance (no SQLite dagster.yaml, run or schedule storage), no
+    # results store, no stored value
+    assert sorted(p.name for p in home.iterdir()) == []
+
+    # a home with the embedded default's SQLite instance: refused, naming it
     from dagster import DagsterInstance
 
+    from resources.instance_storage import default_instance_yaml
+
+    (home / "dagster.yaml").write_text(default_instance_yaml(str(home)))
+    out = _sweep(env, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "stores runs and events in SQLite" in out.stderr
+    assert not (home / "cvn_results.sqlite").exists()
+    assert not (home / "storage" / "cvn").exists()
     with DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_runs() == []
 
