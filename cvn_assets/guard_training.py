@@ -25,6 +25,7 @@ from cvn_assets.folds import FoldPlan
 from cvn_assets.labels import LabelStrategy, triple_barrier_labels
 
 __all__ = [
+    "calibration_share",
     "dataset_through",
     "history_plan",
     "registry_stats",
@@ -44,6 +45,12 @@ def dataset_through(candles: pd.DataFrame, strategy: LabelStrategy) -> pd.DataFr
         horizon=strategy.horizon,
     )
     return assemble_dataset(build_features(candles), labels)
+
+
+def calibration_share(n_folds: int) -> float:
+    """The share of a whole history (at its end) a champion or candidate calibrates on: that
+    of a sweep cell, ``1 / n_folds`` (rounded to 6 decimals, as it enters fingerprints)."""
+    return round(1.0 / n_folds, 6)
 
 
 def history_plan(

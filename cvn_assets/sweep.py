@@ -218,21 +218,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from cvn_assets.executors import executor_mode
 
-        # a Celery sweep never gets the embedded default's SQLite instance written for it
-        home = _ensure_home(write_default=executor_mode() != "celery")
+        mode = executor_mode()
     except SettingsError as exc:
         print(f"invalid environment: {exc}", file=sys.stderr)
         return 2
+    # a Celery sweep never gets the embedded default's SQLite instance written for it
+    home = _ensure_home(write_default=mode != "celery")
     try:  # the definitions validate every CVN_* variable when they load
         from dagster import DagsterInstance
 
         from cvn_assets.assets._util import sweep_identity
         from cvn_assets.cell_ranges import cover_with_rectangles
         from cvn_assets.definitions import defs
-        from cvn_assets.executors import executor_mode
         from cvn_assets.partitions import SETTINGS
-
-        mode = executor_mode()
     except SettingsError as exc:
         print(f"invalid environment: {exc}", file=sys.stderr)
         return 2

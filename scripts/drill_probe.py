@@ -17,13 +17,17 @@ scenario: trades stay profitable, the models stop buying in the crash) against
 """
 
 import argparse
-import math
 
 import pandas as pd
 
 from cvn_assets.features import FEATURE_NAMES
-from cvn_assets.guard_training import dataset_through, history_plan, train_whole_history
-from cvn_assets.metrics import MIN_TRADES_TRADING, fit_trading_threshold
+from cvn_assets.guard_training import (
+    calibration_share,
+    dataset_through,
+    history_plan,
+    train_whole_history,
+)
+from cvn_assets.metrics import fit_trading_threshold, trading_min_trades
 from cvn_assets.paper import live_model_from_calibrated, replay
 from cvn_assets.partitions import SETTINGS
 from cvn_assets.synthetic_market import DEFAULT_HOURS, DEFAULT_START
@@ -67,7 +71,7 @@ def main() -> None:
         plan = history_plan(
             ds,
             early_stopping_frac=s.early_stopping_frac,
-            calibration_frac=round(1.0 / SETTINGS.n_folds, 6),
+            calibration_frac=calibration_share(SETTINGS.n_folds),
             embargo_pct=s.embargo_pct,
         )
         cal, _ = train_whole_history(
@@ -81,7 +85,7 @@ def main() -> None:
         candles = market.load_candles_through(crypto, last_day + pd.Timedelta(days=1, hours=6))
         out = [crypto]
         for share in (float(x) for x in args.shares.split(",")):
-            k = max(MIN_TRADES_TRADING, math.ceil(share * len(rows)))
+            k = trading_min_trades(len(rows), share)
             thr = fit_trading_threshold(p_cal, rows["ret"].to_numpy(), s.fee_per_side, k)
             if thr is None:
                 out.append(f"share {share}: no threshold")

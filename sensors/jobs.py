@@ -35,6 +35,7 @@ from pydantic import Field
 
 from cvn_assets.champion import effective_variant
 from cvn_assets.guard_training import (
+    calibration_share,
     dataset_through,
     history_plan,
     registry_stats,
@@ -491,7 +492,7 @@ def shadow_retrain(
     eff = effective_variant(variants[champ["variant"]], flag, baseline)
     candles = market_data.load_candles_through(crypto, through)
     ds = dataset_through(candles, sweep.label)
-    calibration_frac = round(1.0 / SETTINGS.n_folds, 6)
+    calibration_frac = calibration_share(SETTINGS.n_folds)
     fp = digest(
         {
             "crypto": crypto,

@@ -108,6 +108,7 @@ from cvn_assets.champion import (
     jsonable_stats,
 )
 from cvn_assets.guard_training import (
+    calibration_share,
     history_plan,
     registry_stats,
     train_whole_history,
@@ -171,7 +172,7 @@ class ChampionConfig(Config):
     canary_days: int = CANARY_DAYS
     canary_min_trades: int = CANARY_MIN_TRADES
     calibration_frac: float = Field(
-        default=round(1.0 / SETTINGS.n_folds, 6),
+        default=calibration_share(SETTINGS.n_folds),
         description="share of the history (at its end) for calibration; a sweep cell's is 1/K",
     )
 
