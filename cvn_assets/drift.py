@@ -47,6 +47,12 @@ not after ``now``; closed at both ends because the sensor evaluates once per hou
 consecutive P1 evaluations are exactly 1 h apart; a duplicated record of one alert -- same
 timestamp -- counts once).
 
+The P1 judges only the 48 h window the spec names: a crypto with fewer than ``min_trades``
+trades in it is ``insufficient``, never crit, whatever its older trades did. Sparse traders
+have a separate rule, :func:`expectancy_last_trades` (alert ``expectancy_negative_sparse``,
+P2): the same test on the live model's last ``min_trades`` trades within 7 days; it never
+counts towards the P1 or the automatic rollback.
+
 Measured false-alarm rates (zero true mean, iid trades; ``tests/unit/test_drift.py``):
 
 * normal returns, sd 1 % per trade, 20 trades in 48 h (the last 10 in 24 h), 20 000
@@ -153,6 +159,7 @@ __all__ = [
     "concept_drift",
     "data_drift",
     "expectancy_alert",
+    "expectancy_last_trades",
     "expectancy_negative_focal",
     "false_alarm_rate",
     "sharpness_drift",
@@ -301,6 +308,56 @@ def expectancy_alert(
         c48,
         int(r48.size),
         f"48 h mean {m48:.5f} not significantly < 0 (critical {c48:.5f})",
+        details,
+    )
+
+
+def expectancy_last_trades(
+    net_returns: ArrayLike,
+    *,
+    min_trades: int = EXPECTANCY_MIN_TRADES,
+    alpha: float = EXPECTANCY_ALPHA,
+) -> Verdict:
+    """Sparse-trader expectancy (``expectancy_negative_sparse``, P2; never the P1).
+
+    ``net_returns``: the net returns per trade (fractions, after fees) of the live model's
+    last trades, oldest first; the caller chooses them (:mod:`sensors.evaluation`: the last
+    ``min_trades`` exiting within 7 days, for a crypto whose 48 h window is too thin for the
+    P1). Fewer than ``min_trades`` -> ``insufficient``; **crit** when the one-sided t-test of
+    :func:`expectancy_alert` rejects ``mean >= 0`` at ``alpha``; else ``ok``. ``value`` is the
+    mean, ``threshold`` the critical mean, ``details`` ``mean``, ``critical`` and ``n``.
+    """
+    r = _finite_1d("net_returns", net_returns, allow_empty=True)
+    k = _count("min_trades", min_trades, minimum=2)
+    a = _alpha(alpha)
+    if r.size < k:
+        return Verdict(
+            "insufficient",
+            float(r.mean()) if r.size else math.nan,
+            math.nan,
+            int(r.size),
+            f"{r.size} trades < min_trades {k}",
+            {"n": int(r.size)},
+        )
+    mean, critical = _mean_negative_test(r, a)
+    details = {"mean": mean, "critical": critical, "n": int(r.size)}
+    if mean < critical:
+        return Verdict(
+            "crit",
+            mean,
+            critical,
+            int(r.size),
+            f"mean of the last {r.size} trades {mean:.5f} < critical {critical:.5f} "
+            f"(one-sided t, alpha {a})",
+            details,
+        )
+    return Verdict(
+        "ok",
+        mean,
+        critical,
+        int(r.size),
+        f"mean of the last {r.size} trades {mean:.5f} not significantly < 0 "
+        f"(critical {critical:.5f})",
         details,
     )
 

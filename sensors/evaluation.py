@@ -32,10 +32,12 @@ from cvn_assets.drift import (
     concept_drift,
     data_drift,
     expectancy_alert,
+    expectancy_last_trades,
     expectancy_negative_focal,
     sharpness_drift,
 )
 from cvn_assets.metrics import classification_metrics
+from resources.db import as_utc
 from resources.journal import predictions_table, trades_table
 from resources.model_registry import ModelRegistry
 
@@ -43,9 +45,14 @@ __all__ = [
     "DATA_DRIFT_DAYS",
     "CONCEPT_DAYS",
     "SHARPNESS_DAYS",
+    "SPARSE_LOOKBACK",
+    "DriftEvaluation",
+    "RowWindow",
     "ExpectancyEvaluation",
+    "SparseExpectancy",
     "evaluate_drift",
     "evaluate_expectancy",
+    "evaluate_sparse_expectancy",
     "live_champions",
 ]
 
@@ -63,40 +70,100 @@ def live_champions(
     return {c: registry.live_at(c, as_of) for c in cryptos}
 
 
+#: the P1's window (spec 6.2) and the warn window (spec 6.1)
+WINDOW_48H = timedelta(hours=48)
+WINDOW_24H = timedelta(hours=24)
+#: how far back the separate sparse-trader rule may reach (``expectancy_negative_sparse``)
+SPARSE_LOOKBACK = timedelta(days=7)
+
+
+def _iso(t: datetime) -> str:
+    return pd.Timestamp(t).tz_convert("UTC").isoformat()
+
+
+def _pct(x: float) -> str:
+    return f"{100.0 * x:+.3f} %"
+
+
 @dataclasses.dataclass(frozen=True)
 class ExpectancyEvaluation:
-    """The P1 rule's inputs and verdict at ``as_of``."""
+    """The P1 rule's inputs and verdict at ``as_of`` (spec 6.2: net expectancy over the last
+    48 h on >= 2 focal cryptos; the 24 h window only warns).
+
+    ``per_crypto`` holds :func:`cvn_assets.drift.expectancy_alert` on the live champion's
+    trades exiting in ``(as_of - 48 h, as_of]`` and ``(as_of - 24 h, as_of]`` for every crypto
+    with a live champion; only ``focal_cryptos`` enter the rule, so only they enter the
+    alert's figures and message. ``versions``: crypto -> live model version id.
+    """
 
     as_of: datetime
     verdict: Verdict  # expectancy_negative_focal over the focal cryptos
     per_crypto: Mapping[str, Verdict]  # every crypto with a live champion
     focal_cryptos: tuple[str, ...]  # cryptos whose live champion is focal-trained
+    versions: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    min_trades: int = EXPECTANCY_MIN_TRADES
 
     def figures(self) -> dict[str, Any]:
-        """Flat JSON scalars for the alert: per crypto mean/critical/n of the 48 h window."""
+        """Flat JSON scalars for the alert: the two windows' bounds and, per focal crypto,
+        the live model version, level, trade counts, means and critical means (fractions)."""
+        v = self.verdict
         out: dict[str, Any] = {
-            "crypto_count_crit": int(self.verdict.value)
-            if math.isfinite(self.verdict.value)
-            else None,
+            "window_48h_start": _iso(self.as_of - WINDOW_48H),
+            "window_24h_start": _iso(self.as_of - WINDOW_24H),
+            "window_end": _iso(self.as_of),
+            "min_trades": self.min_trades,
+            "crypto_count": int(v.value) if math.isfinite(v.value) else None,
+            "crypto_count_needed": int(v.threshold) if math.isfinite(v.threshold) else None,
             "focal_cryptos": ",".join(self.focal_cryptos),
         }
-        for crypto, v in sorted(self.per_crypto.items()):
-            out[f"{crypto}_level"] = v.level
-            out[f"{crypto}_n_48h"] = int(v.details.get("n_48h", v.n))
+        for crypto in self.focal_cryptos:
+            cv = self.per_crypto[crypto]
+            out[f"{crypto}_model_version"] = self.versions.get(crypto)
+            out[f"{crypto}_level"] = cv.level
+            out[f"{crypto}_n_48h"] = int(cv.details["n_48h"])
+            out[f"{crypto}_n_24h"] = int(cv.details["n_24h"])
             for k in ("mean_48h", "critical_48h", "mean_24h", "critical_24h"):
-                if k in v.details:
-                    out[f"{crypto}_{k}"] = round(float(v.details[k]), 6)
+                if k in cv.details:
+                    out[f"{crypto}_{k}"] = round(float(cv.details[k]), 6)
         return out
 
+    def _evidence(self, crypto: str) -> str:
+        cv = self.per_crypto[crypto]
+        w = "48h" if cv.level == "crit" else "24h"
+        return (
+            f"{crypto} {w[:2]} h mean {_pct(cv.details[f'mean_{w}'])} < critical "
+            f"{_pct(cv.details[f'critical_{w}'])} (n {cv.details[f'n_{w}']})"
+        )
 
-def _trade_returns(
+    def message(self) -> str:
+        """One line stating the windows and, per alarming focal crypto, its evidence."""
+        v = self.verdict
+        alarming = [c for c in self.focal_cryptos if self.per_crypto[c].alarm]
+        end = f"{self.as_of:%Y-%m-%dT%H:%M}Z"
+        if v.level == "crit":
+            crit = [c for c in alarming if self.per_crypto[c].level == "crit"]
+            head = (
+                f"P1: net expectancy < 0 over the 48 h to {end} (trades exiting in "
+                f"({self.as_of - WINDOW_48H:%Y-%m-%dT%H:%M}Z, {end}]) on {len(crit)} focal "
+                "cryptos: "
+            )
+            return head + "; ".join(self._evidence(c) for c in crit)
+        if v.level == "warn":
+            return (
+                f"net expectancy < 0 on {len(alarming)} focal cryptos (48 h or 24 h windows "
+                f"to {end}): " + "; ".join(self._evidence(c) for c in alarming)
+            )
+        return f"{v.level}: {v.reason} (48 h window to {end})"
+
+
+def _trade_rows(
     conn: sa.Connection, crypto: str, version: int, lo: datetime, hi: datetime
-) -> np.ndarray:
-    """Net returns of ``crypto``'s trades decided by ``version`` exiting in ``(lo, hi]``, oldest
-    first."""
+) -> tuple[np.ndarray, list[datetime]]:
+    """Net returns and exit times of ``crypto``'s trades decided by ``version`` exiting in
+    ``(lo, hi]``, oldest first."""
     t = trades_table
     q = (
-        sa.select(t.c.net_return)
+        sa.select(t.c.net_return, t.c.exit_time)
         .where(
             (t.c.crypto == crypto)
             & (t.c.model_version == version)
@@ -105,11 +172,14 @@ def _trade_returns(
         )
         .order_by(t.c.exit_time)
     )
-    return np.array([r[0] for r in conn.execute(q)], dtype=np.float64)
+    rows = conn.execute(q).all()
+    return np.array([r[0] for r in rows], dtype=np.float64), [as_utc(r[1]) for r in rows]
 
 
-#: how far back the evidence of a sparse trader may reach (see evaluate_expectancy)
-EVIDENCE_LOOKBACK = timedelta(days=7)
+def _trade_returns(
+    conn: sa.Connection, crypto: str, version: int, lo: datetime, hi: datetime
+) -> np.ndarray:
+    return _trade_rows(conn, crypto, version, lo, hi)[0]
 
 
 def evaluate_expectancy(
@@ -125,38 +195,112 @@ def evaluate_expectancy(
 
     Per crypto with a live champion: :func:`cvn_assets.drift.expectancy_alert` on the net
     returns of **that champion's** trades exiting in the last 48 h and 24 h (trades of an
-    earlier model never count against the live one). A sparse trader (fewer than
-    ``min_trades`` trades in 48 h but at least one) is judged on its last ``min_trades``
-    trades within :data:`EVIDENCE_LOOKBACK` (7 days), so a model that trades once a day is
-    not silent for ever; one with no trade in 48 h is ``insufficient`` (nothing to page on).
-    "Focal active" is per crypto: its live champion was trained with the focal loss; only
-    those cryptos count towards the ``min_cryptos`` (2) of the P1, so a crypto already rolled
-    back to cross-entropy does not.
+    earlier model never count against the live one). A window with fewer than
+    ``min_trades`` trades is ``insufficient``: the P1 (and so the automatic rollback) never
+    judges older trades than its 48 h (sparse traders have their own P2 rule,
+    :func:`evaluate_sparse_expectancy`). "Focal active" is per crypto: its live champion was
+    trained with the focal loss; only those cryptos count towards the ``min_cryptos`` (2) of
+    the P1, so a crypto already rolled back to cross-entropy does not.
     """
     kwargs: dict[str, Any] = {}
-    k = EXPECTANCY_MIN_TRADES if min_trades is None else min_trades
     if min_trades is not None:
         kwargs["min_trades"] = min_trades
     if alpha is not None:
         kwargs["alpha"] = alpha
     live = live_champions(registry, cryptos, as_of)
     per: dict[str, Verdict] = {}
+    versions: dict[str, int] = {}
     with registry.engine.connect() as conn:
         for crypto, version in live.items():
             if version is None:
                 continue
-            vid = int(version["id"])
-            r48 = _trade_returns(conn, crypto, vid, as_of - timedelta(hours=48), as_of)
-            r24 = _trade_returns(conn, crypto, vid, as_of - timedelta(hours=24), as_of)
-            if 0 < r48.size < k:  # sparse: the last k trades, within the lookback
-                week = _trade_returns(conn, crypto, vid, as_of - EVIDENCE_LOOKBACK, as_of)
-                r48 = week[-k:]
+            vid = versions[crypto] = int(version["id"])
+            r48 = _trade_returns(conn, crypto, vid, as_of - WINDOW_48H, as_of)
+            r24 = _trade_returns(conn, crypto, vid, as_of - WINDOW_24H, as_of)
             per[crypto] = expectancy_alert(r48, r24, **kwargs)
     focal = tuple(sorted(c for c, v in live.items() if v and v["loss_function"] == FOCAL))
     verdict = expectancy_negative_focal(
         {c: per[c] for c in focal}, bool(focal), min_cryptos=min_cryptos
     )
-    return ExpectancyEvaluation(as_of, verdict, per, focal)
+    k = EXPECTANCY_MIN_TRADES if min_trades is None else min_trades
+    return ExpectancyEvaluation(as_of, verdict, per, focal, versions, k)
+
+
+@dataclasses.dataclass(frozen=True)
+class SparseExpectancy:
+    """``expectancy_negative_sparse`` of one crypto at ``as_of``: the live focal champion's
+    last ``n`` trades exiting within :data:`SPARSE_LOOKBACK`, judged because its 48 h window
+    was too thin for the P1. A P2 of its own; it never counts towards the P1 or the
+    automatic rollback."""
+
+    crypto: str
+    as_of: datetime
+    model_version: int
+    verdict: Verdict  # cvn_assets.drift.expectancy_last_trades
+    first_exit: datetime | None
+    last_exit: datetime | None
+    n_48h: int
+
+    def figures(self) -> dict[str, Any]:
+        v = self.verdict
+        out: dict[str, Any] = {
+            "model_version": self.model_version,
+            "lookback_start": _iso(self.as_of - SPARSE_LOOKBACK),
+            "window_end": _iso(self.as_of),
+            "first_exit": _iso(self.first_exit) if self.first_exit else None,
+            "last_exit": _iso(self.last_exit) if self.last_exit else None,
+            "n_trades": v.n,
+            "n_48h": self.n_48h,
+        }
+        for k in ("mean", "critical"):
+            if k in v.details:
+                out[k] = round(float(v.details[k]), 6)
+        return out
+
+    def message(self) -> str:
+        v = self.verdict
+        if "mean" not in v.details or self.first_exit is None or self.last_exit is None:
+            return f"{self.crypto}: {v.level}: {v.reason}"
+        return (
+            f"{self.crypto}: net expectancy < 0 over the focal champion's last {v.n} trades "
+            f"(exits {self.first_exit:%Y-%m-%dT%H:%M}Z .. {self.last_exit:%Y-%m-%dT%H:%M}Z, "
+            f"within 7 days of {self.as_of:%Y-%m-%dT%H:%M}Z; only {self.n_48h} in 48 h, too "
+            f"few for the P1): mean {_pct(v.details['mean'])} < critical "
+            f"{_pct(v.details['critical'])}"
+        )
+
+
+def evaluate_sparse_expectancy(
+    registry: ModelRegistry,
+    cryptos: Iterable[str],
+    as_of: datetime,
+    *,
+    min_trades: int = EXPECTANCY_MIN_TRADES,
+    alpha: float | None = None,
+) -> dict[str, SparseExpectancy]:
+    """``expectancy_negative_sparse`` at ``as_of`` for every crypto whose live champion is
+    focal and whose 48 h window holds at least one but fewer than ``min_trades`` trades:
+    :func:`cvn_assets.drift.expectancy_last_trades` on its last ``min_trades`` trades exiting
+    in ``(as_of - 7 days, as_of]``. A crypto with no trade in 48 h is not judged (no recent
+    trading, nothing at stake)."""
+    kwargs: dict[str, Any] = {"min_trades": min_trades}
+    if alpha is not None:
+        kwargs["alpha"] = alpha
+    out: dict[str, SparseExpectancy] = {}
+    with registry.engine.connect() as conn:
+        for crypto, version in live_champions(registry, cryptos, as_of).items():
+            if version is None or version["loss_function"] != FOCAL:
+                continue
+            vid = int(version["id"])
+            n48 = _trade_returns(conn, crypto, vid, as_of - WINDOW_48H, as_of).size
+            if not 0 < n48 < min_trades:
+                continue
+            r, exits = _trade_rows(conn, crypto, vid, as_of - SPARSE_LOOKBACK, as_of)
+            r, exits = r[-min_trades:], exits[-min_trades:]
+            verdict = expectancy_last_trades(r, **kwargs)
+            first, last = (exits[0], exits[-1]) if exits else (None, None)
+            out[crypto] = SparseExpectancy(crypto, as_of, vid, verdict, first, last, n48)
+    return out
 
 
 def _prediction_window(
@@ -179,9 +323,139 @@ def _prediction_window(
     return frame
 
 
-def evaluate_drift(
-    registry: ModelRegistry, crypto: str, as_of: datetime
-) -> dict[str, Verdict] | None:
+@dataclasses.dataclass(frozen=True)
+class RowWindow:
+    """The prediction rows a drift rule judged: hours in ``[start, end)`` whose candle closed
+    by ``end`` (the evaluation time); ``n_rows`` of them were used (``what`` says which:
+    hourly predictions, or those whose label had matured by ``end``), the first and last of
+    them at ``first_hour`` / ``last_hour`` (None when there were none)."""
+
+    start: datetime
+    end: datetime
+    n_rows: int
+    first_hour: datetime | None
+    last_hour: datetime | None
+    what: str
+
+    @classmethod
+    def of(cls, hours: pd.Series, start: datetime, end: datetime, what: str) -> RowWindow:
+        first = hours.min().to_pydatetime() if len(hours) else None
+        last = hours.max().to_pydatetime() if len(hours) else None
+        return cls(start, end, int(len(hours)), first, last, what)
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "window_start": _iso(self.start),
+            "window_end": _iso(self.end),
+            "rows": self.n_rows,
+            "first_hour": _iso(self.first_hour) if self.first_hour else None,
+            "last_hour": _iso(self.last_hour) if self.last_hour else None,
+        }
+
+    def describe(self) -> str:
+        span = f"[{self.start:%Y-%m-%dT%H:%M}Z, {self.end:%Y-%m-%dT%H:%M}Z)"
+        if not self.n_rows:
+            return f"no {self.what} in {span}"
+        return (
+            f"{self.n_rows} {self.what} of the hours {self.first_hour:%Y-%m-%dT%H}.."
+            f"{self.last_hour:%Y-%m-%dT%H} in {span}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftEvaluation:
+    """The three drift detectors of one crypto at ``as_of``: each rule's :class:`Verdict`
+    and the :class:`RowWindow` it judged, for the live ``model_version``."""
+
+    crypto: str
+    as_of: datetime
+    model_version: int
+    verdicts: Mapping[str, Verdict]
+    windows: Mapping[str, RowWindow]
+
+    def __getitem__(self, name: str) -> Verdict:
+        return self.verdicts[name]
+
+    def items(self) -> Iterable[tuple[str, Verdict]]:
+        return self.verdicts.items()
+
+    def figures(self, name: str) -> dict[str, Any]:
+        """Flat JSON scalars for the alert of rule ``name``: the window, the deciding
+        statistic, its bound and sample size, and the rule's own inputs."""
+        v = self.verdicts[name]
+        out: dict[str, Any] = {"model_version": self.model_version}
+        out.update(self.windows[name].figures())
+        out["value"] = round(v.value, 6) if math.isfinite(v.value) else None
+        out["threshold"] = round(v.threshold, 6) if math.isfinite(v.threshold) else None
+        out["n"] = v.n
+        if name == "data_drift":
+            for feature, d in v.details.items():
+                out[f"psi_{feature}"] = round(d["psi"], 6) if math.isfinite(d["psi"]) else None
+                out[f"n_{feature}"] = d["n"]
+        elif name == "concept_drift":
+            for k in ("gap", "live_f1", "oos_f1", "n_positives", "n_relevant"):
+                if k in v.details:
+                    x = v.details[k]
+                    out[k] = round(x, 6) if isinstance(x, float) else x
+        return out
+
+    def message(self, name: str) -> str:
+        """One line: rule, level, crypto, model, the rule's reason and the rows it used."""
+        v = self.verdicts[name]
+        return (
+            f"{name} {v.level} on {self.crypto} (model v{self.model_version}): {v.reason}; "
+            f"{self.windows[name].describe()}"
+        )
+
+
+def _data_drift(week: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
+    top = list(ref.get("top_features") or [])[:N_TOP_FEATURES]
+    if not top:
+        return Verdict(
+            "insufficient", math.nan, math.nan, 0, "the live model has no top features recorded"
+        )
+    windows = {f["name"]: week[f"feature_{i}"].dropna().to_numpy(np.float64)
+               for i, f in enumerate(top, start=1)}  # fmt: skip
+    edges = {f["name"]: f["train_decile_edges"] for f in top}
+    floors = {f["name"]: f.get("window_psi_q99") for f in top}
+    return data_drift(windows, edges, n_train=ref.get("n_train"), null_floor=floors)
+
+
+def _concept_drift(matured: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
+    oos = ref.get("oos_f1_buy")
+    f1_threshold = ref.get("f1_threshold")
+    if oos is None or f1_threshold is None:
+        return Verdict(
+            "insufficient",
+            math.nan,
+            math.nan,
+            len(matured),
+            "the live model has no OOS f1_buy or f1 threshold recorded",
+        )
+    label = matured["label"].to_numpy(np.int64)
+    pred = matured["buy_proba"].to_numpy(np.float64) >= f1_threshold
+    m = classification_metrics(label, pred.astype(np.int8))
+    relevant = m["tp"] + m["fp"] + m["fn"]
+    v = concept_drift(
+        m["f1_buy"],
+        float(oos),
+        len(matured),
+        n_positives=m["n_true_buy"],
+        n_relevant=max(relevant, m["n_true_buy"]),
+        gap_floor=ref.get("f1_window_gap_q95"),
+    )
+    details = {**v.details, "live_f1": float(m["f1_buy"]), "oos_f1": float(oos)}
+    return dataclasses.replace(v, details=details)
+
+
+def _sharpness(week: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
+    mean_conf = ref.get("train_mean_confidence")
+    if mean_conf is None:
+        return Verdict("insufficient", math.nan, math.nan, len(week), "no training mean confidence")
+    return sharpness_drift(week["buy_proba"].to_numpy(np.float64), float(mean_conf))
+
+
+def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> DriftEvaluation | None:
     """The three drift detectors of ``crypto`` at ``as_of`` (rules: :mod:`cvn_assets.drift`,
     sections 2-4), or None when it has no live champion.
 
@@ -192,67 +466,29 @@ def evaluate_drift(
       **matured** labels (``label_known_at <= as_of``) against the sweep's OOS f1_buy;
     * ``output_sharpness``: mean of max(p, 1 - p) over the last 7 days against the training
       mean + 0.10.
+
+    Each verdict comes with the :class:`RowWindow` of the rows it used (for the alert).
     """
     version = registry.live_at(crypto, as_of)
     if version is None:
         return None
     ref = version.get("reference_stats") or {}
+    vid = int(version["id"])
+    lo14, lo7 = as_of - timedelta(days=CONCEPT_DAYS), as_of - timedelta(days=DATA_DRIFT_DAYS)
     with registry.engine.connect() as conn:
-        rows = _prediction_window(
-            conn, crypto, int(version["id"]), as_of - timedelta(days=CONCEPT_DAYS), as_of
-        )
-    week = rows[rows["hour"] >= as_of - timedelta(days=DATA_DRIFT_DAYS)]
-    out: dict[str, Verdict] = {}
-
-    top = list(ref.get("top_features") or [])[:N_TOP_FEATURES]
-    windows = {}
-    edges = {}
-    for i, f in enumerate(top, start=1):
-        values = week[f"feature_{i}"].dropna().to_numpy(np.float64)
-        windows[f["name"]] = values
-        edges[f["name"]] = f["train_decile_edges"]
-    if windows:
-        floors = {f["name"]: f.get("window_psi_q99") for f in top}
-        out["data_drift"] = data_drift(
-            windows, edges, n_train=ref.get("n_train"), null_floor=floors
-        )
-    else:
-        out["data_drift"] = Verdict(
-            "insufficient", math.nan, math.nan, 0, "the live model has no top features recorded"
-        )
-
+        rows = _prediction_window(conn, crypto, vid, lo14, as_of)
+    week = rows[rows["hour"] >= lo7]
     matured = rows[rows["label"].notna() & (rows["label_known_at"] <= pd.Timestamp(as_of))]
-    oos = ref.get("oos_f1_buy")
-    f1_threshold = ref.get("f1_threshold")
-    if oos is None or f1_threshold is None:
-        out["concept_drift"] = Verdict(
-            "insufficient",
-            math.nan,
-            math.nan,
-            len(matured),
-            "the live model has no OOS f1_buy or f1 threshold recorded",
-        )
-    else:
-        label = matured["label"].to_numpy(np.int64)
-        pred = matured["buy_proba"].to_numpy(np.float64) >= f1_threshold
-        m = classification_metrics(label, pred.astype(np.int8))
-        relevant = m["tp"] + m["fp"] + m["fn"]
-        out["concept_drift"] = concept_drift(
-            m["f1_buy"],
-            float(oos),
-            len(matured),
-            n_positives=m["n_true_buy"],
-            n_relevant=max(relevant, m["n_true_buy"]),
-            gap_floor=ref.get("f1_window_gap_q95"),
-        )
-
-    mean_conf = ref.get("train_mean_confidence")
-    if mean_conf is None:
-        out["output_sharpness"] = Verdict(
-            "insufficient", math.nan, math.nan, len(week), "no training mean confidence"
-        )
-    else:
-        out["output_sharpness"] = sharpness_drift(
-            week["buy_proba"].to_numpy(np.float64), float(mean_conf)
-        )
-    return out
+    verdicts = {
+        "data_drift": _data_drift(week, ref),
+        "concept_drift": _concept_drift(matured, ref),
+        "output_sharpness": _sharpness(week, ref),
+    }
+    windows = {
+        "data_drift": RowWindow.of(week["hour"], lo7, as_of, "hourly predictions"),
+        "concept_drift": RowWindow.of(
+            matured["hour"], lo14, as_of, "hourly predictions with a matured label"
+        ),
+        "output_sharpness": RowWindow.of(week["hour"], lo7, as_of, "hourly predictions"),
+    }
+    return DriftEvaluation(crypto, as_of, vid, verdicts, windows)

@@ -43,7 +43,12 @@ from resources.config_store import ConfigStore
 from resources.guard_clock import GuardClock
 from resources.model_registry import ModelRegistry
 from resources.rollbacks import RollbackLog
-from sensors.evaluation import evaluate_drift, evaluate_expectancy
+from sensors.evaluation import (
+    DriftEvaluation,
+    evaluate_drift,
+    evaluate_expectancy,
+    evaluate_sparse_expectancy,
+)
 from sensors.jobs import (
     CROSS_ENTROPY,
     LOSS_FLAG,
@@ -82,7 +87,9 @@ def _key(*parts: Any) -> str:
     minimum_interval_seconds=300,
     default_status=DefaultSensorStatus.STOPPED,
     description="P1: net expectancy < 0 over 48 h on >= 2 focal cryptos (one-sided t-test, "
-    ">= 10 trades); warn at 24 h. Two consecutive P1s within 1 h launch rollback_job.",
+    ">= 10 trades in the 48 h; fewer: insufficient); warn at 24 h. Two consecutive P1s within "
+    "1 h launch rollback_job. Separately, P2 expectancy_negative_sparse: a focal crypto with too "
+    "few trades in 48 h losing over its last 10 trades within 7 days (never a rollback).",
 )
 def expectancy_negative_focal(
     context: SensorEvaluationContext,
@@ -116,7 +123,7 @@ def expectancy_negative_focal(
                     cryptos,
                     ev.figures(),
                     inc,
-                    v.reason,
+                    ev.message(),
                     hour,
                 ),  # fmt: skip
                 tags={"cvn/alert": "expectancy_negative_focal", "cvn/severity": severity},
@@ -165,6 +172,7 @@ def expectancy_negative_focal(
                 f"kill-switch rule met, no rollback requested: {LOSS_FLAG}={flag}"
                 + (", a rollback run is in flight" if in_flight else "")
             )
+    requests += sparse_expectancy_requests(model_registry, hour)
     context.log.info(f"{hour.isoformat()}: {v.level}: {v.reason}")
     new_cursor = {
         "evaluated_hour": hour.isoformat(),
@@ -176,6 +184,32 @@ def expectancy_negative_focal(
             cursor=json.dumps(new_cursor),
         )
     return SensorResult(run_requests=requests, cursor=json.dumps(new_cursor))
+
+
+def sparse_expectancy_requests(model_registry: ModelRegistry, hour: datetime) -> list[RunRequest]:
+    """``expectancy_negative_sparse`` (P2): one alert per focal crypto whose last trades
+    within 7 days lose significantly while its 48 h window is too thin for the P1. Never
+    counted as a P1, never a rollback. The run key holds the last trade's exit hour, so the
+    same evidence pages once, however many hourly ticks still see it."""
+    requests = []
+    for crypto, ev in sorted(
+        evaluate_sparse_expectancy(model_registry, SETTINGS.universe, hour).items()
+    ):
+        if ev.verdict.level != "crit" or ev.last_exit is None:
+            continue
+        name = "expectancy_negative_sparse"
+        inc = incident_id(name, [crypto], _bucket(ev.last_exit, "h"))
+        requests.append(
+            RunRequest(
+                run_key=_key("alert", name, crypto, ev.last_exit),
+                job_name=alert_job.name,
+                run_config=alert_run_config(
+                    name, "P2", [crypto], ev.figures(), inc, ev.message(), hour
+                ),
+                tags={"cvn/alert": name, "cvn/severity": "P2"},
+            )
+        )
+    return requests
 
 
 # ---------------------------------------------------------------------------- P2 training crash
@@ -302,28 +336,12 @@ def evaluate_model_drift(
     requests: list[RunRequest] = []
     summary = {}
     for crypto in SETTINGS.universe:
-        verdicts = evaluate_drift(model_registry, crypto, day)
-        if verdicts is None:
+        ev = evaluate_drift(model_registry, crypto, day)
+        if ev is None:
             continue
-        summary[crypto] = {k: v.level for k, v in verdicts.items()}
-        for name, v in verdicts.items():
-            if not v.alarm:
-                continue
-            inc = incident_id(name, [crypto], day)
-            figures = {"value": round(v.value, 6), "threshold": round(v.threshold, 6), "n": v.n}
-            requests.append(
-                RunRequest(
-                    run_key=_key("alert", name, crypto, day),
-                    job_name=alert_job.name,
-                    run_config=alert_run_config(
-                        name, v.level, [crypto], figures, inc, v.reason, day
-                    ),
-                    tags={"cvn/alert": name, "cvn/severity": v.level},
-                )
-            )
-            if name in ("data_drift", "concept_drift") and v.level == "crit":
-                requests.append(shadow_retrain_request(crypto, name, inc, day, v.reason))
-        state = SharpnessState(int(sharp.get(crypto, 0))).update(verdicts["output_sharpness"])
+        summary[crypto] = {k: v.level for k, v in ev.items()}
+        requests += drift_alert_requests(ev)
+        state = SharpnessState(int(sharp.get(crypto, 0))).update(ev["output_sharpness"])
         sharp[crypto] = state.consecutive
         if state.revert:
             requests.append(revert_to_baseline_request(crypto, day, state.consecutive))
@@ -337,9 +355,40 @@ def evaluate_model_drift(
     return SensorResult(run_requests=requests, cursor=new_cursor)
 
 
+def drift_alert_requests(ev: DriftEvaluation) -> list[RunRequest]:
+    """One alert per alarming detector of ``ev`` (figures and message from the rows it used),
+    and at most one shadow retrain for the crypto-day, naming every crit detector."""
+    requests = []
+    crit: list[tuple[str, str]] = []
+    for name, v in ev.items():
+        if not v.alarm:
+            continue
+        inc = incident_id(name, [ev.crypto], ev.as_of)
+        requests.append(
+            RunRequest(
+                run_key=_key("alert", name, ev.crypto, ev.as_of),
+                job_name=alert_job.name,
+                run_config=alert_run_config(
+                    name, v.level, [ev.crypto], ev.figures(name), inc, ev.message(name), ev.as_of
+                ),
+                tags={"cvn/alert": name, "cvn/severity": v.level},
+            )
+        )
+        if name in ("data_drift", "concept_drift") and v.level == "crit":
+            crit.append((name, v.reason))
+    if crit:
+        names = [n for n, _ in crit]
+        inc = incident_id(names[0], [ev.crypto], ev.as_of)
+        why = "; ".join(f"{n} crit: {r}" for n, r in crit)
+        requests.append(shadow_retrain_request(ev.crypto, names, inc, ev.as_of, why))
+    return requests
+
+
 def shadow_retrain_request(
-    crypto: str, detector: str, inc: str, day: datetime, why: str
+    crypto: str, detectors: list[str], inc: str, day: datetime, why: str
 ) -> RunRequest:
+    """One ``shadow_retrain_job`` run per crypto-day (its run key), naming every crit
+    detector in its reason and tags."""
     return RunRequest(
         run_key=_key("shadow_retrain", crypto, day),
         job_name="shadow_retrain_job",
@@ -349,14 +398,14 @@ def shadow_retrain_request(
                     "config": {
                         "crypto": crypto,
                         "actor": "sensor:model_drift",
-                        "reason": f"{detector} crit: {why}",
+                        "reason": why,
                         "incident_id": inc,
                         "through": day.isoformat(),
                     }
                 }
             }
         },
-        tags={"cvn/incident": inc},
+        tags={"cvn/incident": inc, "cvn/detectors": ",".join(detectors)},
     )
 
 

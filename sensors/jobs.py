@@ -60,6 +60,7 @@ FOCAL = "focal"
 
 RUNBOOKS = {
     "expectancy_negative_focal": "runbooks/runbook_focal_loss_negative_expectancy.md",
+    "expectancy_negative_sparse": "runbooks/runbook_focal_loss_negative_expectancy.md",
     "focal_training_crash": "runbooks/runbook_focal_training_crash.md",
     "data_drift": "runbooks/runbook_data_drift.md",
     "concept_drift": "runbooks/runbook_concept_drift.md",

@@ -339,7 +339,7 @@ def test_focal_training_crash_counts_failed_runs_in_the_last_hour(home, tmp_path
                      instance=instance).run_requests  # fmt: skip
 
 
-def test_sparse_traders_are_judged_on_their_last_trades_of_the_live_model(home):
+def test_sparse_traders_get_their_own_p2_on_their_last_trades_of_the_live_model(home):
     url, _ = home
     ids = _setup(url)
     now = T0 + timedelta(days=6)
@@ -355,13 +355,15 @@ def test_sparse_traders_are_judged_on_their_last_trades_of_the_live_model(home):
         )  # fmt: skip
         days = sorted({pd.Timestamp(e).normalize() for e in exits})
         replace_days(ModelRegistry(database_url=url).engine, c, days, None, frame)
-    from sensors.evaluation import evaluate_expectancy
+    from sensors.evaluation import evaluate_expectancy, evaluate_sparse_expectancy
 
-    ev = evaluate_expectancy(ModelRegistry(database_url=url), CRYPTOS, now)
-    assert ev.verdict.level == "crit"
-    assert ev.per_crypto["BTCUSDC"].details["n_48h"] == 10  # the last 10 of the week
+    reg = ModelRegistry(database_url=url)
+    ev = evaluate_expectancy(reg, CRYPTOS, now)
+    assert ev.verdict.level == "insufficient"  # 5 trades in 48 h: the P1 cannot judge them
+    sparse = evaluate_sparse_expectancy(reg, CRYPTOS, now)
+    assert sorted(sparse) == sorted(CRYPTOS)
+    btc = sparse["BTCUSDC"]
+    assert btc.verdict.level == "crit" and btc.verdict.n == 10 and btc.n_48h == 5
+    assert btc.first_exit == now - timedelta(hours=90)  # the last 10 of the 12
     # the same trades attributed to the baseline (not the live model) do not count
-    ev_before = evaluate_expectancy(
-        ModelRegistry(database_url=url), CRYPTOS, T0 - timedelta(hours=1)
-    )
-    assert ev_before.verdict.level in ("ok", "insufficient")
+    assert not evaluate_sparse_expectancy(reg, CRYPTOS, T0 - timedelta(hours=1))

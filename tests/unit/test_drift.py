@@ -357,3 +357,26 @@ def test_dependence_aware_floors_raise_the_bounds() -> None:
     assert data_drift({"f": x}, edges).level == "crit"
     v = data_drift({"f": x}, edges, null_floor={"f": 100.0})
     assert v.level == "ok" and v.threshold == 100.0
+
+
+def test_expectancy_last_trades_is_the_one_sided_t_test_of_exactly_its_trades():
+    from scipy import stats as sps
+
+    from cvn_assets.drift import expectancy_last_trades
+
+    rng = np.random.default_rng(21)
+    for _ in range(200):
+        r = rng.normal(-0.002, 0.01, 10)
+        v = expectancy_last_trades(r)
+        p = sps.ttest_1samp(r, 0.0, alternative="less").pvalue
+        assert v.level == ("crit" if p < 0.05 else "ok")
+        assert v.n == 10 and v.value == pytest.approx(r.mean(), abs=1e-15)
+        crit = -sps.t.ppf(0.95, 9) * r.std(ddof=1) / np.sqrt(10)
+        assert v.threshold == pytest.approx(crit, rel=1e-12)
+        assert "last 10 trades" in v.reason
+    thin = expectancy_last_trades([-0.01] * 9)
+    assert thin.level == "insufficient" and thin.n == 9 and not thin.alarm
+    with pytest.raises(ValueError, match="min_trades"):
+        expectancy_last_trades([-0.01] * 10, min_trades=1)
+    with pytest.raises(ValueError, match="net_returns"):
+        expectancy_last_trades([-0.01, float("nan")] * 5)
