@@ -45,7 +45,7 @@ from cvn_assets.folds import (
     _early_stopping_slice,
     _require_buys,
 )
-from cvn_assets.metrics import classification_metrics
+from cvn_assets.metrics import MIN_TRADE_SHARE, classification_metrics
 from cvn_assets.monitoring import decile_edges, psi
 from cvn_assets.training import TrainResult, XGBWrapper
 
@@ -222,14 +222,21 @@ def calibrate_whole_history(
     *,
     primary: str,
     fee_per_side: float,
+    min_trade_share: float = MIN_TRADE_SHARE,
 ) -> CalibratedModel:
     """Calibrators (every method), the f1 threshold and the trading threshold, fitted on the
     calibration block as in :func:`cvn_assets.evaluation.calibrate_and_evaluate`; no test
     block is scored (the plan has none). ``threshold`` is the f1-maximising one;
-    ``info["trading_threshold"]`` the net-expectancy one (None = do not trade)."""
+    ``info["trading_threshold"]`` the net-expectancy one (None = do not trade), trading in at
+    least ``min_trade_share`` of the block's hours (``info["min_trade_share"]``)."""
     model = train.model
     calibrators, threshold, trading = fit_on_calibration_block(
-        model, dataset, plan, primary=primary, fee_per_side=fee_per_side
+        model,
+        dataset,
+        plan,
+        primary=primary,
+        fee_per_side=fee_per_side,
+        min_trade_share=min_trade_share,
     )
     times = dataset.index
     info: dict[str, Any] = {
@@ -244,6 +251,7 @@ def calibrate_whole_history(
         "n_test": 0,
         "threshold": threshold,
         "trading_threshold": trading,
+        "min_trade_share": min_trade_share,
         "best_iteration": int(train.best_iteration),
         "train_seconds": float(train.train_seconds),
         "train_start": str(times[int(plan.train[0])]),

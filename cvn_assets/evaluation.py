@@ -28,6 +28,7 @@ from cvn_assets.calibration import (
 from cvn_assets.features import FEATURE_NAMES
 from cvn_assets.folds import FoldPlan
 from cvn_assets.metrics import (
+    MIN_TRADE_SHARE,
     classification_metrics,
     fit_buy_threshold,
     fit_trading_threshold,
@@ -70,13 +71,20 @@ def train_cell(
 
 
 def fit_on_calibration_block(
-    model: Any, dataset: pd.DataFrame, plan: FoldPlan, *, primary: str, fee_per_side: float
+    model: Any,
+    dataset: pd.DataFrame,
+    plan: FoldPlan,
+    *,
+    primary: str,
+    fee_per_side: float,
+    min_trade_share: float = MIN_TRADE_SHARE,
 ) -> tuple[dict[str, Any], float, float | None]:
     """Every calibrator (none / temperature / Platt / isotonic) on the calibration block's
     margins, then, on the ``primary`` calibrator's probabilities, the BUY threshold that
     maximises f1_buy and the trading threshold that maximises the net expectancy per trade
-    after fees with at least :func:`cvn_assets.metrics.trading_min_trades` trades (10 % of the
-    block's rows; ``None`` = do not trade; information for the sweep, used by paper trading).
+    after fees with at least :func:`cvn_assets.metrics.trading_min_trades` trades
+    (``min_trade_share`` of the block's rows, default 10 %; ``None`` = do not trade;
+    information for the sweep, used by paper trading; a champion may set its own share).
 
     Returns ``(calibrators, f1_threshold, trading_threshold)``. Shared by the sweep's cells
     and the champion (:mod:`cvn_assets.champion`), so both fit them the same way.
@@ -91,7 +99,7 @@ def fit_on_calibration_block(
         p_cal,
         cal_rows["ret"].to_numpy(dtype=np.float64),
         fee_per_side,
-        min_trades=trading_min_trades(len(p_cal)),
+        min_trades=trading_min_trades(len(p_cal), min_trade_share),
     )
     return calibrators, threshold, trading
 

@@ -23,6 +23,7 @@ from cvn_assets.evaluation import train_cell
 from cvn_assets.features import build_features
 from cvn_assets.folds import FoldPlan
 from cvn_assets.labels import LabelStrategy, triple_barrier_labels
+from cvn_assets.metrics import MIN_TRADE_SHARE
 
 __all__ = [
     "calibration_share",
@@ -92,9 +93,11 @@ def train_whole_history(
     primary_calibration: str,
     fee_per_side: float,
     oos_f1_buy: float | None,
+    min_trade_share: float = MIN_TRADE_SHARE,
 ) -> tuple[CalibratedModel, dict[str, Any]]:
     """Train ``variant`` on ``plan`` over ``dataset`` (rows x features + label, t1 columns),
-    calibrate on its calibration block; returns the model and its reference statistics
+    calibrate on its calibration block (the trading threshold trades in at least
+    ``min_trade_share`` of its hours); returns the model and its reference statistics
     (:func:`cvn_assets.champion.reference_statistics`)."""
     res = train_cell(
         variant,
@@ -106,7 +109,13 @@ def train_whole_history(
         seed=seed,
     )
     cal = calibrate_whole_history(
-        res, variant, dataset, plan, primary=primary_calibration, fee_per_side=fee_per_side
+        res,
+        variant,
+        dataset,
+        plan,
+        primary=primary_calibration,
+        fee_per_side=fee_per_side,
+        min_trade_share=min_trade_share,
     )
     return cal, reference_statistics(cal, dataset, plan, oos_f1_buy=oos_f1_buy)
 
@@ -118,4 +127,5 @@ def registry_stats(model: CalibratedModel, stats: dict[str, Any]) -> dict[str, A
         **stats,
         "f1_threshold": model.threshold,
         "trading_threshold": model.info["trading_threshold"],
+        "min_trade_share": model.info.get("min_trade_share", MIN_TRADE_SHARE),
     }

@@ -54,6 +54,12 @@ FOCAL_VARIANT = "focal_g2_a025"
 #: the crash's length: -25 % spread over 10 days (a bear leg) rather than 48 h
 CRASH_HOURS = 240
 DRILL_ACTOR = "drill"
+#: the drill's champions trade in >= 30 % of their calibration hours (champion_models'
+#: ``min_trade_share``; the sweep's cells keep 10 %). The P1 judges only the trades of the
+#: last 48 h and needs >= 10 of them on >= 2 cryptos; at 10 % the champions trade ~5 times in
+#: 48 h (scripts/drill_probe.py: 5-12 trades per crypto in the 2 days after the crash starts),
+#: so the P1 could never hold its sample. At 30 %: 12-21 on BTC/ETH/BNB.
+DRILL_TRADE_SHARE = 0.3
 
 
 def _market_config(scenario: str, turn: pd.Timestamp, edge: float) -> dict[str, Any]:
@@ -163,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "force_promote": True,
                 "actor": DRILL_ACTOR,
                 "reason": why,
+                "min_trade_share": DRILL_TRADE_SHARE,
             }
             run(
                 "champion_job",

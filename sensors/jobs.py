@@ -43,6 +43,7 @@ from cvn_assets.guard_training import (
     training_window,
 )
 from cvn_assets.identity import digest, module_digest
+from cvn_assets.metrics import MIN_TRADE_SHARE
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import Alert, AlertSink
 from resources.config_store import ConfigConflict, ConfigStore
@@ -494,9 +495,12 @@ def shadow_retrain(
     candles = market_data.load_candles_through(crypto, through)
     ds = dataset_through(candles, sweep.label)
     calibration_frac = calibration_share(SETTINGS.n_folds)
+    ref = champ.get("reference_stats") or {}
+    share = ref.get("min_trade_share", MIN_TRADE_SHARE)  # the champion's trading share
     fp = digest(
         {
             "crypto": crypto,
+            "min_trade_share": share,
             "variant": dataclasses.asdict(eff),
             "window": [str(ds.index[0]), str(ds.index[-1])],
             "data": hashlib.sha256(candles.to_numpy().tobytes()).hexdigest(),
@@ -504,7 +508,6 @@ def shadow_retrain(
             "code": module_digest("guard_training.py", "champion.py", "evaluation.py"),
         }
     )
-    ref = champ.get("reference_stats") or {}
     plan = history_plan(
         ds, early_stopping_frac=sweep.early_stopping_frac, calibration_frac=calibration_frac,
         embargo_pct=sweep.embargo_pct,
@@ -515,6 +518,7 @@ def shadow_retrain(
         early_stopping_rounds=sweep.early_stopping_rounds, seed=sweep.seed,
         primary_calibration=sweep.primary_calibration, fee_per_side=sweep.fee_per_side,
         oos_f1_buy=ref.get("oos_f1_buy"),
+        min_trade_share=share,
     )  # fmt: skip
     stats = registry_stats(model, stats)
     model.info.update(

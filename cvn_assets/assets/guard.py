@@ -115,6 +115,7 @@ from cvn_assets.guard_training import (
     training_window,
 )
 from cvn_assets.identity import digest, module_digest
+from cvn_assets.metrics import MIN_TRADE_SHARE
 from cvn_assets.monitoring import LOSS_FUNCTION_TAG, LOSS_FUNCTIONS, metrics_row
 from cvn_assets.paper import (
     DEFAULT_FEE_PER_SIDE,
@@ -174,6 +175,13 @@ class ChampionConfig(Config):
     calibration_frac: float = Field(
         default=calibration_share(SETTINGS.n_folds),
         description="share of the history (at its end) for calibration; a sweep cell's is 1/K",
+    )
+    min_trade_share: float = Field(
+        default=MIN_TRADE_SHARE,
+        gt=0.0,
+        le=1.0,
+        description="the trading threshold must trade in at least this share of the "
+        "calibration block's hours (the sweep's cells: 0.10); shadow retrains inherit it",
     )
 
 
@@ -305,6 +313,7 @@ def champion_models(
             "variant": asdict(eff),
             "window": [str(train_start), str(train_end)],
             "calibration_frac": config.calibration_frac,
+            "min_trade_share": config.min_trade_share,
             "code": module_digest(*_CODE),
         }
     )
@@ -323,6 +332,7 @@ def champion_models(
             primary_calibration=sweep.primary_calibration,
             fee_per_side=sweep.fee_per_side,
             oos_f1_buy=_oos_f1(results, crypto, eff.name),
+            min_trade_share=config.min_trade_share,
         )
         cal.info.update(
             {

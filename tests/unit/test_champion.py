@@ -1,6 +1,7 @@
 """Champion selection, the whole-history plan, reference statistics and the canary rule:
 hand-checked cases (cvn_assets.champion)."""
 
+import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -188,6 +189,18 @@ def test_reference_statistics_on_a_small_model():
     p_tr = cal.predict_proba(train[list(FEATURE_NAMES)])[:, 1]
     assert stats["train_mean_confidence"] == pytest.approx(np.maximum(p_tr, 1 - p_tr).mean())
     assert 0.5 <= stats["train_mean_confidence"] <= 1.0 and stats["oos_f1_buy"] == 0.31
+    # the champion's trading share: its threshold trades in >= that share of the block's hours
+    p_primary = p_cal
+    for share in (0.1, 0.3, 0.6):
+        c = calibrate_whole_history(
+            res, BASE, ds, plan, primary="temperature", fee_per_side=0.001, min_trade_share=share
+        )
+        assert c.info["min_trade_share"] == share
+        thr = c.info["trading_threshold"]
+        if thr is not None:
+            n_trades = int((p_primary >= thr).sum())
+            assert n_trades >= math.ceil(share * len(p_primary)), (share, n_trades)
+    assert cal.info["min_trade_share"] == 0.1  # the sweep's default
 
 
 # --------------------------------------------------------------------- canary rule
