@@ -41,12 +41,12 @@ def _fmt(trades: pd.DataFrame) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--edge", type=float, default=2.0)
+    ap.add_argument("--edge", type=float, default=4.0)  # the drill's
     ap.add_argument("--edge-multiplier", type=float, default=0.0)
     ap.add_argument("--crash-hours", type=int, default=240, help="0: no crash")
     ap.add_argument("--turn-day", type=int, default=20)
     ap.add_argument("--variant", default="focal_g2_a025")
-    ap.add_argument("--shares", default="0,0.05,0.1,0.2", help="minimum shares of trades")
+    ap.add_argument("--shares", default="0.1,0.2,0.3", help="minimum shares of trades")
     args = ap.parse_args()
 
     window_end = pd.Timestamp(DEFAULT_START, tz="UTC") + pd.Timedelta(hours=DEFAULT_HOURS)
