@@ -16,20 +16,39 @@ Flags and their values:
 
 Both are seeded (version 1) by migration ``0003_guard_state``. A flag without a row can be
 created with ``expected_version=0``.
+
+**When a change takes effect**: ``changed_at`` of its audit row, the wall clock by default,
+or the ``at=`` the caller gives (a drill's simulated clock, an operator recording when a halt
+really started): never in the future, never before the flag's previous change, so the audit
+ordered by ``id`` is also ordered in time. :meth:`ConfigStore.history` returns it as the
+flag's step function over time (:class:`cvn_assets.flags.FlagHistory`), which is how the paper
+trading replay reads ``trading_halted`` at every hour: the value that held then, not the
+value at run time. Times are aware UTC at the database boundary
+(:class:`resources.db.UTCDateTime`; a naive ``at`` is refused).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from cvn_assets.flags import FlagHistory, flag_history
 from cvn_assets.guardrails import ALPHA_RANGE, GAMMA_RANGE, GuardrailError, validate_focal_config
-from resources.db import ResultsDatabaseResource, as_utc, utc_now, write_transaction
+from resources.db import (
+    ResultsDatabaseResource,
+    UTCDateTime,
+    as_utc,
+    utc_now,
+    utc_param,
+    write_transaction,
+)
 
 __all__ = [
     "FLAGS",
+    "FLAG_DEFAULTS",
     "ConfigConflict",
     "ConfigStore",
     "UnknownFlag",
@@ -50,7 +69,10 @@ ftf_config_table = sa.Table(
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column(
-        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        "updated_at",
+        UTCDateTime("ftf_config.updated_at"),
+        nullable=False,
+        server_default=sa.func.now(),
     ),
     sa.CheckConstraint("version >= 1", name="ck_ftf_config_version"),
 )
@@ -69,7 +91,10 @@ config_audit_table = sa.Table(
     sa.Column("incident_id", sa.String(128), nullable=True),
     sa.Column("dagster_run_id", sa.String(64), nullable=True),
     sa.Column(
-        "changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        "changed_at",
+        UTCDateTime("config_audit.changed_at"),
+        nullable=False,
+        server_default=sa.func.now(),
     ),
     sa.Index("ix_config_audit_flag", "flag", "id"),
 )
@@ -128,6 +153,8 @@ FLAGS: dict[str, Callable[[str, str], None]] = {
     "CVN_LOSS_FUNCTION": _loss_function,
     "trading_halted": _boolean_text,
 }
+#: a flag's value when its audit has no row at all (the migration's seeds)
+FLAG_DEFAULTS = {"CVN_LOSS_FUNCTION": "focal", "trading_halted": "false"}
 
 
 def validate_flag_value(flag: str, value: object) -> str:
@@ -173,6 +200,7 @@ class ConfigStore(ResultsDatabaseResource):
         reason: str,
         incident_id: str | None = None,
         dagster_run_id: str | None = None,
+        at: datetime | None = None,
     ) -> int:
         """Set ``flag`` to ``new_value`` if it is still at ``expected_version``; returns the
         new version (``expected_version + 1``).
@@ -181,6 +209,11 @@ class ConfigStore(ResultsDatabaseResource):
         reason, and :class:`ConfigConflict` when the flag is no longer at
         ``expected_version``. The change and its audit row are one transaction.
         ``expected_version=0`` creates a flag that has no row yet.
+
+        ``at``: when the change takes effect (its ``changed_at``), default now; aware (a naive
+        one: ValueError); not in the future (1 s of clock skew allowed); not before the
+        flag's previous change other than its first (seed) row (ValueError naming both) --
+        the seed row is the flag's initial value, which holds from the beginning of time.
         """
         validate_flag_value(flag, new_value)
         if (
@@ -193,13 +226,14 @@ class ConfigStore(ResultsDatabaseResource):
             raise ValueError(f"{flag}: a config change needs an actor and a reason")
         t, a = ftf_config_table, config_audit_table
         new_version = expected_version + 1
-        now = utc_now()
+        now = _effective_time(flag, at)
         with write_transaction(self.engine, busy_timeout_ms=WRITE_WAIT_MS) as conn:
             current = conn.execute(
-                sa.select(t.c.value, t.c.version).where(t.c.flag == flag)
+                sa.select(t.c.value, t.c.version, t.c.updated_at).where(t.c.flag == flag)
             ).first()
             if (current.version if current is not None else 0) != expected_version:
                 raise _conflict(flag, expected_version, current)
+            _check_order(flag, now, current)
             if current is None:
                 try:
                     with conn.begin_nested():
@@ -251,6 +285,40 @@ class ConfigStore(ResultsDatabaseResource):
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [{**dict(r), "changed_at": as_utc(r["changed_at"])} for r in rows]
+
+    def history(self, flag: str) -> FlagHistory:
+        """``flag``'s value over time from its audit (:func:`cvn_assets.flags.flag_history`:
+        the value at any instant, or at an hour's decision); ValueError for an unknown
+        flag."""
+        if flag not in FLAGS:
+            raise ValueError(f"unknown config flag {flag!r} (known: {', '.join(sorted(FLAGS))})")
+        return flag_history(flag, self.audit(flag), default=FLAG_DEFAULTS[flag])
+
+
+def _effective_time(flag: str, at: datetime | None) -> datetime:
+    now = utc_now()
+    if at is None:
+        return now
+    when = utc_param(f"{flag}: at", at)
+    if when > now + timedelta(seconds=1):
+        raise ValueError(
+            f"{flag}: a change at {when.isoformat()} is in the future: the audit records what "
+            "happened"
+        )
+    return when
+
+
+def _check_order(flag: str, when: datetime, current: Any) -> None:
+    """Refuse a change dated before the flag's last change (``ftf_config.updated_at``); the
+    flag's first row (version 1: its creation, e.g. the migration's seed) does not count."""
+    if current is None or int(current.version) < 2:
+        return
+    last = current.updated_at
+    if when < last:
+        raise ValueError(
+            f"{flag}: a change at {when.isoformat()} precedes the flag's last change at "
+            f"{last.isoformat()}: the audit must stay ordered in time"
+        )
 
 
 def _conflict(flag: str, expected: int, current: Any) -> ConfigConflict:

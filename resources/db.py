@@ -6,7 +6,13 @@
   write lock *before* the first read, so two writers never both read the same state and then
   race to upgrade their read lock (SQLite would fail one of them with "database is locked"
   instead of making it wait).
-* :func:`as_utc`: every time stored or compared is an aware UTC ``datetime``.
+* Times at the database boundary: every time column is a :class:`UTCDateTime`, which binds
+  every value (inserted, updated or compared in a WHERE) converted to UTC and **refuses a naive
+  one** (ValueError naming the column and the value), and reads every value back as an aware
+  UTC ``datetime`` (SQLite stores naive UTC text; PostgreSQL answers in the session's time
+  zone). :func:`utc_param` is the same check for a function's time argument, so a bad one is
+  refused before any work, naming the argument. :func:`as_utc` normalises a value *read* from
+  the database (naive = UTC); never use it on an input.
 * :class:`ResultsDatabaseResource`: base of :class:`~resources.config_store.ConfigStore` and
   :class:`~resources.model_registry.ModelRegistry`; URL resolution and engine (schema upgrade
   included) are the :class:`~resources.results_store.ResultsStore` ones, not a copy of them.
@@ -17,8 +23,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import sqlalchemy as sa
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
@@ -28,10 +35,81 @@ if TYPE_CHECKING:
 
 
 def as_utc(when: datetime) -> datetime:
-    """Aware UTC ``datetime``. A naive value is taken as UTC (SQLite hands back naive UTC)."""
+    """Aware UTC ``datetime`` of a value read from the database. A naive value is taken as
+    UTC (SQLite hands back naive UTC text); for inputs use :func:`utc_param`."""
     if when.tzinfo is None:
         return when.replace(tzinfo=UTC)
     return when.astimezone(UTC)
+
+
+def utc_param(field: str, value: Any) -> datetime:
+    """``value`` (a ``datetime`` / ``pandas.Timestamp`` or ISO text **with** a UTC offset) as
+    an aware UTC ``datetime``, ready to be bound into SQL.
+
+    Raises ValueError naming ``field`` and the value for a naive time (no offset: its instant
+    is unknown), for text that is not an ISO time and for anything else.
+    """
+    if isinstance(value, str):
+        try:
+            ts = pd.Timestamp(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{field}: {value!r} is not an ISO time") from exc
+        if ts is pd.NaT:
+            raise ValueError(f"{field}: {value!r} is not an ISO time")
+        value = ts
+    if not isinstance(value, datetime) or value is pd.NaT:
+        raise ValueError(
+            f"{field}: {value!r} is not a time (give an aware datetime or ISO text with offset)"
+        )
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise ValueError(
+            f"{field}: naive time {value.isoformat()!r} refused: its instant is unknown; "
+            "give a UTC offset (e.g. +00:00)"
+        )
+    if isinstance(value, pd.Timestamp):
+        value = value.tz_convert("UTC").to_pydatetime(warn=False)
+    return value.astimezone(UTC)
+
+
+def utc_index(field: str, values: Any) -> pd.DatetimeIndex:
+    """A column of times (a Series, an array, a list) as a UTC ``DatetimeIndex`` (missing
+    values: NaT). Raises ValueError naming ``field`` and the first naive value (a tz-naive
+    ``datetime64`` column, a naive ``datetime`` or offset-less text): its instant is unknown."""
+    series = pd.Series(values)
+    dtype = series.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return pd.DatetimeIndex(series).tz_convert("UTC")
+    present = series[series.notna()]
+    if len(present) == 0:
+        return pd.DatetimeIndex(pd.to_datetime(series, utc=True))
+    if dtype.kind == "M":
+        bad = present.iloc[0]
+        raise ValueError(
+            f"{field}: naive time {pd.Timestamp(bad).isoformat()!r} refused (a tz-naive "
+            "column): its instant is unknown; give UTC offsets"
+        )
+    for v in present:
+        utc_param(field, v)  # refuses the first naive one, naming it
+    return pd.DatetimeIndex(pd.to_datetime(series, utc=True))
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """``DateTime(timezone=True)`` that binds only aware times, converted to UTC (naive:
+    ValueError naming ``field`` and the value) and reads back aware UTC ``datetime`` on every
+    backend. ``field``: the name in errors, e.g. ``"trades.exit_time"``."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def __init__(self, field: str = "time") -> None:
+        super().__init__()
+        self.field = field
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else utc_param(self.field, value)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else as_utc(value)
 
 
 def utc_now() -> datetime:

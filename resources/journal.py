@@ -17,6 +17,12 @@ a window (what the canary rule of :func:`cvn_assets.champion.canary_passed` read
 :func:`replace_days` replaces several days of both tables in one transaction (what the
 ``paper_trades`` asset calls: a ``kill -9`` during a run leaves the journal as it was before).
 
+Times: every time column is a :class:`resources.db.UTCDateTime` (bound converted to UTC, read
+back aware UTC on SQLite and PostgreSQL alike); a time argument (``start``, ``end``) or a time
+column of the rows given with no UTC offset is refused (ValueError naming it and the value)
+before anything is read or written. A ``day`` is a UTC calendar date (``YYYY-MM-DD``, a
+``date``, or a UTC midnight).
+
 ``monitoring_metrics`` (migration ``0006_monitoring``): one row per (crypto, day), the flat row
 of :func:`cvn_assets.monitoring.metrics_row` (``MONITORING_COLUMNS``); written by
 :func:`replace_monitoring_row`, read by :func:`read_monitoring`.
@@ -31,7 +37,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from resources.db import as_utc, write_transaction
+from resources.db import UTCDateTime, utc_index, utc_param, write_transaction
 from resources.model_registry import model_versions_table
 
 __all__ = [
@@ -62,7 +68,7 @@ predictions_table = sa.Table(
     "predictions",
     JOURNAL_METADATA,
     sa.Column("crypto", sa.String(32), primary_key=True),
-    sa.Column("hour", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("hour", UTCDateTime("predictions.hour"), primary_key=True),
     sa.Column("model_version", sa.Integer, _version_fk("predictions"), nullable=False),
     sa.Column("loss_function", sa.String(32), nullable=False),
     sa.Column("buy_proba", sa.Float, nullable=False),
@@ -70,7 +76,7 @@ predictions_table = sa.Table(
     sa.Column("latency_ms", sa.Float, nullable=True),
     *[sa.Column(f"feature_{i}", sa.Float, nullable=True) for i in range(1, N_TOP_FEATURES + 1)],
     sa.Column("label", sa.SmallInteger, nullable=True),
-    sa.Column("label_known_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("label_known_at", UTCDateTime("predictions.label_known_at"), nullable=True),
     sa.Column(
         "candidate_version",
         sa.Integer,
@@ -108,9 +114,9 @@ trades_table = sa.Table(
     JOURNAL_METADATA,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("crypto", sa.String(32), nullable=False),
-    sa.Column("entry_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("entry_time", UTCDateTime("trades.entry_time"), nullable=False),
     sa.Column("entry_price", sa.Float, nullable=False),
-    sa.Column("exit_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("exit_time", UTCDateTime("trades.exit_time"), nullable=False),
     sa.Column("exit_price", sa.Float, nullable=False),
     sa.Column("barrier", sa.String(8), nullable=False),
     sa.Column("gross_return", sa.Float, nullable=False),
@@ -136,7 +142,7 @@ monitoring_metrics_table = sa.Table(
     JOURNAL_METADATA,
     sa.Column("crypto", sa.String(32), primary_key=True),
     sa.Column("day", sa.Date, primary_key=True),
-    sa.Column("as_of_utc", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("as_of_utc", UTCDateTime("monitoring_metrics.as_of_utc"), nullable=False),
     *[sa.Column(c, sa.Integer, nullable=False) for c in _MONITORING_INT],
     sa.Column("loss_function", sa.String(32), nullable=False),
     sa.Column("focal_loss_active", sa.Integer, nullable=False),
@@ -205,7 +211,7 @@ class _Batch:
             elif c not in frame.columns:
                 self.values[c] = [None] * self.n
             elif c in _TIME_COLUMNS[table.name]:
-                t = pd.to_datetime(frame[c], utc=True)
+                t = utc_index(f"{table.name}.{c}", frame[c])
                 if t.isna().any() and not table.c[c].nullable:
                     raise ValueError(
                         f"{table.name}: {c} is missing in row {int(t.isna().argmax())}"
@@ -306,8 +312,7 @@ def replace_day(
 
 def _read(engine: sa.Engine, table: sa.Table, crypto: str, start: Any, end: Any) -> pd.DataFrame:
     col = table.c[_DAY_COLUMN[table.name]]
-    lo = as_utc(pd.Timestamp(start).to_pydatetime())
-    hi = as_utc(pd.Timestamp(end).to_pydatetime())
+    lo, hi = utc_param("start", start), utc_param("end", end)
     query = (
         sa.select(*[c for c in table.columns if c.name != "id"])
         .where((table.c.crypto == crypto) & (col >= lo) & (col <= hi))
@@ -325,13 +330,15 @@ def _read(engine: sa.Engine, table: sa.Table, crypto: str, start: Any, end: Any)
 
 
 def read_trades(engine: sa.Engine, crypto: str, start: Any, end: Any) -> pd.DataFrame:
-    """``crypto``'s trades whose ``exit_time`` is in ``[start, end]`` (UTC; naive = UTC), by
-    exit time; columns as :data:`cvn_assets.paper.TRADE_COLUMNS`, times aware UTC."""
+    """``crypto``'s trades whose ``exit_time`` is in ``[start, end]`` (aware times or ISO text
+    with an offset, converted to UTC; naive: ValueError naming ``start`` / ``end``), by exit
+    time; columns as :data:`cvn_assets.paper.TRADE_COLUMNS`, times aware UTC."""
     return _read(engine, trades_table, crypto, start, end)
 
 
 def read_predictions(engine: sa.Engine, crypto: str, start: Any, end: Any) -> pd.DataFrame:
-    """``crypto``'s predictions whose ``hour`` is in ``[start, end]``, by hour; columns as
+    """``crypto``'s predictions whose ``hour`` is in ``[start, end]`` (aware; naive refused, as
+    :func:`read_trades`), by hour; columns as
     :data:`cvn_assets.paper.PREDICTION_COLUMNS` (``hour``, ``label_known_at`` aware UTC,
     NaT when NULL; ``label`` Int8 and ``candidate_version`` Int64, NA when NULL)."""
     return _read(engine, predictions_table, crypto, start, end)
@@ -403,8 +410,8 @@ def _label_updates(
     missing = [c for c in ("hour", "label", "label_known_at") if c not in rows.columns]
     if missing:
         raise ValueError(f"label_updates lack column(s) {missing}")
-    hours = pd.DatetimeIndex(pd.to_datetime(rows["hour"], utc=True))
-    known = pd.DatetimeIndex(pd.to_datetime(rows["label_known_at"], utc=True))
+    hours = utc_index("label_updates.hour", rows["hour"])
+    known = utc_index("label_updates.label_known_at", rows["label_known_at"])
     labels = rows["label"].astype(object).tolist()
     out = []
     for h, lab, k in zip(hours, labels, known, strict=True):
@@ -429,7 +436,7 @@ def replace_monitoring_row(engine: sa.Engine, row: dict[str, Any]) -> None:
     t = monitoring_metrics_table
     rec = {c.name: row[c.name] for c in t.columns}
     rec["day"] = pd.Timestamp(rec["day"]).date()
-    rec["as_of_utc"] = as_utc(pd.Timestamp(rec["as_of_utc"]).to_pydatetime())
+    rec["as_of_utc"] = utc_param("monitoring_metrics.as_of_utc", rec["as_of_utc"])
     with write_transaction(engine, busy_timeout_ms=WRITE_WAIT_MS) as conn:
         conn.execute(t.delete().where((t.c.crypto == rec["crypto"]) & (t.c.day == rec["day"])))
         conn.execute(t.insert().values(**rec))

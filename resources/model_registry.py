@@ -32,7 +32,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from cvn_assets.guardrails import validate_focal_config
-from resources.db import ResultsDatabaseResource, as_utc, utc_now, write_transaction
+from resources.db import (
+    ResultsDatabaseResource,
+    UTCDateTime,
+    as_utc,
+    utc_now,
+    utc_param,
+    write_transaction,
+)
 from resources.results_store import UnknownSweep, sweeps_table
 
 __all__ = [
@@ -61,8 +68,8 @@ model_versions_table = sa.Table(
     sa.Column("loss_function", sa.String(32), nullable=False),
     sa.Column("gamma", sa.Float, nullable=True),
     sa.Column("alpha", sa.Float, nullable=True),
-    sa.Column("train_start", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("train_end", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("train_start", UTCDateTime("model_versions.train_start"), nullable=False),
+    sa.Column("train_end", UTCDateTime("model_versions.train_end"), nullable=False),
     sa.Column(
         "sweep_id",
         sa.String(64),
@@ -72,7 +79,10 @@ model_versions_table = sa.Table(
     sa.Column("artifact_uri", sa.Text, nullable=False),
     sa.Column("reference_stats_json", sa.Text, nullable=False),
     sa.Column(
-        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        "created_at",
+        UTCDateTime("model_versions.created_at"),
+        nullable=False,
+        server_default=sa.func.now(),
     ),
     sa.UniqueConstraint(
         "crypto", "variant", "sweep_id", "train_end", name="uq_model_versions_candidate"
@@ -116,8 +126,8 @@ model_alias_history_table = sa.Table(
     sa.Column("actor", sa.String(128), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("dagster_run_id", sa.String(64), nullable=True),
-    sa.Column("valid_from", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("valid_to", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("valid_from", UTCDateTime("model_alias_history.valid_from"), nullable=False),
+    sa.Column("valid_to", UTCDateTime("model_alias_history.valid_to"), nullable=True),
     sa.CheckConstraint(
         "valid_to IS NULL OR valid_to >= valid_from", name="ck_model_alias_history_interval"
     ),
@@ -159,7 +169,8 @@ class ModelRegistry(ResultsDatabaseResource):
     history.
 
     ``database_url`` resolves like the results store's. Every time is UTC: datetimes given
-    naive are taken as UTC, aware ones converted; datetimes returned are aware UTC.
+    must be aware (any offset; converted to UTC; a naive one is refused with a ValueError
+    naming the argument); datetimes returned are aware UTC.
     """
 
     # --- versions ---------------------------------------------------------------------
@@ -185,7 +196,7 @@ class ModelRegistry(ResultsDatabaseResource):
         the content agrees and raises :class:`ModelVersionConflict` naming what differs.
         """
         validate_focal_config(loss_function, gamma, alpha)
-        start, end = as_utc(train_start), as_utc(train_end)
+        start, end = utc_param("train_start", train_start), utc_param("train_end", train_end)
         if not start < end:
             raise ValueError(
                 f"{crypto}/{variant}: train_start {start.isoformat()} must precede "
@@ -407,9 +418,10 @@ class ModelRegistry(ResultsDatabaseResource):
     def live_at(
         self, crypto: str, when_utc: datetime, alias: str = "champion"
     ) -> dict[str, Any] | None:
-        """The version that was ``alias`` (champion) of ``crypto`` at ``when_utc`` (naive =
-        UTC), or None before the first promotion. One query on ``model_alias_history``."""
-        when = as_utc(when_utc)
+        """The version that was ``alias`` (champion) of ``crypto`` at ``when_utc`` (aware, any
+        offset; naive: ValueError), or None before the first promotion. One query on
+        ``model_alias_history``."""
+        when = utc_param("when_utc", when_utc)
         t, h = model_versions_table, model_alias_history_table
         query = (
             sa.select(t)
@@ -452,7 +464,7 @@ class ModelRegistry(ResultsDatabaseResource):
         now = utc_now()
         if at is None:
             return now
-        when = as_utc(at)
+        when = utc_param("at", at)
         if when > now + timedelta(seconds=1):
             raise ValueError(
                 f"alias change at {when.isoformat()} is in the future: the history records "

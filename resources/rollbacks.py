@@ -26,7 +26,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from resources.db import ResultsDatabaseResource, as_utc, utc_now, write_transaction
+from resources.db import (
+    ResultsDatabaseResource,
+    UTCDateTime,
+    as_utc,
+    utc_now,
+    utc_param,
+    write_transaction,
+)
 
 __all__ = [
     "CONFIRM_WITHIN",
@@ -45,18 +52,18 @@ rollbacks_table = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("incident_id", sa.String(160), nullable=False),
     sa.Column("trigger", sa.String(8), nullable=False),
-    sa.Column("triggered_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("triggered_at", UTCDateTime("rollbacks.triggered_at"), nullable=False),
     sa.Column("dagster_run_id", sa.String(64), nullable=True),
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("cryptos_json", sa.Text, nullable=False),
     sa.Column("flipped", sa.Boolean, nullable=False),
     sa.Column("state", sa.String(10), nullable=False),
-    sa.Column("confirm_by", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("confirm_by", UTCDateTime("rollbacks.confirm_by"), nullable=True),
     sa.Column("confirmed_by", sa.String(200), nullable=True),
     sa.Column("confirm_reason", sa.Text, nullable=True),
-    sa.Column("confirmed_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("escalated_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("confirmed_at", UTCDateTime("rollbacks.confirmed_at"), nullable=True),
+    sa.Column("escalated_at", UTCDateTime("rollbacks.escalated_at"), nullable=True),
     sa.UniqueConstraint("incident_id", name="uq_rollbacks_incident"),
     sa.CheckConstraint("trigger IN ('auto', 'manual')", name="ck_rollbacks_trigger"),
     sa.CheckConstraint("state IN ('pending', 'confirmed', 'held')", name="ck_rollbacks_state"),
@@ -106,7 +113,7 @@ class RollbackLog(ResultsDatabaseResource):
         for name, value in (("incident_id", incident_id), ("actor", actor), ("reason", reason)):
             if not str(value or "").strip():
                 raise ValueError(f"rollback: {name} must not be empty, got {value!r}")
-        when = as_utc(at) if at is not None else utc_now()
+        when = utc_param("at", at) if at is not None else utc_now()
         t = rollbacks_table
         values: dict[str, Any] = {
             "incident_id": incident_id,
@@ -159,7 +166,7 @@ class RollbackLog(ResultsDatabaseResource):
             if not str(value or "").strip():
                 raise ValueError(f"confirm_rollback: {name} must not be empty, got {value!r}")
         t = rollbacks_table
-        when = as_utc(at) if at is not None else utc_now()
+        when = utc_param("at", at) if at is not None else utc_now()
         with write_transaction(self.engine, busy_timeout_ms=WRITE_WAIT_MS) as conn:
             q = sa.select(t)
             if incident_id:
@@ -189,7 +196,7 @@ class RollbackLog(ResultsDatabaseResource):
     def overdue(self, now: datetime) -> list[dict[str, Any]]:
         """``pending`` rollbacks whose ``confirm_by`` is at or before ``now``."""
         t = rollbacks_table
-        q = sa.select(t).where((t.c.state == "pending") & (t.c.confirm_by <= as_utc(now)))
+        q = sa.select(t).where((t.c.state == "pending") & (t.c.confirm_by <= utc_param("now", now)))
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(q.order_by(t.c.id)).mappings()]
 
@@ -197,7 +204,7 @@ class RollbackLog(ResultsDatabaseResource):
         """``pending`` -> ``held`` (the escalation was sent at ``at``); False when the row is
         no longer pending (confirmed meanwhile, or already held by another evaluation)."""
         t = rollbacks_table
-        when = as_utc(at) if at is not None else utc_now()
+        when = utc_param("at", at) if at is not None else utc_now()
         with write_transaction(self.engine, busy_timeout_ms=WRITE_WAIT_MS) as conn:
             done = conn.execute(
                 t.update()

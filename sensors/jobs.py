@@ -18,7 +18,9 @@ history for promotions, ``rollbacks`` for rollback incidents).
   re-promotion is conditional on the champion still being the focal one it read.
 * ``confirm_rollback_job``: an operator confirms a pending (or held) rollback.
 * ``halt_trading_job`` / ``resume_trading_job`` (system-wide kill switch): set / clear
-  ``trading_halted``; paper trading opens nothing while it is set.
+  ``trading_halted`` from ``effective_at`` (default: the guard clock's now); paper trading
+  opens nothing at an hour whose decision falls while it is set, whenever the day is replayed
+  (the audit history decides, :mod:`cvn_assets.flags`).
 * ``shadow_retrain_job``: retrains a crypto's champion variant on the history up to now (the
   recent window included) and registers it under the ``candidate`` alias -- never promoted;
   paper trading then logs its predictions beside the champion's (shadow mode).
@@ -47,6 +49,7 @@ from cvn_assets.metrics import MIN_TRADE_SHARE
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import Alert, AlertSink
 from resources.config_store import ConfigConflict, ConfigStore
+from resources.db import utc_param
 from resources.guard_clock import GuardClock, parse_utc
 from resources.market_data import MarketDataResource
 from resources.model_registry import ModelRegistry
@@ -373,38 +376,66 @@ class FlagChangeConfig(Config):
     actor: str
     reason: str
     incident_id: str = ""
+    effective_at: str = Field(
+        default="",
+        description="when the change takes effect (ISO time with offset); default: the guard "
+        "clock's now. Not in the future, not before the flag's last change.",
+    )
 
 
-def _set_flag(context: OpExecutionContext, store: ConfigStore, config: Any, value: str) -> None:
+def _set_flag(
+    context: OpExecutionContext,
+    store: ConfigStore,
+    clock: GuardClock,
+    config: Any,
+    value: str,
+) -> None:
     _who(config, context.op_def.name)
+    try:
+        at = utc_param("effective_at", config.effective_at) if config.effective_at else clock.now()
+    except ValueError as exc:
+        raise Failure(description=f"{context.op_def.name}: {exc}") from exc
     current, version = store.get(HALT_FLAG)
     if current == value:
         context.log.info(f"{HALT_FLAG} is already {value}: nothing changed")
         context.add_output_metadata({HALT_FLAG: value, "changed": False})
         return
-    new_version = store.compare_and_set(
-        HALT_FLAG, version, value, actor=config.actor, reason=config.reason,
-        incident_id=config.incident_id or None, dagster_run_id=context.run.run_id,
-    )  # fmt: skip
-    context.log.info(f"{HALT_FLAG}: {current} -> {value} (version {new_version})")
-    context.add_output_metadata({HALT_FLAG: value, "changed": True, "version": new_version})
+    try:
+        new_version = store.compare_and_set(
+            HALT_FLAG, version, value, actor=config.actor, reason=config.reason,
+            incident_id=config.incident_id or None, dagster_run_id=context.run.run_id, at=at,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise Failure(description=f"{context.op_def.name}: {exc}") from exc
+    context.log.info(
+        f"{HALT_FLAG}: {current} -> {value} (version {new_version}) from {at.isoformat()}"
+    )
+    context.add_output_metadata(
+        {HALT_FLAG: value, "changed": True, "version": new_version, "at": at.isoformat()}
+    )
 
 
 @op
 def halt_trading(
-    context: OpExecutionContext, config: FlagChangeConfig, config_store: ConfigStore
+    context: OpExecutionContext,
+    config: FlagChangeConfig,
+    config_store: ConfigStore,
+    guard_clock: GuardClock,
 ) -> None:
-    """Set ``trading_halted``: paper trading opens nothing, open positions close at the next
-    open."""
-    _set_flag(context, config_store, config, "true")
+    """Set ``trading_halted`` from ``effective_at`` (default now): paper trading opens nothing
+    at a decision from then on, and a position open then closes at the next candle's open."""
+    _set_flag(context, config_store, guard_clock, config, "true")
 
 
 @op
 def resume_trading(
-    context: OpExecutionContext, config: FlagChangeConfig, config_store: ConfigStore
+    context: OpExecutionContext,
+    config: FlagChangeConfig,
+    config_store: ConfigStore,
+    guard_clock: GuardClock,
 ) -> None:
-    """Clear ``trading_halted``."""
-    _set_flag(context, config_store, config, "false")
+    """Clear ``trading_halted`` from ``effective_at`` (default now)."""
+    _set_flag(context, config_store, guard_clock, config, "false")
 
 
 @job(tags={"cvn/guard": "halt"}, description="System-wide kill switch: halt all trading.")

@@ -57,11 +57,26 @@ the journal as it was).
   :func:`cvn_assets.paper.replay`, ~0.1 s per year of hours) from the first day after the first
   champion's training window up to its last day, and journals only its own days. So a day's
   rows never depend on which runs came before, and a backfill equals day-by-day runs.
-* **trading_halted** (config store): the value read at run time applies to the hours of the
-  days this run materializes (what a live system sees); the earlier days, replayed only to
-  re-derive the position, use the value the ``config_audit`` history recorded at each hour
-  (wall-clock change times; before the first change: not halted). While halted: no new entry,
-  an open position is closed at the next open (barrier ``halt`` in ``trades``).
+* **trading_halted** (config store): every replayed hour uses the value that held **at that
+  hour's decision** (the candle's close, ``hour + 1 h``) according to the flag's
+  ``config_audit`` history (:meth:`resources.config_store.ConfigStore.history`,
+  :mod:`cvn_assets.flags`), never the value at the time of the run: a day replayed after a
+  halt is not halted before it, a day replayed after a clear is still halted during the
+  halt, and re-running a past day after later changes gives the same journal. A change at
+  exactly a decision time applies to that decision (halt at 15:00: the 14:00 candle, decided
+  at 15:00, opens nothing; clear at 09:00: the 08:00 candle may trade). Before the flag's
+  first change: its seeded initial value (not halted). While halted (spec 6.4, the
+  system-wide kill switch: all trading halts): no new entry, and a position open when the
+  halt starts is closed at the open of the next candle after the first halted decision --
+  the first price after the halt at hourly granularity (barrier ``halt`` in ``trades``),
+  unless that open gaps through a barrier (``tp`` / ``sl`` fill first); a position the halt
+  closed is not re-opened by the clear, only a new BUY after it opens a trade. The day's
+  metadata ``trading_halted`` says at how many decision hours it was halted and which changes
+  fell in the day.
+* **Other flags**: the replay reads no other flag. ``CVN_LOSS_FUNCTION`` acts on training
+  (``champion_models`` / ``shadow_retrain_job`` read it when they train); its effect on the
+  journal is through the champion the rollback re-promotes, and which model is live at an
+  hour comes from the registry's alias history (above), never from the current alias.
 * **Candles** after the sweep's window: :meth:`resources.market_data.MarketDataResource.
   load_candles_through` (the synthetic market continues with the same seed, bit-identical
   on the sweep's hours). A day whose candles do not exist yet fails, naming the missing hours.
@@ -107,6 +122,7 @@ from cvn_assets.champion import (
     effective_variant,
     jsonable_stats,
 )
+from cvn_assets.flags import FlagHistory
 from cvn_assets.guard_training import (
     calibration_share,
     history_plan,
@@ -131,7 +147,7 @@ from cvn_assets.paper import (
     top_feature_names,
 )
 from cvn_assets.partitions import SETTINGS, crypto_partitions, day_crypto_partitions, split_day_key
-from resources.config_store import ConfigStore, UnknownFlag
+from resources.config_store import ConfigStore
 from resources.db import as_utc, utc_now
 from resources.guard_clock import GuardClock
 from resources.journal import (
@@ -414,7 +430,7 @@ def champion_models(
 PAPER_ASSET = "paper_trades"
 MONITORING_ASSET = "monitoring_metrics"
 HALT_FLAG = "trading_halted"
-_PAPER_CODE = ("paper.py", "trading.py", "features.py", "calibrated_model.py")
+_PAPER_CODE = ("paper.py", "flags.py", "trading.py", "features.py", "calibrated_model.py")
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 LABEL_LOOKAHEAD = pd.Timedelta(days=2)
 """Candles loaded after a run's last day, for the labels of its last hours only."""
@@ -523,25 +539,23 @@ def candidate_schedule_of(
     return candidate_schedule(changes), versions
 
 
-def _halted_fn(config_store: ConfigStore, days: list[pd.Timestamp]) -> tuple[Any, str, int, int]:
-    """``halted(hour)``: the run-time flag on ``days``, the audit history elsewhere."""
+def halt_history(config_store: ConfigStore) -> FlagHistory:
+    """``trading_halted`` over time, from its ``config_audit`` history (never the run-time
+    value): the replay's ``halted`` is ``halt_history(...).is_value("true")``, the value at
+    each hour's decision (:mod:`cvn_assets.flags`)."""
     try:
-        value, version = config_store.get(HALT_FLAG)
-    except UnknownFlag:
-        value, version = "false", 0
-    now_halted = value == "true"
-    audit = config_store.audit(HALT_FLAG)
-    times = np.array([pd.Timestamp(a["changed_at"]).value for a in audit], dtype=np.int64)
-    values = [a["new_value"] == "true" for a in audit]
-    own = {d.value for d in days}
+        return config_store.history(HALT_FLAG)
+    except ValueError as exc:
+        raise Failure(description=f"paper_trades: {HALT_FLAG} audit history: {exc}") from exc
 
-    def halted(hour: pd.Timestamp) -> bool:
-        if hour.normalize().value in own:
-            return now_halted
-        i = int(np.searchsorted(times, hour.value, side="right")) - 1
-        return bool(values[i]) if i >= 0 else False
 
-    return halted, value, version
+def _halt_metadata(history: FlagHistory, day: pd.Timestamp) -> str:
+    """How the halt applied on ``day``: halted decision hours and the changes in the day."""
+    hours = pd.date_range(day, periods=24, freq="h")
+    n = int((history.at_decisions(hours) == "true").sum())
+    changes = history.changes_within(day, day + pd.Timedelta(days=1))
+    what = ", ".join(f"{t:%H:%M:%S} -> {v}" for t, v in changes)
+    return f"halted at {n}/24 decision hours" + (f" (changes: {what})" if what else "")
 
 
 def _summary(trades: pd.DataFrame, preds: pd.DataFrame) -> dict[str, Any]:
@@ -584,7 +598,7 @@ def paper_trades(
         shadow, cand_versions = candidate_schedule_of(model_registry, crypto, served)
         anchor = schedule.models[0].train_end.ceil("D")
         first, last = min(anchor, days[0]), days[-1]
-        halted, flag, flag_version = _halted_fn(config_store, days)
+        halt = halt_history(config_store)
         try:
             # candles after the last day (where they exist yet) feed only the labels
             candles = market_data.load_candles_through(
@@ -606,7 +620,7 @@ def paper_trades(
                 stop_loss=label.stop_loss,
                 horizon=label.horizon,
                 fee_per_side=config.fee_per_side,
-                halted=halted,
+                halted=halt.is_value("true"),
                 latency_ms=latency,
                 candidates=shadow,
             )
@@ -626,7 +640,7 @@ def paper_trades(
         context.log.info(
             f"{crypto}: {len(days)} day(s) {days[0]:%Y-%m-%d}..{last:%Y-%m-%d} journaled: "
             f"{n_p} predictions, {n_t} trades (replayed from {first:%Y-%m-%d}); "
-            f"{HALT_FLAG}={flag}"
+            f"{HALT_FLAG} as the audit history recorded it at each hour"
         )
         done[crypto] = {
             "days": len(days),
@@ -651,7 +665,7 @@ def paper_trades(
                     "buy_proba_mean": round(float(d_p["buy_proba"].mean()), 4)
                     if len(d_p)
                     else None,
-                    "trading_halted": f"{flag} (version {flag_version})",
+                    "trading_halted": _halt_metadata(halt, day),
                     "fee_per_side": config.fee_per_side,
                     "model_version": ",".join(
                         str(v) for v in sorted(d_p["model_version"].unique())

@@ -367,3 +367,42 @@ def test_sparse_traders_get_their_own_p2_on_their_last_trades_of_the_live_model(
     assert btc.first_exit == now - timedelta(hours=90)  # the last 10 of the 12
     # the same trades attributed to the baseline (not the live model) do not count
     assert not evaluate_sparse_expectancy(reg, CRYPTOS, T0 - timedelta(hours=1))
+
+
+def test_halt_and_resume_take_effect_when_told_and_refuse_bad_times(home):
+    """``effective_at`` (any offset) or the guard clock dates the change in config_audit: the
+    time the paper replay reads the flag by (cvn_assets.flags)."""
+    url, _ = home
+    _setup(url)
+    store = ConfigStore(database_url=url)
+    who = {"actor": "ops", "reason": "exchange outage"}
+    ist = "2024-06-01T20:30:00+05:30"  # 15:00 UTC
+    assert _run(
+        "halt_trading_job", {"halt_trading": {"config": {**who, "effective_at": ist}}}
+    ).success
+    clock = datetime(2024, 6, 2, 9, 0, tzinfo=UTC)
+    assert _run("resume_trading_job", {"resume_trading": {"config": who}}, clock=clock).success
+    audit = store.audit("trading_halted")
+    assert [(a["new_value"], a["changed_at"]) for a in audit[1:]] == [
+        ("true", datetime(2024, 6, 1, 15, 0, tzinfo=UTC)),
+        ("false", clock),
+    ]
+    hist = store.history("trading_halted")
+    # decisions at 15:00 (the 14:00 candle) .. 08:00 (the 07:00 candle) are halted
+    assert hist.at_decision(datetime(2024, 6, 1, 13, tzinfo=UTC)) == "false"
+    assert hist.at_decision(datetime(2024, 6, 1, 14, tzinfo=UTC)) == "true"
+    assert hist.at_decision(datetime(2024, 6, 2, 7, tzinfo=UTC)) == "true"
+    assert hist.at_decision(datetime(2024, 6, 2, 8, tzinfo=UTC)) == "false"
+    # before the last change, naive, or in the future: refused, nothing written
+    for when, needle in (
+        ("2024-06-02T08:59:00+00:00", "precedes the flag's last change"),
+        ("2024-06-03T00:00:00", "naive time"),
+        ("2999-01-01T00:00:00+00:00", "in the future"),
+    ):
+        res = _run("halt_trading_job", {"halt_trading": {"config": {**who, "effective_at": when}}})
+        assert not res.success
+        failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")
+        assert needle in str(failure.event_specific_data.error.message) or needle in str(
+            failure.event_specific_data.user_failure_data.description
+        )
+    assert store.get("trading_halted") == ("false", 3)

@@ -82,10 +82,10 @@ def test_replacing_days_never_duplicates_and_refusals_leave_the_journal(setup):
     # the same days again, other values: replaced, not duplicated
     preds2 = pd.concat([_predictions(d, v, 0.4) for d in days])
     assert replace_days(engine, "BTCUSDC", days, preds2, trades) == (48, 2)
-    got = read_predictions(engine, "BTCUSDC", "2024-06-02", "2024-06-04")
+    got = read_predictions(engine, "BTCUSDC", "2024-06-02T00:00+00:00", "2024-06-04T00:00+00:00")
     assert len(got) == 48 and np.allclose(got["buy_proba"], 0.4)
     assert got["latency_ms"].isna().all()  # NaN stored as NULL
-    tr = read_trades(engine, "BTCUSDC", "2024-06-02", "2024-06-04")
+    tr = read_trades(engine, "BTCUSDC", "2024-06-02T00:00+00:00", "2024-06-04T00:00+00:00")
     assert len(tr) == 2 and tr["net_return"].tolist() == [0.008, 0.008]
     # a row outside the replaced day is refused before anything is written
     with pytest.raises(ValueError, match="outside the days being replaced"):
@@ -95,9 +95,11 @@ def test_replacing_days_never_duplicates_and_refusals_leave_the_journal(setup):
     bad.loc[bad.index[-1], "buy_proba"] = 1.5
     with pytest.raises(Exception):  # noqa: B017 - the driver's IntegrityError/CheckViolation
         replace_days(engine, "BTCUSDC", ["2024-06-02"], bad, _trade("2024-06-02", v, 0.0))
-    after = read_predictions(engine, "BTCUSDC", "2024-06-02", "2024-06-04")
+    after = read_predictions(engine, "BTCUSDC", "2024-06-02T00:00+00:00", "2024-06-04T00:00+00:00")
     assert len(after) == 48 and np.allclose(after["buy_proba"], 0.4)
-    assert len(read_trades(engine, "BTCUSDC", "2024-06-02", "2024-06-04")) == 2
+    assert (
+        len(read_trades(engine, "BTCUSDC", "2024-06-02T00:00+00:00", "2024-06-04T00:00+00:00")) == 2
+    )
 
 
 def test_the_fast_insert_stores_what_a_core_insert_stores(setup):
@@ -120,8 +122,8 @@ def test_the_fast_insert_stores_what_a_core_insert_stores(setup):
             stored = conn.execute(sa.text("SELECT crypto, hour FROM predictions")).all()
             texts = {c: h for c, h in stored}
             assert texts["BTCUSDC"] == texts["ETHUSDC"] == "2024-06-04 05:00:00.123456"
-    a = read_predictions(engine, "BTCUSDC", "2024-06-04", "2024-06-05")
-    b = read_predictions(engine, "ETHUSDC", "2024-06-04", "2024-06-05")
+    a = read_predictions(engine, "BTCUSDC", "2024-06-04T00:00+00:00", "2024-06-05T00:00+00:00")
+    b = read_predictions(engine, "ETHUSDC", "2024-06-04T00:00+00:00", "2024-06-05T00:00+00:00")
     assert a["hour"].iloc[0] == hour == b["hour"].iloc[0]
     pd.testing.assert_frame_equal(a.drop(columns="crypto"), b.drop(columns="crypto"))
     assert a["latency_ms"].iloc[0] == 1.5 and a["buy_proba"].iloc[0] == 0.25
@@ -151,7 +153,7 @@ def test_the_drift_inputs_round_trip_and_late_labels_fill_nulls_only(setup):
     d1, d2 = "2024-06-05", "2024-06-06"
     p1 = _drift_predictions(d1, v, v)
     assert replace_days(engine, "BTCUSDC", [d1], p1, None) == (24, 0)
-    got = read_predictions(engine, "BTCUSDC", d1, f"{d1} 23:00+00:00")
+    got = read_predictions(engine, "BTCUSDC", f"{d1}T00:00+00:00", f"{d1} 23:00+00:00")
     assert len(got) == 24
     np.testing.assert_allclose(got["feature_2"].astype(float), p1["feature_2"])
     assert got["feature_5"].isna().all()
@@ -167,7 +169,7 @@ def test_the_drift_inputs_round_trip_and_late_labels_fill_nulls_only(setup):
     assert got["candidate_buy_proba"].iloc[12:].tolist() == [0.55] * 12
     # a row without the new columns (an older caller): stored with them NULL
     replace_days(engine, "BTCUSDC", [d2], _predictions(d2, v, 0.3), None)
-    old = read_predictions(engine, "BTCUSDC", d2, f"{d2} 23:00+00:00")
+    old = read_predictions(engine, "BTCUSDC", f"{d2}T00:00+00:00", f"{d2} 23:00+00:00")
     assert old[["feature_1", "label", "label_known_at", "candidate_version"]].isna().all().all()
 
     # the next day's run resolves d1's last hours: only NULL labels are filled
@@ -176,12 +178,14 @@ def test_the_drift_inputs_round_trip_and_late_labels_fill_nulls_only(setup):
     late["label_known_at"] = late["hour"] + pd.Timedelta(hours=2)
     p2 = _drift_predictions(d2, v, None)
     assert replace_days(engine, "BTCUSDC", [d2], p2, None, label_updates=late) == (24, 0)
-    got = read_predictions(engine, "BTCUSDC", d1, f"{d1} 23:00+00:00")
+    got = read_predictions(engine, "BTCUSDC", f"{d1}T00:00+00:00", f"{d1} 23:00+00:00")
     assert got["label"].tolist()[18:] == [0, 1, 1, 0, 1, 1]  # 18, 19 untouched
     assert got["label_known_at"].iloc[19] == p1["hour"].iloc[19] + pd.Timedelta(hours=3)
     assert got["label_known_at"].iloc[20] == p1["hour"].iloc[20] + pd.Timedelta(hours=2)
     assert (
-        read_predictions(engine, "BTCUSDC", d2, f"{d2} 23:00+00:00")["candidate_version"]
+        read_predictions(engine, "BTCUSDC", f"{d2}T00:00+00:00", f"{d2} 23:00+00:00")[
+            "candidate_version"
+        ]
         .isna()
         .all()
     )
@@ -200,7 +204,12 @@ def test_the_drift_inputs_round_trip_and_late_labels_fill_nulls_only(setup):
     bad["label_known_at"] = pd.NaT
     with pytest.raises(Exception):  # noqa: B017
         replace_days(engine, "BTCUSDC", [d2], bad, None)
-    assert read_predictions(engine, "BTCUSDC", d2, f"{d2} 23:00+00:00")["label"].notna().sum() == 20
+    assert (
+        read_predictions(engine, "BTCUSDC", f"{d2}T00:00+00:00", f"{d2} 23:00+00:00")["label"]
+        .notna()
+        .sum()
+        == 20
+    )
 
 
 def test_the_fast_insert_of_nulls_stores_what_a_core_insert_stores(setup):
@@ -230,7 +239,7 @@ def test_the_fast_insert_of_nulls_stores_what_a_core_insert_stores(setup):
             ).all()
             assert [r[1:] for r in stored[:2]] == [r[1:] for r in stored[2:]]
             assert stored[0][1] == "2024-06-07 08:00:00.000000" and stored[1][1:] == (None, None)
-    a = read_predictions(engine, "BTCUSDC", "2024-06-07", "2024-06-08")
-    b = read_predictions(engine, "ETHUSDC", "2024-06-07", "2024-06-08")
+    a = read_predictions(engine, "BTCUSDC", "2024-06-07T00:00+00:00", "2024-06-08T00:00+00:00")
+    b = read_predictions(engine, "ETHUSDC", "2024-06-07T00:00+00:00", "2024-06-08T00:00+00:00")
     pd.testing.assert_frame_equal(a.drop(columns="crypto"), b.drop(columns="crypto"))
     assert a["label"].tolist()[0] == 1 and pd.isna(a["label"].iloc[1])

@@ -135,11 +135,15 @@ def test_a_version_records_the_candidate(registry, versions):
 
 
 def test_registering_the_same_candidate_again_returns_its_id(registry, versions):
-    # same key and content (train_end given naive = UTC) -> same id
+    # same key and content (train_end given at +05:30: the same instant) -> same id
+    ist = timezone(timedelta(hours=5, minutes=30))
     again = _register(
-        registry, "BTCUSDC", "focal_g2_a25", "s1", train_end=datetime(2024, 5, 1, 0, 0)
+        registry, "BTCUSDC", "focal_g2_a25", "s1", train_end=datetime(2024, 5, 1, 5, 30, tzinfo=ist)
     )
     assert again == versions["A"]
+    # a naive train_end has no instant: refused, naming the argument and the value
+    with pytest.raises(ValueError, match="train_end: naive time '2024-05-01T00:00:00' refused"):
+        _register(registry, "BTCUSDC", "focal_g2_a25", "s1", train_end=datetime(2024, 5, 1))
     with pytest.raises(ModelVersionConflict) as err:
         _register(registry, "BTCUSDC", "focal_g2_a25", "s1", artifact_uri="file:///other.ubj")
     assert str(err.value) == (
@@ -198,7 +202,8 @@ def test_promote_twice_then_repromote_the_previous_champion(registry, versions):
         (T2, "B"),  # ... and excludes its end
         (datetime(2024, 6, 3, 14, 0, tzinfo=UTC), "B"),  # the question of the issue
         (datetime(2024, 6, 3, 16, 0, tzinfo=timezone(timedelta(hours=2))), "B"),  # 14:00 UTC
-        (datetime(2024, 6, 3, 14, 0), "B"),  # naive = UTC
+        (datetime(2024, 6, 3, 19, 30, tzinfo=timezone(timedelta(hours=5, minutes=30))), "B"),
+        (datetime(2024, 6, 3, 6, 0, tzinfo=timezone(timedelta(hours=-8))), "B"),  # 14:00 UTC
         (datetime(2024, 6, 3, 15, 29, 59, tzinfo=UTC), "B"),
         (T3, "A"),  # re-promoted
         (datetime(2024, 6, 9, 23, 59, tzinfo=UTC), "A"),

@@ -17,9 +17,11 @@ from dagster._core.storage.tags import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from cvn_assets.assets._util import sweep_identity
+from cvn_assets.assets.guard import LABEL_LOOKAHEAD, candidate_schedule_of, champion_schedule
 from cvn_assets.definitions import defs
 from cvn_assets.features import build_features
 from cvn_assets.labels import labels_for_strategy
+from cvn_assets.paper import DEFAULT_FEE_PER_SIDE, replay
 from cvn_assets.partitions import SETTINGS
 from resources.config_store import ConfigStore
 from resources.journal import (
@@ -133,17 +135,17 @@ def test_paper_trades_journal_leakage_halt_and_monitoring(tmp_path, instance):
     champ = registry.alias(CANARY, "champion")
     train_end = pd.Timestamp(champ["train_end"])
     first_day = train_end.ceil("D")
-    d1, d2, d3 = (f"{first_day + pd.Timedelta(days=i):%Y-%m-%d}" for i in range(3))
+    d1, d2, d3, d4 = (f"{first_day + pd.Timedelta(days=i):%Y-%m-%d}" for i in range(4))
 
     # two days of the canary in one (single-run backfill) run: 24 predictions per day
     res = _paper(tmp_path, instance, d1, d2)
     assert res.success, _errors(res)
     engine = registry.engine
-    preds = read_predictions(engine, CANARY, d1, f"{d2} 23:00+00:00")
+    preds = read_predictions(engine, CANARY, f"{d1}T00:00+00:00", f"{d2} 23:00+00:00")
     assert len(preds) == 48
     assert set(preds["model_version"]) == {champ["id"]}
     assert set(preds["decision"]) <= {"BUY", "HOLD"}
-    trades = read_trades(engine, CANARY, d1, f"{d2} 23:59+00:00")
+    trades = read_trades(engine, CANARY, f"{d1}T00:00+00:00", f"{d2} 23:59+00:00")
     assert len(trades) > 0 and (trades["model_version"] == champ["id"]).all()
     n_p, n_t = _count(engine, predictions_table), _count(engine, trades_table)
     assert (n_p, n_t) == (48, len(trades))
@@ -154,7 +156,7 @@ def test_paper_trades_journal_leakage_halt_and_monitoring(tmp_path, instance):
     res = _paper(tmp_path, instance, d2)
     assert res.success, _errors(res)
     assert (_count(engine, predictions_table), _count(engine, trades_table)) == (n_p, n_t)
-    again = read_trades(engine, CANARY, d1, f"{d2} 23:59+00:00")
+    again = read_trades(engine, CANARY, f"{d1}T00:00+00:00", f"{d2} 23:59+00:00")
     pd.testing.assert_frame_equal(again, trades)
 
     # a day before the champion's train_end: refused, naming both dates
@@ -180,24 +182,31 @@ def test_paper_trades_journal_leakage_halt_and_monitoring(tmp_path, instance):
     meta = mats[0].metadata
     assert meta["buy_proba_n"].value == 24 and "expectancy_trades_24h" in meta
 
-    # the halt flag: no entry on a halted day; a position still open is closed at the open
+    # the halt flag, as its audit history recorded it at each hour (never the run-time value):
+    # halted from d3 00:00, cleared from d4 00:00 -> no entry on d3
     config = ConfigStore(database_url=url)
     value, version = config.get("trading_halted")
-    config.compare_and_set("trading_halted", version, "true", actor="ops", reason="drill")
+    start, stop = (pd.Timestamp(d, tz="UTC").to_pydatetime() for d in (d3, d4))
+    config.compare_and_set("trading_halted", version, "true", actor="ops", reason="drill", at=start)
     res = _paper(tmp_path, instance, d3)
     assert res.success, _errors(res)
-    day3 = read_predictions(engine, CANARY, d3, f"{d3} 23:00+00:00")
+    day3 = read_predictions(engine, CANARY, f"{d3}T00:00+00:00", f"{d3} 23:00+00:00")
     assert len(day3) == 24
-    t3 = read_trades(engine, CANARY, d3, f"{d3} 23:59+00:00")
+    t3 = read_trades(engine, CANARY, f"{d3}T00:00+00:00", f"{d3} 23:59+00:00")
     assert (t3["entry_time"] < pd.Timestamp(d3, tz="UTC")).all()
     assert set(t3["barrier"]) <= {"halt", "tp", "sl", "time"}
-    config.compare_and_set("trading_halted", version + 1, "false", actor="ops", reason="over")
+    (meta,) = [m.metadata for m in res.asset_materializations_for_node("paper_trades")]
+    assert (
+        meta["trading_halted"].value == "halted at 24/24 decision hours (changes: 00:00:00 -> true)"
+    )
+    # the clear comes after d3: re-running d3 now gives the same journal
+    config.compare_and_set(
+        "trading_halted", version + 1, "false", actor="ops", reason="over", at=stop
+    )
     res = _paper(tmp_path, instance, d3)
     assert res.success, _errors(res)
-    t3_open = read_trades(engine, CANARY, d3, f"{d3} 23:59+00:00")
-    assert (t3_open["entry_time"] >= pd.Timestamp(d3, tz="UTC")).any() or not (
-        day3["decision"] == "BUY"
-    ).any()
+    again = read_trades(engine, CANARY, f"{d3}T00:00+00:00", f"{d3} 23:59+00:00")
+    pd.testing.assert_frame_equal(again, t3)
 
     # today: its last candles do not exist yet: refused, naming the missing hours
     future = f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%d}"
@@ -217,7 +226,7 @@ def test_paper_trades_journals_the_drift_inputs_and_shadows_a_candidate(tmp_path
     assert res.success, _errors(res)
     engine = registry.engine
     end = d2 + pd.Timedelta(hours=23)
-    before = read_predictions(engine, CANARY, d1, end)
+    before = read_predictions(engine, CANARY, f"{d1}T00:00+00:00", end)
     assert len(before) == 48
 
     # the drift inputs, against the features and labels computed here from the candles
@@ -267,7 +276,7 @@ def test_paper_trades_journals_the_drift_inputs_and_shadows_a_candidate(tmp_path
     )
     res = _paper(tmp_path, instance, f"{d1:%Y-%m-%d}", f"{d2:%Y-%m-%d}")
     assert res.success, _errors(res)
-    after = read_predictions(engine, CANARY, d1, end)
+    after = read_predictions(engine, CANARY, f"{d1}T00:00+00:00", end)
     shadow = ["candidate_version", "candidate_buy_proba", "candidate_decision"]
     same = [*shadow, "latency_ms"]  # latency: measured again by each run
     pd.testing.assert_frame_equal(after.drop(columns=same), before.drop(columns=same))
@@ -291,3 +300,86 @@ def test_paper_trades_journals_the_drift_inputs_and_shadows_a_candidate(tmp_path
     registry.promote_candidate(CANARY, actor="test", reason="better", incident_id="i-1")
     assert registry.alias(CANARY, "candidate") is None
     assert registry.alias(CANARY, "champion")["id"] == cand
+
+
+def _hand_replay(registry, days, halted):
+    """The replay of ``days`` with a hand-written ``halted``: the asset's own inputs (champion
+    and candidate schedules, candles, label strategy, default fee), not its flag reading."""
+    served = {}
+    schedule, _ = champion_schedule(registry, CANARY, served)
+    shadow, _ = candidate_schedule_of(registry, CANARY, served)
+    label = SweepSettings(num_boost_round=30, early_stopping_rounds=10).label
+    candles = MarketDataResource(hours=3000, edge=EDGE).load_candles_through(
+        CANARY, days[-1] + pd.Timedelta(days=1) + LABEL_LOOKAHEAD
+    )
+    first = min(schedule.models[0].train_end.ceil("D"), days[0])
+    rep = replay(
+        candles, None, first, days[-1], schedule, crypto=CANARY,
+        take_profit=label.take_profit, stop_loss=label.stop_loss, horizon=label.horizon,
+        fee_per_side=DEFAULT_FEE_PER_SIDE, halted=halted, candidates=shadow,
+    )  # fmt: skip
+    own = pd.DatetimeIndex(days)
+    preds = rep.predictions[rep.predictions["hour"].dt.normalize().isin(own)]
+    trades = rep.trades[rep.trades["exit_time"].dt.normalize().isin(own)]
+    return preds.reset_index(drop=True), trades.reset_index(drop=True)
+
+
+def _journal(engine, days):
+    lo, hi = days[0], days[-1] + pd.Timedelta(hours=23, minutes=59)
+    return read_predictions(engine, CANARY, lo, hi), read_trades(engine, CANARY, lo, hi)
+
+
+def _same_journal(got, want):
+    # latency: measured per run; no candidate here (NULL read back as None, the replay's NaN)
+    shadow = ["candidate_version", "candidate_buy_proba", "candidate_decision"]
+    assert got[0][shadow].isna().all().all() and want[0][shadow].isna().all().all()
+    keep = [c for c in want[0].columns if c not in ("latency_ms", *shadow)]
+    pd.testing.assert_frame_equal(got[0][keep], want[0][keep], check_dtype=False)
+    pd.testing.assert_frame_equal(got[1], want[1][got[1].columns], check_dtype=False)
+
+
+def test_the_halt_applies_as_it_was_at_each_hour_whenever_the_day_runs(tmp_path, instance):
+    """Issue 18, kind 3: ``trading_halted`` set at d1 15:00 and cleared at d2 09:00. Day 1 run
+    after the halt (before the clear), day 2 run after the clear, then both re-run after later
+    halts: every time the journal is the replay with the hand-written halt window -- the
+    decisions taken in [d1 15:00, d2 09:00), i.e. the candles opening d1 14:00 .. d2 07:00."""
+    url, registry = _canary_champion(tmp_path, instance)
+    engine = registry.engine
+    first_day = pd.Timestamp(registry.alias(CANARY, "champion")["train_end"]).ceil("D")
+    d1, d2, d3 = (first_day + pd.Timedelta(days=i) for i in range(3))
+    halt, clear = d1 + pd.Timedelta(hours=15), d2 + pd.Timedelta(hours=9)
+
+    def by_hand(hour: pd.Timestamp) -> bool:
+        return d1 + pd.Timedelta(hours=14) <= hour <= d2 + pd.Timedelta(hours=7)
+
+    free = _hand_replay(registry, [d1, d2], None)  # no halt at all
+    want = _hand_replay(registry, [d1, d2], by_hand)
+    # the halt makes a difference: without it some trade is entered in the halted hours
+    assert any(by_hand(t) for t in pd.DatetimeIndex(free[1]["entry_time"]))
+    assert not any(by_hand(t) for t in pd.DatetimeIndex(want[1]["entry_time"]))
+
+    config = ConfigStore(database_url=url)
+    config.compare_and_set(
+        "trading_halted", 1, "true", actor="ops", reason="halt", at=halt.to_pydatetime()
+    )
+    res = _paper(tmp_path, instance, f"{d1:%Y-%m-%d}")  # run after the halt, before the clear
+    assert res.success, _errors(res)
+    (meta,) = [m.metadata for m in res.asset_materializations_for_node("paper_trades")]
+    assert meta["trading_halted"].value == (
+        "halted at 10/24 decision hours (changes: 15:00:00 -> true)"
+    )
+    config.compare_and_set(
+        "trading_halted", 2, "false", actor="ops", reason="clear", at=clear.to_pydatetime()
+    )
+    res = _paper(tmp_path, instance, f"{d2:%Y-%m-%d}")  # run after the clear
+    assert res.success, _errors(res)
+    _same_journal(_journal(engine, [d1, d2]), want)
+
+    # later halts (after d2) change nothing of d1, d2 when they are re-run (one backfill)
+    config.compare_and_set(
+        "trading_halted", 3, "true", actor="ops", reason="again",
+        at=(d3 + pd.Timedelta(hours=10)).to_pydatetime(),
+    )  # fmt: skip
+    res = _paper(tmp_path, instance, f"{d1:%Y-%m-%d}", f"{d2:%Y-%m-%d}")
+    assert res.success, _errors(res)
+    _same_journal(_journal(engine, [d1, d2]), want)
