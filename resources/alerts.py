@@ -727,7 +727,8 @@ class AlertSink(ResultsDatabaseResource):
         """Write the file lines of every row the file does not show yet; how many rows."""
         t = alerts_table
         with self.engine.connect() as conn:
-            todo = [store_row(r) for r in conn.execute(sa.select(t).where(~t.c.file_synced))]
+            q = sa.select(t).where(~t.c.file_synced).order_by(t.c.id)
+            todo = [store_row(r) for r in conn.execute(q).mappings()]
         for got in todo:
             self._sync(got)
         return len(todo)
