@@ -534,8 +534,8 @@ class AlertSink(ResultsDatabaseResource):
         """Record ``alert`` (database row, then its file line; no network); idempotent by
         ``(incident_id, name)``. ``(row, created)``. Raises ``TypeError`` for a non-Alert,
         ``ValueError`` for a bad path, webhook URL or policy field (before anything is
-        written), ``OSError`` if the file cannot be written (the row stays, ``file_synced``
-        false, and the next delivery call writes the line)."""
+        written). A file that cannot be written is logged, not raised: the row stays with
+        ``file_synced`` false and the next delivery run writes the line."""
         with write_transaction(self.engine, busy_timeout_ms=WRITE_WAIT_MS) as conn:
             got, created = self.record_in(conn, alert, now=now, dagster_run_id=dagster_run_id)
         return self._sync(got), created
@@ -724,21 +724,31 @@ class AlertSink(ResultsDatabaseResource):
 
     # ---------------------------------------------------------------- the file
     def sync_file(self) -> int:
-        """Write the file lines of every row the file does not show yet; how many rows."""
+        """Write the file lines of every row the file does not show yet; how many rows it
+        could write (a file still unwritable is logged, see :meth:`_sync`)."""
         t = alerts_table
         with self.engine.connect() as conn:
             q = sa.select(t).where(~t.c.file_synced).order_by(t.c.id)
             todo = [store_row(r) for r in conn.execute(q).mappings()]
-        for got in todo:
-            self._sync(got)
-        return len(todo)
+        return sum(bool(self._sync(got)["file_synced"]) for got in todo)
 
     def _sync(self, got: dict[str, Any]) -> dict[str, Any]:
         """Make the file show ``got`` (its alert line; its delivery or delivery-failed line),
-        under the file's lock (no network), then mark the row synced."""
+        under the file's lock (no network), then mark the row synced. A file that cannot be
+        written (disk full, a bad directory) is logged as an error and leaves the row
+        unsynced: the database holds the alert, delivery goes on, and the next
+        ``alert_delivery_job`` run writes the lines (the sensor asks for one)."""
         if got["file_synced"]:
             return got
-        _mirror(self.path, got)
+        try:
+            _mirror(self.path, got)
+        except OSError as exc:
+            _log.error(
+                "alert %s (%s): the alerts file %s was not written (%s); the alert is "
+                "recorded in the database and its line will be written by the next delivery run",
+                got["name"], got["incident_id"], self.path, exc,
+            )  # fmt: skip
+            return got
         t = alerts_table
         with write_transaction(self.engine, busy_timeout_ms=WRITE_WAIT_MS) as conn:
             conn.execute(

@@ -425,3 +425,20 @@ def test_give_up_after_the_attempts_or_the_deadline():
     assert not give_up(11, t0, t0 + timedelta(hours=23), max_attempts=12, within=day)
     assert give_up(12, t0, t0, max_attempts=12, within=day)
     assert give_up(1, t0, t0 + day, max_attempts=12, within=day)
+
+
+def test_an_unwritable_file_does_not_lose_the_alert(tmp_path, caplog):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the alerts directory should be")
+    path = blocker / "alerts.jsonl"
+    sink = AlertSink(alerts_path=str(path))
+    out = sink.send(make_alert(), now=AT)  # recorded in the database, the file error logged
+    assert out.recorded_now and out.state == "none"
+    assert "was not written" in caplog.text
+    row = sink.get(make_alert().incident_id, make_alert().name)
+    assert row is not None and not row["file_synced"]
+    assert [r["name"] for r in sink.due(AT)] == [make_alert().name]  # the sensor asks for a run
+    assert sink.sync_file() == 0  # still unwritable
+    blocker.unlink()  # mended: the next delivery run writes the line
+    assert sink.sync_file() == 1 and sink.due(AT) == []
+    assert [Alert.from_record(d) for d in read_alerts(path)] == [make_alert()]
