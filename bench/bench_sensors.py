@@ -13,7 +13,7 @@ The journal is written with :func:`resources.journal.replace_days` (one transact
 crypto), as the ``paper_trades`` asset does.
 
 Each sensor (``expectancy_negative_focal``, ``model_drift``, ``focal_training_crash``,
-``rollback_confirmation``) is then ticked ``--ticks`` times with
+``rollback_confirmation``, ``alert_delivery``) is then ticked ``--ticks`` times with
 ``build_sensor_context(instance=DagsterInstance.ephemeral(), resources=..., definitions=defs)``
 and ``sensor_def.evaluate_tick(ctx)`` at a fixed guard clock (the end of the year), with a
 **fresh cursor and fresh resource objects** each time (so every tick really evaluates and
@@ -58,6 +58,7 @@ SENSORS = (
     "model_drift",
     "focal_training_crash",
     "rollback_confirmation",
+    "alert_delivery",
 )
 FEATURES = ("atr_14", "rsi_14", "ret_24h", "vol_24h", "macd_hist")
 AR_PHI = 0.95
@@ -193,6 +194,7 @@ def tick_times(url: str, now: datetime, ticks: int) -> dict[str, list[float]]:
     from dagster import DagsterInstance, build_sensor_context
 
     from cvn_assets.definitions import defs
+    from resources.alerts import AlertSink
     from resources.config_store import ConfigStore
     from resources.guard_clock import GuardClock
     from resources.model_registry import ModelRegistry
@@ -213,6 +215,7 @@ def tick_times(url: str, now: datetime, ticks: int) -> dict[str, list[float]]:
                         "model_registry": ModelRegistry(database_url=url),
                         "config_store": ConfigStore(database_url=url),
                         "rollback_log": RollbackLog(database_url=url),
+                        "alert_sink": AlertSink(database_url=url),
                     },
                     sensor_name=name,
                     definitions=defs,

@@ -11,8 +11,9 @@ States (spec 6.4, "operator confirms within 15 min or revert is held"):
 * ``confirmed``: an operator confirmed it (``confirmed_by``, ``confirm_reason``,
   ``confirmed_at``); a manual rollback is confirmed by its own actor when it is recorded;
 * ``held``: nobody confirmed by the deadline; the rollback stays in force (it is never undone
-  silently) and the ``rollback_confirmation`` sensor sent an escalation alert
-  (``escalated_at``). A late confirmation still moves ``held`` to ``confirmed``.
+  silently) and the escalation alert was recorded for delivery in the same transaction
+  (``escalated_at``; ``escalate_rollback_job``, requested by ``rollback_confirmation``). A
+  late confirmation still moves ``held`` to ``confirmed``.
 
 State changes are compare-and-set on the state (``UPDATE ... WHERE state = ?``), so two
 sensors or operators racing change a row once.
@@ -21,6 +22,7 @@ sensors or operators racing change a row once.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,6 +45,9 @@ __all__ = [
 ]
 
 CONFIRM_WITHIN = timedelta(minutes=15)
+#: called inside a state change's transaction with its connection and the row as changed
+#: (the job records the alert that must go with it: see ``AlertSink.record_in``)
+InTransaction = Callable[[sa.Connection, dict[str, Any]], Any]
 WRITE_WAIT_MS = 30_000
 _METADATA = sa.MetaData()
 
@@ -103,11 +108,14 @@ class RollbackLog(ResultsDatabaseResource):
         dagster_run_id: str | None = None,
         at: datetime | None = None,
         confirm_within: timedelta = CONFIRM_WITHIN,
+        on_record: InTransaction | None = None,
     ) -> tuple[dict[str, Any], bool]:
         """Record an incident; ``(row, created)``. An existing ``incident_id`` is returned
         unchanged with ``created=False``. ``trigger="auto"`` starts ``pending`` until
-        ``at + confirm_within``; ``"manual"`` starts ``confirmed`` by ``actor``. ValueError
-        names a bad trigger, an empty incident id, actor or reason."""
+        ``at + confirm_within``; ``"manual"`` starts ``confirmed`` by ``actor``.
+        ``on_record(conn, row)`` runs in the same transaction when the row is created (the
+        rollback's alert is recorded with it, or neither is). ValueError names a bad trigger,
+        an empty incident id, actor or reason."""
         if trigger not in ("auto", "manual"):
             raise ValueError(f"trigger must be 'auto' or 'manual', got {trigger!r}")
         for name, value in (("incident_id", incident_id), ("actor", actor), ("reason", reason)):
@@ -138,7 +146,10 @@ class RollbackLog(ResultsDatabaseResource):
                 return _row(existing), False
             conn.execute(t.insert().values(**values))
             row = conn.execute(sa.select(t).where(t.c.incident_id == incident_id)).mappings()
-            return _row(row.one()), True
+            created = _row(row.one())
+            if on_record is not None:
+                on_record(conn, created)
+            return created, True
 
     def get(self, incident_id: str) -> dict[str, Any]:
         t = rollbacks_table
@@ -200,9 +211,20 @@ class RollbackLog(ResultsDatabaseResource):
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(q.order_by(t.c.id)).mappings()]
 
-    def hold(self, incident_id: str, *, at: datetime | None = None) -> bool:
-        """``pending`` -> ``held`` (the escalation was sent at ``at``); False when the row is
-        no longer pending (confirmed meanwhile, or already held by another evaluation)."""
+    def hold(
+        self,
+        incident_id: str,
+        *,
+        at: datetime | None = None,
+        on_held: InTransaction | None = None,
+    ) -> bool:
+        """``pending`` -> ``held`` at ``at`` (``escalated_at``); False when the row was not
+        pending (confirmed meanwhile, or already held by another evaluation).
+
+        ``on_held(conn, row)`` runs in the same transaction whenever the row is ``held``
+        after the update (held now or before): the escalation alert is recorded for delivery
+        with the state change, or neither happens, so a failed page can never leave a held
+        rollback that nobody was told about."""
         t = rollbacks_table
         when = utc_param("at", at) if at is not None else utc_now()
         with write_transaction(self.engine, busy_timeout_ms=WRITE_WAIT_MS) as conn:
@@ -211,4 +233,9 @@ class RollbackLog(ResultsDatabaseResource):
                 .where((t.c.incident_id == incident_id) & (t.c.state == "pending"))
                 .values(state="held", escalated_at=when)
             )
+            if on_held is not None:
+                q = sa.select(t).where(t.c.incident_id == incident_id)
+                found = conn.execute(q).mappings().first()
+                if found is not None and found["state"] == "held":
+                    on_held(conn, _row(found))
             return done.rowcount == 1

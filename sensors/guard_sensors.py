@@ -13,8 +13,9 @@ Hygiene, common to all of them:
   ever, so a key without a bucket would fire once in the sensor's life.
 * **Cost**: bounded windows (<= 48 h of trades, <= 14 days of predictions per crypto), so a
   tick does not grow with the journal (``bench/bench_sensors.py``).
-* **Default status**: ``focal_training_crash`` and ``rollback_confirmation`` only send alerts
-  and are ``RUNNING`` by default; ``expectancy_negative_focal`` (can flip the kill switch)
+* **Default status**: ``focal_training_crash``, ``rollback_confirmation`` and
+  ``alert_delivery`` (retries undelivered alerts) only send alerts and are ``RUNNING`` by
+  default; ``expectancy_negative_focal`` (can flip the kill switch)
   and ``model_drift`` (launches retrains and reverts) are ``STOPPED`` until an operator turns
   them on (UI: Automation; CLI: ``dagster sensor start <name>``).
 """
@@ -38,7 +39,7 @@ from dagster import (
 from cvn_assets.drift import SharpnessState, auto_kill_switch
 from cvn_assets.monitoring import LOSS_FUNCTION_TAG
 from cvn_assets.partitions import SETTINGS
-from resources.alerts import incident_id
+from resources.alerts import AlertSink, incident_id
 from resources.config_store import ConfigStore
 from resources.guard_clock import GuardClock
 from resources.model_registry import ModelRegistry
@@ -52,7 +53,9 @@ from sensors.evaluation import (
 from sensors.jobs import (
     CROSS_ENTROPY,
     LOSS_FLAG,
+    alert_delivery_job,
     alert_job,
+    alert_key,
     alert_run_config,
     escalate_rollback_job,
     rollback_job,
@@ -270,33 +273,134 @@ def focal_training_crash(context: SensorEvaluationContext, guard_clock: GuardClo
 
 
 # ----------------------------------------------------------------------- rollback confirmation
+#: an overdue rollback still pending (its escalation run failed or never ran) is requested
+#: again in the next bucket of this length
+ESCALATION_RETRY = "15min"
+_IN_FLIGHT = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.NOT_STARTED,
+]
+
+
+def _minute_key(*parts: Any) -> str:
+    return ":".join(
+        p.strftime("%Y-%m-%dT%H%M") if isinstance(p, datetime) else str(p) for p in parts
+    )
+
+
+def _in_flight(context: SensorEvaluationContext, job_name: str, tags: dict | None = None) -> bool:
+    return bool(
+        context.instance.get_run_records(
+            RunsFilter(job_name=job_name, statuses=_IN_FLIGHT, tags=tags or {}), limit=1
+        )
+    )
+
+
 @sensor(
     name="rollback_confirmation",
     jobs=[escalate_rollback_job],
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
     description="An automatic rollback not confirmed within 15 min is held (stays in force) "
-    "and escalated (escalate_rollback_job).",
+    "and escalated (escalate_rollback_job); asked again every 15 min while still pending.",
 )
 def rollback_confirmation(
     context: SensorEvaluationContext, guard_clock: GuardClock, rollback_log: RollbackLog
 ):
     now = guard_clock.now()
-    requests = [
-        RunRequest(
-            run_key=_key("escalation", row["incident_id"]),  # once per incident
-            job_name=escalate_rollback_job.name,
-            run_config={
-                "ops": {"escalate_rollback": {"config": {"incident_id": row["incident_id"]}}}
-            },
-            tags={"cvn/incident": row["incident_id"], "cvn/severity": "P1"},
+    bucket = _bucket(now, ESCALATION_RETRY)
+    requests = []
+    for row in rollback_log.overdue(now):
+        inc = row["incident_id"]
+        if _in_flight(context, escalate_rollback_job.name, {"cvn/incident": inc}):
+            context.log.info(f"{inc}: an escalation run is in flight")
+            continue
+        requests.append(
+            RunRequest(
+                # one per incident and bucket: a failed escalation run is asked again (a key
+                # without a bucket is deduped for ever and would silence the escalation)
+                run_key=_minute_key("escalation", inc, bucket),
+                job_name=escalate_rollback_job.name,
+                run_config={"ops": {"escalate_rollback": {"config": {"incident_id": inc}}}},
+                tags={"cvn/incident": inc, "cvn/severity": "P1"},
+            )
         )
-        for row in rollback_log.overdue(now)
-    ]
     cursor = json.dumps({"evaluated_at": now.isoformat()})
     if not requests:
         return SensorResult(skip_reason=SkipReason("no overdue rollback"), cursor=cursor)
     return SensorResult(run_requests=requests, cursor=cursor)
+
+
+# ----------------------------------------------------------------------------- alert delivery
+#: failed deliveries named in the sensor's skip reason for this long after they gave up
+FAILED_SHOWN_FOR = timedelta(days=7)
+
+
+@sensor(
+    name="alert_delivery",
+    jobs=[alert_delivery_job],
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Retries the delivery of recorded alerts that are due (alert_delivery_job); "
+    "its skip reason names the alerts pending and those whose delivery gave up.",
+)
+def alert_delivery(
+    context: SensorEvaluationContext, guard_clock: GuardClock, alert_sink: AlertSink
+):
+    now = guard_clock.now()
+    minute = _bucket(now, "min")
+    due = alert_sink.due(now)
+    status = delivery_status(alert_sink, now)
+    cursor = json.dumps({"evaluated_at": now.isoformat()})
+    if status["failed"]:
+        context.log.error(f"alert delivery gave up: {status['failed']}")
+    if not due:
+        return SensorResult(skip_reason=SkipReason(status["line"]), cursor=cursor)
+    if _in_flight(context, alert_delivery_job.name):
+        return SensorResult(
+            skip_reason=SkipReason(f"an alert_delivery_job run is in flight; {status['line']}"),
+            cursor=cursor,
+        )
+    keys = [alert_key(r["name"], r["incident_id"]) for r in due]
+    return SensorResult(
+        run_requests=[
+            RunRequest(
+                run_key=_minute_key("alert_delivery", minute),
+                job_name=alert_delivery_job.name,
+                run_config={"ops": {"deliver_alerts": {"config": {"alerts": keys}}}},
+                tags={"cvn/guard": "alert_delivery"},
+            )
+        ],
+        cursor=cursor,
+    )
+
+
+def delivery_status(alert_sink: AlertSink, now: datetime) -> dict[str, Any]:
+    """``{"pending": [...], "failed": [...], "line": str}``: the keys of the pending alerts
+    (with their next attempt) and of those whose delivery gave up within
+    :data:`FAILED_SHOWN_FOR`, and one line for the sensor's skip reason."""
+    pending = alert_sink.rows(("pending",))
+    failed = [
+        r
+        for r in alert_sink.rows(("failed",))
+        if r["failed_at"] is not None and r["failed_at"] >= now - FAILED_SHOWN_FOR
+    ]
+    pend = [
+        f"{alert_key(r['name'], r['incident_id'])} (attempts {r['attempts']}, next "
+        f"{r['next_attempt_at'].isoformat() if r['next_attempt_at'] else '-'})"
+        for r in pending
+    ]
+    fail = [
+        f"{alert_key(r['name'], r['incident_id'])} (gave up {r['failed_at'].isoformat()} after "
+        f"{r['attempts']} attempts: {r['last_error']})"
+        for r in failed
+    ]
+    line = f"{len(pend)} alert(s) pending delivery" + (f": {'; '.join(pend[:5])}" if pend else "")
+    if fail:
+        line = f"DELIVERY FAILED for {len(fail)} alert(s): {'; '.join(fail[:5])}; " + line
+    return {"pending": pend, "failed": fail, "line": line[:1500]}
 
 
 # ------------------------------------------------------------------------------------ drift
@@ -434,4 +538,9 @@ def revert_to_baseline_request(crypto: str, day: datetime, consecutive: int) -> 
 
 
 #: the sensors that need nothing from the asset definitions (``model_drift`` is built there)
-GUARD_SENSORS = [expectancy_negative_focal, focal_training_crash, rollback_confirmation]
+GUARD_SENSORS = [
+    expectancy_negative_focal,
+    focal_training_crash,
+    rollback_confirmation,
+    alert_delivery,
+]

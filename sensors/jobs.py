@@ -4,10 +4,16 @@ Every job takes ``actor`` and ``reason`` in its run config where it changes stat
 change is audited where it is made (``config_audit`` for the flags, the registry's alias
 history for promotions, ``rollbacks`` for rollback incidents).
 
-* ``alert_job``: sends one alert through the ``alert_sink`` (JSONL, Slack when configured).
-  Sensors never send from a tick: a retried tick re-requests the same ``run_key`` (deduped by
-  Dagster) and a re-executed run finds the alert already recorded (the sink is idempotent by
-  incident id and rule).
+* ``alert_job``: records one alert through the ``alert_sink`` (results database, JSON lines)
+  and delivers it (Slack when configured; bounded retries). Sensors never send from a tick: a
+  retried tick re-requests the same ``run_key`` (deduped by Dagster) and a re-executed run
+  finds the alert already recorded (the sink is idempotent by incident id and rule). A
+  delivery still pending leaves the run successful; one that gave up fails it.
+* ``alert_delivery_job``: retries the delivery of recorded alerts (requested by the
+  ``alert_delivery`` sensor); fails, naming them, when a delivery gives up.
+* Jobs that page as part of a state change (``rollback_job``, ``escalate_rollback_job``)
+  record the alert in the transaction of the change, then deliver it; their status says what
+  they did (a rollback that took effect succeeds), the delivery state is in their metadata.
 * ``rollback_job`` (factor-level kill switch): flips ``CVN_LOSS_FUNCTION`` to
   ``binary:logistic`` (compare-and-set), re-promotes the ``previous`` champion of each
   affected crypto whose champion is focal-trained (only when the previous one is not focal:
@@ -47,7 +53,7 @@ from cvn_assets.guard_training import (
 from cvn_assets.identity import digest, module_digest
 from cvn_assets.metrics import MIN_TRADE_SHARE
 from cvn_assets.partitions import SETTINGS
-from resources.alerts import Alert, AlertSink
+from resources.alerts import Alert, AlertSink, Delivery
 from resources.config_store import ConfigConflict, ConfigStore
 from resources.db import utc_param
 from resources.guard_clock import GuardClock, parse_utc
@@ -96,8 +102,12 @@ class AlertConfig(Config):
 
 
 @op
-def send_alert(context: OpExecutionContext, config: AlertConfig, alert_sink: AlertSink) -> None:
-    """Send the alert of the run config (idempotent by incident id and rule)."""
+def send_alert(
+    context: OpExecutionContext, config: AlertConfig, alert_sink: AlertSink, guard_clock: GuardClock
+) -> None:
+    """Record the alert of the run config, then deliver it (idempotent by incident id and
+    rule). Delivery still pending after this run's bounded retries: the run succeeds (the
+    alert is recorded; ``alert_delivery`` retries it). Delivery given up: the run fails."""
     alert = Alert(
         name=config.name,
         severity=config.severity,
@@ -108,17 +118,41 @@ def send_alert(context: OpExecutionContext, config: AlertConfig, alert_sink: Ale
         at=parse_utc("at", config.at),
         message=config.message,
     )
-    sent = alert_sink.send(alert)
-    context.log.info(
-        f"{alert.severity} {alert.name} {list(alert.cryptos)}: "
-        f"{'sent' if sent else 'already sent'} ({alert.incident_id})"
-    )
+    out = alert_sink.send(alert, now=guard_clock.now(), dagster_run_id=context.run.run_id)
+    _report_delivery(context, out)
     context.add_output_metadata(
-        {"sent": sent, "incident_id": alert.incident_id, "runbook": alert.runbook}
+        {
+            "recorded_now": out.recorded_now,
+            "incident_id": alert.incident_id,
+            "runbook": alert.runbook,
+            **out.metadata(),
+        }
     )
+    if out.state == "failed":
+        raise Failure(
+            description=f"alert {alert.name} ({alert.incident_id}) recorded, but its delivery "
+            f"gave up: {out.summary()}",
+            metadata=out.metadata(),
+        )
 
 
-@job(tags={"cvn/guard": "alert"}, description="Send one alert (JSON lines; Slack if configured).")
+def _report_delivery(context: OpExecutionContext, out: Delivery) -> None:
+    """One log line per alert: info when delivered or recorded, warning when pending, error
+    when delivery gave up."""
+    line = f"alert {out.name} ({out.incident_id}): {out.summary()}"
+    if out.state == "failed":
+        context.log.error(line)
+    elif out.state == "pending":
+        context.log.warning(line + " (the alert_delivery sensor retries it)")
+    else:
+        context.log.info(line)
+
+
+@job(
+    tags={"cvn/guard": "alert"},
+    description="Record one alert (results database, JSON lines), then deliver it to Slack "
+    "if configured (bounded retries; alert_delivery retries what is left).",
+)
 def alert_job():
     send_alert()
 
@@ -239,34 +273,45 @@ def rollback(
         else:
             notes[crypto] = f"rolled back by a concurrent run (champion v{out['champion']})"
 
-    # 3. the incident (an automatic one waits for an operator's confirmation) and the alert
+    # 3. the incident (an automatic one waits for an operator's confirmation) and its alert,
+    # recorded in one transaction (a re-run that finds the incident finds its page too); the
+    # delivery follows, outside it: a channel's failure leaves the alert pending, never
+    # fails a rollback that took effect
+    def rollback_alert(row: dict[str, Any]) -> Alert:
+        return Alert(
+            name="rollback",
+            severity="P1",
+            cryptos=tuple(sorted(repromoted)),
+            figures={"flipped": flipped, "repromoted": json.dumps(repromoted)},
+            incident_id=incident,
+            runbook=RUNBOOKS["rollback"],
+            at=at,
+            message=(
+                f"rollback ({config.trigger}) by {config.actor}: {LOSS_FLAG}="
+                f"{CROSS_ENTROPY}{' (flipped now)' if flipped else ' (already)'}; "
+                f"re-promoted {repromoted or 'none'}"
+                + (
+                    f"; confirm by {row['confirm_by'].isoformat()} with confirm_rollback_job"
+                    if row["state"] == "pending"
+                    else ""
+                )
+            ),
+        )  # fmt: skip
+
+    now = guard_clock.now()
     row, created = rollback_log.record(
         incident, trigger=config.trigger, actor=config.actor, reason=config.reason,
         cryptos=sorted(repromoted), flipped=flipped, dagster_run_id=run_id, at=at,
+        on_record=lambda conn, r: alert_sink.record_in(
+            conn, rollback_alert(r), now=now, dagster_run_id=run_id
+        ),
     )  # fmt: skip
     changed = flipped or bool(repromoted)
+    delivery: dict[str, Any] = {}
     if created or changed:
-        alert_sink.send(
-            Alert(
-                name="rollback",
-                severity="P1",
-                cryptos=tuple(sorted(repromoted)),
-                figures={"flipped": flipped, "repromoted": json.dumps(repromoted)},
-                incident_id=incident,
-                runbook=RUNBOOKS["rollback"],
-                at=at,
-                message=(
-                    f"rollback ({config.trigger}) by {config.actor}: {LOSS_FLAG}="
-                    f"{CROSS_ENTROPY}{' (flipped now)' if flipped else ' (already)'}; "
-                    f"re-promoted {repromoted or 'none'}"
-                    + (
-                        f"; confirm by {row['confirm_by'].isoformat()} with confirm_rollback_job"
-                        if row["state"] == "pending"
-                        else ""
-                    )
-                ),
-            )  # fmt: skip
-        )
+        out = alert_sink.send(rollback_alert(row), now=now, dagster_run_id=run_id)
+        _report_delivery(context, out)
+        delivery = out.metadata()
     context.log.info(
         f"rollback {incident}: flipped={flipped}, re-promoted={repromoted}, notes={notes}, "
         f"state={row['state']}"
@@ -279,6 +324,7 @@ def rollback(
             "notes": MetadataValue.json(notes),
             "state": row["state"],
             "changed_anything": changed,
+            **delivery,
         }
     )
 
@@ -327,6 +373,24 @@ class EscalateConfig(Config):
     incident_id: str
 
 
+def escalation_alert(incident: str, row: dict[str, Any], now: Any) -> Alert:
+    """The ``rollback_unconfirmed`` P1 of a held rollback ``row``."""
+    return Alert(
+        name="rollback_unconfirmed",
+        severity="P1",
+        cryptos=tuple(row["cryptos"]),
+        figures={
+            "triggered_at": row["triggered_at"].isoformat(),
+            "confirm_by": row["confirm_by"].isoformat(),
+        },
+        incident_id=incident,
+        runbook=RUNBOOKS["rollback_unconfirmed"],
+        at=row["escalated_at"] or now,
+        message=f"rollback {incident} not confirmed by "
+        f"{row['confirm_by'].isoformat()}: held (stays in force); escalating",
+    )
+
+
 @op
 def escalate_rollback(
     context: OpExecutionContext,
@@ -335,37 +399,36 @@ def escalate_rollback(
     alert_sink: AlertSink,
     guard_clock: GuardClock,
 ) -> None:
-    """A pending rollback past its deadline: held (it stays in force), escalation alert sent.
-    Confirmed meanwhile: nothing. Re-run: the alert sink's idempotence sends it once."""
+    """A pending rollback past its deadline: held (it stays in force) and its escalation
+    alert recorded for delivery, in one transaction; then delivered (a failure leaves it
+    pending for ``alert_delivery``; the escalation is never lost). Confirmed meanwhile:
+    nothing. Re-run: held once, recorded once, delivered at least once."""
     now = guard_clock.now()
-    held_now = rollback_log.hold(config.incident_id, at=now)
-    row = rollback_log.get(config.incident_id)
+    run_id = context.run.run_id
+    incident = config.incident_id
+    held_now = rollback_log.hold(
+        incident,
+        at=now,
+        on_held=lambda conn, r: alert_sink.record_in(
+            conn, escalation_alert(incident, r, now), now=now, dagster_run_id=run_id
+        ),
+    )
+    row = rollback_log.get(incident)
     if row["state"] != "held":
-        context.log.info(f"rollback {config.incident_id} is {row['state']}: no escalation")
+        context.log.info(f"rollback {incident} is {row['state']}: no escalation")
         context.add_output_metadata({"state": row["state"], "escalated": False})
         return
-    sent = alert_sink.send(
-        Alert(
-            name="rollback_unconfirmed",
-            severity="P1",
-            cryptos=tuple(row["cryptos"]),
-            figures={
-                "triggered_at": row["triggered_at"].isoformat(),
-                "confirm_by": row["confirm_by"].isoformat(),
-            },
-            incident_id=config.incident_id,
-            runbook=RUNBOOKS["rollback_unconfirmed"],
-            at=row["escalated_at"] or now,
-            message=f"rollback {config.incident_id} not confirmed by "
-            f"{row['confirm_by'].isoformat()}: held (stays in force); escalating",
-        )
+    out = alert_sink.send(escalation_alert(incident, row, now), now=now, dagster_run_id=run_id)
+    _report_delivery(context, out)
+    context.add_output_metadata(
+        {"state": "held", "held_now": held_now, "escalated": True, **out.metadata()}
     )
-    context.add_output_metadata({"state": "held", "held_now": held_now, "escalated": sent})
 
 
 @job(
     tags={"cvn/guard": "escalate_rollback"},
-    description="Hold an unconfirmed automatic rollback and send the escalation alert.",
+    description="Hold an unconfirmed automatic rollback and record its escalation alert (one "
+    "transaction), then deliver it.",
 )
 def escalate_rollback_job():
     escalate_rollback()
@@ -595,9 +658,92 @@ def shadow_retrain_job():
     shadow_retrain()
 
 
+# ---------------------------------------------------------------------------- alert delivery
+class DeliverAlertsConfig(Config):
+    """Run config of ``alert_delivery_job`` (what the ``alert_delivery`` sensor requests)."""
+
+    alerts: list[str] = Field(
+        default_factory=list,
+        description="'<name>:<incident_id>' of the alerts to deliver; empty: every due alert",
+    )
+
+
+def alert_key(name: str, incident: str) -> str:
+    """``'<name>:<incident_id>'`` (a rule name holds no ':')."""
+    return f"{name}:{incident}"
+
+
+def _parse_alert_key(key: str) -> tuple[str, str]:
+    name, sep, incident = key.partition(":")
+    if not sep or not name or not incident:
+        raise Failure(
+            description=f"alert_delivery_job: alerts entry {key!r} is not '<name>:<incident_id>'"
+        )
+    return name, incident
+
+
+@op
+def deliver_alerts(
+    context: OpExecutionContext,
+    config: DeliverAlertsConfig,
+    alert_sink: AlertSink,
+    guard_clock: GuardClock,
+) -> None:
+    """Deliver the alerts of the run config (or every due one), each with the sink's bounded
+    retries; write the file lines the file lacks. The run fails, naming them, when a delivery
+    gave up in it (a ``delivery_failed`` line is in the file); still pending: success."""
+    keys = [_parse_alert_key(k) for k in config.alerts]
+    now = guard_clock.now()
+    synced = alert_sink.sync_file()
+    if not keys:
+        keys = [
+            (r["name"], r["incident_id"])
+            for r in alert_sink.due(now)
+            if r["delivery_state"] == "pending"
+        ]
+    results: list[Delivery] = []
+    for name, incident in keys:
+        try:
+            out = alert_sink.deliver(incident, name, now=now)
+        except LookupError as exc:
+            context.log.warning(str(exc))
+            continue
+        _report_delivery(context, out)
+        results.append(out)
+    states = {s: sum(r.state == s for r in results) for s in ("delivered", "pending", "failed")}
+    context.add_output_metadata(
+        {
+            **{f"n_{k}": v for k, v in states.items()},
+            "file_lines_synced": synced,
+            "alerts": MetadataValue.json(
+                {alert_key(r.name, r.incident_id): r.summary() for r in results}
+            ),
+        }
+    )
+    gave_up = [r for r in results if r.state == "failed" and r.posts > 0]
+    if gave_up:
+        raise Failure(
+            description="alert delivery gave up for "
+            + "; ".join(f"{alert_key(r.name, r.incident_id)}: {r.summary()}" for r in gave_up),
+            metadata={
+                "failed": MetadataValue.json([alert_key(r.name, r.incident_id) for r in gave_up])
+            },  # fmt: skip
+        )
+
+
+@job(
+    tags={"cvn/guard": "alert_delivery"},
+    description="Retry the delivery of recorded alerts (requested by the alert_delivery "
+    "sensor); fails when a delivery gives up.",
+)
+def alert_delivery_job():
+    deliver_alerts()
+
+
 GUARD_JOBS = [
     shadow_retrain_job,
     alert_job,
+    alert_delivery_job,
     rollback_job,
     confirm_rollback_job,
     escalate_rollback_job,

@@ -20,6 +20,8 @@ Revisions (``versions/``), oldest first:
   the ``candidate`` alias.
 * ``0008_rollbacks``: ``rollbacks``, one row per rollback incident of the production guard
   (:mod:`resources.rollbacks`).
+* ``0009_alerts``: ``alerts``, every alert of the guard with its delivery state
+  (:mod:`resources.alert_store`).
 
 A change to a ``Table`` of the results store, the config store or the model registry needs a
 new revision here: ``tests/integration/test_migrations.py`` compares the migrated schema
@@ -64,7 +66,7 @@ __all__ = [
 
 HERE = Path(__file__).resolve().parent
 #: the newest revision (checked against the scripts by the tests)
-HEAD = "0008_rollbacks"
+HEAD = "0009_alerts"
 BASELINE = "0001_results_baseline"
 SWEEPS = "0002_sweeps"
 #: tables created before migrations existed (abe7750), and their later ``sweeps`` table

@@ -1,57 +1,27 @@
 """The alert sink against a real HTTP server on 127.0.0.1 standing in for Slack's incoming
-webhook, and the webhook URL read through Dagster's ``EnvVar`` in a real run."""
+webhook (answering 200, 429 with and without ``Retry-After``, 500, 404, hanging, or a closed
+port), with its rows in a real PostgreSQL (SQLite where the single-writer lock is the point),
+and the webhook URL read through Dagster's ``EnvVar`` in a real run.
 
+The numbers asserted are the policy's closed forms: a scheduled retry is due at ``now +
+max(Retry-After, min(cap, base * 2**(attempts - 1)))`` with the test's fixed ``now``; the
+number of POSTs the server saw is the number of attempts."""
+
+import fcntl
 import json
 import logging
+import os
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from dagster import EnvVar, OpExecutionContext, job, op
 
-from resources.alerts import Alert, AlertDeliveryError, AlertSink, read_alerts
+from resources.alerts import Alert, AlertSink, read_alerts, read_records
+from tests.integration.slack_server import SECRET_PATH, FakeSlack, closed_port_url
 
-SECRET_PATH = "/services/T000/B000/s3cr3tT0k3n"
-
-
-class FakeSlack:
-    """Records each POST (path, headers, JSON body); answers ``status`` with ``reply``."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.status = 200
-        self.reply = b"ok"
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
-                length = int(self.headers.get("Content-Length", 0))
-                body = self.rfile.read(length)
-                fake.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": json.loads(body)}
-                )
-                self.send_response(fake.status)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(fake.reply)))
-                self.end_headers()
-                self.wfile.write(fake.reply)
-
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}{SECRET_PATH}"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+NOW = datetime(2026, 12, 1, 0, 10, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -69,6 +39,12 @@ def _no_alert_env(monkeypatch):
     monkeypatch.delenv("CVN_SLACK_WEBHOOK_URL", raising=False)
 
 
+@pytest.fixture
+def db(pg_database, monkeypatch) -> str:
+    monkeypatch.setenv("CVN_DATABASE_URL", pg_database)
+    return pg_database
+
+
 def make_alert(**changes) -> Alert:
     fields = dict(
         name="data_drift_psi",
@@ -84,12 +60,19 @@ def make_alert(**changes) -> Alert:
     return Alert(**fields)
 
 
-def test_slack_receives_the_alert_once(tmp_path, slack):
-    path = tmp_path / "alerts.jsonl"
-    sink = AlertSink(alerts_path=str(path), slack_webhook_url=slack.url)
+def sink_for(tmp_path, url: str | None, **policy) -> AlertSink:
+    return AlertSink(
+        alerts_path=str(tmp_path / "alerts.jsonl"), slack_webhook_url=url or "", **policy
+    )
+
+
+def test_slack_receives_the_alert_once(tmp_path, slack, db):
+    sink = sink_for(tmp_path, slack.url)
     assert sink.slack_enabled
-    assert sink.send(make_alert()) is True
-    assert sink.send(make_alert()) is False  # recorded and delivered: nothing more
+    out = sink.send(make_alert(), now=NOW)
+    assert (out.state, out.attempts, out.posts, out.recorded_now) == ("delivered", 1, 1, True)
+    again = sink.send(make_alert(), now=NOW)  # a re-executed alert run: nothing more
+    assert (again.state, again.posts, again.recorded_now) == ("delivered", 0, False)
     assert len(slack.requests) == 1
 
     req = slack.requests[0]
@@ -114,52 +97,181 @@ def test_slack_receives_the_alert_once(tmp_path, slack):
     ):
         assert expected in blocks, expected
 
-    (got,) = read_alerts(path)
-    assert got["delivered"] == ["slack"] and got["figures"]["psi"] == 0.612
-
-
-def test_a_500_raises_without_the_url_and_a_resend_retries_delivery(tmp_path, slack, caplog):
-    caplog.set_level(logging.DEBUG)  # even with DEBUG on, the URL must not reach the logs
-    path = tmp_path / "alerts.jsonl"
-    sink = AlertSink(alerts_path=str(path), slack_webhook_url=slack.url)
-    slack.status, slack.reply = 500, b"internal_error"
-    with pytest.raises(AlertDeliveryError, match=r"answered HTTP 500 \('internal_error'\)") as e:
-        sink.send(make_alert())
-    assert "s3cr3tT0k3n" not in str(e.value) and "127.0.0.1" not in str(e.value)
-    assert e.value.__cause__ is None
-    assert "s3cr3tT0k3n" not in caplog.text
-    # the JSON line was written first, without a delivery
-    (got,) = read_alerts(path)
-    assert got["incident_id"] == "INC-20261201T0000-data_drift_psi-SOLUSDC"
-    assert got["delivered"] == []
-
-    slack.status, slack.reply = 200, b"ok"
-    assert sink.send(make_alert()) is True  # delivery retried, line not duplicated
-    assert len(slack.requests) == 2
-    (got,) = read_alerts(path)
-    assert got["delivered"] == ["slack"]
-    assert sink.send(make_alert()) is False
-
-
-def test_an_unreachable_webhook_raises_without_the_url(tmp_path, slack):
-    url = slack.url
-    slack.close()  # nobody listens on that port any more
-    sink = AlertSink(
-        alerts_path=str(tmp_path / "a.jsonl"), slack_webhook_url=url, slack_timeout_s=2
+    (got,) = read_alerts(tmp_path / "alerts.jsonl")
+    assert got["delivered"] == ["slack"] and got["delivery"] == "delivered"
+    assert got["figures"]["psi"] == 0.612
+    row = sink.get(got["incident_id"], got["name"])
+    assert (row["delivery_state"], row["delivered_at"], row["lease_until"]) == (
+        "delivered",
+        NOW,
+        None,
     )
-    with pytest.raises(AlertDeliveryError, match="Slack webhook not reached") as e:
-        sink.send(make_alert())
-    assert "s3cr3tT0k3n" not in str(e.value)
-    assert len(read_alerts(tmp_path / "a.jsonl")) == 1
+    assert row["file_synced"]
 
 
-def test_webhook_url_through_envvar_in_a_run(tmp_path, slack, monkeypatch):
+def test_429_retry_after_1_is_honoured_then_delivered(tmp_path, slack, db):
+    slack.script = [(429, {"Retry-After": "1"}, b"rate_limited")]
+    out = sink_for(tmp_path, slack.url).send(make_alert(), now=NOW)
+    assert (out.state, out.attempts, out.posts, out.last_status) == ("delivered", 2, 2, 200)
+    # the second POST came no sooner than the server asked (a lower bound: speed-free)
+    assert slack.requests[1]["t"] - slack.requests[0]["t"] >= 1.0
+    assert read_alerts(tmp_path / "alerts.jsonl")[0]["delivery"] == "delivered"
+
+
+def test_a_retry_after_longer_than_the_run_may_wait_is_scheduled(tmp_path, slack, db):
+    slack.script = [(429, {"Retry-After": "120"}, b"rate_limited")]
+    sink = sink_for(tmp_path, slack.url, max_wait_s=30.0, retry_backoff_s=60.0)
+    out = sink.send(make_alert(), now=NOW)
+    # one POST; due again at now + max(120, 60 * 2**0) = now + 120 s
+    assert (out.state, out.attempts, out.posts, out.last_status) == ("pending", 1, 1, 429)
+    assert out.next_attempt_at == NOW + timedelta(seconds=120)
+    assert out.last_error == "HTTP 429 ('rate_limited')"
+    # not before: a second send at +119 s posts nothing; at +120 s it delivers
+    assert sink.deliver(out.incident_id, out.name, now=NOW + timedelta(seconds=119)).posts == 0
+    done = sink.deliver(out.incident_id, out.name, now=NOW + timedelta(seconds=120))
+    assert (done.state, done.attempts, done.posts) == ("delivered", 2, 1)
+    assert len(slack.requests) == 2
+    assert [r["record"] for r in read_records(tmp_path / "alerts.jsonl")] == [
+        "alert",
+        "delivery",
+    ]
+
+
+def test_429_without_retry_after_and_500_back_off(tmp_path, slack, db):
+    slack.default = (500, {}, b"internal_error")
+    slack.script = [(429, {}, b"rate_limited")]
+    sink = sink_for(tmp_path, slack.url, attempts_per_run=3, retry_base_s=0.0)
+    out = sink.send(make_alert(), now=NOW)
+    # three POSTs in the run (429, 500, 500), then due at now + 60 * 2**(3 - 1) = 240 s
+    assert (out.state, out.attempts, out.posts, out.last_status) == ("pending", 3, 3, 500)
+    assert out.next_attempt_at == NOW + timedelta(seconds=240)
+    assert len(slack.requests) == 3
+    assert read_alerts(tmp_path / "alerts.jsonl")[0]["delivery"] == "pending"
+
+
+def test_a_hung_endpoint_times_out_and_stays_pending(tmp_path, slack, db):
+    slack.default = "hang"
+    sink = sink_for(tmp_path, slack.url, attempts_per_run=2, retry_base_s=0.0, slack_timeout_s=0.3)
+    out = sink.send(make_alert(), now=NOW)
+    assert (out.state, out.attempts, out.posts, out.last_status) == ("pending", 2, 2, None)
+    assert out.last_error == "timeout: no answer within 0.3 s"
+    assert len(slack.requests) == 2
+    assert sink.get(out.incident_id, out.name)["lease_until"] is None  # the claim is released
+
+
+def test_a_refused_connection_and_an_unknown_host_stay_pending(tmp_path, db, caplog):
+    caplog.set_level(logging.DEBUG)
+    url = closed_port_url()
+    out = sink_for(tmp_path, url, attempts_per_run=2, retry_base_s=0.0).send(make_alert(), now=NOW)
+    assert (out.state, out.attempts, out.last_error) == ("pending", 2, "connection refused")
+    dns = "http://hooks.nonexistent.invalid/services/T000/B000/s3cr3tT0k3n"  # RFC 6761
+    other = make_alert(incident_id="INC-dns")
+    got = sink_for(tmp_path, dns, attempts_per_run=1).send(other, now=NOW)
+    assert got.state == "pending" and got.last_error.startswith("host name not resolved")
+    for text in (out.last_error, got.last_error, caplog.text, str(out.metadata())):
+        assert "s3cr3tT0k3n" not in text
+
+
+def test_a_permanent_error_fails_at_once_and_loudly_without_the_url(tmp_path, slack, db, caplog):
+    caplog.set_level(logging.DEBUG)  # even with DEBUG on, the URL must not reach the logs
+    slack.default = (404, {}, b"no_service")
+    sink = sink_for(tmp_path, slack.url)
+    out = sink.send(make_alert(), now=NOW)
+    assert (out.state, out.attempts, out.posts, out.last_status) == ("failed", 1, 1, 404)
+    assert out.last_error == "HTTP 404 ('no_service')"
+    failed = [r for r in read_records(tmp_path / "alerts.jsonl") if r["record"] != "alert"]
+    assert failed == [
+        {
+            "record": "delivery_failed",
+            "channel": "slack",
+            "incident_id": out.incident_id,
+            "name": out.name,
+            "at": NOW.isoformat(),
+            "attempts": 1,
+            "last_status": 404,
+            "last_error": "HTTP 404 ('no_service')",
+        }
+    ]
+    assert read_alerts(tmp_path / "alerts.jsonl")[0]["delivery"] == "failed"
+    assert "delivery to slack failed for good after 1 attempt(s)" in caplog.text
+    assert "s3cr3tT0k3n" not in caplog.text and "s3cr3tT0k3n" not in str(out.metadata())
+    # an operator requeues it once the webhook is mended: delivered, the file says so
+    slack.default = (200, {}, b"ok")
+    sink.requeue(out.incident_id, out.name, now=NOW + timedelta(hours=1))
+    done = sink.deliver(out.incident_id, out.name, now=NOW + timedelta(hours=1))
+    assert (done.state, done.attempts) == ("delivered", 1)
+    assert read_alerts(tmp_path / "alerts.jsonl")[0]["delivery"] == "delivered"
+
+
+def test_delivery_gives_up_after_max_attempts(tmp_path, slack, db):
+    slack.default = (500, {}, b"internal_error")
+    sink = sink_for(tmp_path, slack.url, attempts_per_run=1, max_attempts=3)
+    out = sink.send(make_alert(), now=NOW)
+    states = [(out.state, out.attempts)]
+    t = NOW
+    while out.state == "pending":
+        t = out.next_attempt_at
+        out = sink.deliver(out.incident_id, out.name, now=t)
+        states.append((out.state, out.attempts))
+    assert states == [("pending", 1), ("pending", 2), ("failed", 3)]
+    assert t == NOW + timedelta(seconds=60 + 120)  # the backoff: 60 s, then 120 s
+    assert len(slack.requests) == 3
+    assert sink.deliver(out.incident_id, out.name, now=t + timedelta(days=1)).posts == 0
+    assert read_alerts(tmp_path / "alerts.jsonl")[0]["delivery"] == "failed"
+
+
+def test_a_hung_post_holds_no_lock_and_blocks_no_other_alert(tmp_path, slack, monkeypatch):
+    # SQLite: one writer at a time, so a transaction held across the POST would block the
+    # other thread's record (busy) -- here it completes while the POST still hangs
+    monkeypatch.setenv("CVN_DATABASE_URL", f"sqlite:///{tmp_path / 'results.sqlite'}")
+    slack.script = ["hang"]
+    sink = sink_for(tmp_path, slack.url, attempts_per_run=1, slack_timeout_s=60.0)
+    finished = threading.Event()
+    results = []
+
+    def send_first() -> None:
+        results.append(sink.send(make_alert(), now=NOW))
+        finished.set()
+
+    sender = threading.Thread(target=send_first)
+    sender.start()
+    try:
+        assert slack.received.wait(60), "the first POST never arrived"
+        # the POST hangs now: the file lock is free, other alerts are recorded
+        fd = os.open(tmp_path / "alerts.jsonl", os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if someone held it
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+        other = sink_for(tmp_path, None)  # no Slack for these: recording only
+        for k in range(3):
+            row, created = other.record(make_alert(incident_id=f"INC-other-{k}"), now=NOW)
+            assert created
+        # a second deliverer of the hung alert does not post it again (claimed)
+        second = sink.deliver(make_alert().incident_id, "data_drift_psi", now=NOW)
+        assert (second.posts, second.state) == (0, "pending")
+        assert not finished.is_set()  # all of that happened while the first POST hung
+    finally:
+        slack.release()
+        sender.join(90)
+    assert results[0].state == "delivered" and len(slack.requests) == 1
+    names = [(a["incident_id"], a["delivery"]) for a in read_alerts(tmp_path / "alerts.jsonl")]
+    assert names == [
+        ("INC-20261201T0000-data_drift_psi-SOLUSDC", "delivered"),
+        ("INC-other-0", "none"),
+        ("INC-other-1", "none"),
+        ("INC-other-2", "none"),
+    ]
+
+
+def test_webhook_url_through_envvar_in_a_run(tmp_path, slack, db, monkeypatch):
     monkeypatch.setenv("CVN_SLACK_WEBHOOK_URL", slack.url)
     path = tmp_path / "alerts.jsonl"
 
     @op
-    def send_alert(context: OpExecutionContext, alert_sink: AlertSink) -> bool:
-        return alert_sink.send(make_alert())
+    def send_alert(context: OpExecutionContext, alert_sink: AlertSink) -> str:
+        return alert_sink.send(make_alert()).state
 
     @job(
         resource_defs={
@@ -172,25 +284,25 @@ def test_webhook_url_through_envvar_in_a_run(tmp_path, slack, monkeypatch):
         send_alert()
 
     result = alert_once.execute_in_process()
-    assert result.success and result.output_for_node("send_alert") is True
+    assert result.success and result.output_for_node("send_alert") == "delivered"
     assert len(slack.requests) == 1 and read_alerts(path)[0]["delivered"] == ["slack"]
     # the secret is nowhere in the run's events
     events = "\n".join(str(ev) for ev in result.all_events)
     assert "s3cr3tT0k3n" not in events
 
     result = alert_once.execute_in_process()  # a re-executed alert run
-    assert result.output_for_node("send_alert") is False and len(slack.requests) == 1
+    assert result.output_for_node("send_alert") == "delivered" and len(slack.requests) == 1
 
 
-def test_webhook_url_from_the_environment_when_the_field_is_unset(tmp_path, slack, monkeypatch):
+def test_webhook_url_from_the_environment_when_the_field_is_unset(tmp_path, slack, db, monkeypatch):
     # Dagster drops constructor values when a run supplies config for the resource; the sink
     # then still finds the webhook in the environment
     monkeypatch.setenv("CVN_SLACK_WEBHOOK_URL", slack.url)
     path = tmp_path / "alerts.jsonl"
 
     @op
-    def send_alert(alert_sink: AlertSink) -> bool:
-        return alert_sink.send(make_alert())
+    def send_alert(alert_sink: AlertSink) -> str:
+        return alert_sink.send(make_alert()).state
 
     @job(resource_defs={"alert_sink": AlertSink(slack_webhook_url=EnvVar("CVN_SLACK_WEBHOOK_URL"))})
     def alert_once():
@@ -203,9 +315,29 @@ def test_webhook_url_from_the_environment_when_the_field_is_unset(tmp_path, slac
     assert read_alerts(path)[0]["delivered"] == ["slack"]
 
 
-def test_no_webhook_no_slack(tmp_path, slack):
-    sink = AlertSink(alerts_path=str(tmp_path / "a.jsonl"), slack_webhook_url="")
+def test_no_webhook_no_slack(tmp_path, slack, db):
+    sink = sink_for(tmp_path, None)
     assert not sink.slack_enabled
-    assert sink.send(make_alert()) is True
+    out = sink.send(make_alert(), now=NOW)
+    assert (out.state, out.posts, out.recorded_now) == ("none", 0, True)
     assert slack.requests == []
-    assert read_alerts(tmp_path / "a.jsonl")[0]["delivered"] == []
+    (got,) = read_alerts(tmp_path / "alerts.jsonl")
+    assert got["delivered"] == [] and got["delivery"] == "none"
+
+
+def test_concurrent_recorders_write_one_row_on_postgres(tmp_path, db):
+    sink = sink_for(tmp_path, None)
+    barrier = threading.Barrier(4)
+    created = []
+
+    def record() -> None:
+        barrier.wait()
+        created.append(sink.record(make_alert(), now=NOW)[1])
+
+    threads = [threading.Thread(target=record) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(created) == [False, False, False, True]
+    assert len(sink.rows()) == 1 and len(read_alerts(tmp_path / "alerts.jsonl")) == 1

@@ -199,7 +199,10 @@ def test_confirmation_branches(home):
     early = _tick("rollback_confirmation", now + timedelta(minutes=14), url)
     assert not early.run_requests
     late = _tick("rollback_confirmation", now + timedelta(minutes=15), url)
-    assert [r.run_key for r in late.run_requests] == ["escalation:INC-auto1"]
+    # the key holds the 15-min bucket: a failed escalation run is asked again in the next one
+    assert [r.run_key for r in late.run_requests] == [
+        f"escalation:INC-auto1:{now + timedelta(minutes=15):%Y-%m-%dT%H%M}"
+    ]
     assert log.get("INC-auto1")["state"] == "pending"  # a tick changes nothing itself
     req = late.run_requests[0]
     for _ in range(2):  # re-executed: held once, escalated once

@@ -19,6 +19,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from cvn_assets.identity import SweepIdentity
+from resources.alert_store import ALERTS_METADATA
 from resources.config_store import CONFIG_METADATA, ConfigStore
 from resources.journal import JOURNAL_METADATA
 from resources.migrations import (
@@ -40,10 +41,11 @@ ALL_METADATA = [
     REGISTRY_METADATA,
     JOURNAL_METADATA,
     rollbacks_table.metadata,
+    ALERTS_METADATA,
 ]
 GUARD_TABLES = {"ftf_config", "config_audit", "model_versions", "model_aliases"}
 GUARD_TABLES |= {"model_alias_history", "predictions", "trades", "monitoring_metrics"}
-GUARD_TABLES |= {"rollbacks"}
+GUARD_TABLES |= {"rollbacks", "alerts"}
 RESULT_TABLES = ("finetune_results", "oos_returns", "gate_verdicts")
 _ADDED_BY_0004 = {"trading_threshold", "expectancy_trading", "n_trades_trading"}
 PLACEHOLDER = ("0000000000000000", '{"note": "registered before sweep identities existed"}')
@@ -288,6 +290,7 @@ def test_the_revisions_form_one_chain_ending_at_head():
         "0006_monitoring",
         "0007_drift_inputs",
         "0008_rollbacks",
+        "0009_alerts",
     ]
     assert head_revision() == HEAD == chain[-1]
 
@@ -661,4 +664,48 @@ def test_a_0006_journal_upgrades_in_place_to_head(db_url):
         with pytest.raises(sa.exc.DBAPIError):
             with engine.begin() as conn:
                 conn.execute(sa.text(sql))
+    engine.dispose()
+
+
+# --- 0009: the alerts table, in place --------------------------------------------------------
+def test_0009_adds_alerts_to_a_0008_database_and_downgrades_cleanly(db_url):
+    """A database at 0008 with a rollback row gains ``alerts`` (empty; the rollback kept);
+    the unique key and the state check are enforced; a downgrade to 0008 drops the table
+    only, and the upgrade comes back to head."""
+    engine = _engine(db_url)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "0008_rollbacks")
+        conn.execute(
+            sa.text(
+                "INSERT INTO rollbacks (incident_id, trigger, triggered_at, actor, reason, "
+                "cryptos_json, flipped, state) VALUES ('INC-1', 'manual', '2026-12-01 00:00:00',"
+                " 'a', 'r', '[]', true, 'confirmed')"
+            )
+        )
+    assert upgrade_database(engine) == HEAD
+    assert _schema_problems(engine) == []
+    row = (
+        "INSERT INTO alerts (incident_id, name, severity, cryptos_json, figures_json, runbook, "
+        "at, message, recorded_at, delivery_state, attempts, file_synced) VALUES ('INC-1', "
+        "'rollback', 'P1', '[]', '{}', 'r.md', '2026-12-01 00:00:00', 'm', "
+        "'2026-12-01 00:00:00', :state, 0, false)"
+    )
+    with engine.begin() as conn:
+        assert _rows(conn, "rollbacks", ["incident_id"]) == [("INC-1",)]
+        assert _rows(conn, "alerts") == []
+        conn.execute(sa.text(row), {"state": "pending"})
+        with pytest.raises(sa.exc.IntegrityError):
+            with conn.begin_nested():
+                conn.execute(sa.text(row), {"state": "pending"})  # same incident and rule
+        with pytest.raises(sa.exc.DBAPIError, match="ck_alerts_delivery_state|CHECK"):
+            with conn.begin_nested():
+                conn.execute(sa.text(row.replace("'rollback'", "'other'")), {"state": "lost"})
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0008_rollbacks")
+    with engine.connect() as conn:
+        assert "alerts" not in sa.inspect(conn).get_table_names()
+        assert _rows(conn, "rollbacks", ["incident_id"]) == [("INC-1",)]
+        assert _rows(conn, "cvn_alembic_version") == [("0008_rollbacks",)]
+    assert upgrade_database(engine) == HEAD
+    assert _schema_problems(engine) == []
     engine.dispose()
