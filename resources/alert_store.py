@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from resources.db import as_utc
+from resources.db import UTCDateTime, as_utc
 
 __all__ = ["ALERTS_METADATA", "DELIVERY_STATES", "alerts_table", "find", "insert_alert", "row"]
 
@@ -47,20 +47,20 @@ alerts_table = sa.Table(
     sa.Column("cryptos_json", sa.Text, nullable=False),
     sa.Column("figures_json", sa.Text, nullable=False),
     sa.Column("runbook", sa.String(300), nullable=False),
-    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("at", UTCDateTime("alerts.at"), nullable=False),
     sa.Column("message", sa.Text, nullable=False),
-    sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("recorded_at", UTCDateTime("alerts.recorded_at"), nullable=False),
     sa.Column("dagster_run_id", sa.String(64), nullable=True),
     sa.Column("channel", sa.String(16), nullable=True),
     sa.Column("delivery_state", sa.String(10), nullable=False),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("last_status", sa.Integer, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
-    sa.Column("last_attempt_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("failed_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Column("lease_until", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_attempt_at", UTCDateTime("alerts.last_attempt_at"), nullable=True),
+    sa.Column("next_attempt_at", UTCDateTime("alerts.next_attempt_at"), nullable=True),
+    sa.Column("delivered_at", UTCDateTime("alerts.delivered_at"), nullable=True),
+    sa.Column("failed_at", UTCDateTime("alerts.failed_at"), nullable=True),
+    sa.Column("lease_until", UTCDateTime("alerts.lease_until"), nullable=True),
     sa.Column("file_synced", sa.Boolean, nullable=False),
     sa.UniqueConstraint("incident_id", "name", name="uq_alerts_incident_name"),
     sa.CheckConstraint(
