@@ -245,6 +245,8 @@ def focal_training_crash(context: SensorEvaluationContext, guard_clock: GuardClo
             cursor=json.dumps(cursor),
         )
     figures = {
+        "window_start": (now - timedelta(hours=1)).isoformat(),  # runs failed (updated) in
+        "window_end": now.isoformat(),  # (window_start, window_end)
         "failed_runs_last_hour": n,
         "threshold": CRASH_MAX_FAILURES_PER_HOUR,
         "run_ids": ",".join(r.dagster_run.run_id[:8] for r in records[:10]),
@@ -261,8 +263,8 @@ def focal_training_crash(context: SensorEvaluationContext, guard_clock: GuardClo
                     [],
                     figures,
                     inc,
-                    f"{n} failed focal training runs in the last hour "
-                    f"(> {CRASH_MAX_FAILURES_PER_HOUR})",
+                    f"{n} failed focal training runs in the hour to {now:%Y-%m-%dT%H:%M}Z "
+                    f"(> {CRASH_MAX_FAILURES_PER_HOUR}; first ids {figures['run_ids']})",
                     now,
                 ),  # fmt: skip
                 tags={"cvn/alert": "focal_training_crash", "cvn/severity": "P2"},

@@ -337,6 +337,10 @@ def test_focal_training_crash_counts_failed_runs_in_the_last_hour(home, tmp_path
     assert [r.job_name for r in res.run_requests] == ["alert_job"]
     cfg = res.run_requests[0].run_config["ops"]["send_alert"]["config"]
     assert cfg["severity"] == "P2" and json.loads(cfg["figures_json"])["failed_runs_last_hour"] == 6
+    fig = json.loads(cfg["figures_json"])
+    assert fig["window_end"] == now.isoformat()
+    assert fig["window_start"] == (now - timedelta(hours=1)).isoformat()
+    assert len(fig["run_ids"].split(",")) == 6 and fig["run_ids"] in cfg["message"]
     # the window is the hour before the clock: evaluated two hours earlier, none counts
     assert not _tick("focal_training_crash", now - timedelta(hours=2), url,
                      instance=instance).run_requests  # fmt: skip
