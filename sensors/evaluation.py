@@ -187,7 +187,7 @@ def evaluate_drift(
 
     * ``data_drift``: PSI of the live champion's top-5 features (by gain; ``feature_1..5`` of
       ``predictions``, in its reference order) over the last 7 days against their training
-      deciles;
+      bins (decile edges merged where tied, the training shares in them);
     * ``concept_drift``: f1_buy at the champion's f1 threshold over the last 14 days of
       **matured** labels (``label_known_at <= as_of``) against the sweep's OOS f1_buy;
     * ``output_sharpness``: mean of max(p, 1 - p) over the last 7 days against the training
@@ -213,8 +213,9 @@ def evaluate_drift(
         edges[f["name"]] = f["train_decile_edges"]
     if windows:
         floors = {f["name"]: f.get("window_psi_q99") for f in top}
+        shares = {f["name"]: f.get("train_bin_shares") for f in top}  # absent: older stats
         out["data_drift"] = data_drift(
-            windows, edges, n_train=ref.get("n_train"), null_floor=floors
+            windows, edges, n_train=ref.get("n_train"), null_floor=floors, expected_shares=shares
         )
     else:
         out["data_drift"] = Verdict(
