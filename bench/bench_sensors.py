@@ -78,6 +78,7 @@ def _reference_stats(rng: np.random.Generator, focal: bool) -> dict:
     """What :func:`cvn_assets.champion.reference_statistics` records, from a training year of
     the same AR(1) features and a beta-ish buy_proba."""
     from cvn_assets.champion import window_psi_quantile
+    from cvn_assets.monitoring import training_shares
 
     train = _ar1(rng, 8760)
     proba = np.clip(rng.beta(2.0, 4.5, 8760), 0.0, 1.0)
@@ -87,6 +88,9 @@ def _reference_stats(rng: np.random.Generator, focal: bool) -> dict:
                 "name": name,
                 "gain": float(50.0 / (k + 1)),
                 "train_decile_edges": np.quantile(train[:, k], np.arange(1, 10) / 10).tolist(),
+                "train_bin_shares": training_shares(
+                    train[:, k], np.quantile(train[:, k], np.arange(1, 10) / 10)
+                ).tolist(),
                 "window_psi_q99": window_psi_quantile(train[:, k]),
             }
             for k, name in enumerate(FEATURES)

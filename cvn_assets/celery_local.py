@@ -15,6 +15,9 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+#: the ``-A`` of the sweep's workers
+WORKER_APP = "cvn_assets.celery_worker"
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -85,13 +88,14 @@ def start_worker(
     log_path: Path,
     concurrency: int = 1,
 ) -> subprocess.Popen:
-    """``dagster-celery worker start -A dagster_celery.app -y <yaml> -n <name> -- -c <n>``
-    (the worker needs the launcher's definition-time environment)."""
+    """``dagster-celery worker start -A cvn_assets.celery_worker -y <yaml> -n <name> -- -c <n>``
+    (the worker needs the launcher's definition-time environment; the app is dagster-celery's
+    with the run check of :mod:`cvn_assets.celery_worker`)."""
     log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     env = dict(env)  # dagster-celery runs `celery` from PATH: this interpreter's first
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return subprocess.Popen(
-        [_dagster_celery(), "worker", "start", "-A", "dagster_celery.app", "-y", str(config_yaml)]
+        [_dagster_celery(), "worker", "start", "-A", WORKER_APP, "-y", str(config_yaml)]
         + ["-n", name, "--", "-c", str(concurrency)],
         env=env,
         stdout=log,

@@ -46,7 +46,7 @@ from cvn_assets.folds import (
     _require_buys,
 )
 from cvn_assets.metrics import MIN_TRADE_SHARE, classification_metrics
-from cvn_assets.monitoring import decile_edges, psi
+from cvn_assets.monitoring import decile_edges, psi, training_shares
 from cvn_assets.training import TrainResult, XGBWrapper
 
 __all__ = [
@@ -297,14 +297,21 @@ def window_psi_quantile(
     rule takes the worst of 5 features, so each is held at 1 - 0.05 / 5 (Bonferroni); at the
     95th percentile 5 autocorrelated features false-alarmed on ~30 % of no-drift days
     (measured with ``bench/bench_sensors.py``'s AR(1) features). Linear interpolation between
-    the ~50-90 weekly blocks of a training set. None with < 20 blocks."""
+    the ~50-90 weekly blocks of a training set. None with < 20 blocks. Bins and expected
+    shares are the detector's: the merged decile bins and the series' own shares in them
+    (:func:`cvn_assets.monitoring.training_shares`), so a mass point does not inflate the
+    floor (with 1/10 shares a feature that is 0 in 30 % of its rows had a floor of ~1.6,
+    above the crit bound: it could never alarm)."""
     x = np.asarray(train_values, dtype=np.float64)
     x = x[np.isfinite(x)]
     n_blocks = x.size // window
     if n_blocks < 20:
         return None
     edges = decile_edges(x)
-    values = [psi(x[i * window : (i + 1) * window], edges) for i in range(n_blocks)]
+    shares = training_shares(x, edges)
+    values = [
+        psi(x[i * window : (i + 1) * window], edges, expected=shares) for i in range(n_blocks)
+    ]
     return float(np.quantile(values, q))
 
 
@@ -340,6 +347,19 @@ def window_f1_gap_quantile(
     return float(np.quantile(gaps, q))
 
 
+def _feature_reference(name: str, gain: float, train_values: pd.Series) -> dict[str, Any]:
+    """One top feature's frozen reference: gain, decile edges, bin shares, window floor."""
+    x = train_values.to_numpy(np.float64)
+    edges = decile_edges(x)
+    return {
+        "name": name,
+        "gain": gain,
+        "train_decile_edges": edges.tolist(),
+        "train_bin_shares": training_shares(x, edges).tolist(),
+        "window_psi_q99": window_psi_quantile(x),
+    }
+
+
 def reference_statistics(
     model: CalibratedModel,
     dataset: pd.DataFrame,
@@ -350,8 +370,11 @@ def reference_statistics(
 ) -> dict[str, Any]:
     """What the drift detectors compare live data against, frozen at training time.
 
-    * ``top_features``: the ``k`` features of largest gain importance, with their gain and
-      the 9 interior decile edges of their **training** values (``monitoring.decile_edges``);
+    * ``top_features``: the ``k`` features of largest gain importance, with their gain,
+      the 9 interior decile edges of their **training** values (``train_decile_edges``,
+      ``monitoring.decile_edges``), the training values' shares in the merged bins of those
+      edges (``train_bin_shares``, ``monitoring.training_shares``: what the data-drift PSI
+      expects; fewer than 10 when deciles tie) and the no-drift floor ``window_psi_q99``;
     * ``buy_proba_decile_edges``: decile edges of the calibrated ``buy_proba`` on the
       **calibration block** (the most recent data the model saw, out of its training rows);
     * ``train_mean_confidence``: mean of ``max(p, 1 - p)`` over the training rows (calibrated
@@ -364,15 +387,7 @@ def reference_statistics(
     p_tr = model.predict_proba(X_tr)[:, 1]
     p_cal = model.predict_proba(X_cal)[:, 1]
     return {
-        "top_features": [
-            {
-                "name": name,
-                "gain": gain,
-                "train_decile_edges": decile_edges(X_tr[name].to_numpy(np.float64)).tolist(),
-                "window_psi_q99": window_psi_quantile(X_tr[name].to_numpy(np.float64)),
-            }
-            for name, gain in top
-        ],
+        "top_features": [_feature_reference(name, gain, X_tr[name]) for name, gain in top],
         "buy_proba_decile_edges": decile_edges(p_cal).tolist(),
         "train_mean_confidence": float(np.mean(np.maximum(p_tr, 1.0 - p_tr))),
         "oos_f1_buy": None if oos_f1_buy is None else float(oos_f1_buy),

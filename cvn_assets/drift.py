@@ -69,16 +69,28 @@ Measured false-alarm rates (zero true mean, iid trades; ``tests/unit/test_drift.
 2. Data drift (spec 6.3)
 ------------------------
 :func:`data_drift`: per top-5 feature (by gain), the PSI of the 7-day window against the
-training deciles frozen in the artifact (:func:`cvn_assets.monitoring.psi`, expected shares
-``1/10``), compared with ``max(rule_of_thumb, psi_null_quantile(n, q))`` (warn 0.2, crit
-0.5, ``q = 0.95``; with ``n_train`` the null includes the decile estimation error). So a
-level is reached only when the PSI exceeds both the rule of thumb and the no-drift ``q``
-quantile at this window's ``n``. Features with fewer than ``min_rows`` (default **100**)
+training bins frozen with the model: the decile edges (``train_decile_edges``) merged where
+they tie, and the training sample's own shares in those bins (``train_bin_shares``;
+:func:`cvn_assets.monitoring.psi` with ``expected=``), compared with ``max(rule_of_thumb,
+psi_null_quantile(n, q, expected=shares))`` (warn 0.2, crit 0.5, ``q = 0.95``; with
+``n_train`` the null includes the estimation error of the bins). So a level is reached only
+when the PSI exceeds both the rule of thumb and the no-drift ``q`` quantile at this
+window's ``n`` on the same bins. Features with fewer than ``min_rows`` (default **100**)
 values are ``insufficient``; the worst evaluable feature decides; all features
 insufficient -> ``insufficient``. ``min_rows = 100`` is where the null 95th percentile
-(0.186-0.190) falls below the 0.2 warn bound, i.e. the smallest window where the detector
-can warn at its nominal threshold; below it PSI is dominated by the share floor of empty
-bins.
+(0.186-0.190 for 10 bins) falls below the 0.2 warn bound, i.e. the smallest window where
+the detector can warn at its nominal threshold; below it PSI is dominated by the share
+floor of empty bins.
+
+Mass points (issue 18, kind 4): a feature that is exactly 0 in 30 % of its training rows
+ties its first deciles; with every expected share taken as 1/10 a window from the training
+distribution itself scored PSI ~1.6 (crit) -- two empty bins at 0.69 each through the floor
+-- where the training shares give a median of ~0.04 (quartiles 0.026-0.058; 30 % zeros,
+the rest normal, 4 380 training rows, 2 000 windows of 168). Reference statistics frozen before
+``train_bin_shares`` existed have only the edges: a feature with untied edges is scored
+with ``1/10`` as before (right for continuous data), a feature with tied edges is
+``insufficient`` (named in the reason: retrain the champion to freeze the shares), rather
+than paging on a phantom.
 
 Measured (no drift, 168 hourly rows drawn from the training distribution):
 
@@ -88,7 +100,12 @@ Measured (no drift, 168 hourly rows drawn from the training distribution):
 * the full rule at defaults, one feature, same draws: **0.05 %** (at ``n = 168`` the 0.2
   rule of thumb binds over the null q95 0.106, so the rate is far below ``1 - q``);
 * 5 independent features (the max decides), 10 000 windows, seed 5: null part alone
-  **22.1 %** (``1 - 0.95^5 = 22.6 %``), full rule **0.13 %**.
+  **22.1 %** (``1 - 0.95^5 = 22.6 %``), full rule **0.13 %**;
+* a mass-point feature (30 % exactly 0, the rest continuous; 8 merged bins), 168 rows,
+  expected shares = the population's, 20 000 windows, seed 8: null part alone
+  **5.19 %** (nominal 5 %), full rule **0.01 %**; scored with ``1/10`` shares
+  (untied edges 0, 0.001, 0.002, 1, .., 6; 2 000 windows): **100 %** crit
+  (``tests/unit/test_psi_mass_points.py``).
 
 3. Concept drift (spec 6.3)
 ---------------------------
@@ -141,7 +158,14 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from cvn_assets.monitoring import _check_edges, _finite_1d, _utc_ns, psi, psi_null_quantile
+from cvn_assets.monitoring import (
+    _check_edges,
+    _check_expected,
+    _finite_1d,
+    _utc_ns,
+    psi,
+    psi_null_quantile,
+)
 
 __all__ = [
     "ALARM_LEVELS",
@@ -454,19 +478,28 @@ def data_drift(
     q: float = 0.95,
     n_train: int | None = None,
     null_floor: Mapping[str, float | None] | None = None,
+    expected_shares: Mapping[str, ArrayLike | None] | None = None,
 ) -> Verdict:
-    """PSI of each feature's window against its frozen training deciles; the max decides.
+    """PSI of each feature's window against its frozen training bins; the max decides.
 
-    ``feature_windows``: feature -> the window's values (e.g. 168 hourly rows);
+    ``feature_windows``: feature -> the window's values (e.g. 168 hourly rows, finite);
     ``edges``: feature -> the training decile edges from the artifact (must cover every
-    feature of ``feature_windows``). Level per feature: crit if ``psi > max(crit, null)``,
-    warn if ``psi > max(warn, null)``, with ``null = psi_null_quantile(n, q, n_train=...)``;
-    fewer than ``min_rows`` values -> insufficient. ``null_floor``: feature -> a no-drift
-    PSI quantile measured on the training series itself (consecutive windows of the same
-    length: :func:`cvn_assets.champion.window_psi_quantile`), which raises ``null`` for
-    autocorrelated features. ``details[feature]`` is a dict with
-    ``psi``, ``null_q``, ``n``, ``level``. The returned verdict is the worst evaluable
-    feature's (ties: the larger PSI).
+    feature of ``feature_windows``); ``expected_shares``: feature -> the training shares in
+    the merged bins of those edges (``train_bin_shares``,
+    :func:`cvn_assets.monitoring.training_shares`), ``len(unique(edges)) + 1`` values.
+    Level per feature: crit if ``psi > max(crit, null)``, warn if ``psi > max(warn, null)``,
+    with ``null = psi_null_quantile(n, q, n_train=..., expected=shares)`` (same bins, same
+    shares); fewer than ``min_rows`` values -> insufficient. Without shares for a feature
+    (reference statistics frozen before they were stored): untied edges -> expected ``1/B``
+    and the ``1/B`` null, as before; tied edges -> ``insufficient`` (a mass point: ``1/B``
+    would page on phantom drift; retrain the champion to freeze the shares).
+    ``null_floor``: feature -> a no-drift PSI quantile measured on the training series
+    itself (consecutive windows of the same length, with the same shares:
+    :func:`cvn_assets.champion.window_psi_quantile`), which raises ``null`` for
+    autocorrelated features. ``details[feature]`` is a dict with ``psi``, ``null_q``, ``n``,
+    ``level``, ``expected`` (``"training"`` | ``"uniform"`` | ``"missing"``). The returned
+    verdict is the worst evaluable feature's (ties: the larger PSI). Raises ``ValueError``
+    naming the feature on missing edges, non-finite values or shares that do not fit.
     """
     w, c = _warn_crit(warn, crit)
     k = _count("min_rows", min_rows, minimum=1)
@@ -483,27 +516,48 @@ def data_drift(
     for name, values in feature_windows.items():
         x = _finite_1d(f"feature_windows[{name!r}]", values, allow_empty=True)
         e = _check_edges(edges[name])
-        if x.size < k:
+        raw = (expected_shares or {}).get(name)
+        shares = None
+        if raw is not None:
+            try:
+                shares = _check_expected(raw, np.unique(e).size + 1)
+            except ValueError as exc:
+                raise ValueError(f"expected_shares[{name!r}]: {exc}") from None
+        kind = "training" if shares is not None else "uniform"
+        if shares is None and (np.diff(e) == 0).any():
+            kind = "missing"
+        if x.size < k or kind == "missing":
             details[name] = {"psi": math.nan, "null_q": math.nan, "n": int(x.size)}
-            details[name]["level"] = "insufficient"
+            details[name].update(level="insufficient", expected=kind)
             continue
-        value = psi(x, e)
-        null = psi_null_quantile(int(x.size), qq, n_train=n_train, n_bins=e.size + 1)
+        if shares is not None:
+            value = psi(x, e, expected=shares)
+            null = psi_null_quantile(int(x.size), qq, n_train=n_train, expected=shares)
+        else:
+            value = psi(x, e)
+            null = psi_null_quantile(int(x.size), qq, n_train=n_train, n_bins=e.size + 1)
         floor = (null_floor or {}).get(name)
         if floor is not None:  # the training series' own window-PSI quantile (autocorrelation)
             null = max(null, _real(f"null_floor[{name!r}]", floor, lo=0.0))
         level: Level = "crit" if value > max(c, null) else "warn" if value > max(w, null) else "ok"
         details[name] = {"psi": value, "null_q": null, "n": int(x.size), "level": level}
+        details[name]["expected"] = kind
         key = (_RANK[level], value, name)
         if best is None or key[:2] > best[:2]:
             best = key
     if best is None:
+        tied = sorted(n for n, d in details.items() if d["expected"] == "missing")
+        why = f"every feature has < min_rows {k} values" + (
+            f" or tied deciles without stored training shares ({tied}: retrain the champion)"
+            if tied
+            else ""
+        )
         return Verdict(
             "insufficient",
             math.nan,
             math.nan,
             max(d["n"] for d in details.values()),
-            f"every feature has < min_rows {k} values",
+            why,
             details,
         )
     name = best[2]

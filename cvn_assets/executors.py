@@ -55,6 +55,8 @@ from cvn_assets.ablation import Variant
 from cvn_assets.settings import SettingsError
 
 EXECUTOR_ENV = "CVN_EXECUTOR"
+#: tests only: a directory through which a test holds cells (see :func:`_cell_gate`)
+CELL_GATE_ENV = "CVN_TEST_CELL_GATE"
 BROKER_ENV = "CVN_CELERY_BROKER"
 BACKEND_ENV = "CVN_CELERY_BACKEND"
 MODES = ("in_process", "celery")
@@ -152,7 +154,12 @@ class _WatchedResult:
         if self._result in self._running:
             self._running.remove(self._result)
         if self._lost is not None and not self._result.ready():
-            self._result.revoke()  # a redelivery after the broker's visibility timeout is dropped
+            # Redis redelivers the lost worker's unacknowledged message after its visibility
+            # timeout. The revoke reaches only the workers alive now (a worker started later,
+            # or restarted, never hears of it); what drops the redelivery on any worker is
+            # the run check before a step executes (cvn_assets.celery_worker,
+            # run_not_running): by then this run has failed.
+            self._result.revoke()
             raise WorkerLost(
                 f"Celery worker {self._lost} stopped answering while it ran step "
                 f"{self._step_key!r} (killed or its host is down); the step failed. Stored cells "
@@ -425,6 +432,50 @@ def build_celery_cells(variant: Variant) -> AssetsDefinition:
     return cells
 
 
+def run_not_running(run: Any) -> str | None:
+    """Why a step of ``run`` (a ``DagsterRun`` or None) must not execute now, or None when it
+    may: the run no longer exists, has finished (``SUCCESS``, ``FAILURE``, ``CANCELED``) or is
+    being canceled (``CANCELING``) -- Dagster's own step worker rule (``dagster api
+    execute_step`` skips a step of such a run). A Celery message for a cell of such a run is
+    a leftover: redelivered after the broker's visibility timeout by a worker that died, or
+    queued when the run was canceled."""
+    from dagster import DagsterRunStatus
+
+    if run is None:
+        return "its run no longer exists"
+    if run.is_finished or run.status == DagsterRunStatus.CANCELING:
+        return f"its run {run.run_id} is {run.status.value}, no longer running"
+    return None
+
+
+def _cell_gate(label: str) -> None:
+    """Tests only (``CVN_TEST_CELL_GATE=<dir>``, unset in production: no effect): record that
+    this process reached the cell ``label`` (``<dir>/arrived/<pid>-<k>-<label>``, ``k`` = its
+    k-th cell) and, while ``<dir>/hold-<pid>`` (else ``<dir>/hold``, for every process)
+    exists and holds a number below ``k``, wait. A test thus holds a worker (or the in-process
+    sweep) at a known cell until it has acted (killed it, ...), whatever the machine's
+    speed."""
+    gate = os.environ.get(CELL_GATE_ENV, "").strip()
+    if not gate:
+        return
+    from pathlib import Path
+
+    pid = os.getpid()
+    arrived = Path(gate) / "arrived"
+    arrived.mkdir(parents=True, exist_ok=True)
+    k = len(list(arrived.glob(f"{pid}-*"))) + 1
+    (arrived / f"{pid}-{k}-{label}").touch()
+    hold = Path(gate) / f"hold-{pid}"
+    hold = hold if hold.exists() else Path(gate) / "hold"
+    while True:
+        try:
+            if k <= int(hold.read_text().strip() or 0):
+                return
+        except (FileNotFoundError, ValueError):
+            return
+        time.sleep(0.1)
+
+
 def run_cell(
     context: Any,
     variant: Variant,
@@ -435,7 +486,16 @@ def run_cell(
 ) -> dict:
     """One crypto x fold cell, wherever it runs: train (or reuse the stored booster with this
     fingerprint), calibrate (or reuse), store both, upsert the result row. Returns the cell's
-    metadata and where it ran (JSON: it travels through the IO manager)."""
+    metadata and where it ran (JSON: it travels through the IO manager).
+
+    Before any work: when the run this step belongs to is no longer running
+    (:func:`run_not_running`; a redelivered message on a worker started with dagster-celery's
+    own app, which lacks the worker-level check of :mod:`cvn_assets.celery_worker`), the
+    step fails without training or writing anything."""
+    why = run_not_running(context.instance.get_run_by_id(context.run_id))
+    if why is not None:
+        raise Failure(description=f"cell {spec['key']} of {variant.name} not executed: {why}")
+    _cell_gate(f"{variant.name}_{mapping_key(str(spec['key']))}")
     from cvn_assets.assets._util import round_floats
     from cvn_assets.assets.training import calibrated_asset_name, model_asset_name
     from cvn_assets.evaluation import calibrate_and_evaluate, result_row, train_cell

@@ -52,12 +52,30 @@ an edge goes to the bin *above* it. This is exactly ``np.searchsorted(edges, x,
 side="right")`` (and ``np.digitize(x, edges)``), and the same rule bins the actual and the
 training values.
 
-Expected shares: when the training values are given (``psi(..., training=values)``, what
-:func:`metrics_row` does), the expected shares are the training values' own shares in those
-bins, by the same side rule -- so the training sample against itself is exactly 0, and mass
-points (tied deciles, e.g. a clipped probability) do not create phantom drift. Only when
-just the edges are known (e.g. stored with the model) are they taken as ``1/B = 0.1`` each,
-their value by construction of the deciles for continuous data.
+Expected shares and merged bins: the expected share of a bin is the **training sample's
+actual share** in it (:func:`training_shares`; ``psi(..., expected=shares)`` or
+``psi(..., training=values)``), so the training sample against itself is exactly 0. A mass
+point (a value taken by many training rows: a feature that is exactly 0 in 30 % of the rows,
+a clipped or isotonic-calibrated probability, a binary or day-of-week feature) ties deciles;
+the zero-width bins ``[v, v)`` between tied edges can hold nothing and are merged away
+(:func:`merged_edges`: ``k`` distinct edges, ``k + 1`` bins), and the mass point fills the
+bin that starts at it. Taking every expected share as ``1/10`` instead is right only for
+continuous data: 30 % of zeros at the minimum leave two bins empty (each costs ``0.1
+ln(0.1 / 1e-4) = 0.69``) and put 0.3 in a third (``0.2 ln 3 = 0.22``): a PSI of about 1.6
+(crit) for a window drawn from the training distribution itself, where the training shares
+give a median of ~0.04 (168 rows). The no-drift threshold :func:`psi_null_quantile` takes
+the same shares (``expected=``), so the null is simulated on the same merged bins. Only
+when nothing but the edges is known (models frozen before the shares were stored) is
+``1/B`` used, on the raw bins, as before.
+
+Outside the training range: the outer bins are open, so a window value above the largest
+edge falls into the top bin (indistinguishable from the top decile, the usual PSI), and a
+value below the smallest edge into the bottom bin -- whose training share is 0 when the
+smallest edge is the training minimum (a mass point at the minimum), so values below a
+mass-point minimum weigh heavily (``a ln(a / 1e-4)``). A constant training feature has the
+two bins ``(-inf, v)`` (share 0) and ``[v, +inf)`` (share 1): only values below ``v`` are
+seen. Non-finite values are rejected (``ValueError``); the sensors drop missing values
+before the PSI.
 
 Floors are applied to both shares and the shares are *not* renormalised afterwards (the spec
 floors the shares; renormalising would move each share by less than ``1e-3``).
@@ -123,10 +141,12 @@ __all__ = [
     "decile_edges",
     "expectancy_window",
     "latency_summary",
+    "merged_edges",
     "metrics_row",
     "psi",
     "psi_null_quantile",
     "training_failures",
+    "training_shares",
 ]
 
 #: The 9 interior decile levels 0.1 .. 0.9 (10 bins).
@@ -315,41 +335,98 @@ def _check_floor(floor: object, n_bins: int) -> float:
     return f
 
 
+def merged_edges(edges: ArrayLike) -> NDArray[np.float64]:
+    """The distinct interior edges, ascending, shape ``(k,)`` with ``1 <= k <= len(edges)``.
+
+    Tied deciles (a mass point in the training values) cut zero-width bins ``[v, v)`` that
+    no value can fall into; merging them leaves ``k + 1`` bins, the *merged bins* every PSI
+    of this module is computed on when the expected shares are the training sample's own
+    (same side rule: a value equal to an edge goes to the bin above it, so a mass point at
+    ``v`` fills the bin that starts at ``v``). Raises ``ValueError`` on empty, non-finite
+    or decreasing edges.
+    """
+    return np.unique(_check_edges(edges))
+
+
+def training_shares(training: ArrayLike, edges: ArrayLike) -> NDArray[np.float64]:
+    """The training values' shares in the merged bins of ``edges``, shape ``(k + 1,)``.
+
+    ``training``: 1-D, >= 1 finite values (the sample the edges were cut from);
+    ``edges``: its decile edges (:func:`decile_edges`). Bins: :func:`merged_edges`, side rule
+    of :func:`bin_counts`. The shares are ``count_b / m`` (each in [0, 1], summing to 1);
+    a bin no training value fell into has share 0 (e.g. the bin below a mass point at the
+    minimum). This is what ``reference_statistics`` freezes with a model
+    (``train_bin_shares``) and what :func:`psi` and :func:`psi_null_quantile` take as
+    ``expected``. Raises ``ValueError`` naming the argument on bad input.
+    """
+    tr = _finite_1d("training", training, allow_empty=False)
+    return bin_counts(tr, merged_edges(edges)) / tr.size
+
+
+def _check_expected(expected: ArrayLike, n_bins: int | None = None) -> NDArray[np.float64]:
+    """Expected shares: 1-D, finite, >= 0, summing to 1 (within 1e-6), ``n_bins`` long."""
+    e = _finite_1d("expected", expected, allow_empty=False)
+    if e.size < 2:
+        raise ValueError(f"expected must hold >= 2 shares, got {e.size}")
+    if n_bins is not None and e.size != n_bins:
+        raise ValueError(
+            f"expected holds {e.size} shares but the merged bins of edges are {n_bins}"
+        )
+    if (e < 0.0).any():
+        i = int(np.flatnonzero(e < 0.0)[0])
+        raise ValueError(f"expected must be >= 0, got expected[{i}] = {float(e[i])!r}")
+    if abs(float(e.sum()) - 1.0) > 1e-6:
+        raise ValueError(f"expected must sum to 1, got {float(e.sum())!r}")
+    return e
+
+
 def psi(
     actual: ArrayLike,
     edges: ArrayLike,
     *,
     training: ArrayLike | None = None,
+    expected: ArrayLike | None = None,
     floor: float = PSI_FLOOR,
 ) -> float:
     """Population Stability Index of ``actual`` against the training distribution.
 
-    ``actual``: 1-D, >= 1 finite values (e.g. one window's buy_proba). ``edges``: the
+    ``actual``: 1-D, >= 1 finite values (e.g. one window's values). ``edges``: the
     non-decreasing interior edges, normally :func:`decile_edges` of the training values
-    (9 edges -> 10 bins). ``training``: the training values the edges came from; when given
-    the expected shares are their shares in the bins (same side rule), otherwise every
-    expected share is ``1 / (len(edges) + 1)`` (0.1 for deciles).
+    (9 edges -> 10 bins, fewer merged bins when deciles are tied). Expected shares, first
+    given wins:
 
-    Actual share ``a_b = count_b / n``; both shares floored at ``floor`` (default ``1e-4``,
-    spec 6.1; must be in ``(0, 1/B)``), not renormalised; returns
-    ``sum_b (a_b - e_b) ln(a_b / e_b)`` >= 0 (dimensionless). Invariant to the order of
-    ``actual``. Bin side rule: a value equal to an edge belongs to the bin above it
-    (``np.searchsorted(edges, x, side="right")``). Compare the result with
-    :func:`psi_null_quantile` at the same ``n`` -- see the module docstring.
+    * ``expected``: the training shares in the merged bins (:func:`training_shares`, e.g.
+      ``train_bin_shares`` frozen with a model), ``len(merged_edges(edges)) + 1`` values;
+    * ``training``: the training values themselves (their shares are computed);
+    * neither: every one of the ``len(edges) + 1`` raw bins expects ``1 / (len(edges) + 1)``
+      (0.1 for deciles) -- right by construction for continuous training data only; a mass
+      point (tied or not) makes it a phantom drift (see the module docstring).
+
+    With training shares the bins are the merged bins (the zero-width bins of tied edges
+    would add ``0`` anyway: both shares floored to the same value). Actual share
+    ``a_b = count_b / n``; both shares floored at ``floor`` (default ``1e-4``, spec 6.1;
+    must be in ``(0, 1/B)``), not renormalised; returns ``sum_b (a_b - e_b) ln(a_b / e_b)``
+    >= 0 (dimensionless). Bin side rule: a value equal to an edge belongs to the bin above
+    it (``np.searchsorted(edges, x, side="right")``). Compare the result with
+    :func:`psi_null_quantile` at the same ``n`` and the same expected shares.
 
     Raises ``ValueError`` naming the argument on empty ``actual``/``training``, non-finite
-    values, decreasing edges, or a bad floor.
+    values, decreasing edges, expected shares of the wrong length/sign/sum, or a bad floor.
     """
     e_arr = _check_edges(edges)
-    n_bins = e_arr.size + 1
-    fl = _check_floor(floor, n_bins)
     act = _finite_1d("actual", actual, allow_empty=False)
-    a = bin_counts(act, e_arr) / act.size
-    if training is None:
-        e = np.full(n_bins, 1.0 / n_bins)
+    if expected is None and training is None:
+        n_bins = e_arr.size + 1
+        fl = _check_floor(floor, n_bins)
+        a = bin_counts(act, e_arr) / act.size
+        return float(_psi_from_shares(a, np.full(n_bins, 1.0 / n_bins), fl))
+    merged = np.unique(e_arr)
+    if expected is not None:
+        e = _check_expected(expected, merged.size + 1)
     else:
-        tr = _finite_1d("training", training, allow_empty=False)
-        e = bin_counts(tr, e_arr) / tr.size
+        e = training_shares(training, merged)  # type: ignore[arg-type]
+    fl = _check_floor(floor, e.size)
+    a = bin_counts(act, merged) / act.size
     return float(_psi_from_shares(a, e, fl))
 
 
@@ -359,6 +436,7 @@ def psi_null_quantile(
     *,
     n_train: int | None = None,
     n_bins: int = 10,
+    expected: ArrayLike | None = None,
     floor: float = PSI_FLOOR,
     n_sim: int = 20_000,
     seed: int = 0,
@@ -366,33 +444,82 @@ def psi_null_quantile(
     """The ``q`` quantile of PSI under no drift for ``n`` actual values (Monte Carlo).
 
     The sample-size-aware threshold for :func:`psi`. PSI depends on the data only through
-    the ranks relative to the edges, so the null is simulated on uniforms:
+    the bin counts, so the null is simulated on them. Without ``expected`` the ``n_bins``
+    bins are decile bins of continuous data:
 
     * ``n_train=None`` (deciles known exactly): bin ``b`` has probability ``1/B``; the actual
       counts are ``Multinomial(n, 1/B)``; expected shares ``1/B``.
-    * ``n_train=m`` (deciles estimated from ``m`` training values, as in :func:`metrics_row`):
-      the edges are ``np.quantile`` (linear) of ``m`` uniforms, drawn through the uniform
-      order statistics (gamma spacings, exact); the actual counts are multinomial with the
-      edges' bin probabilities; the expected shares are the training values' own shares in
-      those bins (``ceil((m - 1) k / B)`` values lie below edge ``k``, side rule "right").
-      This adds the ``1/m`` term of Yurdakul (2018).
+    * ``n_train=m`` (deciles estimated from ``m`` training values): the edges are
+      ``np.quantile`` (linear) of ``m`` uniforms, drawn through the uniform order statistics
+      (gamma spacings, exact); the actual counts are multinomial with the edges' bin
+      probabilities; the expected shares are the training values' own shares in those bins
+      (``ceil((m - 1) k / B)`` values lie below edge ``k``, side rule "right"). This adds the
+      ``1/m`` term of Yurdakul (2018).
 
-    Returns a dimensionless float >= 0. ``n`` >= 1, ``0 < q < 1``, ``n_train`` >= 2,
-    ``n_bins`` >= 2, ``n_sim`` >= 100 (Monte Carlo standard error of the 95th percentile at
-    ``n = 168`` and the default 20 000 draws: about 0.0008), else ``ValueError``.
-    Deterministic for a given ``seed``; cached.
+    With ``expected`` (the training shares in the merged bins, :func:`training_shares`;
+    ``n_bins`` is then ignored) -- the null of a PSI taken with those shares, mass points
+    included:
+
+    * ``n_train=None``: the true bin probabilities are the shares; counts
+      ``Multinomial(n, expected)``. (Uniform shares give exactly the draws of the first
+      case.)
+    * ``n_train=m``: the true bin probabilities ``pi`` are uncertain around the shares the
+      ``m`` training values showed: ``pi ~ Dirichlet(m * expected)`` on the bins with a
+      positive share (``0`` on the others: no training value fell there), counts
+      ``Multinomial(n, pi)``. For continuous deciles this is the order-statistics case above
+      (the probability between two order statistics of ``m`` uniforms is a Dirichlet
+      spacing) up to the linear interpolation; for a mass point it is the binomial
+      uncertainty of its share.
+
+    A bin with expected share 0 gets no value under the null, so a constant feature
+    (shares ``(0, 1)``) has a null of exactly 0. Returns a dimensionless float >= 0. ``n``
+    >= 1, ``0 < q < 1``, ``n_train`` >= 2, ``n_bins`` >= 2, ``n_sim`` >= 100 (Monte Carlo
+    standard error of the 95th percentile at ``n = 168`` and the default 20 000 draws: about
+    0.0008), ``expected`` as in :func:`psi`, else ``ValueError``. Deterministic for a given
+    ``seed``; cached.
     """
     n = _positive_int("n", n)
     if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0.0 < float(q) < 1.0:
         raise ValueError(f"q must be in (0, 1), got {q!r}")
     if n_train is not None:
         n_train = _positive_int("n_train", n_train, minimum=2)
-    n_bins = _positive_int("n_bins", n_bins, minimum=2)
-    fl = _check_floor(floor, n_bins)
     n_sim = _positive_int("n_sim", n_sim, minimum=100)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise ValueError(f"seed must be an integer, got {seed!r}")
+    if expected is not None:
+        e = _check_expected(expected)
+        fl = _check_floor(floor, e.size)
+        shares = tuple(float(x) for x in e)
+        return _psi_null_shares_cached(n, float(q), n_train, shares, fl, n_sim, int(seed))
+    n_bins = _positive_int("n_bins", n_bins, minimum=2)
+    fl = _check_floor(floor, n_bins)
     return _psi_null_quantile_cached(n, float(q), n_train, n_bins, fl, n_sim, int(seed))
+
+
+@functools.lru_cache(maxsize=1024)
+def _psi_null_shares_cached(
+    n: int,
+    q: float,
+    n_train: int | None,
+    shares: tuple[float, ...],
+    floor: float,
+    n_sim: int,
+    seed: int,
+) -> float:
+    rng = np.random.default_rng(seed)
+    expected = np.asarray(shares, dtype=np.float64)
+    if n_train is None:
+        counts = rng.multinomial(n, expected, size=n_sim)
+    else:
+        live = expected > 0.0
+        probs = np.zeros((n_sim, expected.size))
+        if live.sum() == 1:
+            probs[:, live] = 1.0
+        else:
+            probs[:, live] = rng.dirichlet(n_train * expected[live], size=n_sim)
+        counts = rng.multinomial(n, probs)
+    values = _psi_from_shares(counts / n, expected[np.newaxis, :], floor)
+    return float(np.quantile(values, q))
 
 
 @functools.lru_cache(maxsize=256)
@@ -708,8 +835,9 @@ def metrics_row(
     model and are checked by ``guardrails.validate_focal_config``.
 
     PSI: with ``training_proba`` (the training/calibration buy_proba) the edges are its
-    deciles and the expected shares its own shares (``buy_proba_psi_expected="training"``),
-    and the threshold is ``psi_null_quantile(n, 0.95, n_train=len(training_proba))``; with
+    deciles and the expected shares its own shares in the merged bins
+    (``buy_proba_psi_expected="training"``), and the threshold is ``psi_null_quantile(n,
+    0.95, n_train=len(training_proba), expected=those shares)`` (same bins); with
     only ``psi_edges`` the expected shares are ``1/B`` (``"uniform"``) and the threshold
     assumes known deciles; with neither, or no ``buy_proba``, the PSI fields are ``None``.
     Raises ``ValueError`` (``GuardrailError`` for the loss config) naming the bad argument.
@@ -744,8 +872,11 @@ def metrics_row(
             tr = _finite_1d("training_proba", training_proba, allow_empty=False)
             _check_probabilities("training_proba", tr)
             edges = decile_edges(tr)
-            psi_value = psi(p, edges, training=tr)
-            psi_null = psi_null_quantile(bq["n"], 0.95, n_train=max(int(tr.size), 2))
+            shares = training_shares(tr, edges)
+            psi_value = psi(p, edges, expected=shares)
+            psi_null = psi_null_quantile(
+                bq["n"], 0.95, n_train=max(int(tr.size), 2), expected=shares
+            )
             psi_expected = "training"
         else:
             assert psi_edges is not None

@@ -460,8 +460,8 @@ def _celery_preflight(instance: Any | None) -> str | None:
     if not workers:
         return (
             f"refused: no Celery worker answers on {broker}; start at least one "
-            "(dagster-celery worker start -A dagster_celery.app -y celery.yaml; README: Beyond "
-            "one machine). Nothing was done."
+            "(dagster-celery worker start -A cvn_assets.celery_worker -y celery.yaml; README: "
+            "Beyond one machine). Nothing was done."
         )
     print(f"celery workers: {', '.join(workers)}")
     return None

@@ -418,7 +418,10 @@ def _data_drift(week: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
                for i, f in enumerate(top, start=1)}  # fmt: skip
     edges = {f["name"]: f["train_decile_edges"] for f in top}
     floors = {f["name"]: f.get("window_psi_q99") for f in top}
-    return data_drift(windows, edges, n_train=ref.get("n_train"), null_floor=floors)
+    shares = {f["name"]: f.get("train_bin_shares") for f in top}  # absent: older stats
+    return data_drift(
+        windows, edges, n_train=ref.get("n_train"), null_floor=floors, expected_shares=shares
+    )
 
 
 def _concept_drift(matured: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
@@ -461,7 +464,7 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
 
     * ``data_drift``: PSI of the live champion's top-5 features (by gain; ``feature_1..5`` of
       ``predictions``, in its reference order) over the last 7 days against their training
-      deciles;
+      bins (decile edges merged where tied, the training shares in them);
     * ``concept_drift``: f1_buy at the champion's f1 threshold over the last 14 days of
       **matured** labels (``label_known_at <= as_of``) against the sweep's OOS f1_buy;
     * ``output_sharpness``: mean of max(p, 1 - p) over the last 7 days against the training

@@ -40,6 +40,7 @@ from cvn_assets.assets._util import (
 from cvn_assets.assets.checks import probabilities_valid_result, probabilities_valid_spec
 from cvn_assets.calibrated_model import CalibratedModel
 from cvn_assets.evaluation import calibrate_and_evaluate, result_row, train_cell
+from cvn_assets.executors import _cell_gate, mapping_key
 from cvn_assets.identity import SweepIdentity, module_digest
 from cvn_assets.partitions import crypto_fold_partitions, split_key, to_crypto
 from cvn_assets.training import TrainResult
@@ -176,6 +177,7 @@ def build_model_asset(variant: Variant):
             ds = datasets[crypto]
             fp = identity.model_fingerprint(crypto, fold, variant.name)
             t0 = time.perf_counter()
+            _cell_gate(f"{variant.name}_{mapping_key(key)}")  # tests only (CVN_TEST_CELL_GATE)
             try:
                 if not retrain and artifacts.has(name, key, fp):
                     model, reused = artifacts.read(name, key, fp), True

@@ -5,8 +5,12 @@ grid (2 cryptos x 3 folds x 2 variants; ``CVN_N_FOLDS`` >= 3 is the settings' fl
 cell runs in a worker process (never the launcher), both workers get cells, and
 ``finetune_results`` and the boosters equal an in-process run of the same configuration. One
 worker is SIGKILLed (wrapper, celery process and pool process at once, as a crashed host) while
-it trains a cell: the run fails with the lost worker named, and a re-run trains exactly the
-cells that were never trained, with no duplicate rows.
+it holds a cell at the test-only cell gate (``CVN_TEST_CELL_GATE``: each worker trains one cell,
+then waits at its second until the test has acted, so the kill always lands inside the sweep,
+whatever the machine's speed): the run fails with the lost worker named. The held cell's
+message, unacknowledged, is redelivered to a fresh worker (2 s visibility timeout) that never
+heard the launcher's revoke: it is not executed, because its run has failed. A re-run trains
+exactly the cell that was never trained, with no duplicate rows.
 """
 
 import json
@@ -19,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from cvn_assets import celery_local as cl
 from tests.integration.conftest import REPO
@@ -114,22 +119,21 @@ def _stored_boosters(store: Path) -> dict[tuple[str, str], tuple[int, int]]:
     return out
 
 
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+def _arrivals(gate: Path, pid: int) -> list[str]:
+    """The cells (``<variant>_<crypto>_f<k>``) worker pool process ``pid`` reached, in order
+    (the cell gate of :func:`cvn_assets.executors._cell_gate`: ``arrived/<pid>-<k>-<cell>``)."""
+    files = [f.name.split("-", 2) for f in (gate / "arrived").glob(f"{pid}-*")]
+    return [key for _, _, key in sorted(files, key=lambda p: int(p[1]))]
 
 
-def _wait_until_busy(pid: int, timeout: float = 60) -> bool:
-    """True once the process burns CPU (a pool process training a cell), polled every 0.1 s."""
+def _wait_for(what: str, ready, timeout: float, logs: list[Path]) -> None:
+    """Poll ``ready()`` every 0.2 s; ``timeout`` only bounds a hang (never a speed check)."""
     deadline = time.time() + timeout
-    before = _cpu_ticks(pid)
-    while time.time() < deadline:
-        time.sleep(0.1)
-        now = _cpu_ticks(pid)
-        if now - before >= 3:
-            return True
-        before = now
-    return False
+    while not ready():
+        if time.time() > deadline:
+            tails = "".join(f"\n--- {p}:\n" + p.read_text(errors="replace")[-3000:] for p in logs)
+            raise AssertionError(f"{what}: not reached within {timeout}s{tails}")
+        time.sleep(0.2)
 
 
 def test_celery_refused_without_shared_state_before_any_work(tmp_path):
@@ -201,6 +205,8 @@ def test_sweep_on_two_celery_workers_equals_in_process_and_survives_a_killed_wor
         u = sa.engine.make_url(pg_database)
         home = tmp_path / "home"
         home.mkdir()
+        gate = tmp_path / "gate"
+        gate.mkdir()
         (home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.postgres.yaml").read_text())
         env = {
             **_base_env(),
@@ -215,6 +221,7 @@ def test_sweep_on_two_celery_workers_equals_in_process_and_survives_a_killed_wor
             "DAGSTER_PG_USER": str(u.username),
             "DAGSTER_PG_PASSWORD": u.password or "",
             "DAGSTER_PG_DB": str(u.database),
+            "CVN_TEST_CELL_GATE": str(gate),
         }
         # no worker yet: refused before any work, naming what to start
         none = _sweep(env, timeout=120)
@@ -235,28 +242,33 @@ def test_sweep_on_two_celery_workers_equals_in_process_and_survives_a_killed_wor
         pool_pid = {n: p[0] for n, p in pool.items()}
         t_cluster = time.time() - t_start
 
-        # 3. the sweep; SIGKILL w1 while it trains a cell (after it finished one)
-        err_path = tmp_path / "killed_run.stderr"
-        with open(err_path, "w") as err_file:
+        # 3. the sweep, with a cell gate (tests only): each worker trains its first cell and
+        # holds at its second until the test has acted, so the kill lands inside the sweep
+        # however fast the machine is. SIGKILL w1 while it holds its second cell.
+        (gate / f"hold-{pool_pid['w1']}").write_text("1")
+        (gate / f"hold-{pool_pid['w2']}").write_text("1")
+        out_path, err_path = tmp_path / "killed_run.stdout", tmp_path / "killed_run.stderr"
+        with open(out_path, "w") as out_file, open(err_path, "w") as err_file:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cvn_assets.sweep", "--resource-config", SMALL],
                 cwd=REPO,
                 env=env,
-                stdout=subprocess.PIPE,
+                stdout=out_file,
                 stderr=err_file,
                 text=True,
             )
-        lines: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if f"pid={pool_pid['w1']} " in line:
-                break
-        assert _wait_until_busy(pool_pid["w1"]), "".join(lines)
+        _wait_for(
+            "both workers holding their second cell",
+            lambda: all(len(_arrivals(gate, pool_pid[n])) >= 2 for n in ("w1", "w2")),
+            300,
+            [*logs, err_path],
+        )
+        held = _arrivals(gate, pool_pid["w1"])[1]  # w1's second cell: never trained
         killed = cl.kill_worker(workers.pop("w1"))
-        rest, _ = proc.communicate(timeout=300)
+        (gate / f"hold-{pool_pid['w2']}").unlink()  # w2 goes on with the rest
+        proc.wait(timeout=600)
         err = err_path.read_text()
-        first = "".join(lines) + rest
+        first = out_path.read_text()
         assert proc.returncode == 1, first[-3000:] + err[-3000:]
         assert "Celery worker w1@" in err and "stopped answering" in err, err[-3000:]
         t_killed = time.time() - t_start
@@ -266,26 +278,75 @@ def test_sweep_on_two_celery_workers_equals_in_process_and_survives_a_killed_wor
         assert pids1 == {pool_pid["w1"], pool_pid["w2"]}, cells1  # both workers got cells
         assert proc.pid not in pids1 and os.getpid() not in pids1  # never in the launcher
         assert set(killed) >= {pool_pid["w1"]}
-        trained1 = {(c["variant"], c["key"]) for c in cells1 if c["action"] == "trained"}
-        assert 0 < len(trained1) < N_CELLS
-        # what the killed run left stored (the killed cell may have stored its booster before
-        # the kill, without its progress line): these must not be trained again
-        stored1 = _stored_boosters(tmp_path / "shared_store")
-        assert trained1 <= stored1.keys()
-
-        # 4. the re-run (w2 alone) trains exactly the cells never trained, reuses the others
-        again = _sweep(env)
-        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-        cells2 = _cells(again.stdout)
-        trained2 = {(c["variant"], c["key"]) for c in cells2 if c["action"] == "trained"}
-        assert {c["pid"] for c in cells2} == {pool_pid["w2"]}
         all_cells = {
             (v["name"], f"{c}|f{f}")
             for v in json.loads(GRID["CVN_VARIANTS"])
             for c in GRID["CVN_UNIVERSE"].split(",")
             for f in range(3)
         }
-        assert trained2 == all_cells - stored1.keys()  # exactly the missing cells
+        held_cell = next(c for c in all_cells if f"{c[0]}_{c[1].replace('|', '_')}" == held)
+        trained1 = {(c["variant"], c["key"]) for c in cells1 if c["action"] == "trained"}
+        assert trained1 == all_cells - {held_cell}  # every cell but the one w1 held
+        stored1 = _stored_boosters(tmp_path / "shared_store")
+        assert stored1.keys() == trained1  # the held cell stored nothing
+
+        # 3b. the held cell's message is still unacknowledged in Redis. No worker alive now
+        # remembers the launcher's revoke (w2 heard it; stop it), and a fresh worker whose
+        # visibility timeout is 2 s redelivers the message to itself: it must not execute the
+        # cell of a run that has failed (cvn_assets.celery_worker's run check).
+        cl.stop_worker(workers.pop("w2"))
+        quick = yaml.safe_load(worker_yaml(env))
+        quick["execution"]["config"]["config_source"]["broker_transport_options"] = {
+            "visibility_timeout": 2,
+            "unacked_restore_interval": 1,
+            "unacked_restore_throttle": 1,
+        }
+        (tmp_path / "celery_redeliver.yaml").write_text(yaml.safe_dump(quick))
+        workers["w3"] = cl.start_worker(
+            "w3", tmp_path / "celery_redeliver.yaml", env, tmp_path / "w3.log"
+        )
+        w3_logs = [tmp_path / "w3.log"]
+        cl.wait_for_workers(env["CVN_CELERY_BROKER"], ["w3"], timeout=90, logs=w3_logs)
+        for k in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD"):
+            monkeypatch.setenv(k, env[k])
+        monkeypatch.setenv("DAGSTER_PG_DB", env["DAGSTER_PG_DB"])
+        from dagster import DagsterInstance, DagsterRunStatus
+
+        from cvn_assets.celery_worker import NOT_EXECUTED
+
+        with DagsterInstance.from_config(str(home)) as instance:
+            failed = [r for r in instance.get_runs() if r.status == DagsterRunStatus.FAILURE]
+            assert len(failed) == 1, [(r.job_name, r.status) for r in instance.get_runs()]
+
+            def skipped() -> list[str]:
+                return [
+                    e.message
+                    for e in instance.all_logs(failed[0].run_id)
+                    if NOT_EXECUTED in e.message
+                ]
+
+            _wait_for("the redelivered cell skipped", lambda: bool(skipped()), 180, w3_logs)
+            step = f"cell_{held_cell[0]}[{held_cell[1].replace('|', '_')}]"
+            assert len(skipped()) == 1 and step in skipped()[0], skipped()
+            assert "FAILURE, no longer running" in skipped()[0]
+            assert instance.get_run_by_id(failed[0].run_id).status == DagsterRunStatus.FAILURE
+        assert NOT_EXECUTED in (tmp_path / "w3.log").read_text()
+        assert _stored_boosters(tmp_path / "shared_store") == stored1  # nothing trained
+        cl.stop_worker(workers.pop("w3"))
+        workers["w4"] = cl.start_worker("w4", tmp_path / "celery.yaml", env, tmp_path / "w4.log")
+        cl.wait_for_workers(
+            env["CVN_CELERY_BROKER"], ["w4"], timeout=90, logs=[tmp_path / "w4.log"]
+        )
+        w4_pool = cl.children(cl.children(workers["w4"].pid)[0])
+        assert len(w4_pool) == 1, w4_pool
+
+        # 4. the re-run (w4 alone) trains exactly the cell never trained, reuses the others
+        again = _sweep(env)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        cells2 = _cells(again.stdout)
+        trained2 = {(c["variant"], c["key"]) for c in cells2 if c["action"] == "trained"}
+        assert {c["pid"] for c in cells2} == set(w4_pool)
+        assert trained2 == all_cells - stored1.keys() == {held_cell}  # exactly the missing one
         after = _stored_boosters(tmp_path / "shared_store")
         assert after.keys() == all_cells
         # the boosters stored before the re-run are untouched (same inode and mtime)
@@ -316,11 +377,7 @@ def test_sweep_on_two_celery_workers_equals_in_process_and_survives_a_killed_wor
             f"killed run done at {t_killed:.1f}s, re-run done at {t_rerun:.1f}s"
         )
         # Dagster's view: every cell materialized, by runs of this PostgreSQL instance
-        from dagster import AssetKey, DagsterInstance
-
-        for k in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD"):
-            monkeypatch.setenv(k, env[k])
-        monkeypatch.setenv("DAGSTER_PG_DB", env["DAGSTER_PG_DB"])
+        from dagster import AssetKey
 
         with DagsterInstance.from_config(str(home)) as instance:
             assert type(instance.run_storage).__name__ == "PostgresRunStorage"

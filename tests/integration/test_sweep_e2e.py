@@ -99,25 +99,30 @@ def test_full_sweep_then_idempotent_rerun(tmp_path):
 
 
 def test_kill_9_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path):
-    proc = subprocess.Popen(
-        _sweep_cmd(),
-        cwd=REPO,
-        env=_env(tmp_path),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    seen = []
-    deadline = time.time() + 900
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        seen.append(line)
-        if "[ 40/125]" in line or time.time() > deadline:
-            break
+    # the test-only cell gate holds the sweep at its 41st model cell until the kill, so the
+    # kill lands mid-run however fast the machine is (reading "[ 40/125]" and then killing
+    # raced the sweep: a starved reader could kill it after the run, or after the sweep)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "hold").write_text("40")
+    out_path = tmp_path / "killed.stdout"
+    with open(out_path, "w") as out_file:
+        proc = subprocess.Popen(
+            _sweep_cmd(),
+            cwd=REPO,
+            env={**_env(tmp_path), "CVN_TEST_CELL_GATE": str(gate)},
+            stdout=out_file,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+    deadline = time.time() + 900  # bounds a hang only
+    while len(list((gate / "arrived").glob(f"{proc.pid}-*"))) < 41:
+        assert time.time() < deadline and proc.poll() is None, out_path.read_text()[-2000:]
+        time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    assert any("[ 40/125]" in s for s in seen), "".join(seen)[-2000:]
+    assert "[ 40/125]" in out_path.read_text()
     assert _rows(tmp_path) < 125
 
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter

@@ -50,3 +50,38 @@ def test_broker_refusals_mask_the_password(monkeypatch, workers):
     msg = sweep._celery_preflight(instance=None)
     assert msg is not None and msg.startswith("refused:")
     assert "s3cret" not in msg and "redis://:**@10.0.0.5:6379/0" in msg
+
+
+def test_a_step_runs_only_while_its_run_is_running():
+    """``run_not_running`` on real runs of a Dagster instance, one per status: a step may
+    execute only while its run is neither finished (SUCCESS, FAILURE, CANCELED) nor being
+    canceled nor gone -- the rule of Dagster's own step worker (``DagsterRun.is_finished``)."""
+    from dagster import DagsterInstance, DagsterRunStatus, job, op
+
+    from cvn_assets.executors import run_not_running
+
+    @op
+    def noop():
+        return None
+
+    @job
+    def probe():
+        noop()
+
+    with DagsterInstance.ephemeral() as instance:
+        stored = instance.get_run_by_id(instance.create_run_for_job(probe).run_id)
+        assert stored is not None
+        for status in DagsterRunStatus:
+            run = stored._replace(status=status)  # a record: any status
+            why = run_not_running(run)
+            stopped = run.is_finished or status == DagsterRunStatus.CANCELING
+            assert (why is not None) == stopped, (status, why)
+            if stopped:
+                assert why == f"its run {run.run_id} is {status.value}, no longer running"
+        assert {s for s in DagsterRunStatus if run_not_running(stored._replace(status=s))} == {
+            DagsterRunStatus.SUCCESS,
+            DagsterRunStatus.FAILURE,
+            DagsterRunStatus.CANCELED,
+            DagsterRunStatus.CANCELING,
+        }
+        assert run_not_running(instance.get_run_by_id("0" * 36)) == "its run no longer exists"

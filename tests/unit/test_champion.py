@@ -182,6 +182,11 @@ def test_reference_statistics_on_a_small_model():
     for f in top:
         want = np.quantile(train[f["name"]].to_numpy(), np.arange(1, 10) / 10)
         np.testing.assert_allclose(f["train_decile_edges"], want)
+        # the training shares in the merged bins: counted with the side rule (value equal to
+        # an edge -> the bin above), summing to 1
+        x, cuts = train[f["name"]].to_numpy(), np.unique(want)
+        below = [0, *[int((x < c).sum()) for c in cuts], x.size]
+        np.testing.assert_allclose(f["train_bin_shares"], np.diff(below) / x.size, atol=1e-15)
     p_cal = cal.predict_proba(ds.iloc[plan.calibration][list(FEATURE_NAMES)])[:, 1]
     np.testing.assert_allclose(
         stats["buy_proba_decile_edges"], np.quantile(p_cal, np.arange(1, 10) / 10)

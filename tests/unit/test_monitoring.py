@@ -27,6 +27,7 @@ from cvn_assets.monitoring import (
     psi,
     psi_null_quantile,
     training_failures,
+    training_shares,
 )
 
 UTC = dt.UTC
@@ -372,7 +373,12 @@ def test_metrics_row_keys_values_and_sql_roundtrip():
     tr = inp["training_proba"]
     assert row["buy_proba_psi"] == psi(inp["buy_proba"], decile_edges(tr), training=tr)
     assert row["buy_proba_psi_expected"] == "training"
-    assert row["buy_proba_psi_null_p95"] == psi_null_quantile(24, n_train=4380)
+    shares = training_shares(tr, decile_edges(tr))  # continuous: 10 bins of ~0.1
+    assert row["buy_proba_psi_null_p95"] == psi_null_quantile(24, n_train=4380, expected=shares)
+    # the same bins' null as the continuous order-statistics null, within Monte Carlo error
+    assert row["buy_proba_psi_null_p95"] == pytest.approx(
+        psi_null_quantile(24, n_train=4380), rel=0.03
+    )
     assert (row["expectancy_net_24h"], row["expectancy_trades_24h"]) == (0.01, 1)
     assert row["expectancy_net_48h"] == pytest.approx(-0.005)
     assert row["expectancy_trades_48h"] == 2
