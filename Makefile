@@ -25,7 +25,7 @@ paper: install
 ## The guard's incident drill on a fresh home: SCENARIO=crash (P1s -> one rollback) or calm.
 SCENARIO ?= crash
 drill: install
-	$(PY) -m sensors.drill --scenario $(SCENARIO) $(DRILL_ARGS)
+	$(PY) -m cvn_assets.drill --scenario $(SCENARIO) $(DRILL_ARGS)
 
 ## Lint + the full test suite (unit, integration, PostgreSQL, webserver).
 test: install

@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cvn_assets import celery_local as cl  # noqa: E402
+from tests.support import celery_local as cl  # noqa: E402
 
 CELL = re.compile(r"\] (\S+)\s+(\S+)\s+(trained|reused)\s+([\d.]+)s")
 STAGE = re.compile(r"models stage: (\d+) cells to do; .* done in ([\d.]+)s")
@@ -105,7 +105,7 @@ def _celery_run(tmp: Path, tag: str, base_env: dict, pg_server: str, redis_url: 
         "DAGSTER_PG_PASSWORD": u.password or "",
         "DAGSTER_PG_DB": str(u.database),
     }
-    from cvn_assets.executors import worker_yaml
+    from cvn_assets.execution.executors import worker_yaml
 
     (tmp / f"celery_{tag}.yaml").write_text(worker_yaml(env))
     names = [f"b{tag}{i}" for i in range(n)]

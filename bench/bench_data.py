@@ -19,12 +19,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cvn_assets.candles_io import read_candles_csv  # noqa: E402
-from cvn_assets.dataset import assemble_dataset  # noqa: E402
-from cvn_assets.features import FEATURE_NAMES, build_features  # noqa: E402
-from cvn_assets.folds import three_way_fold_plan  # noqa: E402
-from cvn_assets.labels import triple_barrier_labels  # noqa: E402
-from cvn_assets.synthetic_market import (  # noqa: E402
+from cvn_assets.market.candles_io import read_candles_csv  # noqa: E402
+from cvn_assets.market.dataset import assemble_dataset  # noqa: E402
+from cvn_assets.market.features import FEATURE_NAMES, build_features  # noqa: E402
+from cvn_assets.market.folds import three_way_fold_plan  # noqa: E402
+from cvn_assets.market.labels import triple_barrier_labels  # noqa: E402
+from cvn_assets.market.synthetic_market import (  # noqa: E402
     DEFAULT_HOURS,
     DEFAULT_UNIVERSE,
     HOURS_PER_YEAR,

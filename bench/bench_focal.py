@@ -6,7 +6,7 @@ Prints figures measured in one run on this machine, as ratios against XGBoost's 
 1. training time: 100k rows x 30 features, 10% positives, hist, depth 6, 200 rounds,
    2 threads, gamma=2, alpha=0.25 (target: focal <= 1.25x built-in);
 2. grad+hess cost per element at 1M rows (target: <= 20 ns);
-3. ``import cvn_assets.focal_loss`` in a fresh interpreter (target: <= 0.6 s).
+3. ``import cvn_assets.ablation.focal_loss`` in a fresh interpreter (target: <= 0.6 s).
 
 Timings interleave the contenders and keep the minimum of several repeats (the machine is
 shared; the minimum is the least disturbed run). Run: ``.venv/bin/python bench/bench_focal.py``
@@ -31,7 +31,7 @@ import xgboost as xgb
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from cvn_assets import focal_loss as fl
+from cvn_assets.ablation import focal_loss as fl
 
 GAMMA, ALPHA = 2.0, 0.25
 
@@ -182,7 +182,7 @@ def bench_import(repeats: int) -> dict[str, float]:
     code = "import time; t = time.perf_counter(); import {mod}; print(time.perf_counter() - t)"
     out: dict[str, float] = {}
     for label, mod in (
-        ("cvn_assets.focal_loss", "cvn_assets.focal_loss"),
+        ("cvn_assets.ablation.focal_loss", "cvn_assets.ablation.focal_loss"),
         ("sympy alone", "sympy"),
     ):
         samples = []
@@ -210,7 +210,7 @@ def main() -> None:
     imp = bench_import(3 if args.quick else 7)
     for k, v in imp.items():
         print(f"  {k:40s} {v:6.3f} s")
-    verdict = "PASS" if imp["cvn_assets.focal_loss (min)"] <= 0.6 else "MISS"
+    verdict = "PASS" if imp["cvn_assets.ablation.focal_loss (min)"] <= 0.6 else "MISS"
     print(f"  target <= 0.6 s: {verdict}")
 
     print("== grad + hess at 1M rows (ns per element, min of repeats) ==")

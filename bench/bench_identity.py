@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("DAGSTER_HOME", tempfile.mkdtemp())
 
-    from cvn_assets import identity as ident
+    from cvn_assets.ablation import identity as ident
     from cvn_assets.assets._util import sweep_identity
     from resources import market_data as md
     from resources.market_data import MarketDataResource

@@ -1,7 +1,7 @@
 """Benchmark of paper trading (issue "Production guard, part 1").
 
 Replays two years x 5 cryptos (5 x 17,520 = 87,600 hourly decisions) of the synthetic market
-through a small real XGBoost booster with :func:`cvn_assets.paper.replay` (one call per
+through a small real XGBoost booster with :func:`cvn_assets.guard.paper.replay` (one call per
 crypto: features, predictions, the one-position walk, fills, fees, and the drift inputs: the
 top-5 features' values and the triple-barrier label with the time it became known; no
 candidate) **and writes the journal**
@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from cvn_assets.features import FEATURE_NAMES, build_features
-from cvn_assets.paper import LiveModel, replay
-from cvn_assets.synthetic_market import DEFAULT_UNIVERSE, synthetic_candles
+from cvn_assets.guard.paper import LiveModel, replay
+from cvn_assets.market.features import FEATURE_NAMES, build_features
+from cvn_assets.market.synthetic_market import DEFAULT_UNIVERSE, synthetic_candles
 from resources.journal import replace_days
 from resources.model_registry import ModelRegistry, model_versions_table
 from resources.results_store import sweeps_table

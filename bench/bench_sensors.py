@@ -75,10 +75,10 @@ def _ar1(rng: np.random.Generator, n: int, phi: float = AR_PHI) -> np.ndarray:
 
 
 def _reference_stats(rng: np.random.Generator, focal: bool) -> dict:
-    """What :func:`cvn_assets.champion.reference_statistics` records, from a training year of
+    """What :func:`cvn_assets.guard.champion.reference_statistics` records, from a training year of
     the same AR(1) features and a beta-ish buy_proba."""
-    from cvn_assets.champion import window_psi_quantile
-    from cvn_assets.monitoring import training_shares
+    from cvn_assets.guard.champion import window_psi_quantile
+    from cvn_assets.guard.monitoring import training_shares
 
     train = _ar1(rng, 8760)
     proba = np.clip(rng.beta(2.0, 4.5, 8760), 0.0, 1.0)
@@ -106,7 +106,7 @@ def _reference_stats(rng: np.random.Generator, focal: bool) -> dict:
 
 def build_journal(url: str, end: datetime, seed: int = 0) -> dict[str, int]:
     """Registry + one year of journal in the database at ``url``; returns the row counts."""
-    from cvn_assets.identity import SweepIdentity
+    from cvn_assets.ablation.identity import SweepIdentity
     from cvn_assets.partitions import SETTINGS
     from resources.journal import replace_days
     from resources.model_registry import ModelRegistry

@@ -2,7 +2,7 @@
 
 Both run as fresh subprocesses (interpreter start and imports included) on the same data:
 - plain: for each crypto load candles, features, labels, dataset, fold plan; for each
-  variant x fold train, calibrate and score (``cvn_assets.evaluation``, the functions the
+  variant x fold train, calibrate and score (``cvn_assets.ablation.evaluation``, the functions the
   assets call); fan-in the 125 rows and daily returns; gates; HTML report;
 - dagster: ``python -m cvn_assets.sweep`` into a fresh ``DAGSTER_HOME`` (SQLite instance,
   11 runs: one per crypto for the market stage, one per variant, the fan-in; every
@@ -33,9 +33,7 @@ USDT_MAP = {
 def plain_loop(csv_dir: str | None) -> None:
     import pandas as pd
 
-    from cvn_assets.ablation import DEFAULT_VARIANTS
-    from cvn_assets.dataset import assemble_dataset, label_times
-    from cvn_assets.evaluation import (
+    from cvn_assets.ablation.evaluation import (
         calibrate_and_evaluate,
         daily_oos_returns,
         pbo_logits,
@@ -44,11 +42,13 @@ def plain_loop(csv_dir: str | None) -> None:
         result_row,
         train_cell,
     )
-    from cvn_assets.features import build_features
-    from cvn_assets.folds import three_way_fold_plan
-    from cvn_assets.gates import evaluate_gates
-    from cvn_assets.labels import triple_barrier_labels
-    from cvn_assets.report import best_focal_variant, render_report
+    from cvn_assets.ablation.gates import evaluate_gates
+    from cvn_assets.ablation.report import best_focal_variant, render_report
+    from cvn_assets.ablation.variants import DEFAULT_VARIANTS
+    from cvn_assets.market.dataset import assemble_dataset, label_times
+    from cvn_assets.market.features import build_features
+    from cvn_assets.market.folds import three_way_fold_plan
+    from cvn_assets.market.labels import triple_barrier_labels
     from cvn_assets.settings import DEFAULT_UNIVERSE
     from resources.market_data import MarketDataResource
     from resources.sweep_settings import SweepSettings

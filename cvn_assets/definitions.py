@@ -16,8 +16,8 @@ from dagster import (
     define_asset_job,
 )
 
-from cvn_assets import executors
 from cvn_assets.assets import guard, market, results, training
+from cvn_assets.execution import executors
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import AlertSink
 from resources.config_store import ConfigStore

@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dagster import DagsterInstance
 
     from cvn_assets.definitions import defs
-    from cvn_assets.monitoring import buy_proba_quantiles, latency_summary
+    from cvn_assets.guard.monitoring import buy_proba_quantiles, latency_summary
     from cvn_assets.partitions import SETTINGS
     from resources.journal import (
         monitoring_metrics_table,

@@ -22,8 +22,8 @@ from dagster import (
     StaticPartitionsDefinition,
 )
 
+from cvn_assets.market.synthetic_market import DEFAULT_START
 from cvn_assets.settings import ProjectSettings, load_settings
-from cvn_assets.synthetic_market import DEFAULT_START
 
 SETTINGS: ProjectSettings = load_settings()
 

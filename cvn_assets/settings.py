@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cvn_assets.ablation import DEFAULT_VARIANTS, Variant, build_variant_matrix
+from cvn_assets.ablation.variants import DEFAULT_VARIANTS, Variant, build_variant_matrix
 
 DEFAULT_UNIVERSE: tuple[str, ...] = ("BTCUSDC", "ETHUSDC", "SOLUSDC", "BNBUSDC", "XRPUSDC")
 DEFAULT_N_FOLDS = 5
@@ -125,12 +125,13 @@ KNOWN_ENV: tuple[str, ...] = (
     "CVN_STORE_DIR",
     "CVN_PAPER_START",  # first day of the paper-trading partitions
     "CVN_PAPER_CSV_DIR",  # candles after the sweep's files, for paper trading on real data
-    "CVN_EXECUTOR",  # in_process (default) | celery: definition-time (cvn_assets.executors)
+    # in_process (default) | celery: definition-time (cvn_assets.execution.executors)
+    "CVN_EXECUTOR",
     "CVN_CELERY_BROKER",  # celery: the broker URL (redis://host:port/0)
     "CVN_CELERY_BACKEND",  # celery: the result backend URL
     "CVN_SHARED_DATA",  # tests and benchmarks: where the real candles are
     "CVN_TEST_PG_URL",  # tests: a PostgreSQL server
-    "CVN_TEST_CELL_GATE",  # tests: hold Celery cells at a gate (cvn_assets.executors)
+    "CVN_TEST_CELL_GATE",  # tests: hold Celery cells at a gate (cvn_assets.execution.executors)
     "CVN_ALERTS_PATH",  # the alert sink's JSONL file (absolute)
     "CVN_SLACK_WEBHOOK_URL",  # the alert sink's Slack incoming webhook (a secret)
 )

@@ -9,8 +9,8 @@ instance in ``$DAGSTER_HOME`` (default ``./.dagster_home``), one ranged single r
 3. ``results_job``: ``finetune_results`` (fan-in, blocking completeness check) -> ``gate_verdicts``.
 
 Before any work it checks the settings, the home's data source and the sweep id's identity
-(:mod:`cvn_assets.identity`; a sweep id registered with other settings is refused, naming what
-changed). Only cells whose model and calibrated value with *this sweep's* fingerprint are not
+(:mod:`cvn_assets.ablation.identity`; a sweep id registered with other settings is refused, naming
+what changed). Only cells whose model and calibrated value with *this sweep's* fingerprint are not
 the latest materialization are launched, cut into exact crypto-range x fold-range rectangles
 (how Dagster reads a key range of a multi-partitioned asset); stored values with the same
 fingerprint are reused, so a re-run after a failure or ``kill -9`` finishes exactly what is
@@ -19,7 +19,7 @@ missing. Afterwards it checks that every intended cell exists and names those th
 orchestration overhead near 0.03 s per partition; afterwards ``dagster dev -w workspace.yaml``
 shows every run, materialization, check and metadata entry.
 
-With ``CVN_EXECUTOR=celery`` (:mod:`cvn_assets.executors`) the training runs are launched
+With ``CVN_EXECUTOR=celery`` (:mod:`cvn_assets.execution.executors`) the training runs are launched
 through the instance instead (``execute_job``: their Celery executor sends one task per cell to
 the workers) and the progress lines are read from each run's event log; a Celery sweep without
 a shared ``CVN_STORE_DIR``, a PostgreSQL results store and Dagster instance, the broker settings
@@ -216,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cvn_assets.settings import SettingsError
 
     try:
-        from cvn_assets.executors import executor_mode
+        from cvn_assets.execution.executors import executor_mode
 
         mode = executor_mode()
     except SettingsError as exc:
@@ -228,8 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dagster import DagsterInstance
 
         from cvn_assets.assets._util import sweep_identity
-        from cvn_assets.cell_ranges import cover_with_rectangles
         from cvn_assets.definitions import defs
+        from cvn_assets.execution.cell_ranges import cover_with_rectangles
         from cvn_assets.partitions import SETTINGS
     except SettingsError as exc:
         print(f"invalid environment: {exc}", file=sys.stderr)
@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tags = {**_launcher_tags(), **kwargs.pop("tags", {})}
         if celery and job_name.startswith("train_"):
             # through the instance, so the job's Celery executor runs it: one task per cell
-            from cvn_assets.executors import execute_on_celery
+            from cvn_assets.execution.executors import execute_on_celery
 
             cells.total = total
             success, run_id = execute_on_celery(job_name, instance, run_config, tags, cells.tick)
@@ -442,7 +442,7 @@ def _celery_preflight(instance: Any | None) -> str | None:
     """CVN_EXECUTOR=celery: the shared state (broker, store, results store, PostgreSQL
     instance) is configured and at least one worker answers; else the refusal, naming what to
     set or start."""
-    from cvn_assets.executors import BROKER_ENV, celery_refusal, live_workers
+    from cvn_assets.execution.executors import BROKER_ENV, celery_refusal, live_workers
 
     refusal = celery_refusal(instance)
     if refusal:
@@ -460,8 +460,8 @@ def _celery_preflight(instance: Any | None) -> str | None:
     if not workers:
         return (
             f"refused: no Celery worker answers on {broker}; start at least one "
-            "(dagster-celery worker start -A cvn_assets.celery_worker -y celery.yaml; README: "
-            "Beyond one machine). Nothing was done."
+            "(dagster-celery worker start -A cvn_assets.execution.celery_worker -y celery.yaml; "
+            "README: Beyond one machine). Nothing was done."
         )
     print(f"celery workers: {', '.join(workers)}")
     return None
@@ -469,7 +469,7 @@ def _celery_preflight(instance: Any | None) -> str | None:
 
 class _CeleryProgress:
     """k / total with an ETA for cells that finish on Celery workers (read from the event log
-    by :func:`cvn_assets.executors.execute_on_celery`); counts trained / reused cells."""
+    by :func:`cvn_assets.execution.executors.execute_on_celery`); counts trained / reused cells."""
 
     def __init__(self, quiet: bool = False):
         self.quiet, self.total, self.done = quiet, 0, 0
@@ -494,8 +494,8 @@ class _CeleryProgress:
 def _print_summary(store: Any, sweep_id: str) -> None:
     import pandas as pd
 
+    from cvn_assets.ablation.evaluation import variant_summary
     from cvn_assets.assets.results import report_dir
-    from cvn_assets.evaluation import variant_summary
 
     frame = store.load_results(sweep_id)
     if frame.empty:
@@ -507,7 +507,7 @@ def _print_summary(store: Any, sweep_id: str) -> None:
         print(summary.to_string())
         verdicts = store.load_verdicts(sweep_id)
         if not verdicts.empty:
-            from cvn_assets.gates import gate_verdicts_markdown
+            from cvn_assets.ablation.gates import gate_verdicts_markdown
 
             print("\ngate verdicts:")
             print(gate_verdicts_markdown(verdicts))

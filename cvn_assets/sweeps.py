@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from cvn_assets.identity import describe_diff, identity_diff
+from cvn_assets.ablation.identity import describe_diff, identity_diff
 
 
 def compare_sweeps(

@@ -11,7 +11,7 @@ that happened. ``config_audit`` is append-only (database triggers refuse UPDATE 
 Flags and their values:
 
 * ``CVN_LOSS_FUNCTION``: ``focal`` or ``binary:logistic`` (the guardrails' loss validator,
-  :func:`cvn_assets.guardrails.validate_focal_config`).
+  :func:`cvn_assets.ablation.guardrails.validate_focal_config`).
 * ``trading_halted``: ``true`` or ``false``.
 
 Both are seeded (version 1) by migration ``0003_guard_state``. A flag without a row can be
@@ -21,7 +21,7 @@ created with ``expected_version=0``.
 or the ``at=`` the caller gives (a drill's simulated clock, an operator recording when a halt
 really started): never in the future, never before the flag's previous change, so the audit
 ordered by ``id`` is also ordered in time. :meth:`ConfigStore.history` returns it as the
-flag's step function over time (:class:`cvn_assets.flags.FlagHistory`), which is how the paper
+flag's step function over time (:class:`cvn_assets.guard.flags.FlagHistory`), which is how the paper
 trading replay reads ``trading_halted`` at every hour: the value that held then, not the
 value at run time. Times are aware UTC at the database boundary
 (:class:`resources.db.UTCDateTime`; a naive ``at`` is refused).
@@ -35,8 +35,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cvn_assets.flags import FlagHistory, flag_history
-from cvn_assets.guardrails import ALPHA_RANGE, GAMMA_RANGE, GuardrailError, validate_focal_config
+from cvn_assets.ablation.guardrails import (
+    ALPHA_RANGE,
+    GAMMA_RANGE,
+    GuardrailError,
+    validate_focal_config,
+)
+from cvn_assets.guard.flags import FlagHistory, flag_history
 from resources.db import (
     ResultsDatabaseResource,
     UTCDateTime,
@@ -287,7 +292,7 @@ class ConfigStore(ResultsDatabaseResource):
         return [{**dict(r), "changed_at": as_utc(r["changed_at"])} for r in rows]
 
     def history(self, flag: str) -> FlagHistory:
-        """``flag``'s value over time from its audit (:func:`cvn_assets.flags.flag_history`:
+        """``flag``'s value over time from its audit (:func:`cvn_assets.guard.flags.flag_history`:
         the value at any instant, or at an hour's decision); ValueError for an unknown
         flag."""
         if flag not in FLAGS:

@@ -1,6 +1,6 @@
 """Paper-trading journal: ``predictions`` and ``trades`` (migration ``0005_journal``).
 
-The rows are those of :mod:`cvn_assets.paper` (``PREDICTION_COLUMNS``, ``TRADE_COLUMNS``):
+The rows are those of :mod:`cvn_assets.guard.paper` (``PREDICTION_COLUMNS``, ``TRADE_COLUMNS``):
 
 * ``predictions``: one row per crypto and hour (primary key): the model version live at that
   hour (a ``model_versions`` id) and its loss function, ``buy_proba``, ``decision`` (``BUY`` |
@@ -13,7 +13,7 @@ A replay journals one day at a time, and replaying a day again must leave exactl
 :func:`replace_day` deletes the day's rows of a crypto (``predictions`` by ``hour``, ``trades``
 by ``exit_time``: a trade belongs to the day it exits, as in the replay) and inserts the new
 ones in one transaction. :func:`read_trades` reads a crypto's trades whose ``exit_time`` is in
-a window (what the canary rule of :func:`cvn_assets.champion.canary_passed` reads).
+a window (what the canary rule of :func:`cvn_assets.guard.champion.canary_passed` reads).
 :func:`replace_days` replaces several days of both tables in one transaction (what the
 ``paper_trades`` asset calls: a ``kill -9`` during a run leaves the journal as it was before).
 
@@ -24,7 +24,7 @@ before anything is read or written. A ``day`` is a UTC calendar date (``YYYY-MM-
 ``date``, or a UTC midnight).
 
 ``monitoring_metrics`` (migration ``0006_monitoring``): one row per (crypto, day), the flat row
-of :func:`cvn_assets.monitoring.metrics_row` (``MONITORING_COLUMNS``); written by
+of :func:`cvn_assets.guard.monitoring.metrics_row` (``MONITORING_COLUMNS``); written by
 :func:`replace_monitoring_row`, read by :func:`read_monitoring`.
 """
 
@@ -332,14 +332,14 @@ def _read(engine: sa.Engine, table: sa.Table, crypto: str, start: Any, end: Any)
 def read_trades(engine: sa.Engine, crypto: str, start: Any, end: Any) -> pd.DataFrame:
     """``crypto``'s trades whose ``exit_time`` is in ``[start, end]`` (aware times or ISO text
     with an offset, converted to UTC; naive: ValueError naming ``start`` / ``end``), by exit
-    time; columns as :data:`cvn_assets.paper.TRADE_COLUMNS`, times aware UTC."""
+    time; columns as :data:`cvn_assets.guard.paper.TRADE_COLUMNS`, times aware UTC."""
     return _read(engine, trades_table, crypto, start, end)
 
 
 def read_predictions(engine: sa.Engine, crypto: str, start: Any, end: Any) -> pd.DataFrame:
     """``crypto``'s predictions whose ``hour`` is in ``[start, end]`` (aware; naive refused, as
     :func:`read_trades`), by hour; columns as
-    :data:`cvn_assets.paper.PREDICTION_COLUMNS` (``hour``, ``label_known_at`` aware UTC,
+    :data:`cvn_assets.guard.paper.PREDICTION_COLUMNS` (``hour``, ``label_known_at`` aware UTC,
     NaT when NULL; ``label`` Int8 and ``candidate_version`` Int64, NA when NULL)."""
     return _read(engine, predictions_table, crypto, start, end)
 
@@ -431,7 +431,7 @@ def _label_updates(
 
 
 def replace_monitoring_row(engine: sa.Engine, row: dict[str, Any]) -> None:
-    """Write one :func:`cvn_assets.monitoring.metrics_row` dict as the (crypto, day) row of
+    """Write one :func:`cvn_assets.guard.monitoring.metrics_row` dict as the (crypto, day) row of
     ``monitoring_metrics``, replacing an earlier one (one transaction)."""
     t = monitoring_metrics_table
     rec = {c.name: row[c.name] for c in t.columns}

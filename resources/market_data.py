@@ -1,8 +1,9 @@
 """Market-data resource: hourly OHLCV candles per symbol, synthetic or from CSV files.
 
 The only Dagster-aware module of the data side; the work is done by the pure modules
-:mod:`cvn_assets.synthetic_market` (the embedded default) and :mod:`cvn_assets.candles_io`
-(Binance kline dumps or headed CSV, validated with errors that name file, line and value).
+:mod:`cvn_assets.market.synthetic_market` (the embedded default) and
+:mod:`cvn_assets.market.candles_io` (Binance kline dumps or headed CSV, validated with errors that
+ name file, line and value).
 """
 
 import os
@@ -14,16 +15,15 @@ import pandas as pd
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
-from cvn_assets.candles_io import (
+from cvn_assets.ablation.identity import file_sha256
+from cvn_assets.market.candles_io import (
     DEFAULT_FILENAME_PATTERNS,
     CandleValidationError,
     gap_report,
     read_candles_csv,
     resolve_candle_file,
 )
-from cvn_assets.identity import file_sha256
-from cvn_assets.settings import parse_symbol_map, parse_universe
-from cvn_assets.synthetic_market import (
+from cvn_assets.market.synthetic_market import (
     DEFAULT_EDGE,
     DEFAULT_HOURS,
     DEFAULT_SEED,
@@ -31,6 +31,7 @@ from cvn_assets.synthetic_market import (
     Scenario,
     synthetic_candles,
 )
+from cvn_assets.settings import parse_symbol_map, parse_universe
 
 SOURCES = ("synthetic", "csv")
 
@@ -49,7 +50,7 @@ def _sha256_cached(path: str, mtime_ns: int, size: int) -> str:
 class MarketDataResource(ConfigurableResource):
     """Hourly candles (UTC ``open_time`` index; float64 open, high, low, close, volume).
 
-    ``source="synthetic"`` (default): the seeded market of :mod:`cvn_assets.synthetic_market`
+    ``source="synthetic"`` (default): the seeded market of :mod:`cvn_assets.market.synthetic_market`
     for ``symbols`` (generated jointly, hence correlated; memoized in-process), ``hours`` candles
     from ``start``; the scenario knobs (``crash_at``, ``vol_shift_at``, ``edge_shift_at`` ...)
     inject a crash, a volatility shift or the loss of the predictable edge from a date, to drill
@@ -316,7 +317,7 @@ class MarketDataResource(ConfigurableResource):
         return {"source": "synthetic"}
 
     def gap_report(self, symbol: str) -> dict[str, Any]:
-        """:func:`cvn_assets.candles_io.gap_report` of the symbol's full candles."""
+        """:func:`cvn_assets.market.candles_io.gap_report` of the symbol's full candles."""
         return gap_report(self.load_candles(symbol))
 
     def describe(self, symbol: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ scraper never reads half a file). This is node_exporter's textfile-collector con
 point ``--collector.textfile.directory`` at ``$DAGSTER_HOME/metrics`` (:func:`metrics_dir`).
 
 Metrics (all gauges; the row keys they come from are those of
-:class:`cvn_assets.monitoring.MonitoringRow`):
+:class:`cvn_assets.guard.monitoring.MonitoringRow`):
 
 ==========================================  ==========================================  =======
 metric {labels}                              value                                       unit
@@ -58,7 +58,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
 
-from cvn_assets.monitoring import (
+from cvn_assets.guard.monitoring import (
     BUY_PROBA_QUANTILES,
     EXPECTANCY_WINDOWS_H,
     FAILURE_WINDOWS_H,
@@ -103,8 +103,8 @@ def write_prom_file(
 ) -> Path:
     """Write ``row`` as ``<directory>/<crypto>.prom`` (atomically) and return its path.
 
-    ``row``: the dict from :func:`cvn_assets.monitoring.metrics_row` (or a
-    :class:`~cvn_assets.monitoring.MonitoringRow`); every key of ``MONITORING_COLUMNS`` must
+    ``row``: the dict from :func:`cvn_assets.guard.monitoring.metrics_row` (or a
+    :class:`~cvn_assets.guard.monitoring.MonitoringRow`); every key of ``MONITORING_COLUMNS`` must
     be present. ``crypto`` must match ``row["crypto"]`` and be a plain name
     (``[A-Za-z0-9][A-Za-z0-9_-]*``, it becomes the file name). ``directory`` is created if
     missing. Raises ``ValueError`` naming the bad crypto, the missing keys or a non-numeric

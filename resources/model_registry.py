@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from cvn_assets.guardrails import validate_focal_config
+from cvn_assets.ablation.guardrails import validate_focal_config
 from resources.db import (
     ResultsDatabaseResource,
     UTCDateTime,

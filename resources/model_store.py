@@ -3,7 +3,7 @@
 Layout: ``<base>/<asset>/<crypto>[/<fold>]/<fingerprint>/`` holds one value, and
 ``<base>/<asset>/<crypto>[/<fold>]/CURRENT`` names the fingerprint of the partition's latest
 materialization (what downstream steps load). The fingerprint is the one of
-:mod:`cvn_assets.identity` (settings, data, code): an asset returns
+:mod:`cvn_assets.ablation.identity` (settings, data, code): an asset returns
 ``Stamped(value, fingerprint)`` per partition. Sweeps with different settings therefore never
 share a slot, a sweep with the same settings finds its values again (resume for free), and a
 reader that knows which fingerprint it needs (``finetune_results``) reads exactly that one,
@@ -50,9 +50,9 @@ from dagster import (
     OutputContext,
 )
 
-from cvn_assets.calibrated_model import CalibratedModel, link_files
-from cvn_assets.folds import FoldPlan
-from cvn_assets.training import XGBWrapper
+from cvn_assets.ablation.calibrated_model import CalibratedModel, link_files
+from cvn_assets.ablation.training import XGBWrapper
+from cvn_assets.market.folds import FoldPlan
 from resources.home_source import home_dir
 
 KIND_FILE = "kind.json"

@@ -7,8 +7,8 @@ the keys it writes, it never duplicates them, and a failure leaves the previous 
 
 Every row belongs to a registered sweep (foreign key to ``sweeps``, enforced on PostgreSQL and
 on SQLite): ``sweeps`` records each sweep id with its identity (settings, definition, data,
-code; :mod:`cvn_assets.identity`), its fingerprint and data source. Registering an existing id
-with another identity raises :class:`SweepIdentityConflict` naming what changed.
+code; :mod:`cvn_assets.ablation.identity`), its fingerprint and data source. Registering an existing
+id with another identity raises :class:`SweepIdentityConflict` naming what changed.
 """
 
 import json
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
-from cvn_assets.identity import SweepIdentity, describe_diff, identity_diff
+from cvn_assets.ablation.identity import SweepIdentity, describe_diff, identity_diff
 from resources.home_source import home_dir
 from resources.migrations import upgrade_database
 

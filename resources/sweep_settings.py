@@ -14,9 +14,9 @@ from typing import Any
 
 from dagster import ConfigurableResource, InitResourceContext
 
-from cvn_assets.calibration import CALIBRATION_METHODS
-from cvn_assets.guardrails import validate_xgb_params
-from cvn_assets.labels import LabelStrategy, parse_label_strategy
+from cvn_assets.ablation.calibration import CALIBRATION_METHODS
+from cvn_assets.ablation.guardrails import validate_xgb_params
+from cvn_assets.market.labels import LabelStrategy, parse_label_strategy
 
 _SWEEP_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -45,8 +45,8 @@ class SweepSettings(ConfigurableResource):
     nthread: int = 2
     seed: int = 0
     #: train every selected cell again even when a model with exactly this cell's fingerprint
-    #: (settings, data, code: cvn_assets.identity) is stored; the run tag ``cvn/retrain=true``
-    #: does the same from a UI backfill, where run config cannot be set
+    #: (settings, data, code: cvn_assets.ablation.identity) is stored; the run tag
+    #: ``cvn/retrain=true`` does the same from a UI backfill, where run config cannot be set
     retrain: bool = False
     #: re-register ``sweep_id`` under this run's identity, deleting the old sweep's rows,
     #: instead of refusing an id that was registered with other settings

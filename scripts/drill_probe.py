@@ -3,12 +3,12 @@
 
 For each crypto: a champion of ``--variant`` trained as ``champion_models`` trains it (the
 whole history of the sweep's window, calibration block = the last 20 %), on the synthetic
-market with the scenario of ``sensors.drill`` (``--edge``, ``--edge-multiplier`` from the turn,
-an optional crash from turn + 2 days over ``--crash-hours``); then :func:`cvn_assets.paper.replay`
-of the 40 days after the window at the trading threshold fitted with each minimum share of
-the calibration block's hours (``--shares``). Prints, per crypto and share: the threshold and
-the trades (count / mean net return in %) before the turn, in its first 2 days, in the 2
-days after, and later. No Dagster, no database: nothing is written.
+market with the scenario of ``cvn_assets.drill`` (``--edge``, ``--edge-multiplier`` from the turn,
+an optional crash from turn + 2 days over ``--crash-hours``); then
+:func:`cvn_assets.guard.paper.replay` of the 40 days after the window at the trading threshold
+fitted with each minimum share of the calibration block's hours (``--shares``). Prints, per crypto
+and share: the threshold and the trades (count / mean net return in %) before the turn, in its first
+2 days, in the 2 days after, and later. No Dagster, no database: nothing is written.
 
 This is how the drill's crash scenario was chosen (README, "The incident drill"): e.g.
 ``python scripts/drill_probe.py --edge 2 --edge-multiplier -1 --crash-hours 48`` (the first
@@ -20,17 +20,17 @@ import argparse
 
 import pandas as pd
 
-from cvn_assets.features import FEATURE_NAMES
-from cvn_assets.guard_training import (
+from cvn_assets.ablation.metrics import fit_trading_threshold, trading_min_trades
+from cvn_assets.guard.paper import live_model_from_calibrated, replay
+from cvn_assets.guard.training import (
     calibration_share,
     dataset_through,
     history_plan,
     train_whole_history,
 )
-from cvn_assets.metrics import fit_trading_threshold, trading_min_trades
-from cvn_assets.paper import live_model_from_calibrated, replay
+from cvn_assets.market.features import FEATURE_NAMES
+from cvn_assets.market.synthetic_market import DEFAULT_HOURS, DEFAULT_START
 from cvn_assets.partitions import SETTINGS
-from cvn_assets.synthetic_market import DEFAULT_HOURS, DEFAULT_START
 from resources.market_data import MarketDataResource
 from resources.sweep_settings import SweepSettings
 

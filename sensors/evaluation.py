@@ -1,5 +1,5 @@
 """What the guard's sensors evaluate: the journal windows fed to the rules of
-:mod:`cvn_assets.drift`, as of a given time (no Dagster here; the sensors are thin).
+:mod:`cvn_assets.guard.drift`, as of a given time (no Dagster here; the sensors are thin).
 
 Every window ends at ``as_of`` and uses only what was known then: trades whose ``exit_time``
 is in ``(as_of - h, as_of]``, prediction rows whose ``hour`` closed by ``as_of`` (``hour + 1 h
@@ -26,7 +26,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from cvn_assets.drift import (
+from cvn_assets.ablation.metrics import classification_metrics
+from cvn_assets.guard.drift import (
     EXPECTANCY_MIN_TRADES,
     Verdict,
     concept_drift,
@@ -36,7 +37,6 @@ from cvn_assets.drift import (
     expectancy_negative_focal,
     sharpness_drift,
 )
-from cvn_assets.metrics import classification_metrics
 from resources.db import as_utc
 from resources.journal import predictions_table, trades_table
 from resources.model_registry import ModelRegistry
@@ -90,7 +90,7 @@ class ExpectancyEvaluation:
     """The P1 rule's inputs and verdict at ``as_of`` (spec 6.2: net expectancy over the last
     48 h on >= 2 focal cryptos; the 24 h window only warns).
 
-    ``per_crypto`` holds :func:`cvn_assets.drift.expectancy_alert` on the live champion's
+    ``per_crypto`` holds :func:`cvn_assets.guard.drift.expectancy_alert` on the live champion's
     trades exiting in ``(as_of - 48 h, as_of]`` and ``(as_of - 24 h, as_of]`` for every crypto
     with a live champion; only ``focal_cryptos`` enter the rule, so only they enter the
     alert's figures and message. ``versions``: crypto -> live model version id.
@@ -191,9 +191,9 @@ def evaluate_expectancy(
     alpha: float | None = None,
     min_cryptos: int = 2,
 ) -> ExpectancyEvaluation:
-    """``expectancy_negative_focal`` at ``as_of`` (rule: :mod:`cvn_assets.drift`, section 1).
+    """``expectancy_negative_focal`` at ``as_of`` (rule: :mod:`cvn_assets.guard.drift`, section 1).
 
-    Per crypto with a live champion: :func:`cvn_assets.drift.expectancy_alert` on the net
+    Per crypto with a live champion: :func:`cvn_assets.guard.drift.expectancy_alert` on the net
     returns of **that champion's** trades exiting in the last 48 h and 24 h (trades of an
     earlier model never count against the live one). A window with fewer than
     ``min_trades`` trades is ``insufficient``: the P1 (and so the automatic rollback) never
@@ -236,7 +236,7 @@ class SparseExpectancy:
     crypto: str
     as_of: datetime
     model_version: int
-    verdict: Verdict  # cvn_assets.drift.expectancy_last_trades
+    verdict: Verdict  # cvn_assets.guard.drift.expectancy_last_trades
     first_exit: datetime | None
     last_exit: datetime | None
     n_48h: int
@@ -280,7 +280,7 @@ def evaluate_sparse_expectancy(
 ) -> dict[str, SparseExpectancy]:
     """``expectancy_negative_sparse`` at ``as_of`` for every crypto whose live champion is
     focal and whose 48 h window holds at least one but fewer than ``min_trades`` trades:
-    :func:`cvn_assets.drift.expectancy_last_trades` on its last ``min_trades`` trades exiting
+    :func:`cvn_assets.guard.drift.expectancy_last_trades` on its last ``min_trades`` trades exiting
     in ``(as_of - 7 days, as_of]``. A crypto with no trade in 48 h is not judged (no recent
     trading, nothing at stake)."""
     kwargs: dict[str, Any] = {"min_trades": min_trades}
@@ -459,7 +459,7 @@ def _sharpness(week: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
 
 
 def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> DriftEvaluation | None:
-    """The three drift detectors of ``crypto`` at ``as_of`` (rules: :mod:`cvn_assets.drift`,
+    """The three drift detectors of ``crypto`` at ``as_of`` (rules: :mod:`cvn_assets.guard.drift`,
     sections 2-4), or None when it has no live champion.
 
     * ``data_drift``: PSI of the live champion's top-5 features (by gain; ``feature_1..5`` of

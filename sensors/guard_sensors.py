@@ -1,5 +1,5 @@
 """The guard's sensors (spec 6.2-6.4): they read tables, decide with the rules of
-:mod:`cvn_assets.drift` (through :mod:`sensors.evaluation`) and request runs; they never send
+:mod:`cvn_assets.guard.drift` (through :mod:`sensors.evaluation`) and request runs; they never send
 an alert or change state themselves (a retried tick must not page twice).
 
 Hygiene, common to all of them:
@@ -36,8 +36,8 @@ from dagster import (
     sensor,
 )
 
-from cvn_assets.drift import SharpnessState, auto_kill_switch
-from cvn_assets.monitoring import LOSS_FUNCTION_TAG
+from cvn_assets.guard.drift import SharpnessState, auto_kill_switch
+from cvn_assets.guard.monitoring import LOSS_FUNCTION_TAG
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import AlertSink, incident_id
 from resources.config_store import ConfigStore

@@ -26,7 +26,7 @@ history for promotions, ``rollbacks`` for rollback incidents).
 * ``halt_trading_job`` / ``resume_trading_job`` (system-wide kill switch): set / clear
   ``trading_halted`` from ``effective_at`` (default: the guard clock's now); paper trading
   opens nothing at an hour whose decision falls while it is set, whenever the day is replayed
-  (the audit history decides, :mod:`cvn_assets.flags`).
+  (the audit history decides, :mod:`cvn_assets.guard.flags`).
 * ``shadow_retrain_job``: retrains a crypto's champion variant on the history up to now (the
   recent window included) and registers it under the ``candidate`` alias -- never promoted;
   paper trading then logs its predictions beside the champion's (shadow mode).
@@ -41,8 +41,10 @@ from typing import Any
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
 from pydantic import Field
 
-from cvn_assets.champion import effective_variant
-from cvn_assets.guard_training import (
+from cvn_assets.ablation.identity import digest, module_digest
+from cvn_assets.ablation.metrics import MIN_TRADE_SHARE
+from cvn_assets.guard.champion import effective_variant
+from cvn_assets.guard.training import (
     calibration_share,
     dataset_through,
     history_plan,
@@ -50,8 +52,6 @@ from cvn_assets.guard_training import (
     train_whole_history,
     training_window,
 )
-from cvn_assets.identity import digest, module_digest
-from cvn_assets.metrics import MIN_TRADE_SHARE
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import Alert, AlertSink, Delivery
 from resources.config_store import ConfigConflict, ConfigStore
@@ -599,7 +599,9 @@ def shadow_retrain(
             "window": [str(ds.index[0]), str(ds.index[-1])],
             "data": hashlib.sha256(candles.to_numpy().tobytes()).hexdigest(),
             "settings": sweep.model_dump(),
-            "code": module_digest("guard_training.py", "champion.py", "evaluation.py"),
+            "code": module_digest(
+                "guard/training.py", "guard/champion.py", "ablation/evaluation.py"
+            ),
         }
     )
     plan = history_plan(

@@ -6,7 +6,7 @@ from typing import Any
 
 from dagster import AssetExecutionContext, MetadataValue
 
-from cvn_assets.identity import SweepIdentity, code_versions
+from cvn_assets.ablation.identity import SweepIdentity, code_versions
 from cvn_assets.partitions import SETTINGS
 from resources.home_source import ensure_home_source
 

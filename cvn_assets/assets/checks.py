@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
-from cvn_assets.calibrated_model import CalibratedModel
-from cvn_assets.calibration import CALIBRATION_METHODS
-from cvn_assets.dataset import label_times
-from cvn_assets.folds import FoldPlan, leakage_check
+from cvn_assets.ablation.calibrated_model import CalibratedModel
+from cvn_assets.ablation.calibration import CALIBRATION_METHODS
+from cvn_assets.market.dataset import label_times
+from cvn_assets.market.folds import FoldPlan, leakage_check
 
 NO_LEAKAGE = "no_leakage"
 PROBABILITIES_VALID = "probabilities_valid"

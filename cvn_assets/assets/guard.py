@@ -3,20 +3,20 @@
 For the configured sweep (``sweep.sweep_id``), per crypto partition:
 
 1. **Which variant**: the focal variant the sweep's gate verdict locks (several: the best mean
-   f1_buy delta), else the baseline (:func:`cvn_assets.champion.choose_variant`). The run
+   f1_buy delta), else the baseline (:func:`cvn_assets.guard.champion.choose_variant`). The run
    config's ``override_variant`` (with ``actor`` and ``reason``) promotes another variant; the
    actor and reason are written to the registry's alias history.
 2. **Staged rollout**: the canary crypto (``canary``, default BTCUSDC) is promoted first. Any
    other crypto is refused, before any training, unless the canary's champion is the same
-   variant and its paper trading passes the canary rule (:func:`cvn_assets.champion.
+   variant and its paper trading passes the canary rule (:func:`cvn_assets.guard.champion.
    canary_passed`: >= 14 days since its promotion, >= 20 closed trades of that model version
    in the last 14 days, mean net return >= 0; all three configurable), or ``force_promote``
    is set (with ``reason``; audited).
-3. **Training**: on the whole history (:func:`cvn_assets.champion.whole_history_plan`) with the
-   sweep cell's code path (:func:`cvn_assets.evaluation.train_cell`, early stopping on the last
-   slice of train), calibrators and both thresholds (f1 and trading) fitted on the calibration
-   block at its end. The kill switch ``CVN_LOSS_FUNCTION`` is read from the config store at
-   run time: at ``binary:logistic`` the champion is trained with cross-entropy (as the
+3. **Training**: on the whole history (:func:`cvn_assets.guard.champion.whole_history_plan`) with
+   the sweep cell's code path (:func:`cvn_assets.ablation.evaluation.train_cell`, early stopping on
+   the last slice of train), calibrators and both thresholds (f1 and trading) fitted on the
+   calibration block at its end. The kill switch ``CVN_LOSS_FUNCTION`` is read from the config store
+   at run time: at ``binary:logistic`` the champion is trained with cross-entropy (as the
    baseline) whatever the variant says. The sweep's training assets never read the flag: the
    sweep is an ablation of both losses.
 4. **Artifact and registry**: the calibrated model and its reference statistics are stored
@@ -28,14 +28,14 @@ Then the live loop, per crypto x UTC day (``day_crypto_partitions``; single-run 
 month of one crypto is one run):
 
 ``paper_trades`` replays the day's hourly candles through the champion live at each hour
-(:mod:`cvn_assets.paper`, the one replay/fill implementation) and writes the ``predictions``
+(:mod:`cvn_assets.guard.paper`, the one replay/fill implementation) and writes the ``predictions``
 and ``trades`` journal (:func:`resources.journal.replace_days`: the run's days of a crypto
 are replaced in one transaction, so a re-run never duplicates rows and a ``kill -9`` leaves
 the journal as it was).
 
 * **The model per hour**: the ``champion`` alias history of the registry, each version served
-  from its stored artifact (:func:`cvn_assets.paper.live_model_from_calibrated`), live from its
-  ``valid_from``; the first champion also stands for the hours before its promotion (a replay
+  from its stored artifact (:func:`cvn_assets.guard.paper.live_model_from_calibrated`), live from
+  its ``valid_from``; the first champion also stands for the hours before its promotion (a replay
   of the past: paper trading the hours after its training window). An hour before a model's
   ``train_end`` is refused (leakage), naming the day and ``train_end``.
 * **Drift inputs** (what the sensors read; they never recompute from candles): each hour's
@@ -54,13 +54,13 @@ the journal as it was).
   where there is none or before its ``train_end``). It never trades and never changes the
   champion's rows.
 * **The carried position** is re-derived, not stored: every run replays (one vectorised
-  :func:`cvn_assets.paper.replay`, ~0.1 s per year of hours) from the first day after the first
-  champion's training window up to its last day, and journals only its own days. So a day's
+  :func:`cvn_assets.guard.paper.replay`, ~0.1 s per year of hours) from the first day after the
+  first champion's training window up to its last day, and journals only its own days. So a day's
   rows never depend on which runs came before, and a backfill equals day-by-day runs.
 * **trading_halted** (config store): every replayed hour uses the value that held **at that
   hour's decision** (the candle's close, ``hour + 1 h``) according to the flag's
   ``config_audit`` history (:meth:`resources.config_store.ConfigStore.history`,
-  :mod:`cvn_assets.flags`), never the value at the time of the run: a day replayed after a
+  :mod:`cvn_assets.guard.flags`), never the value at the time of the run: a day replayed after a
   halt is not halted before it, a day replayed after a clear is still halted during the
   halt, and re-running a past day after later changes gives the same journal. A change at
   exactly a decision time applies to that decision (halt at 15:00: the 14:00 candle, decided
@@ -81,10 +81,10 @@ the journal as it was).
   load_candles_through` (the synthetic market continues with the same seed, bit-identical
   on the sweep's hours). A day whose candles do not exist yet fails, naming the missing hours.
 * Fees: ``fee_per_side`` (run config, default 0.1 % per side); barriers: the sweep's label
-  strategy; ``latency_ms``: :func:`cvn_assets.paper.measure_latency` per model version (median
+  strategy; ``latency_ms``: :func:`cvn_assets.guard.paper.measure_latency` per model version (median
   of ``latency_runs`` live decisions on the trailing candles).
 
-``monitoring_metrics`` computes the five metrics (:func:`cvn_assets.monitoring.metrics_row`)
+``monitoring_metrics`` computes the five metrics (:func:`cvn_assets.guard.monitoring.metrics_row`)
 of each crypto x day from the journal, the run records tagged ``cvn/loss_function`` and the
 live champion's reference statistics (the PSI's training deciles), writes them to the
 ``monitoring_metrics`` table, as asset metadata (plotted over the partitions by the UI), and
@@ -111,10 +111,12 @@ from dagster import (
 )
 from pydantic import Field
 
-from cvn_assets.ablation import Variant
+from cvn_assets.ablation.identity import digest, module_digest
+from cvn_assets.ablation.metrics import MIN_TRADE_SHARE
+from cvn_assets.ablation.variants import Variant
 from cvn_assets.assets._util import identity_metadata, prepare_sweep
 from cvn_assets.assets.training import check_market_inputs
-from cvn_assets.champion import (
+from cvn_assets.guard.champion import (
     CANARY_DAYS,
     CANARY_MIN_TRADES,
     canary_passed,
@@ -122,18 +124,9 @@ from cvn_assets.champion import (
     effective_variant,
     jsonable_stats,
 )
-from cvn_assets.flags import FlagHistory
-from cvn_assets.guard_training import (
-    calibration_share,
-    history_plan,
-    registry_stats,
-    train_whole_history,
-    training_window,
-)
-from cvn_assets.identity import digest, module_digest
-from cvn_assets.metrics import MIN_TRADE_SHARE
-from cvn_assets.monitoring import LOSS_FUNCTION_TAG, LOSS_FUNCTIONS, metrics_row
-from cvn_assets.paper import (
+from cvn_assets.guard.flags import FlagHistory
+from cvn_assets.guard.monitoring import LOSS_FUNCTION_TAG, LOSS_FUNCTIONS, metrics_row
+from cvn_assets.guard.paper import (
     DEFAULT_FEE_PER_SIDE,
     LIVE_WINDOW_BARS,
     CandidateSchedule,
@@ -145,6 +138,13 @@ from cvn_assets.paper import (
     model_schedule,
     replay,
     top_feature_names,
+)
+from cvn_assets.guard.training import (
+    calibration_share,
+    history_plan,
+    registry_stats,
+    train_whole_history,
+    training_window,
 )
 from cvn_assets.partitions import SETTINGS, crypto_partitions, day_crypto_partitions, split_day_key
 from resources.config_store import ConfigStore
@@ -167,12 +167,12 @@ ASSET = "champion_models"
 DEFAULT_ACTOR = "dagster:champion_models"
 LOSS_FLAG = "CVN_LOSS_FUNCTION"
 _CODE = (
-    "champion.py",
-    "guard_training.py",
-    "evaluation.py",
-    "training.py",
-    "focal_loss.py",
-    "calibration.py",
+    "guard/champion.py",
+    "guard/training.py",
+    "ablation/evaluation.py",
+    "ablation/training.py",
+    "ablation/focal_loss.py",
+    "ablation/calibration.py",
 )
 
 
@@ -430,7 +430,13 @@ def champion_models(
 PAPER_ASSET = "paper_trades"
 MONITORING_ASSET = "monitoring_metrics"
 HALT_FLAG = "trading_halted"
-_PAPER_CODE = ("paper.py", "flags.py", "trading.py", "features.py", "calibrated_model.py")
+_PAPER_CODE = (
+    "guard/paper.py",
+    "guard/flags.py",
+    "market/trading.py",
+    "market/features.py",
+    "ablation/calibrated_model.py",
+)
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 LABEL_LOOKAHEAD = pd.Timedelta(days=2)
 """Candles loaded after a run's last day, for the labels of its last hours only."""
@@ -542,7 +548,7 @@ def candidate_schedule_of(
 def halt_history(config_store: ConfigStore) -> FlagHistory:
     """``trading_halted`` over time, from its ``config_audit`` history (never the run-time
     value): the replay's ``halted`` is ``halt_history(...).is_value("true")``, the value at
-    each hour's decision (:mod:`cvn_assets.flags`)."""
+    each hour's decision (:mod:`cvn_assets.guard.flags`)."""
     try:
         return config_store.history(HALT_FLAG)
     except ValueError as exc:
@@ -701,7 +707,7 @@ def paper_trades(
 # ---------------------------------------------------------------------------------------------
 def _run_records(context: AssetExecutionContext, end: pd.Timestamp) -> list[tuple[Any, ...]]:
     """Failed runs tagged ``cvn/loss_function`` ending in the day before ``end`` (plain
-    records for :func:`cvn_assets.monitoring.training_failures`)."""
+    records for :func:`cvn_assets.guard.monitoring.training_failures`)."""
     names = {v.loss_function for v in SETTINGS.variants} | set(LOSS_FUNCTIONS)
     out = []
     for lf in sorted(names):
@@ -724,7 +730,7 @@ def _run_records(context: AssetExecutionContext, end: pd.Timestamp) -> list[tupl
     backfill_policy=BackfillPolicy.single_run(),
     deps=[AssetKey(PAPER_ASSET)],
     kinds={"sql", "prometheus"},
-    code_version=module_digest("monitoring.py"),
+    code_version=module_digest("guard/monitoring.py"),
     description="The five monitoring metrics per crypto x day (training failures per loss, "
     "focal_loss_active, buy_proba quantiles and PSI, net expectancy 24/48 h, latency): "
     "monitoring_metrics table, asset metadata, $DAGSTER_HOME/metrics/<crypto>.prom.",

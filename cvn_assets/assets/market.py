@@ -15,14 +15,14 @@ from dagster import (
     asset,
 )
 
+from cvn_assets.ablation.identity import crypto_data_identity, digest, module_digest
 from cvn_assets.assets._util import by_key, check_home_source, run_partition_keys, sweep_identity
 from cvn_assets.assets.checks import no_leakage_result, no_leakage_spec
-from cvn_assets.candles_io import gap_report
-from cvn_assets.dataset import assemble_dataset, label_times
-from cvn_assets.features import FEATURE_NAMES, build_features
-from cvn_assets.folds import FoldPlan, three_way_fold_plan
-from cvn_assets.identity import crypto_data_identity, digest, module_digest
-from cvn_assets.labels import triple_barrier_labels
+from cvn_assets.market.candles_io import gap_report
+from cvn_assets.market.dataset import assemble_dataset, label_times
+from cvn_assets.market.features import FEATURE_NAMES, build_features
+from cvn_assets.market.folds import FoldPlan, three_way_fold_plan
+from cvn_assets.market.labels import triple_barrier_labels
 from cvn_assets.partitions import SETTINGS, crypto_partitions
 from resources.market_data import MarketDataResource
 from resources.model_store import Stamped
@@ -47,7 +47,7 @@ def _market_stamps(
 
 @asset(
     **_COMMON,
-    code_version=module_digest("synthetic_market.py", "candles_io.py"),
+    code_version=module_digest("market/synthetic_market.py", "market/candles_io.py"),
     kinds={"pandas"},
 )
 def candles(context: AssetExecutionContext, market_data: MarketDataResource):
@@ -90,7 +90,7 @@ def candles(context: AssetExecutionContext, market_data: MarketDataResource):
     return Output(out)
 
 
-@asset(**_COMMON, kinds={"pandas"}, code_version=module_digest("features.py"))
+@asset(**_COMMON, kinds={"pandas"}, code_version=module_digest("market/features.py"))
 def features(
     context: AssetExecutionContext,
     candles,
@@ -112,7 +112,9 @@ def features(
     return out
 
 
-@asset(**_COMMON, kinds={"pandas"}, code_version=module_digest("labels.py", "trading.py"))
+@asset(
+    **_COMMON, kinds={"pandas"}, code_version=module_digest("market/labels.py", "market/trading.py")
+)
 def labels(
     context: AssetExecutionContext,
     candles,
@@ -145,7 +147,7 @@ def labels(
     return out
 
 
-@asset(**_COMMON, kinds={"pandas"}, code_version=module_digest("dataset.py"))
+@asset(**_COMMON, kinds={"pandas"}, code_version=module_digest("market/dataset.py"))
 def model_dataset(
     context: AssetExecutionContext,
     features,
@@ -177,7 +179,7 @@ def model_dataset(
 @asset(
     **_COMMON,
     check_specs=[no_leakage_spec("fold_splits")],
-    code_version=module_digest("folds.py", extra={"n_folds": SETTINGS.n_folds}),
+    code_version=module_digest("market/folds.py", extra={"n_folds": SETTINGS.n_folds}),
 )
 def fold_splits(
     context: AssetExecutionContext,

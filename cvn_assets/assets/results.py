@@ -18,11 +18,8 @@ from dagster import (
     asset_check,
 )
 
-from cvn_assets.ablation import Variant
-from cvn_assets.assets._util import identity_metadata, prepare_sweep
-from cvn_assets.assets.training import calibrated_asset_name
-from cvn_assets.calibration import CALIBRATION_METHODS
-from cvn_assets.evaluation import (
+from cvn_assets.ablation.calibration import CALIBRATION_METHODS
+from cvn_assets.ablation.evaluation import (
     daily_oos_returns,
     pbo_logits,
     pooled_reliability,
@@ -30,8 +27,11 @@ from cvn_assets.evaluation import (
     result_row,
     variant_summary,
 )
-from cvn_assets.gates import evaluate_gates, gate_verdicts_markdown, verdict_table_problems
-from cvn_assets.identity import SweepIdentity, module_digest
+from cvn_assets.ablation.gates import evaluate_gates, gate_verdicts_markdown, verdict_table_problems
+from cvn_assets.ablation.identity import SweepIdentity, module_digest
+from cvn_assets.ablation.variants import Variant
+from cvn_assets.assets._util import identity_metadata, prepare_sweep
+from cvn_assets.assets.training import calibrated_asset_name
 from cvn_assets.partitions import SETTINGS, cell_key
 from resources.home_source import home_dir
 from resources.market_data import MarketDataResource
@@ -71,7 +71,7 @@ def read_sweep_cell(
     group_name="results",
     deps=[AssetKey(calibrated_asset_name(v)) for v in SETTINGS.variants],
     kinds={"pandas", "sql"},
-    code_version=module_digest("evaluation.py"),
+    code_version=module_digest("ablation/evaluation.py"),
 )
 def finetune_results(
     context: AssetExecutionContext,
@@ -159,7 +159,7 @@ def finetune_results_complete(
 @asset(
     group_name="results",
     kinds={"pandas", "sql", "html"},
-    code_version=module_digest("gates.py", "report.py"),
+    code_version=module_digest("ablation/gates.py", "ablation/report.py"),
 )
 def gate_verdicts(
     context: AssetExecutionContext,
@@ -256,7 +256,7 @@ def _write_report(
     sweep: SweepSettings,
     identity: SweepIdentity,
 ) -> tuple[Path, dict[str, str]]:
-    from cvn_assets.report import best_focal_variant, render_report, report_figures
+    from cvn_assets.ablation.report import best_focal_variant, render_report, report_figures
 
     reliability = {}
     for name in (_baseline_name(), best_focal_variant(verdicts)):
@@ -304,7 +304,7 @@ def figure_metadata(figures: dict[str, str]) -> dict[str, Any]:
 
 def verdict_table_metadata(verdicts: pd.DataFrame) -> MetadataValue:
     """The verdict table as a Dagster table (rendered inline on the asset page)."""
-    from cvn_assets.gates import VERDICT_TABLE_COLUMNS, gate_verdict_rows
+    from cvn_assets.ablation.gates import VERDICT_TABLE_COLUMNS, gate_verdict_rows
 
     return MetadataValue.table(
         records=[TableRecord(row) for row in gate_verdict_rows(verdicts)],

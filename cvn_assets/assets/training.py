@@ -4,8 +4,8 @@ Each asset is partitioned by crypto x fold and runs as a single ranged run
 (``BackfillPolicy.single_run()``), looping over ``context.partition_keys``: per-partition
 overhead stays near 0.03 s instead of 0.1-0.6 s for a run per partition.
 
-Content addressing (:mod:`cvn_assets.identity`): every cell's booster is stored at once under
-the fingerprint of exactly what it depends on (the crypto's data, the market and training
+Content addressing (:mod:`cvn_assets.ablation.identity`): every cell's booster is stored at once
+under the fingerprint of exactly what it depends on (the crypto's data, the market and training
 settings, the variant's loss, gamma and alpha, the fold, the code and library versions). A
 stored model with the cell's fingerprint is reused (training is deterministic: it would be
 bit-identical), so a re-run after a failure or ``kill -9`` trains only what is missing, and a
@@ -28,7 +28,11 @@ from dagster import (
     asset,
 )
 
-from cvn_assets.ablation import Variant
+from cvn_assets.ablation.calibrated_model import CalibratedModel
+from cvn_assets.ablation.evaluation import calibrate_and_evaluate, result_row, train_cell
+from cvn_assets.ablation.identity import SweepIdentity, module_digest
+from cvn_assets.ablation.training import TrainResult
+from cvn_assets.ablation.variants import Variant
 from cvn_assets.assets._util import (
     by_key,
     prepare_sweep,
@@ -38,12 +42,8 @@ from cvn_assets.assets._util import (
     warn_if_no_partition,
 )
 from cvn_assets.assets.checks import probabilities_valid_result, probabilities_valid_spec
-from cvn_assets.calibrated_model import CalibratedModel
-from cvn_assets.evaluation import calibrate_and_evaluate, result_row, train_cell
-from cvn_assets.executors import _cell_gate, mapping_key
-from cvn_assets.identity import SweepIdentity, module_digest
+from cvn_assets.execution.executors import _cell_gate, mapping_key
 from cvn_assets.partitions import crypto_fold_partitions, split_key, to_crypto
-from cvn_assets.training import TrainResult
 from resources.market_data import MarketDataResource
 from resources.model_store import ArtifactStore, Stamped
 from resources.results_store import ResultsStore
@@ -143,7 +143,9 @@ def build_model_asset(variant: Variant):
         name=name,
         group_name="models",
         ins=_PER_CRYPTO_INS,
-        **_cell_asset_args(variant, "training.py", "focal_loss.py", "evaluation.py"),
+        **_cell_asset_args(
+            variant, "ablation/training.py", "ablation/focal_loss.py", "ablation/evaluation.py"
+        ),
         description=f"XGBoost booster for variant {variant.name} ({variant.loss_function}"
         + (f", gamma={variant.gamma}, alpha={variant.alpha}" if variant.gamma is not None else "")
         + "), trained on the fold's purged train rows, early-stopped on its slice.",
@@ -236,7 +238,12 @@ def build_calibrated_asset(variant: Variant):
         name=name,
         group_name="calibration",
         ins={"model": AssetIn(key=AssetKey(model_asset_name(variant))), **_PER_CRYPTO_INS},
-        **_cell_asset_args(variant, "calibration.py", "calibrated_model.py", "metrics.py"),
+        **_cell_asset_args(
+            variant,
+            "ablation/calibration.py",
+            "ablation/calibrated_model.py",
+            "ablation/metrics.py",
+        ),
         check_specs=[probabilities_valid_spec(name)],
         description=f"Variant {variant.name}: calibrators (none/temperature/Platt/isotonic) and "
         "BUY threshold fitted on the calibration block only; test block scored once.",

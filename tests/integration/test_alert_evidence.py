@@ -19,9 +19,9 @@ import pytest
 from dagster import DagsterInstance, build_sensor_context
 from scipy import stats
 
+from cvn_assets.ablation.identity import SweepIdentity
 from cvn_assets.definitions import defs
-from cvn_assets.drift import data_drift
-from cvn_assets.identity import SweepIdentity
+from cvn_assets.guard.drift import data_drift
 from resources.config_store import ConfigStore
 from resources.guard_clock import GuardClock
 from resources.journal import replace_days

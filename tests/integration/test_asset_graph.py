@@ -114,7 +114,7 @@ def test_market_then_a_ranged_training_run(tmp_path, instance):
     cal = store.read(f"calibrated_{focal.name}", f"{CRYPTO}|f2")  # the slot's CURRENT value
     ds = store.read("model_dataset", CRYPTO)
     plans = store.read("fold_splits", CRYPTO)
-    from cvn_assets.features import FEATURE_NAMES
+    from cvn_assets.market.features import FEATURE_NAMES
 
     X = ds.iloc[plans[2].test][list(FEATURE_NAMES)]
     p = cal.predict_proba(X)[:, 1]

@@ -25,8 +25,8 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from cvn_assets import celery_local as cl
 from tests.integration.conftest import REPO
+from tests.support import celery_local as cl
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -121,7 +121,8 @@ def _stored_boosters(store: Path) -> dict[tuple[str, str], tuple[int, int]]:
 
 def _arrivals(gate: Path, pid: int) -> list[str]:
     """The cells (``<variant>_<crypto>_f<k>``) worker pool process ``pid`` reached, in order
-    (the cell gate of :func:`cvn_assets.executors._cell_gate`: ``arrived/<pid>-<k>-<cell>``)."""
+    (the cell gate of :func:`cvn_assets.execution.executors._cell_gate`:
+    ``arrived/<pid>-<k>-<cell>``)."""
     files = [f.name.split("-", 2) for f in (gate / "arrived").glob(f"{pid}-*")]
     return [key for _, _, key in sorted(files, key=lambda p: int(p[1]))]
 
@@ -228,7 +229,7 @@ def test_sweep_on_two_celery_workers_equals_in_process_and_survives_a_killed_wor
         assert none.returncode == 2, none.stdout + none.stderr
         assert "no Celery worker answers on" in none.stderr
 
-        from cvn_assets.executors import worker_yaml
+        from cvn_assets.execution.executors import worker_yaml
 
         (tmp_path / "celery.yaml").write_text(worker_yaml(env))
         for name in ("w1", "w2"):
@@ -293,7 +294,7 @@ def test_sweep_on_two_celery_workers_equals_in_process_and_survives_a_killed_wor
         # 3b. the held cell's message is still unacknowledged in Redis. No worker alive now
         # remembers the launcher's revoke (w2 heard it; stop it), and a fresh worker whose
         # visibility timeout is 2 s redelivers the message to itself: it must not execute the
-        # cell of a run that has failed (cvn_assets.celery_worker's run check).
+        # cell of a run that has failed (cvn_assets.execution.celery_worker's run check).
         cl.stop_worker(workers.pop("w2"))
         quick = yaml.safe_load(worker_yaml(env))
         quick["execution"]["config"]["config_source"]["broker_transport_options"] = {
@@ -312,7 +313,7 @@ def test_sweep_on_two_celery_workers_equals_in_process_and_survives_a_killed_wor
         monkeypatch.setenv("DAGSTER_PG_DB", env["DAGSTER_PG_DB"])
         from dagster import DagsterInstance, DagsterRunStatus
 
-        from cvn_assets.celery_worker import NOT_EXECUTED
+        from cvn_assets.execution.celery_worker import NOT_EXECUTED
 
         with DagsterInstance.from_config(str(home)) as instance:
             failed = [r for r in instance.get_runs() if r.status == DagsterRunStatus.FAILURE]

@@ -15,7 +15,7 @@ from dagster import DagsterInstance
 
 from cvn_assets.assets._util import sweep_identity
 from cvn_assets.definitions import defs
-from cvn_assets.features import FEATURE_NAMES
+from cvn_assets.market.features import FEATURE_NAMES
 from cvn_assets.partitions import SETTINGS
 from resources.config_store import ConfigStore
 from resources.journal import read_trades, replace_day, trades_table
@@ -96,7 +96,7 @@ def test_champion_models_canary_kill_switch_and_staged_rollout(tmp_path, instanc
          for v in SETTINGS.variants],
     )  # fmt: skip
 
-    import cvn_assets.guard_training as guard_training  # the champion's training path
+    import cvn_assets.guard.training as guard_training  # the champion's training path
 
     trained: list[str] = []
     real = guard_training.train_cell

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 
 from cvn_assets.assets.checks import no_leakage_result, probabilities_valid_result
-from cvn_assets.folds import FoldPlan
+from cvn_assets.market.folds import FoldPlan
 
 
 def _dataset(n: int = 40, horizon: int = 4) -> pd.DataFrame:

@@ -42,7 +42,7 @@ def _reset_signals() -> None:
 def _setup_registry(url: str, now: datetime) -> dict[str, dict[str, int]]:
     """Per crypto: a baseline champion (5 days ago) replaced by a focal one (3 days ago), and
     14 losing trades (net ~ -0.4 %) exiting every 2 h up to the current clock hour."""
-    from cvn_assets.identity import SweepIdentity
+    from cvn_assets.ablation.identity import SweepIdentity
     from resources.journal import replace_days
     from resources.model_registry import ModelRegistry
     from resources.results_store import ResultsStore

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, build_sensor_context, job, op
 
+from cvn_assets.ablation.identity import SweepIdentity
 from cvn_assets.definitions import defs
-from cvn_assets.identity import SweepIdentity
 from resources.alerts import read_alerts
 from resources.config_store import ConfigStore
 from resources.guard_clock import GuardClock
@@ -378,7 +378,7 @@ def test_sparse_traders_get_their_own_p2_on_their_last_trades_of_the_live_model(
 
 def test_halt_and_resume_take_effect_when_told_and_refuse_bad_times(home):
     """``effective_at`` (any offset) or the guard clock dates the change in config_audit: the
-    time the paper replay reads the flag by (cvn_assets.flags)."""
+    time the paper replay reads the flag by (cvn_assets.guard.flags)."""
     url, _ = home
     _setup(url)
     store = ConfigStore(database_url=url)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvn_assets.identity import SweepIdentity
+from cvn_assets.ablation.identity import SweepIdentity
 from resources.journal import read_predictions, read_trades, replace_days
 from resources.model_registry import ModelRegistry
 from resources.results_store import ResultsStore

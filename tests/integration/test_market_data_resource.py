@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvn_assets.candles_io import CandleValidationError
-from cvn_assets.synthetic_market import DEFAULT_UNIVERSE, Scenario, synthetic_candles
+from cvn_assets.market.candles_io import CandleValidationError
+from cvn_assets.market.synthetic_market import DEFAULT_UNIVERSE, Scenario, synthetic_candles
 from resources.market_data import MarketDataResource
 
 HEADER = "open_time,open,high,low,close,volume\n"
@@ -201,7 +201,7 @@ def _write_headed(path, frame):
 
 
 def test_paper_candles_extend_the_sweep_files(tmp_path, monkeypatch) -> None:
-    from cvn_assets.synthetic_market import synthetic_candles
+    from cvn_assets.market.synthetic_market import synthetic_candles
 
     full = synthetic_candles(["BTCUSDC", "ETHUSDC"], hours=600, seed=5)["BTCUSDC"]
     (tmp_path / "sweep").mkdir()

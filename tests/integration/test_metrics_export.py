@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cvn_assets.monitoring import metrics_row
+from cvn_assets.guard.monitoring import metrics_row
 from resources.metrics_export import metrics_dir, write_prom_file
 
 UTC = dt.UTC

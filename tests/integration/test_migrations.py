@@ -18,7 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from cvn_assets.identity import SweepIdentity
+from cvn_assets.ablation.identity import SweepIdentity
 from resources.alert_store import ALERTS_METADATA
 from resources.config_store import CONFIG_METADATA, ConfigStore
 from resources.journal import JOURNAL_METADATA

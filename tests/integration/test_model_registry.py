@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from cvn_assets.guardrails import GuardrailError
-from cvn_assets.identity import SweepIdentity
+from cvn_assets.ablation.guardrails import GuardrailError
+from cvn_assets.ablation.identity import SweepIdentity
 from resources.model_registry import (
     ModelRegistry,
     ModelVersionConflict,

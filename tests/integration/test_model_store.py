@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvn_assets.ablation import DEFAULT_VARIANTS
-from cvn_assets.training import train_variant
+from cvn_assets.ablation.training import train_variant
+from cvn_assets.ablation.variants import DEFAULT_VARIANTS
 from resources.model_store import ArtifactStore, read_value, write_value
 
 

@@ -91,10 +91,10 @@ def test_other_shapes_round_trip(tmp_path, frame):
 
 def test_the_market_frames_of_the_sweep_round_trip(tmp_path):
     """The frames the market stage stores (candles .. model_dataset) are stored exactly."""
-    from cvn_assets.dataset import assemble_dataset
-    from cvn_assets.features import build_features
-    from cvn_assets.labels import labels_for_strategy
-    from cvn_assets.synthetic_market import synthetic_candles
+    from cvn_assets.market.dataset import assemble_dataset
+    from cvn_assets.market.features import build_features
+    from cvn_assets.market.labels import labels_for_strategy
+    from cvn_assets.market.synthetic_market import synthetic_candles
 
     candles = synthetic_candles(["BTCUSDC"], hours=1200)["BTCUSDC"]
     features = build_features(candles)

@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from cvn_assets.assets._util import sweep_identity
 from cvn_assets.assets.guard import LABEL_LOOKAHEAD, candidate_schedule_of, champion_schedule
 from cvn_assets.definitions import defs
-from cvn_assets.features import build_features
-from cvn_assets.labels import labels_for_strategy
-from cvn_assets.paper import DEFAULT_FEE_PER_SIDE, replay
+from cvn_assets.guard.paper import DEFAULT_FEE_PER_SIDE, replay
+from cvn_assets.market.features import build_features
+from cvn_assets.market.labels import labels_for_strategy
 from cvn_assets.partitions import SETTINGS
 from resources.config_store import ConfigStore
 from resources.journal import (

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cvn_assets.identity import SweepIdentity
+from cvn_assets.ablation.identity import SweepIdentity
 from resources.results_store import ResultsStore, SweepIdentityConflict, UnknownSweep
 
 

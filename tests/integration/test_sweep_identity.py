@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance
 
 from cvn_assets.definitions import defs
+from cvn_assets.market.synthetic_market import synthetic_candles
 from cvn_assets.partitions import SETTINGS
-from cvn_assets.synthetic_market import synthetic_candles
 from resources.model_store import ArtifactStore
 
 CRYPTO = SETTINGS.universe[0]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cvn_assets.identity import SweepIdentity
+from cvn_assets.ablation.identity import SweepIdentity
 from resources.config_store import ConfigStore
 from resources.journal import read_predictions, read_trades, replace_days, trades_table
 from resources.model_registry import ModelRegistry

@@ -1,4 +1,4 @@
-"""cvn_assets.calibration against hand checks, statsmodels, a reference PAV and loops."""
+"""cvn_assets.ablation.calibration against hand checks, statsmodels, a reference PAV and loops."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import statsmodels.api as sm
 from scipy.special import expit, logit
 
-from cvn_assets import calibration as cal
-from cvn_assets.ablation import build_variant_matrix
-from cvn_assets.training import train_variant
+from cvn_assets.ablation import calibration as cal
+from cvn_assets.ablation.training import train_variant
+from cvn_assets.ablation.variants import build_variant_matrix
 
 
 class ProbaOnlyModel:

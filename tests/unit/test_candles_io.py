@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvn_assets.candles_io import (
+from cvn_assets.market.candles_io import (
     CandleValidationError,
     gap_report,
     read_candles_csv,

@@ -12,7 +12,7 @@ BACKEND = "redis://:s3cret-pw@10.0.0.5:6379/1"
 def test_worker_yaml_holds_env_references_that_dagster_celery_resolves(tmp_path, monkeypatch):
     from dagster_celery.cli import get_validated_config
 
-    from cvn_assets.executors import worker_yaml
+    from cvn_assets.execution.executors import worker_yaml
 
     env = {"CVN_CELERY_BROKER": BROKER, "CVN_CELERY_BACKEND": BACKEND}
     text = worker_yaml(env)
@@ -27,7 +27,7 @@ def test_worker_yaml_holds_env_references_that_dagster_celery_resolves(tmp_path,
 
 
 def test_worker_yaml_refuses_a_missing_variable_by_name():
-    from cvn_assets.executors import worker_yaml
+    from cvn_assets.execution.executors import worker_yaml
     from cvn_assets.settings import SettingsError
 
     with pytest.raises(SettingsError, match="CVN_CELERY_BACKEND"):
@@ -36,7 +36,7 @@ def test_worker_yaml_refuses_a_missing_variable_by_name():
 
 @pytest.mark.parametrize("workers", [[], RuntimeError("connection refused")])
 def test_broker_refusals_mask_the_password(monkeypatch, workers):
-    import cvn_assets.executors as ex
+    import cvn_assets.execution.executors as ex
     from cvn_assets import sweep
 
     def live_workers():
@@ -58,7 +58,7 @@ def test_a_step_runs_only_while_its_run_is_running():
     canceled nor gone -- the rule of Dagster's own step worker (``DagsterRun.is_finished``)."""
     from dagster import DagsterInstance, DagsterRunStatus, job, op
 
-    from cvn_assets.executors import run_not_running
+    from cvn_assets.execution.executors import run_not_running
 
     @op
     def noop():

@@ -5,7 +5,7 @@ import random
 import pytest
 from dagster import MultiPartitionsDefinition, PartitionKeyRange, StaticPartitionsDefinition
 
-from cvn_assets.cell_ranges import cover_with_rectangles
+from cvn_assets.execution.cell_ranges import cover_with_rectangles
 
 CRYPTOS = ("BTCUSDC", "ETHUSDC", "SOLUSDC", "BNBUSDC", "XRPUSDC")
 FOLDS = ("f0", "f1", "f2", "f3", "f4")

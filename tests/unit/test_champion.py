@@ -1,5 +1,5 @@
 """Champion selection, the whole-history plan, reference statistics and the canary rule:
-hand-checked cases (cvn_assets.champion)."""
+hand-checked cases (cvn_assets.guard.champion)."""
 
 import math
 from datetime import UTC, datetime, timedelta
@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvn_assets.ablation import Variant
-from cvn_assets.champion import (
+from cvn_assets.ablation.evaluation import train_cell
+from cvn_assets.ablation.variants import Variant
+from cvn_assets.guard.champion import (
     calibrate_whole_history,
     canary_passed,
     choose_variant,
@@ -18,9 +19,8 @@ from cvn_assets.champion import (
     top_gain_features,
     whole_history_plan,
 )
-from cvn_assets.evaluation import train_cell
-from cvn_assets.features import FEATURE_NAMES
-from cvn_assets.folds import FoldError, leakage_check
+from cvn_assets.market.features import FEATURE_NAMES
+from cvn_assets.market.folds import FoldError, leakage_check
 
 BASE = Variant("baseline", "binary:logistic", None, None)
 FOCAL = Variant("focal_g2_a025", "focal", 2.0, 0.25)

@@ -1,4 +1,4 @@
-"""Drift and expectancy decision rules (cvn_assets.drift).
+"""Drift and expectancy decision rules (cvn_assets.guard.drift).
 
 Truth is independent of the code under test: hand computations (in the comments), scipy's
 t / normal quantiles, and seeded Monte Carlo false-alarm rates compared with the nominal
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cvn_assets.drift import (
+from cvn_assets.guard.drift import (
     SharpnessState,
     Verdict,
     auto_kill_switch,
@@ -26,7 +26,7 @@ from cvn_assets.drift import (
     sharpness_drift,
     sharpness_revert,
 )
-from cvn_assets.monitoring import psi_null_quantile
+from cvn_assets.guard.monitoring import psi_null_quantile
 
 UTC = dt.UTC
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -337,7 +337,7 @@ def test_false_alarm_rate_helper() -> None:
 def test_dependence_aware_floors_raise_the_bounds() -> None:
     """The floors measured on held-out/training windows (autocorrelation, regimes) raise the
     bounds: an alarm without the floor is ok with a floor above the statistic."""
-    from cvn_assets.champion import window_f1_gap_quantile
+    from cvn_assets.guard.champion import window_f1_gap_quantile
 
     # f1 gap: 8 windows of 2 rows; window 0 predicts the opposite of y, the others exactly:
     # f1 per window 0, 1, ..., 1; whole block tp 7, fp 1, fn 1 -> 14/16 = 0.875; gaps 0.875
@@ -362,7 +362,7 @@ def test_dependence_aware_floors_raise_the_bounds() -> None:
 def test_expectancy_last_trades_is_the_one_sided_t_test_of_exactly_its_trades():
     from scipy import stats as sps
 
-    from cvn_assets.drift import expectancy_last_trades
+    from cvn_assets.guard.drift import expectancy_last_trades
 
     rng = np.random.default_rng(21)
     for _ in range(200):

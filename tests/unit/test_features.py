@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvn_assets.candles_io import CandleValidationError
-from cvn_assets.dataset import DatasetError, assemble_dataset
-from cvn_assets.features import FEATURE_NAMES, WARMUP_BARS, build_features
-from cvn_assets.labels import triple_barrier_labels
-from cvn_assets.synthetic_market import synthetic_candles
+from cvn_assets.market.candles_io import CandleValidationError
+from cvn_assets.market.dataset import DatasetError, assemble_dataset
+from cvn_assets.market.features import FEATURE_NAMES, WARMUP_BARS, build_features
+from cvn_assets.market.labels import triple_barrier_labels
+from cvn_assets.market.synthetic_market import synthetic_candles
 
 
 def _candles(n: int, seed: int = 0, start: str = "2024-01-01") -> pd.DataFrame:
@@ -188,7 +188,7 @@ def _halted(c: pd.DataFrame, start: int, hours: int) -> pd.DataFrame:
 def test_flat_table_covers_every_feature() -> None:
     assert set(_FLAT) | set(_CALENDAR) == set(FEATURE_NAMES)
     assert not set(_FLAT) & set(_CALENDAR)
-    from cvn_assets.features import WILDER_FLAT_BARS
+    from cvn_assets.market.features import WILDER_FLAT_BARS
 
     assert WILDER_FLAT_BARS == _WILDER_FLAT_BARS
 

@@ -1,4 +1,4 @@
-"""A flag's audit history as a step function (cvn_assets.flags), checked against hand-written
+"""A flag's audit history as a step function (cvn_assets.guard.flags), checked against hand-written
 histories: which decision hours are halted, written out by hand for each history."""
 
 from datetime import UTC, datetime, timedelta, timezone
@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 import pandas as pd
 import pytest
 
-from cvn_assets.flags import DECISION_LAG, flag_history
-from cvn_assets.paper import replay
+from cvn_assets.guard.flags import DECISION_LAG, flag_history
+from cvn_assets.guard.paper import replay
 from tests.unit.test_paper import FEE, SL, TP, T, flat_candles, scripted, zero_features
 
 SEED_AT = datetime(2026, 3, 1, tzinfo=UTC)  # the migration ran long after the replayed days

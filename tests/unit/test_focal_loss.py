@@ -1,4 +1,4 @@
-"""Formal verification of cvn_assets.focal_loss (spec: "Formal verification", 32 tests).
+"""Formal verification of cvn_assets.ablation.focal_loss (spec: "Formal verification", 32 tests).
 
 Independent truths used here:
 * SymPy evaluated at 40 significant digits, from a loss written *in this file* in terms of
@@ -22,8 +22,8 @@ import xgboost as xgb
 from scipy.optimize import brentq
 from scipy.special import expit
 
-from cvn_assets import focal_loss as fl
-from cvn_assets.guardrails import GuardrailError
+from cvn_assets.ablation import focal_loss as fl
+from cvn_assets.ablation.guardrails import GuardrailError
 
 # ----------------------------------------------------------------------------------------
 # independent symbolic reference (margin form)

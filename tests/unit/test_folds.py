@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvn_assets.folds import (
+from cvn_assets.market.folds import (
     FoldError,
     FoldPlan,
     check_fold_labels,

@@ -1,4 +1,4 @@
-"""Tests for cvn_assets.gates against statsmodels/scipy and hand-checked numbers."""
+"""Tests for cvn_assets.ablation.gates against statsmodels/scipy and hand-checked numbers."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from cvn_assets import gates
-from cvn_assets.gates import (
+from cvn_assets.ablation import gates
+from cvn_assets.ablation.gates import (
     ECE_METHODS,
     GATE_COLUMNS,
     benjamini_hochberg,
@@ -583,7 +583,7 @@ def test_markdown_table(verdicts: pd.DataFrame) -> None:
 
 
 def test_ece_methods_match_calibration_module() -> None:
-    calibration = pytest.importorskip("cvn_assets.calibration")
+    calibration = pytest.importorskip("cvn_assets.ablation.calibration")
     assert tuple(calibration.CALIBRATION_METHODS) == gates.ECE_METHODS
 
 

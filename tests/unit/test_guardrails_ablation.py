@@ -7,13 +7,17 @@ import math
 
 import pytest
 
-from cvn_assets.ablation import (
+from cvn_assets.ablation.guardrails import (
+    GuardrailError,
+    validate_focal_config,
+    validate_xgb_params,
+)
+from cvn_assets.ablation.variants import (
     DEFAULT_VARIANTS,
     Variant,
     build_variant_matrix,
     variant_name,
 )
-from cvn_assets.guardrails import GuardrailError, validate_focal_config, validate_xgb_params
 
 
 class TestFocalGuardrail:

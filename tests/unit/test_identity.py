@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from cvn_assets.identity import (
+from cvn_assets.ablation.identity import (
     SweepIdentity,
     canonical_json,
     describe_diff,
@@ -164,11 +164,22 @@ def test_source_digest_covers_computing_modules():
 
 
 def test_cell_code_is_what_cell_computations_import():
-    from cvn_assets.identity import CELL_ROOTS, module_closure
+    from cvn_assets.ablation.identity import CELL_ROOTS, module_closure
 
     cell = set(module_closure(CELL_ROOTS))
     # reached through imports: the objective, the fill rule, the calibrators
-    assert {"training.py", "focal_loss.py", "trading.py", "calibration.py"} <= cell
+    assert {
+        "ablation/training.py",
+        "ablation/focal_loss.py",
+        "market/trading.py",
+        "ablation/calibration.py",
+    } <= cell
     # orchestration and the production guard do not retrain the sweep when they change
-    assert not cell & {"sweep.py", "sweeps.py", "definitions.py", "identity.py", "report.py"}
-    assert "monitoring.py" not in cell and "paper.py" not in cell
+    assert not cell & {
+        "sweep.py",
+        "sweeps.py",
+        "definitions.py",
+        "ablation/identity.py",
+        "ablation/report.py",
+    }
+    assert "guard/monitoring.py" not in cell and "guard/paper.py" not in cell

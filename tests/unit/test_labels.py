@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvn_assets.labels import (
+from cvn_assets.market.labels import (
     LabelStrategy,
     labels_for_strategy,
     parse_label_strategy,

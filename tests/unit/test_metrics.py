@@ -1,4 +1,4 @@
-"""cvn_assets.metrics against hand counts, brute force and reference formulas."""
+"""cvn_assets.ablation.metrics against hand counts, brute force and reference formulas."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from cvn_assets import metrics as mt
+from cvn_assets.ablation import metrics as mt
 
 
 def _brute_f1(y, y_pred):
@@ -129,7 +129,7 @@ class TestSigmoid:
 
 
 def test_trading_threshold_hand_checked():
-    from cvn_assets.metrics import fit_trading_threshold
+    from cvn_assets.ablation.metrics import fit_trading_threshold
 
     # descending prob: 0.9 (+0.010), 0.8 (+0.004), 0.7 (-0.002), 0.6 (-0.020); fee 0.001/side
     # nets: +0.008, +0.002, -0.004, -0.022 -> means at t=0.9: 0.008 (1 trade),
@@ -144,7 +144,7 @@ def test_trading_threshold_hand_checked():
 
 
 def test_trading_threshold_ties_share_a_threshold_and_prefer_fewer_trades():
-    from cvn_assets.metrics import fit_trading_threshold
+    from cvn_assets.ablation.metrics import fit_trading_threshold
 
     # two rows at 0.8 are traded together; 0.9 alone and {0.9, 0.8, 0.8} have equal means
     p = [0.9, 0.8, 0.8, 0.5]
@@ -154,7 +154,7 @@ def test_trading_threshold_ties_share_a_threshold_and_prefer_fewer_trades():
 
 
 def test_trading_threshold_matches_brute_force():
-    from cvn_assets.metrics import fit_trading_threshold
+    from cvn_assets.ablation.metrics import fit_trading_threshold
 
     rng = np.random.default_rng(5)
     for _ in range(200):
@@ -173,7 +173,7 @@ def test_trading_threshold_matches_brute_force():
 
 
 def test_trading_threshold_bad_input_named():
-    from cvn_assets.metrics import fit_trading_threshold
+    from cvn_assets.ablation.metrics import fit_trading_threshold
 
     with pytest.raises(ValueError, match="fee_per_side"):
         fit_trading_threshold([0.5], [0.01], -1.0)
@@ -184,7 +184,7 @@ def test_trading_threshold_bad_input_named():
 
 
 def test_trading_min_trades_is_the_larger_of_30_and_a_tenth_of_the_block():
-    from cvn_assets.metrics import trading_min_trades
+    from cvn_assets.ablation.metrics import trading_min_trades
 
     assert trading_min_trades(0) == 30 and trading_min_trades(300) == 30
     assert trading_min_trades(301) == 31  # ceil(30.1)
@@ -201,7 +201,7 @@ def test_calibration_block_threshold_trades_in_a_tenth_of_its_rows():
     """fit_on_calibration_block's trading threshold: the best mean net return among thresholds
     trading in >= 10 % of the block, not the best few (hand-built block: the top 2 %
     earn +2 %, the next 18 % +0.5 %, the rest -1 %; fee 0.1 %/side)."""
-    from cvn_assets.metrics import fit_trading_threshold, trading_min_trades
+    from cvn_assets.ablation.metrics import fit_trading_threshold, trading_min_trades
 
     n = 1000
     p = np.linspace(1.0, 0.001, n)  # descending, distinct

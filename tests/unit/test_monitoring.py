@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from cvn_assets.monitoring import (
+from cvn_assets.guard.monitoring import (
     MONITORING_COLUMNS,
     bin_counts,
     buy_proba_quantiles,

@@ -2,9 +2,10 @@
 
 Independent truths: hand-checked prices and returns on tiny candle sequences (a TP 1 % / SL
 0.5 % long entered at a close of 100 exits at 101, or at a gap open of 97), and a plain per-hour
-Python loop that re-implements the rules from the module docstring without ``cvn_assets.trading``
-(the brute-force oracle). A fake model scripts ``buy_proba`` by hour; one test wraps a real tiny
-booster the way the sweep does (``train_cell`` + ``calibrate_and_evaluate`` -> CalibratedModel).
+Python loop that re-implements the rules from the module docstring without
+``cvn_assets.market.trading`` (the brute-force oracle). A fake model scripts ``buy_proba`` by hour;
+one test wraps a real tiny booster the way the sweep does (``train_cell`` +
+``calibrate_and_evaluate`` -> CalibratedModel).
 """
 
 from __future__ import annotations
@@ -18,13 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvn_assets.ablation import DEFAULT_VARIANTS
-from cvn_assets.dataset import assemble_dataset
-from cvn_assets.evaluation import calibrate_and_evaluate, train_cell
-from cvn_assets.features import FEATURE_NAMES, build_features
-from cvn_assets.folds import three_way_fold_plan
-from cvn_assets.labels import triple_barrier_labels
-from cvn_assets.paper import (
+from cvn_assets.ablation.evaluation import calibrate_and_evaluate, train_cell
+from cvn_assets.ablation.variants import DEFAULT_VARIANTS
+from cvn_assets.guard.paper import (
     PREDICTION_COLUMNS,
     TRADE_COLUMNS,
     LiveModel,
@@ -38,7 +35,11 @@ from cvn_assets.paper import (
     replay_day,
     top_feature_names,
 )
-from cvn_assets.synthetic_market import synthetic_candles
+from cvn_assets.market.dataset import assemble_dataset
+from cvn_assets.market.features import FEATURE_NAMES, build_features
+from cvn_assets.market.folds import three_way_fold_plan
+from cvn_assets.market.labels import triple_barrier_labels
+from cvn_assets.market.synthetic_market import synthetic_candles
 
 UTC = "UTC"
 TP, SL, H, FEE = 0.01, 0.005, 4, 0.001
@@ -513,7 +514,7 @@ def oracle(
     h: int,
     fee: float,
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], dict[str, Any] | None]:
-    """The rules of the module docstring, one hour at a time, without cvn_assets.trading.
+    """The rules of the module docstring, one hour at a time, without cvn_assets.market.trading.
 
     Returns the prediction rows, the closed trades and the position still open at the end."""
     preds: list[tuple[Any, ...]] = []

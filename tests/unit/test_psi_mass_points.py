@@ -13,9 +13,9 @@ import math
 import numpy as np
 import pytest
 
-from cvn_assets.champion import window_psi_quantile
-from cvn_assets.drift import data_drift, false_alarm_rate
-from cvn_assets.monitoring import (
+from cvn_assets.guard.champion import window_psi_quantile
+from cvn_assets.guard.drift import data_drift, false_alarm_rate
+from cvn_assets.guard.monitoring import (
     PSI_FLOOR,
     decile_edges,
     merged_edges,

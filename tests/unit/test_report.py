@@ -1,4 +1,5 @@
-"""Tests for cvn_assets.report (self-contained HTML) and scripts/check_report_chromium.py."""
+"""Tests for cvn_assets.ablation.report (self-contained HTML) and
+scripts/check_report_chromium.py."""
 
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cvn_assets.gates import ECE_METHODS, cscv_logits, evaluate_gates, pbo_performance_matrix
-from cvn_assets.report import best_focal_variant, reliability_bins, render_report
+from cvn_assets.ablation.gates import (
+    ECE_METHODS,
+    cscv_logits,
+    evaluate_gates,
+    pbo_performance_matrix,
+)
+from cvn_assets.ablation.report import best_focal_variant, reliability_bins, render_report
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "check_report_chromium.py"
@@ -276,7 +282,7 @@ def test_render_report_embeds_given_figures_as_drawn(
     """Figures drawn once by report_figures (what gate_verdicts also puts in its metadata)
     give the very report render_report draws itself; a figure set lacking a plot is refused
     before anything is written."""
-    from cvn_assets.report import report_figures
+    from cvn_assets.ablation.report import report_figures
 
     matrix, _ = pbo_performance_matrix(results)
     logits = cscv_logits(matrix.to_numpy()[1:], 8)

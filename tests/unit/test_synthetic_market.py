@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvn_assets.candles_io import validate_candles
-from cvn_assets.labels import triple_barrier_labels
-from cvn_assets.synthetic_market import (
+from cvn_assets.market.candles_io import validate_candles
+from cvn_assets.market.labels import triple_barrier_labels
+from cvn_assets.market.synthetic_market import (
     _SEASON_PEAK_HOUR,
     DEFAULT_UNIVERSE,
     Scenario,

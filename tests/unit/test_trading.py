@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cvn_assets.labels import triple_barrier_labels
-from cvn_assets.trading import bar_fills, check_barriers, simulate_long_trades
+from cvn_assets.market.labels import triple_barrier_labels
+from cvn_assets.market.trading import bar_fills, check_barriers, simulate_long_trades
 
 
 def _frame(times: list[str], rows: list[tuple[float, float, float, float]]) -> pd.DataFrame:

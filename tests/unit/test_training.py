@@ -1,4 +1,4 @@
-"""cvn_assets.training: the predict() path audit, persistence and input validation.
+"""cvn_assets.ablation.training: the predict() path audit, persistence and input validation.
 
 Independent truths: XGBoost's own ``Booster.predict`` on a DMatrix (with
 ``iteration_range``), the booster's saved config, scipy's sigmoid, and the module's focal
@@ -17,10 +17,9 @@ import pytest
 import xgboost as xgb
 from scipy.special import expit
 
-from cvn_assets import focal_loss as fl
-from cvn_assets.ablation import DEFAULT_VARIANTS, Variant
-from cvn_assets.guardrails import GuardrailError
-from cvn_assets.training import (
+from cvn_assets.ablation import focal_loss as fl
+from cvn_assets.ablation.guardrails import GuardrailError
+from cvn_assets.ablation.training import (
     LOGLOSS_EPS,
     TrainResult,
     ValidationEarlyStopping,
@@ -28,6 +27,7 @@ from cvn_assets.training import (
     evaluate_model,
     train_variant,
 )
+from cvn_assets.ablation.variants import DEFAULT_VARIANTS, Variant
 
 BASELINE = DEFAULT_VARIANTS[0]
 FOCAL = next(v for v in DEFAULT_VARIANTS if v.name == "focal_g2_a025")

@@ -1,6 +1,6 @@
 """Monitoring metrics: ``monitoring_metrics`` (:mod:`resources.journal`).
 
-One row per (crypto, UTC day): the flat row of :func:`cvn_assets.monitoring.metrics_row`:
+One row per (crypto, UTC day): the flat row of :func:`cvn_assets.guard.monitoring.metrics_row`:
 training failures per loss function (1 h, 24 h), the active loss (focal gamma, alpha),
 buy_proba quantiles p05..p95 with their count and the PSI against the training deciles (and
 its no-drift 95th percentile), net expectancy over 24 h and 48 h with trade counts, inference

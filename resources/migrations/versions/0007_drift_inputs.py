@@ -7,7 +7,7 @@
   features by gain, in the order of its ``reference_stats["top_features"]`` (what the data
   drift PSI is computed on); NULL past the number of top features the model records.
 * ``label`` (SMALLINT, 0/1) and ``label_known_at`` (timestamp, UTC): the hour's triple-barrier
-  label as :func:`cvn_assets.labels.triple_barrier_labels` defines it for a long entered at
+  label as :func:`cvn_assets.market.labels.triple_barrier_labels` defines it for a long entered at
   the candle's close, and the close of the candle in which it resolved (that candle's open
   time + 1 h); both NULL while unresolved (checked: both or neither).
 * ``candidate_version`` (-> ``model_versions.id``), ``candidate_buy_proba`` (FLOAT in [0, 1]),

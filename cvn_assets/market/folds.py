@@ -1,10 +1,10 @@
 """Purged and embargoed K-fold cross-validation (pure: no Dagster).
 
 Lopez de Prado, *Advances in Financial Machine Learning* (AFML), ch. 7.4: with labels that span
-time (here the triple barrier of :mod:`cvn_assets.labels`, from ``t0`` = open time of the entry
-candle to ``t1`` = its vertical barrier), a plain K-fold leaks: a training label whose interval
-overlaps an evaluation label shares its future. Purging drops those training rows; the embargo
-drops a few more rows right after each evaluation block, against serial correlation of the
+time (here the triple barrier of :mod:`cvn_assets.market.labels`, from ``t0`` = open time of the
+entry candle to ``t1`` = its vertical barrier), a plain K-fold leaks: a training label whose
+interval overlaps an evaluation label shares its future. Purging drops those training rows; the
+embargo drops a few more rows right after each evaluation block, against serial correlation of the
 features (AFML ch. 7.4.2).
 
 Contract of :func:`purged_kfold_splits` (the reference all callers and tests use):

@@ -173,7 +173,7 @@ MIN_TRADES_TRADING = 30
 #: allows: with 30 trades on a 4,346-hour calibration block (a champion's, 20 % of the
 #: history) the champions traded in 0.7 % of hours, ~0.2 trades a day. (2) The production
 #: guard judges a live model on its trades (the P1 rule needs >= 10 trades within 48 h, or
-#: its last 10 within 7 days: :mod:`cvn_assets.drift`); a model trading 0.2 times a day could
+#: its last 10 within 7 days: :mod:`cvn_assets.guard.drift`); a model trading 0.2 times a day could
 #: lose money for weeks before any rule had the trades to see it. At 10 % of hours (~2.4
 #: signals a day) its last 10 trades fit in about 5 days. Measured on the drill's market
 #: (edge 2.0): the focal champions then trade 51-73 times in 20 days per crypto, mean net

@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike, NDArray
 
-from cvn_assets.gates import ECE_METHODS, GATE_COLUMNS, fold_tests, per_asset_breakdown
+from cvn_assets.ablation.gates import ECE_METHODS, GATE_COLUMNS, fold_tests, per_asset_breakdown
 
 __all__ = ["best_focal_variant", "reliability_bins", "render_report"]
 
@@ -474,13 +474,13 @@ def render_report(
     """Write the self-contained HTML report to ``out_path`` and return the path.
 
     ``results`` is ``finetune_results`` and ``verdicts`` the output of
-    :func:`cvn_assets.gates.evaluate_gates` on it.  ``reliability`` maps "baseline" and a focal
-    variant name to ``{method: (prob, y)}`` arrays from the test blocks; the diagrams are drawn
-    for the baseline and :func:`best_focal_variant` (other keys are ignored, a missing one is
-    noted).  ``pbo_logits`` are :func:`cvn_assets.gates.cscv_logits` of the PBO matrix.  All
-    inputs are validated before anything is drawn or written.  ``identity`` (the sweep's
-    :class:`cvn_assets.identity.SweepIdentity` as a dict) and its fingerprint, when given, are
-    shown in the header: data source, code versions and every setting that made the numbers.
+    :func:`cvn_assets.ablation.gates.evaluate_gates` on it.  ``reliability`` maps "baseline" and a
+    focal variant name to ``{method: (prob, y)}`` arrays from the test blocks; the diagrams are
+    drawn for the baseline and :func:`best_focal_variant` (other keys are ignored, a missing one is
+    noted).  ``pbo_logits`` are :func:`cvn_assets.ablation.gates.cscv_logits` of the PBO matrix.
+    All inputs are validated before anything is drawn or written.  ``identity`` (the sweep's
+    :class:`cvn_assets.ablation.identity.SweepIdentity` as a dict) and its fingerprint, when given,
+    are shown in the header: data source, code versions and every setting that made the numbers.
     ``figures``, when given, are :func:`report_figures` of these same inputs, already drawn
     (the caller also needs them, e.g. as Dagster metadata): they are embedded as they are
     instead of being drawn a second time; a missing ``forest_plot`` or ``heatmaps`` key is a
@@ -514,8 +514,8 @@ def render_report(
         f"<h1>{html.escape(title)}</h1>",
         '<p class="note">Paired comparison of every focal variant with the '
         f"<b>{html.escape(baseline)}</b> on the same crypto and fold; statistics from "
-        "cvn_assets.gates (BH-FDR, one-sided paired t-tests, percentile bootstrap, Cohen's d, "
-        "CSCV PBO).</p>",
+        "cvn_assets.ablation.gates (BH-FDR, one-sided paired t-tests, percentile bootstrap, "
+        "Cohen's d, CSCV PBO).</p>",
         identity_header(identity, identity_fingerprint),
         "<h2>Gate verdicts</h2>",
         _verdict_table(verdicts),

@@ -122,7 +122,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from cvn_assets.guardrails import LOSS_FUNCTIONS, validate_focal_config
+from cvn_assets.ablation.guardrails import LOSS_FUNCTIONS, validate_focal_config
 
 __all__ = [
     "BUY_PROBA_QUANTILES",

@@ -4,7 +4,7 @@ Pure: no Dagster, NumPy in and out. This module holds the one rule by which a lo
 with a take-profit and a stop-loss barrier is filled on a candle -- the triple-barrier method of
 Lopez de Prado, *Advances in Financial Machine Learning* (AFML), ch. 3.4, restricted to a long
 entry with asymmetric horizontal barriers. Every place in the code base that simulates a trade
-(today :func:`cvn_assets.labels.triple_barrier_labels`, whose ``ret`` column feeds
+(today :func:`cvn_assets.market.labels.triple_barrier_labels`, whose ``ret`` column feeds
 ``metrics.trade_returns``, the expectancy and the PBO returns) goes through
 :func:`bar_fills` / :func:`simulate_long_trades`, so all of them agree.
 
@@ -26,11 +26,12 @@ The fill rule, for a long entered at price ``e`` with barriers ``up = e * (1 + t
 3. **No touch.** The candle leaves the trade open; after ``horizon`` candles the vertical barrier
    closes it at the close of the last candle, return ``(close - e) / e`` (``"time"``).
 
-Returns are gross (no fees; :func:`cvn_assets.metrics.trade_returns` applies them) and computed as
-``(exit - e) / e`` rather than ``exit / e - 1``: the subtraction is exact for nearby prices, so an
-entry of 100 filled at 97 gives exactly ``-0.03``. A gap fill's return is clamped to at least the
-barrier's size (``max(take_profit, .)`` / ``min(-stop_loss, .)``) so that an open exactly at the
-barrier price returns exactly the barrier, as the intra-candle fill at that price would.
+Returns are gross (no fees; :func:`cvn_assets.ablation.metrics.trade_returns` applies them) and
+computed as ``(exit - e) / e`` rather than ``exit / e - 1``: the subtraction is exact for nearby
+prices, so an entry of 100 filled at 97 gives exactly ``-0.03``. A gap fill's return is clamped to
+at least the barrier's size (``max(take_profit, .)`` / ``min(-stop_loss, .)``) so that an open
+exactly at the barrier price returns exactly the barrier, as the intra-candle fill at that price
+would.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ def bar_fills(
     one common shape ``(m,)`` or scalars broadcast to it; element ``j`` is position ``j``'s entry
     price and the candle it is tested against. ``take_profit`` and ``stop_loss`` are fractions of
     the entry (0.01 is 1 %). The candle is assumed consistent (``low <= open <= high``, as
-    :mod:`cvn_assets.candles_io` guarantees); it is not re-checked here, so the caller decides
-    which positions are still open.
+    :mod:`cvn_assets.market.candles_io` guarantees); it is not re-checked here, so the caller
+    decides which positions are still open.
 
     Raises ``ValueError`` for bad barriers (see :func:`check_barriers`) or arrays that do not
     broadcast to one 1-D shape. Vectorized: O(m).

@@ -18,16 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cvn_assets.ablation import Variant
-from cvn_assets.calibrated_model import CalibratedModel
-from cvn_assets.calibration import (
+from cvn_assets.ablation.calibrated_model import CalibratedModel
+from cvn_assets.ablation.calibration import (
     CALIBRATION_METHODS,
     expected_calibration_error,
     fit_calibrator,
 )
-from cvn_assets.features import FEATURE_NAMES
-from cvn_assets.folds import FoldPlan
-from cvn_assets.metrics import (
+from cvn_assets.ablation.metrics import (
     MIN_TRADE_SHARE,
     classification_metrics,
     fit_buy_threshold,
@@ -36,7 +33,10 @@ from cvn_assets.metrics import (
     trade_returns,
     trading_min_trades,
 )
-from cvn_assets.training import TrainResult, train_variant
+from cvn_assets.ablation.training import TrainResult, train_variant
+from cvn_assets.ablation.variants import Variant
+from cvn_assets.market.features import FEATURE_NAMES
+from cvn_assets.market.folds import FoldPlan
 
 
 def cell_arrays(dataset: pd.DataFrame, rows: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
@@ -82,12 +82,12 @@ def fit_on_calibration_block(
     """Every calibrator (none / temperature / Platt / isotonic) on the calibration block's
     margins, then, on the ``primary`` calibrator's probabilities, the BUY threshold that
     maximises f1_buy and the trading threshold that maximises the net expectancy per trade
-    after fees with at least :func:`cvn_assets.metrics.trading_min_trades` trades
+    after fees with at least :func:`cvn_assets.ablation.metrics.trading_min_trades` trades
     (``min_trade_share`` of the block's rows, default 10 %; ``None`` = do not trade;
     information for the sweep, used by paper trading; a champion may set its own share).
 
     Returns ``(calibrators, f1_threshold, trading_threshold)``. Shared by the sweep's cells
-    and the champion (:mod:`cvn_assets.champion`), so both fit them the same way.
+    and the champion (:mod:`cvn_assets.guard.champion`), so both fit them the same way.
     """
     X_cal, y_cal = cell_arrays(dataset, plan.calibration)
     m_cal = model.predict_margin(X_cal)
@@ -242,7 +242,7 @@ def portfolio_daily_returns(oos: pd.DataFrame) -> pd.DataFrame:
 
 def pbo_logits(daily: pd.DataFrame, n_blocks: int = 8) -> np.ndarray:
     """CSCV logits (Bailey et al. 2014) of the daily matrix, oldest T mod n_blocks days dropped."""
-    from cvn_assets.gates import cscv_logits, trim_for_cscv
+    from cvn_assets.ablation.gates import cscv_logits, trim_for_cscv
 
     matrix = daily.pivot(index="period", columns="variant", values="net_return").sort_index()
     return cscv_logits(trim_for_cscv(matrix.to_numpy(), n_blocks)[0], n_blocks=n_blocks)

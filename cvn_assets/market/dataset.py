@@ -2,7 +2,7 @@
 
 One row per labelled candle with a full feature window: features of candle ``i`` (known at its
 close) next to the label of a long entered at that close. Rows are kept in time order because
-:mod:`cvn_assets.folds` cuts contiguous blocks and purges by ``t1`` (AFML ch. 7.4).
+:mod:`cvn_assets.market.folds` cuts contiguous blocks and purges by ``t1`` (AFML ch. 7.4).
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cvn_assets.features import FEATURE_NAMES
+from cvn_assets.market.features import FEATURE_NAMES
 
 TARGET_COLUMNS: tuple[str, ...] = ("label", "t1", "ret")
 

@@ -1,14 +1,14 @@
 """Causal features of hourly OHLCV candles (pure: no Dagster).
 
 Every feature of row ``i`` is a function of candles ``0 .. i`` only -- the candle ``i`` itself is
-complete at its close, which is when the label's long is entered (:mod:`cvn_assets.labels`). No
-centred windows, no ``shift(-k)``, no full-sample normalisation: look-ahead in features is the
+complete at its close, which is when the label's long is entered (:mod:`cvn_assets.market.labels`).
+No centred windows, no ``shift(-k)``, no full-sample normalisation: look-ahead in features is the
 leak that purging cannot repair (AFML ch. 7.2). ``tests/unit/test_features.py`` checks it by
 changing the future and asserting that the past does not move.
 
 Windows are positional (rows, not clock hours): across an exchange gap the previous candle is the
 last one that exists. The first :data:`WARMUP_BARS` rows, where the longest window is not yet
-full, are set to NaN in every column -- one explicit warm-up that :func:`cvn_assets.dataset.
+full, are set to NaN in every column -- one explicit warm-up that :func:`cvn_assets.market.dataset.
 assemble_dataset` drops and reports. After the warm-up no feature is NaN: divisions by a zero
 range, volatility or volume dispersion are defined explicitly (see each feature).
 
@@ -63,7 +63,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from cvn_assets.candles_io import validate_candles
+from cvn_assets.market.candles_io import validate_candles
 
 RETURN_LAGS: tuple[int, ...] = (1, 2, 4, 8, 24, 72)
 RV_WINDOWS: tuple[int, ...] = (6, 24, 72)
@@ -157,8 +157,8 @@ def build_features(candles: pd.DataFrame) -> pd.DataFrame:
     """Compute :data:`FEATURE_NAMES` (float64) for every candle; warm-up rows are NaN.
 
     ``candles`` must satisfy the candle contract (checked by
-    :func:`cvn_assets.candles_io.validate_candles`, which names the offending row) and hold more
-    than :data:`WARMUP_BARS` rows, otherwise no row would have features.
+    :func:`cvn_assets.market.candles_io.validate_candles`, which names the offending row) and hold
+    more than :data:`WARMUP_BARS` rows, otherwise no row would have features.
 
     Definitions (``c, h, l, o, v`` = close, high, low, open, volume; ``r = log(c / c.shift(1))``):
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from cvn_assets.calibration import Calibrator, calibrator_from_dict
-from cvn_assets.training import XGBWrapper
+from cvn_assets.ablation.calibration import Calibrator, calibrator_from_dict
+from cvn_assets.ablation.training import XGBWrapper
 
 MODEL_DIR = "model"
 CALIBRATION_FILE = "calibration.json"

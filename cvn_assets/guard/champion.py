@@ -6,13 +6,13 @@ crypto at a time:
 * :func:`choose_variant`: the focal variant the gate verdict locks (several locked: the one
   with the best mean f1_buy delta, ties by name), else the baseline.
 * :func:`whole_history_plan`: the sweep cell's plan stretched over the whole history, so the
-  champion is trained with exactly the cell's code path (:func:`cvn_assets.evaluation.
+  champion is trained with exactly the cell's code path (:func:`cvn_assets.ablation.evaluation.
   train_cell`): train = every row before the early-stopping slice, early stopping on the last
   slice of train, calibration block at the very end (calibrators and both thresholds fitted
-  there). Purged and embargoed with :mod:`cvn_assets.folds`'s own helpers. **Test block:
+  there). Purged and embargoed with :mod:`cvn_assets.market.folds`'s own helpers. **Test block:
   empty** (documented choice: the whole history is used for fitting; the out-of-sample
   evidence is the sweep's, and then paper trading's).
-* :func:`calibrate_whole_history`: the calibration half of :func:`cvn_assets.evaluation.
+* :func:`calibrate_whole_history`: the calibration half of :func:`cvn_assets.ablation.evaluation.
   calibrate_and_evaluate` without its test-block scoring (same calibrators, same f1 and
   trading thresholds, fitted on the calibration block).
 * :func:`reference_statistics`: what the drift detectors need, frozen with the model.
@@ -33,11 +33,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cvn_assets.ablation import Variant
-from cvn_assets.calibrated_model import CalibratedModel
-from cvn_assets.evaluation import cell_arrays, fit_on_calibration_block
-from cvn_assets.features import FEATURE_NAMES
-from cvn_assets.folds import (
+from cvn_assets.ablation.calibrated_model import CalibratedModel
+from cvn_assets.ablation.evaluation import cell_arrays, fit_on_calibration_block
+from cvn_assets.ablation.metrics import MIN_TRADE_SHARE, classification_metrics
+from cvn_assets.ablation.training import TrainResult, XGBWrapper
+from cvn_assets.ablation.variants import Variant
+from cvn_assets.guard.monitoring import decile_edges, psi, training_shares
+from cvn_assets.market.features import FEATURE_NAMES
+from cvn_assets.market.folds import (
     FoldError,
     FoldPlan,
     _check_times,
@@ -45,9 +48,6 @@ from cvn_assets.folds import (
     _early_stopping_slice,
     _require_buys,
 )
-from cvn_assets.metrics import MIN_TRADE_SHARE, classification_metrics
-from cvn_assets.monitoring import decile_edges, psi, training_shares
-from cvn_assets.training import TrainResult, XGBWrapper
 
 __all__ = [
     "CANARY_DAYS",
@@ -225,7 +225,7 @@ def calibrate_whole_history(
     min_trade_share: float = MIN_TRADE_SHARE,
 ) -> CalibratedModel:
     """Calibrators (every method), the f1 threshold and the trading threshold, fitted on the
-    calibration block as in :func:`cvn_assets.evaluation.calibrate_and_evaluate`; no test
+    calibration block as in :func:`cvn_assets.ablation.evaluation.calibrate_and_evaluate`; no test
     block is scored (the plan has none). ``threshold`` is the f1-maximising one;
     ``info["trading_threshold"]`` the net-expectancy one (None = do not trade), trading in at
     least ``min_trade_share`` of the block's hours (``info["min_trade_share"]``)."""
@@ -293,13 +293,13 @@ def window_psi_quantile(
     the training series against the series' own deciles: the no-drift spread of a 7-day PSI
     **with the feature's autocorrelation** (volatility features persist for days, so a week
     of them covers a few deciles even when nothing has changed; the iid null of
-    :func:`cvn_assets.monitoring.psi_null_quantile` misses that). ``q`` = 0.99: the data-drift
+    :func:`cvn_assets.guard.monitoring.psi_null_quantile` misses that). ``q`` = 0.99: the data-drift
     rule takes the worst of 5 features, so each is held at 1 - 0.05 / 5 (Bonferroni); at the
     95th percentile 5 autocorrelated features false-alarmed on ~30 % of no-drift days
     (measured with ``bench/bench_sensors.py``'s AR(1) features). Linear interpolation between
     the ~50-90 weekly blocks of a training set. None with < 20 blocks. Bins and expected
     shares are the detector's: the merged decile bins and the series' own shares in them
-    (:func:`cvn_assets.monitoring.training_shares`), so a mass point does not inflate the
+    (:func:`cvn_assets.guard.monitoring.training_shares`), so a mass point does not inflate the
     floor (with 1/10 shares a feature that is 0 in 30 % of its rows had a floor of ~1.6,
     above the crit bound: it could never alarm)."""
     x = np.asarray(train_values, dtype=np.float64)
@@ -330,7 +330,7 @@ def window_f1_gap_quantile(
     ``window``-row windows of a held-out block (the calibration block): how far a 14-day
     f1_buy falls below the block's own f1_buy with no drift at all, **with** the market's
     regimes and the labels' autocorrelation (the delta-method se of
-    :func:`cvn_assets.drift.concept_drift` assumes independent rows and misses both). None
+    :func:`cvn_assets.guard.drift.concept_drift` assumes independent rows and misses both). None
     with < 8 windows."""
     p = np.asarray(proba, dtype=np.float64)
     yy = np.asarray(y, dtype=np.int64)

@@ -83,8 +83,8 @@ __all__ = [
 ]
 
 #: Calibration methods whose test-block ECE is stored as ``ece_hold_<method>``.  Mirrors
-#: ``cvn_assets.calibration.CALIBRATION_METHODS`` (kept local so this module has no import-time
-#: dependency on the calibration code; a unit test checks the two agree).
+#: ``cvn_assets.ablation.calibration.CALIBRATION_METHODS`` (kept local so this module has no
+#: import-time dependency on the calibration code; a unit test checks the two agree).
 ECE_METHODS: tuple[str, ...] = ("none", "temperature", "platt", "isotonic")
 
 #: Columns ``finetune_results`` must carry (docs/CONTRACTS.md, gates.py section).

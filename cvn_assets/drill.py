@@ -1,6 +1,6 @@
 """``make drill SCENARIO=crash|calm``: the incident drill of the production guard.
 
-``python -m sensors.drill --scenario crash`` (what ``make drill`` calls), on a **fresh** Dagster
+``python -m cvn_assets.drill --scenario crash`` (what ``make drill`` calls), on a **fresh** Dagster
 instance (``--home``, default ``.dagster_home_drill_<scenario>``, wiped first) and the embedded
 default market:
 
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["DAGSTER_HOME"] = str(home)
     t_start = time.perf_counter()
 
-    from cvn_assets.synthetic_market import DEFAULT_HOURS, DEFAULT_START
+    from cvn_assets.market.synthetic_market import DEFAULT_HOURS, DEFAULT_START
 
     window_end = pd.Timestamp(DEFAULT_START, tz="UTC") + pd.Timedelta(hours=DEFAULT_HOURS)
     first_day = window_end.ceil("D")

@@ -27,7 +27,7 @@ statistical issues", Quantitative Finance 1(2)) measured on the Binance 2021-202
   Products of independent symmetric terms leave returns nearly free of linear autocorrelation
   (lag-1 below 0.03) while a tree on (return, volume z-score) can find them. ``edge`` (default
   0.5) is tuned so the ``SL0.5_TP1_H4`` BUY rate lands around 18-26 % and a small boosted tree on
-  the causal features of :mod:`cvn_assets.features` beats chance only modestly (time-split
+  the causal features of :mod:`cvn_assets.market.features` beats chance only modestly (time-split
   out-of-sample AUC about 0.58-0.63, against 0.66-0.69 on the real 2021-2023 candles, most of it
   from volatility timing in both cases).
 

@@ -51,7 +51,7 @@ from dagster import (
     op,
 )
 
-from cvn_assets.ablation import Variant
+from cvn_assets.ablation.variants import Variant
 from cvn_assets.settings import SettingsError
 
 EXECUTOR_ENV = "CVN_EXECUTOR"
@@ -157,7 +157,7 @@ class _WatchedResult:
             # Redis redelivers the lost worker's unacknowledged message after its visibility
             # timeout. The revoke reaches only the workers alive now (a worker started later,
             # or restarted, never hears of it); what drops the redelivery on any worker is
-            # the run check before a step executes (cvn_assets.celery_worker,
+            # the run check before a step executes (cvn_assets.execution.celery_worker,
             # run_not_running): by then this run has failed.
             self._result.revoke()
             raise WorkerLost(
@@ -310,12 +310,12 @@ def build_celery_cells(variant: Variant) -> AssetsDefinition:
     tags = variant_tags(variant)
     args = _cell_asset_args(
         variant,
-        "training.py",
-        "focal_loss.py",
-        "evaluation.py",
-        "calibration.py",
-        "calibrated_model.py",
-        "metrics.py",
+        "ablation/training.py",
+        "ablation/focal_loss.py",
+        "ablation/evaluation.py",
+        "ablation/calibration.py",
+        "ablation/calibrated_model.py",
+        "ablation/metrics.py",
     )
 
     @op(
@@ -490,16 +490,16 @@ def run_cell(
 
     Before any work: when the run this step belongs to is no longer running
     (:func:`run_not_running`; a redelivered message on a worker started with dagster-celery's
-    own app, which lacks the worker-level check of :mod:`cvn_assets.celery_worker`), the
+    own app, which lacks the worker-level check of :mod:`cvn_assets.execution.celery_worker`), the
     step fails without training or writing anything."""
     why = run_not_running(context.instance.get_run_by_id(context.run_id))
     if why is not None:
         raise Failure(description=f"cell {spec['key']} of {variant.name} not executed: {why}")
     _cell_gate(f"{variant.name}_{mapping_key(str(spec['key']))}")
+    from cvn_assets.ablation.evaluation import calibrate_and_evaluate, result_row, train_cell
+    from cvn_assets.ablation.training import TrainResult
     from cvn_assets.assets._util import round_floats
     from cvn_assets.assets.training import calibrated_asset_name, model_asset_name
-    from cvn_assets.evaluation import calibrate_and_evaluate, result_row, train_cell
-    from cvn_assets.training import TrainResult
 
     model_name, cal_name = model_asset_name(variant), calibrated_asset_name(variant)
     key, crypto, fold = spec["key"], spec["crypto"], int(spec["fold"])
@@ -753,11 +753,14 @@ def execute_on_celery(
     return success, run_id
 
 
-if __name__ == "__main__":  # python -m cvn_assets.executors worker-yaml > celery.yaml
+if __name__ == "__main__":  # python -m cvn_assets.execution.executors worker-yaml > celery.yaml
     import sys
 
     if sys.argv[1:] != ["worker-yaml"]:
-        print("usage: python -m cvn_assets.executors worker-yaml > celery.yaml", file=sys.stderr)
+        print(
+            "usage: python -m cvn_assets.execution.executors worker-yaml > celery.yaml",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     try:
         print(worker_yaml(), end="")

@@ -1,11 +1,11 @@
 """The Celery app of the sweep's workers: ``dagster-celery worker start -A
-cvn_assets.celery_worker -y celery.yaml -n NAME -- -c 1``.
+cvn_assets.execution.celery_worker -y celery.yaml -n NAME -- -c 1``.
 
 It is ``dagster_celery.app`` (same broker/backend configuration from the ``-y`` file, same
 queue, same three task names), with one check added to the step task ``execute_plan``:
 before it executes a step, the worker reads the status of the Dagster run the step belongs
 to from the Dagster instance, and when that run is no longer running
-(:func:`cvn_assets.executors.run_not_running`: finished, being canceled, or gone) it does
+(:func:`cvn_assets.execution.executors.run_not_running`: finished, being canceled, or gone) it does
 not execute the step. It records an engine event on the run ("... not executed on Celery
 worker ...: its run ... is FAILURE") and returns that event as the task's result, logs a
 warning, and acknowledges the message.
@@ -31,7 +31,7 @@ from dagster_celery.config import TASK_EXECUTE_PLAN_NAME
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_execute_job_task, create_resume_job_task, create_task
 
-from cvn_assets.executors import run_not_running
+from cvn_assets.execution.executors import run_not_running
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cvn_assets.guardrails import GuardrailError, validate_focal_config
+from cvn_assets.ablation.guardrails import GuardrailError, validate_focal_config
 
 __all__ = [
     "BASELINE_NAME",

@@ -4,12 +4,12 @@ Spec sections: "Predict() path audit" and plan 4.5/4.6. Pure module (no Dagster)
 
 * ``binary:logistic`` (the baseline) uses XGBoost's built-in objective, early-stopped on
   the validation ``logloss``; the booster outputs probabilities.
-* ``focal`` uses :class:`cvn_assets.focal_loss.FocalObjective` and early-stops on the
-  validation focal loss (:func:`cvn_assets.focal_loss.loss`, computed on margins). A
+* ``focal`` uses :class:`cvn_assets.ablation.focal_loss.FocalObjective` and early-stops on the
+  validation focal loss (:func:`cvn_assets.ablation.focal_loss.loss`, computed on margins). A
   custom-objective booster outputs **raw margins**; XGBoost 3 also leaves its
   intercept at ``base_score = 0.5`` *on the margin scale* for custom objectives (measured:
   ``learner_model_param.base_score == '[5E-1]'``), i.e. a prior of 62% BUY. We therefore set
-  ``base_score`` explicitly to :func:`~cvn_assets.focal_loss.optimal_constant_margin`, the
+  ``base_score`` explicitly to :func:`~cvn_assets.ablation.focal_loss.optimal_constant_margin`, the
   constant margin that minimises the training focal loss (the focal analogue of the log-odds
   prior ``binary:logistic`` starts from; equal to the alpha-weighted log-odds at gamma=0).
   The baseline gets the training prior as ``base_score`` (probability scale), which is what
@@ -30,7 +30,7 @@ Spec sections: "Predict() path audit" and plan 4.5/4.6. Pure module (no Dagster)
 ``raw_output_logits`` flag is fixed at construction, as the spec's design choice says: the
 trainer knows whether it trained a custom objective, so nothing is auto-detected at call
 time. With ``raw_output_logits=True`` ``predict_proba`` applies the sigmoid to the margin
-and ``predict`` thresholds the logit at 0; :func:`cvn_assets.metrics.sigmoid` guarantees
+and ``predict`` thresholds the logit at 0; :func:`cvn_assets.ablation.metrics.sigmoid` guarantees
 ``sigmoid(m) >= 0.5 <=> m >= 0`` so the two can never disagree.
 
 Persistence: :meth:`XGBWrapper.save` writes the booster in XGBoost's own UBJSON format plus
@@ -55,10 +55,10 @@ import pandas as pd
 import xgboost as xgb
 from numpy.typing import ArrayLike, NDArray
 
-from cvn_assets.ablation import Variant
-from cvn_assets.focal_loss import FocalObjective, loss, optimal_constant_margin
-from cvn_assets.guardrails import validate_xgb_params
-from cvn_assets.metrics import classification_metrics, log_loss, sigmoid
+from cvn_assets.ablation.focal_loss import FocalObjective, loss, optimal_constant_margin
+from cvn_assets.ablation.guardrails import validate_xgb_params
+from cvn_assets.ablation.metrics import classification_metrics, log_loss, sigmoid
+from cvn_assets.ablation.variants import Variant
 
 __all__ = [
     "DEFAULT_XGB_PARAMS",
@@ -428,7 +428,7 @@ def train_variant(
     """Train ``variant`` on (train, valid) with early stopping on the valid block.
 
     ``params`` override :data:`DEFAULT_XGB_PARAMS` (validated by
-    :func:`cvn_assets.guardrails.validate_xgb_params`; ``objective``/``base_score``/
+    :func:`cvn_assets.ablation.guardrails.validate_xgb_params`; ``objective``/``base_score``/
     ``eval_metric`` are set here from the variant). Both arms early-stop the same way, on
     the float64 validation loss (:class:`ValidationEarlyStopping`: focal loss or logloss of
     the booster's margins); ``evals_result["valid"][metric]`` is that full-precision history.

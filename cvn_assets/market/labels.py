@@ -6,9 +6,9 @@ ch. 3.4, restricted to a long entry and with the sides asymmetric: a position en
 of candle ``i`` is marked BUY (1) only when the upper barrier ``entry * (1 + take_profit)`` is
 reached (a later candle opens at or above it, or its high touches it) before the lower barrier
 ``entry * (1 - stop_loss)`` is, within ``horizon`` candles. Fills and realized returns follow the
-gap-aware rule of :mod:`cvn_assets.trading`: a candle opening beyond a barrier fills at its open.
-The vertical barrier ``t1`` (AFML ch. 3.3, 7.4) drives the purging of the cross-validation in
-:mod:`cvn_assets.folds`.
+gap-aware rule of :mod:`cvn_assets.market.trading`: a candle opening beyond a barrier fills at its
+open. The vertical barrier ``t1`` (AFML ch. 3.3, 7.4) drives the purging of the cross-validation in
+:mod:`cvn_assets.market.folds`.
 """
 
 import re
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cvn_assets.trading import check_barriers, simulate_long_trades
+from cvn_assets.market.trading import check_barriers, simulate_long_trades
 
 LABEL_COLUMNS: tuple[str, ...] = ("label", "t1", "ret", "barrier", "tie")
 _PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -86,7 +86,7 @@ def triple_barrier_labels(
 
     For row ``i``: entry ``e = close[i]``, barriers ``up = e * (1 + take_profit)`` and
     ``down = e * (1 - stop_loss)``; candles ``i+1 .. i+horizon`` are scanned in order and the
-    first one that fills decides, by the gap-aware rule of :mod:`cvn_assets.trading` (the one
+    first one that fills decides, by the gap-aware rule of :mod:`cvn_assets.market.trading` (the one
     rule shared by everything that simulates a trade):
 
     * a candle that *opens* at or beyond a barrier fills at its open: ``open <= down`` is a stop

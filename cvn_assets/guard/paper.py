@@ -2,9 +2,9 @@
 
 Pure: no Dagster, typed, pandas/NumPy in and out. For every hourly candle after the champion's
 training window, the replay takes the candle's causal features
-(:func:`cvn_assets.features.build_features`), the model live at that hour, its ``buy_proba``
+(:func:`cvn_assets.market.features.build_features`), the model live at that hour, its ``buy_proba``
 and the decision, and trades a long on BUY with the label strategy's barriers, filled by the
-one gap-aware fill rule of :mod:`cvn_assets.trading`. It writes two journal tables:
+one gap-aware fill rule of :mod:`cvn_assets.market.trading`. It writes two journal tables:
 
 ``predictions`` (:data:`PREDICTION_COLUMNS`), one row per candle of the replayed days:
     ``crypto``; ``hour`` (the candle's open time, UTC; the decision is taken at its close);
@@ -20,8 +20,8 @@ one gap-aware fill rule of :mod:`cvn_assets.trading`. It writes two journal tabl
     ``feature_1`` .. ``feature_5``: the values at that hour of the live model's
     :attr:`LiveModel.top_features` (its top features by gain, in that order; NaN past the
     number it records). ``label`` (nullable Int8, 0/1) and ``label_known_at``: the hour's
-    triple-barrier label exactly as :func:`cvn_assets.labels.triple_barrier_labels` defines it
-    for a long entered at the candle's close, and when it became known: the close (open time
+    triple-barrier label exactly as :func:`cvn_assets.market.labels.triple_barrier_labels` defines
+    it for a long entered at the candle's close, and when it became known: the close (open time
     + 1 h) of the candle in which it resolved -- the first barrier fill, or the ``horizon``-th
     candle for a time-out; NA / NaT while it is unresolved with the candles given (a label
     needs the candles after the hour: the only use of candles past the replayed days).
@@ -38,13 +38,13 @@ one gap-aware fill rule of :mod:`cvn_assets.trading`. It writes two journal tabl
     candle, its close for a time-out) -- the project's convention, as ``labels``' index and
     ``t1``; ``barrier``: ``"tp"``, ``"sl"``, ``"time"`` or ``"halt"``; ``gross_return``: the
     fill rule's return, ``(exit - entry) / entry``; ``net_return = gross_return - 2 *
-    fee_per_side`` (as :func:`cvn_assets.metrics.trade_returns`); ``model_version`` and
+    fee_per_side`` (as :func:`cvn_assets.ablation.metrics.trade_returns`); ``model_version`` and
     ``loss_function`` of the model that decided the entry.
 
 Rules, in the order they apply to each candle ``k`` (bars are positional, as in the labels:
 across an exchange outage the next candle is the next one that exists):
 
-1. **An open position meets candle k** by :func:`cvn_assets.trading.bar_fills`: a candle
+1. **An open position meets candle k** by :func:`cvn_assets.market.trading.bar_fills`: a candle
    opening at or beyond a barrier fills at its open (gap), one touching a barrier inside fills
    at the barrier (both touched: the stop, pessimistic); with no fill after ``horizon`` candles
    the position is closed at the close of the ``horizon``-th (``"time"``). If trading was
@@ -78,11 +78,11 @@ change nothing else).
 Speed: probabilities are computed in one vectorised ``predict_proba`` call per model version
 (the decisions do not depend on earlier decisions; only the one-position rule does); the
 outcome of a long entered at every candle by one vectorised
-:func:`cvn_assets.trading.simulate_long_trades` (then moved to the next open after a halted
+:func:`cvn_assets.market.trading.simulate_long_trades` (then moved to the next open after a halted
 close); the one-position walk then jumps from trade to trade (next entry at or after the last
 exit: one list lookup per trade, not a loop over hours), and the journal is built with array
 operations. Only a carried position and the entries in a replay's last ``horizon`` candles are
-walked candle by candle, with :func:`cvn_assets.trading.bar_fills`. Measured on the 2-core
+walked candle by candle, with :func:`cvn_assets.market.trading.bar_fills`. Measured on the 2-core
 machine: 2 years x 5 cryptos (87,600 decisions, ~42,000 trades, small real boosters) replayed
 with one :func:`replay` per crypto in 0.08-0.13 s, 2-3.7x one batch ``predict_proba`` of the
 same rows; day by day with :func:`replay_day` (3,650 calls) 13-25 s depending on the load,
@@ -107,9 +107,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from cvn_assets.calibrated_model import CalibratedModel
-from cvn_assets.features import FEATURE_NAMES, WARMUP_BARS, build_features
-from cvn_assets.trading import TradeOutcomes, bar_fills, check_barriers, simulate_long_trades
+from cvn_assets.ablation.calibrated_model import CalibratedModel
+from cvn_assets.market.features import FEATURE_NAMES, WARMUP_BARS, build_features
+from cvn_assets.market.trading import TradeOutcomes, bar_fills, check_barriers, simulate_long_trades
 
 __all__ = [
     "BUY",
@@ -177,7 +177,7 @@ TRADE_COLUMNS: tuple[str, ...] = (
 LIVE_WINDOW_BARS: int = 512
 """Trailing candles a live system recomputes its feature row from (:func:`live_feature_row`).
 
-More than :data:`cvn_assets.features.WARMUP_BARS` (167) so every window is full, and long
+More than :data:`cvn_assets.market.features.WARMUP_BARS` (167) so every window is full, and long
 enough that the Wilder averages (ATR, RSI: infinite memory, weight ``(13/14)^k`` on what is
 ``k`` rows back) keep ``(13/14)^511 ~ 4e-17`` of their start value: the live row equals the row
 of ``build_features`` over the whole history up to rounding."""
@@ -186,7 +186,7 @@ _HOUR = pd.Timedelta(hours=1)
 _DAY = pd.Timedelta(days=1)
 _HOUR_NS = 3_600_000_000_000
 _NAT = np.iinfo(np.int64).min  # NaT as int64 nanoseconds
-_TS_UNIT = "us"  # the candle contract's resolution (cvn_assets.candles_io)
+_TS_UNIT = "us"  # the candle contract's resolution (cvn_assets.market.candles_io)
 _TS_DTYPE = f"datetime64[{_TS_UNIT}, UTC]"
 _PRICE_COLUMNS = ("open", "high", "low", "close")
 
@@ -254,7 +254,7 @@ class LiveModel:
     ``predict_proba`` maps feature rows (a DataFrame with the :data:`FEATURE_NAMES` columns in
     order, indexed by the candles' open times) to P(BUY), a 1-D array of one probability per
     row. ``trading_threshold``: BUY when ``buy_proba >= trading_threshold``; ``None`` = never
-    trade (:func:`cvn_assets.metrics.fit_trading_threshold` found no positive expectancy).
+    trade (:func:`cvn_assets.ablation.metrics.fit_trading_threshold` found no positive expectancy).
     ``train_end``: the end of the training window (exclusive, tz-aware, kept in UTC); the
     model may decide hours from ``train_end`` on. ``top_features``: its top features by gain
     (``reference_stats["top_features"]`` names, in that order; at most
@@ -443,7 +443,8 @@ def live_model_from_calibrated(
     trading_threshold: float | None | Literal["info"] = "info",
     top_features: Sequence[str] | Literal["info"] = "info",
 ) -> LiveModel:
-    """Serve a :class:`cvn_assets.calibrated_model.CalibratedModel` as a :class:`LiveModel`.
+    """Serve a :class:`cvn_assets.ablation.calibrated_model.CalibratedModel` as a
+    :class:`LiveModel`.
 
     ``predict_proba`` is the primary calibrator on the booster's margins
     (``calibrated.predict_proba(X)[:, 1]``). ``loss_function`` defaults to
@@ -491,7 +492,7 @@ def live_model_from_calibrated(
 
 
 def top_feature_names(reference_stats: Mapping[str, Any] | None) -> tuple[str, ...]:
-    """The names of ``reference_stats["top_features"]`` (:func:`cvn_assets.champion.
+    """The names of ``reference_stats["top_features"]`` (:func:`cvn_assets.guard.champion.
     reference_statistics`: dicts with a ``"name"``, or plain names), in order, at most
     :data:`N_TOP_FEATURES`; ``()`` when none are recorded."""
     if not reference_stats:
@@ -1294,7 +1295,7 @@ def replay_day(
 def live_feature_row(candles_window: pd.DataFrame) -> pd.DataFrame:
     """The feature row a live system computes for the last candle of ``candles_window``.
 
-    :func:`cvn_assets.features.build_features` over the trailing :data:`LIVE_WINDOW_BARS`
+    :func:`cvn_assets.market.features.build_features` over the trailing :data:`LIVE_WINDOW_BARS`
     candles (all of them if fewer, at least ``WARMUP_BARS + 1``), last row: a one-row
     DataFrame with the :data:`FEATURE_NAMES` columns indexed by the candle's open time. With a
     full window it equals the whole-history row up to rounding (see :data:`LIVE_WINDOW_BARS`).

@@ -20,7 +20,7 @@ not computable.
 1. Net expectancy (``expectancy_negative_focal``, P1)
 -----------------------------------------------------
 Per crypto, :func:`expectancy_alert` on the net returns per trade (fractions, after fees;
-:func:`cvn_assets.monitoring.expectancy_window` conventions) of the last 48 h and 24 h:
+:func:`cvn_assets.guard.monitoring.expectancy_window` conventions) of the last 48 h and 24 h:
 
 * ``n_48h < min_trades`` (default **10**) -> ``insufficient`` (the 24 h window is a subset,
   so it has even fewer).
@@ -71,7 +71,7 @@ Measured false-alarm rates (zero true mean, iid trades; ``tests/unit/test_drift.
 :func:`data_drift`: per top-5 feature (by gain), the PSI of the 7-day window against the
 training bins frozen with the model: the decile edges (``train_decile_edges``) merged where
 they tie, and the training sample's own shares in those bins (``train_bin_shares``;
-:func:`cvn_assets.monitoring.psi` with ``expected=``), compared with ``max(rule_of_thumb,
+:func:`cvn_assets.guard.monitoring.psi` with ``expected=``), compared with ``max(rule_of_thumb,
 psi_null_quantile(n, q, expected=shares))`` (warn 0.2, crit 0.5, ``q = 0.95``; with
 ``n_train`` the null includes the estimation error of the bins). So a level is reached only
 when the PSI exceeds both the rule of thumb and the no-drift ``q`` quantile at this
@@ -158,7 +158,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import stats
 
-from cvn_assets.monitoring import (
+from cvn_assets.guard.monitoring import (
     _check_edges,
     _check_expected,
     _finite_1d,
@@ -486,7 +486,7 @@ def data_drift(
     ``edges``: feature -> the training decile edges from the artifact (must cover every
     feature of ``feature_windows``); ``expected_shares``: feature -> the training shares in
     the merged bins of those edges (``train_bin_shares``,
-    :func:`cvn_assets.monitoring.training_shares`), ``len(unique(edges)) + 1`` values.
+    :func:`cvn_assets.guard.monitoring.training_shares`), ``len(unique(edges)) + 1`` values.
     Level per feature: crit if ``psi > max(crit, null)``, warn if ``psi > max(warn, null)``,
     with ``null = psi_null_quantile(n, q, n_train=..., expected=shares)`` (same bins, same
     shares); fewer than ``min_rows`` values -> insufficient. Without shares for a feature
@@ -495,7 +495,7 @@ def data_drift(
     would page on phantom drift; retrain the champion to freeze the shares).
     ``null_floor``: feature -> a no-drift PSI quantile measured on the training series
     itself (consecutive windows of the same length, with the same shares:
-    :func:`cvn_assets.champion.window_psi_quantile`), which raises ``null`` for
+    :func:`cvn_assets.guard.champion.window_psi_quantile`), which raises ``null`` for
     autocorrelated features. ``details[feature]`` is a dict with ``psi``, ``null_q``, ``n``,
     ``level``, ``expected`` (``"training"`` | ``"uniform"`` | ``"missing"``). The returned
     verdict is the worst evaluable feature's (ties: the larger PSI). Raises ``ValueError``
@@ -603,7 +603,7 @@ def concept_drift(
     """Gap ``oos_f1 - live_f1`` against warn/crit, guarded by sample size and an F1 se.
 
     ``gap_floor``: the no-drift gap of a window measured on held-out data
-    (:func:`cvn_assets.champion.window_f1_gap_quantile`); both bounds are raised to it.
+    (:func:`cvn_assets.guard.champion.window_f1_gap_quantile`); both bounds are raised to it.
 
     ``live_f1``: f1_buy over the window's matured rows; ``oos_f1``: the sweep's OOS f1_buy
     of the live model; ``n_matured``: matured rows; ``n_positives``: true BUY labels among

@@ -47,19 +47,19 @@ CALIBRATION_SETTINGS: frozenset[str] = frozenset({"primary_calibration", "fee_pe
 #: import, transitively, so a module counts exactly when a cell's computation can reach it
 CELL_ROOTS: frozenset[str] = frozenset(
     {
-        "synthetic_market.py",
-        "candles_io.py",
-        "features.py",
-        "labels.py",
-        "dataset.py",
-        "folds.py",
-        "evaluation.py",
+        "market/synthetic_market.py",
+        "market/candles_io.py",
+        "market/features.py",
+        "market/labels.py",
+        "market/dataset.py",
+        "market/folds.py",
+        "ablation/evaluation.py",
     }
 )
 #: modules that turn cells into decisions and pages (part of the sweep's code, not a cell's)
-SWEEP_ROOTS: frozenset[str] = CELL_ROOTS | {"gates.py", "report.py"}
+SWEEP_ROOTS: frozenset[str] = CELL_ROOTS | {"ablation/gates.py", "ablation/report.py"}
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # cvn_assets/
 
 
 def canonical_json(value: Any) -> str:
@@ -99,16 +99,14 @@ def module_closure(roots: frozenset[str] | set[str]) -> list[str]:
         tree = ast.parse((_PACKAGE_DIR / name).read_text(), filename=name)
         for node in ast.walk(tree):
             mods: list[str] = []
-            if isinstance(node, ast.ImportFrom) and node.module:
-                mods = [node.module]
-                if node.module == "cvn_assets":
-                    mods = [f"cvn_assets.{a.name}" for a in node.names]
+            if isinstance(node, ast.ImportFrom) and node.module:  # a module, or a package's
+                mods = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
             elif isinstance(node, ast.Import):
                 mods = [a.name for a in node.names]
             for m in mods:
                 parts = m.split(".")
-                if parts[0] == "cvn_assets" and len(parts) == 2:
-                    todo.append(f"{parts[1]}.py")
+                if parts[0] == "cvn_assets" and len(parts) >= 2:  # not a file: skipped above
+                    todo.append("/".join(parts[1:]) + ".py")
     return sorted(seen)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 #: the ``-A`` of the sweep's workers
-WORKER_APP = "cvn_assets.celery_worker"
+WORKER_APP = "cvn_assets.execution.celery_worker"
 
 
 def free_port() -> int:
@@ -88,9 +88,9 @@ def start_worker(
     log_path: Path,
     concurrency: int = 1,
 ) -> subprocess.Popen:
-    """``dagster-celery worker start -A cvn_assets.celery_worker -y <yaml> -n <name> -- -c <n>``
-    (the worker needs the launcher's definition-time environment; the app is dagster-celery's
-    with the run check of :mod:`cvn_assets.celery_worker`)."""
+    """``dagster-celery worker start -A cvn_assets.execution.celery_worker -y <yaml> -n <name> -- -c
+    <n>`` (the worker needs the launcher's definition-time environment; the app is dagster-celery's
+    with the run check of :mod:`cvn_assets.execution.celery_worker`)."""
     log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     env = dict(env)  # dagster-celery runs `celery` from PATH: this interpreter's first
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -17,7 +17,7 @@ during it. :func:`flag_history` turns the audit rows into a :class:`FlagHistory`
   no rows at all, ``default``.
 * **value at an hour's decision** (:meth:`FlagHistory.at_decision`): an hourly candle opening
   at ``hour`` is decided at its close, ``hour + 1 h`` (:data:`DECISION_LAG`; the replay's
-  convention, :mod:`cvn_assets.paper`), so the hour uses the value at ``hour + 1 h``. A change
+  convention, :mod:`cvn_assets.guard.paper`), so the hour uses the value at ``hour + 1 h``. A change
   at exactly a decision time applies to that decision: a halt at 15:00:00 halts the 14:00
   candle's decision (taken at 15:00) and every later one; a clear at 09:00:00 lets the 08:00
   candle's decision (taken at 09:00) trade again. A halt at 14:30 halts the 14:00 candle's

@@ -1,10 +1,10 @@
 """One whole-history training for the guard: a champion, or a shadow candidate.
 
-The same code path as a sweep cell (:func:`cvn_assets.evaluation.train_cell`: early stopping
-on the last slice of train), then calibrators and both thresholds (f1 and trading) on the
-calibration block at the end of the history (:func:`cvn_assets.champion.
+The same code path as a sweep cell (:func:`cvn_assets.ablation.evaluation.train_cell`: early
+stopping on the last slice of train), then calibrators and both thresholds (f1 and trading) on the
+calibration block at the end of the history (:func:`cvn_assets.guard.champion.
 calibrate_whole_history`), then the drift detectors' references
-(:func:`cvn_assets.champion.reference_statistics`). ``champion_models`` trains on the sweep's
+(:func:`cvn_assets.guard.champion.reference_statistics`). ``champion_models`` trains on the sweep's
 ``model_dataset``; ``shadow_retrain_job`` on :func:`dataset_through`, the same features and
 labels built from the candles up to a later time (the recent window included).
 """
@@ -15,15 +15,19 @@ from typing import Any
 
 import pandas as pd
 
-from cvn_assets.ablation import Variant
-from cvn_assets.calibrated_model import CalibratedModel
-from cvn_assets.champion import calibrate_whole_history, reference_statistics, whole_history_plan
-from cvn_assets.dataset import assemble_dataset, label_times
-from cvn_assets.evaluation import train_cell
-from cvn_assets.features import build_features
-from cvn_assets.folds import FoldPlan
-from cvn_assets.labels import LabelStrategy, triple_barrier_labels
-from cvn_assets.metrics import MIN_TRADE_SHARE
+from cvn_assets.ablation.calibrated_model import CalibratedModel
+from cvn_assets.ablation.evaluation import train_cell
+from cvn_assets.ablation.metrics import MIN_TRADE_SHARE
+from cvn_assets.ablation.variants import Variant
+from cvn_assets.guard.champion import (
+    calibrate_whole_history,
+    reference_statistics,
+    whole_history_plan,
+)
+from cvn_assets.market.dataset import assemble_dataset, label_times
+from cvn_assets.market.features import build_features
+from cvn_assets.market.folds import FoldPlan
+from cvn_assets.market.labels import LabelStrategy, triple_barrier_labels
 
 __all__ = [
     "calibration_share",
@@ -62,7 +66,7 @@ def history_plan(
     embargo_pct: float,
 ) -> FoldPlan:
     """Train / early-stopping / calibration positions over the whole of ``dataset``
-    (:func:`cvn_assets.champion.whole_history_plan` on its label times). Raises ValueError
+    (:func:`cvn_assets.guard.champion.whole_history_plan` on its label times). Raises ValueError
     when the history is too short for the three blocks."""
     t0, t1 = label_times(dataset)
     return whole_history_plan(
@@ -98,7 +102,7 @@ def train_whole_history(
     """Train ``variant`` on ``plan`` over ``dataset`` (rows x features + label, t1 columns),
     calibrate on its calibration block (the trading threshold trades in at least
     ``min_trade_share`` of its hours); returns the model and its reference statistics
-    (:func:`cvn_assets.champion.reference_statistics`)."""
+    (:func:`cvn_assets.guard.champion.reference_statistics`)."""
     res = train_cell(
         variant,
         dataset,

@@ -1,0 +1,1 @@
+"""Test and benchmark support (not shipped in the package)."""
