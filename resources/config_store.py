@@ -37,6 +37,7 @@ import sqlalchemy as sa
 
 from cvn_assets.ablation.guardrails import (
     ALPHA_RANGE,
+    FOCAL,
     GAMMA_RANGE,
     GuardrailError,
     validate_focal_config,
@@ -52,6 +53,8 @@ from resources.db import (
 )
 
 __all__ = [
+    "HALT_FLAG",
+    "LOSS_FLAG",
     "FLAGS",
     "FLAG_DEFAULTS",
     "ConfigConflict",
@@ -61,6 +64,10 @@ __all__ = [
     "ftf_config_table",
     "validate_flag_value",
 ]
+
+#: the kill switches (spec 6.4): the one home of their names
+LOSS_FLAG = "CVN_LOSS_FUNCTION"  # factor level: the loss the next training uses
+HALT_FLAG = "trading_halted"  # system wide: no new position while "true"
 
 #: how long a SQLite writer waits for another one's transaction (PostgreSQL: row locks wait)
 WRITE_WAIT_MS = 30_000
@@ -155,11 +162,11 @@ def _boolean_text(flag: str, value: str) -> None:
 
 #: every flag the store accepts, with its validator (raises ValueError naming flag and value)
 FLAGS: dict[str, Callable[[str, str], None]] = {
-    "CVN_LOSS_FUNCTION": _loss_function,
-    "trading_halted": _boolean_text,
+    LOSS_FLAG: _loss_function,
+    HALT_FLAG: _boolean_text,
 }
 #: a flag's value when its audit has no row at all (the migration's seeds)
-FLAG_DEFAULTS = {"CVN_LOSS_FUNCTION": "focal", "trading_halted": "false"}
+FLAG_DEFAULTS = {LOSS_FLAG: FOCAL, HALT_FLAG: "false"}
 
 
 def validate_flag_value(flag: str, value: object) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from cvn_assets.ablation.guardrails import FOCAL
 from cvn_assets.ablation.metrics import classification_metrics
 from cvn_assets.guard.drift import (
     EXPECTANCY_MIN_TRADES,
@@ -59,7 +60,6 @@ __all__ = [
 DATA_DRIFT_DAYS = 7
 CONCEPT_DAYS = 14
 SHARPNESS_DAYS = 7
-FOCAL = "focal"
 N_TOP_FEATURES = 5
 
 

@@ -41,6 +41,7 @@ from typing import Any
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
 from pydantic import Field
 
+from cvn_assets.ablation.guardrails import CROSS_ENTROPY, FOCAL
 from cvn_assets.ablation.identity import digest, module_digest
 from cvn_assets.ablation.metrics import MIN_TRADE_SHARE
 from cvn_assets.guard.champion import effective_variant
@@ -54,7 +55,7 @@ from cvn_assets.guard.training import (
 )
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import Alert, AlertSink, Delivery
-from resources.config_store import ConfigConflict, ConfigStore
+from resources.config_store import HALT_FLAG, LOSS_FLAG, ConfigConflict, ConfigStore
 from resources.db import utc_param
 from resources.guard_clock import GuardClock, parse_utc
 from resources.market_data import MarketDataResource
@@ -62,11 +63,6 @@ from resources.model_registry import ModelRegistry
 from resources.model_store import ArtifactStore
 from resources.rollbacks import RollbackLog
 from resources.sweep_settings import SweepSettings
-
-LOSS_FLAG = "CVN_LOSS_FUNCTION"
-HALT_FLAG = "trading_halted"
-CROSS_ENTROPY = "binary:logistic"
-FOCAL = "focal"
 
 RUNBOOKS = {
     "expectancy_negative_focal": "runbooks/runbook_focal_loss_negative_expectancy.md",

@@ -19,6 +19,8 @@ from typing import Any
 
 __all__ = [
     "ALPHA_RANGE",
+    "CROSS_ENTROPY",
+    "FOCAL",
     "GAMMA_RANGE",
     "LOSS_FUNCTIONS",
     "MANAGED_XGB_PARAMS",
@@ -27,7 +29,11 @@ __all__ = [
     "validate_xgb_params",
 ]
 
-LOSS_FUNCTIONS: tuple[str, ...] = ("binary:logistic", "focal")
+#: the two loss functions (XGBoost's built-in cross-entropy, the project's focal objective):
+#: the one home of these names
+CROSS_ENTROPY = "binary:logistic"
+FOCAL = "focal"
+LOSS_FUNCTIONS: tuple[str, ...] = (CROSS_ENTROPY, FOCAL)
 GAMMA_RANGE: tuple[float, float] = (0.0, 10.0)
 ALPHA_RANGE: tuple[float, float] = (0.0, 1.0)
 

@@ -147,7 +147,7 @@ from cvn_assets.guard.training import (
     training_window,
 )
 from cvn_assets.partitions import SETTINGS, crypto_partitions, day_crypto_partitions, split_day_key
-from resources.config_store import ConfigStore
+from resources.config_store import HALT_FLAG, LOSS_FLAG, ConfigStore
 from resources.db import as_utc, utc_now
 from resources.guard_clock import GuardClock
 from resources.journal import (
@@ -165,7 +165,6 @@ from resources.sweep_settings import SweepSettings
 
 ASSET = "champion_models"
 DEFAULT_ACTOR = "dagster:champion_models"
-LOSS_FLAG = "CVN_LOSS_FUNCTION"
 _CODE = (
     "guard/champion.py",
     "guard/training.py",
@@ -429,7 +428,6 @@ def champion_models(
 # ---------------------------------------------------------------------------------------------
 PAPER_ASSET = "paper_trades"
 MONITORING_ASSET = "monitoring_metrics"
-HALT_FLAG = "trading_halted"
 _PAPER_CODE = (
     "guard/paper.py",
     "guard/flags.py",
