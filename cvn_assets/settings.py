@@ -134,6 +134,7 @@ KNOWN_ENV: tuple[str, ...] = (
     "CVN_TEST_CELL_GATE",  # tests: hold Celery cells at a gate (cvn_assets.execution.executors)
     "CVN_ALERTS_PATH",  # the alert sink's JSONL file (absolute)
     "CVN_SLACK_WEBHOOK_URL",  # the alert sink's Slack incoming webhook (a secret)
+    "CVN_GUARD_NOW",  # tests: a fixed guard clock for a code location (resources.guard_clock)
 )
 
 

@@ -7,6 +7,7 @@ config of a job, so the sensor functions themselves run unchanged. A fixed time 
 of the wall clock is refused (the journal and the registry record what happened).
 """
 
+import os
 from datetime import datetime
 
 import pandas as pd
@@ -14,7 +15,7 @@ from dagster import ConfigurableResource
 
 from resources.db import as_utc, utc_now
 
-__all__ = ["GuardClock", "parse_utc"]
+__all__ = ["GUARD_NOW_ENV", "GuardClock", "parse_utc"]
 
 
 def parse_utc(name: str, value: str) -> datetime:
@@ -28,15 +29,24 @@ def parse_utc(name: str, value: str) -> datetime:
     return as_utc(ts.to_pydatetime())
 
 
+#: a fixed clock for a whole code location (tests under the real daemon): read at use
+GUARD_NOW_ENV = "CVN_GUARD_NOW"
+
+
 class GuardClock(ConfigurableResource):
-    """``now()``: ``fixed_now`` when set (drills, tests), else the wall clock (UTC)."""
+    """``now()``: ``fixed_now`` when set (drills, tests), else ``$CVN_GUARD_NOW`` when set (a
+    test that runs the real daemon and must not race the wall clock's hour), else the wall
+    clock (UTC). A fixed time in the future is refused, naming where it came from."""
 
     fixed_now: str = ""
 
     def now(self) -> datetime:
-        if not self.fixed_now:
+        name, fixed = "guard_clock.fixed_now", self.fixed_now
+        if not fixed:
+            name, fixed = GUARD_NOW_ENV, os.environ.get(GUARD_NOW_ENV, "")
+        if not fixed:
             return utc_now()
-        when = parse_utc("guard_clock.fixed_now", self.fixed_now)
+        when = parse_utc(name, fixed)
         if when > utc_now():
-            raise ValueError(f"guard_clock.fixed_now {self.fixed_now!r} is in the future")
+            raise ValueError(f"{name} {fixed!r} is in the future")
         return when

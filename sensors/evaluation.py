@@ -372,6 +372,8 @@ class DriftEvaluation:
     model_version: int
     verdicts: Mapping[str, Verdict]
     windows: Mapping[str, RowWindow]
+    #: the live model's trading share (what a revert to the baseline must keep); None: older
+    min_trade_share: float | None = None
 
     def __getitem__(self, name: str) -> Verdict:
         return self.verdicts[name]
@@ -494,4 +496,5 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
         ),
         "output_sharpness": RowWindow.of(week["hour"], lo7, as_of, "hourly predictions"),
     }
-    return DriftEvaluation(crypto, as_of, vid, verdicts, windows)
+    share = ref.get("min_trade_share")
+    return DriftEvaluation(crypto, as_of, vid, verdicts, windows, share)

@@ -450,7 +450,9 @@ def evaluate_model_drift(
         state = SharpnessState(int(sharp.get(crypto, 0))).update(ev["output_sharpness"])
         sharp[crypto] = state.consecutive
         if state.revert:
-            requests.append(revert_to_baseline_request(crypto, day, state.consecutive))
+            requests.append(
+                revert_to_baseline_request(crypto, day, state.consecutive, ev.min_trade_share)
+            )
             sharp[crypto] = 0
     context.log.info(f"{day.date()}: {summary}")
     new_cursor = json.dumps({"evaluated_day": day.isoformat(), "sharpness": sharp})
@@ -515,8 +517,12 @@ def shadow_retrain_request(
     )
 
 
-def revert_to_baseline_request(crypto: str, day: datetime, consecutive: int) -> RunRequest:
-    """``champion_job`` for ``crypto`` with the baseline variant (audited override)."""
+def revert_to_baseline_request(
+    crypto: str, day: datetime, consecutive: int, min_trade_share: float | None = None
+) -> RunRequest:
+    """``champion_job`` for ``crypto`` with the baseline variant (audited override), at the
+    live champion's trading share (``min_trade_share``; None: champion_models' default)."""
+    share = {} if min_trade_share is None else {"min_trade_share": float(min_trade_share)}
     baseline = next(v for v in SETTINGS.variants if v.loss_function == "binary:logistic")
     return RunRequest(
         run_key=_key("revert_baseline", crypto, day),
@@ -531,6 +537,7 @@ def revert_to_baseline_request(crypto: str, day: datetime, consecutive: int) -> 
                         "actor": "sensor:model_drift",
                         "reason": f"output sharpness: {consecutive} consecutive triggers: "
                         "revert to the baseline (spec 6.3)",
+                        **share,
                     }
                 }
             }

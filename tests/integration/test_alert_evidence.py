@@ -347,3 +347,36 @@ def test_data_and_concept_crit_on_one_crypto_day_request_one_retrain_naming_both
     assert reason.startswith("data_drift crit: ") and "; concept_drift crit: " in reason
     alerts = [_send_alert_config(r)["name"] for r in requests if r.job_name == "alert_job"]
     assert sorted(alerts) == ["concept_drift", "data_drift"]
+
+
+def test_sharpness_revert_keeps_the_live_champions_trading_share(home):
+    """Two consecutive sharpness triggers request champion_job with the baseline at the live
+    champion's min_trade_share (a revert at the default share would retrain another model
+    under the same version key: ModelVersionConflict, seen in the calm drill)."""
+    from dagster import validate_run_config
+
+    url = home
+    reg = ModelRegistry(database_url=url)
+    ids = _setup(url)
+    crypto, vid = "BTCUSDC", ids["BTCUSDC"]["focal"]
+    with reg.engine.begin() as conn:  # the champion was trained at a 30 % trading share
+        from resources.model_registry import model_versions_table as mv
+
+        stats = {**_reference_stats(), "min_trade_share": 0.3}
+        conn.execute(
+            mv.update().where(mv.c.id == vid).values(reference_stats_json=json.dumps(stats))
+        )
+    day = T0 + timedelta(days=20)
+    hours = [day + timedelta(days=1) - timedelta(hours=h) for h in range(24 * 9, 0, -1)]
+    rng = np.random.default_rng(2)
+    n = len(hours)
+    _write_predictions(url, crypto, vid, hours, np.full(n, 0.97), rng.normal(0, 1, (n, 2)),
+                       rng.integers(0, 2, n))  # fmt: skip
+    first = _tick("model_drift", day, url)
+    second = _tick("model_drift", day + timedelta(days=1), url, first.cursor)
+    reverts = [r for r in second.run_requests if r.job_name == "champion_job"]
+    assert [r.partition_key for r in reverts] == [crypto]
+    cfg = reverts[0].run_config["ops"]["champion_models"]["config"]
+    assert cfg["override_variant"] == "baseline" and cfg["min_trade_share"] == 0.3
+    job = defs.resolve_job_def("champion_job")
+    assert validate_run_config(job, reverts[0].run_config)

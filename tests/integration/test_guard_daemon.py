@@ -127,11 +127,10 @@ def test_daemon_ticks_the_p1_sensor_and_runs_the_rollback(tmp_path):
     if missing:
         pytest.skip(f"missing binaries {missing} in {BIN}")
     started = time.monotonic()
-    now = datetime.now(UTC)
-    if now.minute >= 57:  # the preset "previous hour" must still be the previous one at the tick
-        time.sleep((60 - now.minute) * 60 - now.second + 5)
-        now = datetime.now(UTC)
-    hour = pd.Timestamp(now).floor("h").to_pydatetime()
+    # the guard's clock is fixed at the start of the current hour (CVN_GUARD_NOW), so however
+    # late the daemon's first tick comes, it evaluates this hour, the one after the preset P1
+    hour = pd.Timestamp(datetime.now(UTC)).floor("h").to_pydatetime()
+    now = hour
     prev = hour - timedelta(hours=1)
 
     home = tmp_path / "home"
@@ -147,6 +146,7 @@ def test_daemon_ticks_the_p1_sensor_and_runs_the_rollback(tmp_path):
         "CVN_DATABASE_URL": url,
         "CVN_ALERTS_PATH": str(alerts_path),
         "CVN_STORE_DIR": str(tmp_path / "store"),
+        "CVN_GUARD_NOW": hour.isoformat(),
     }
     env.pop("CVN_SLACK_WEBHOOK_URL", None)
     ids = _setup_registry(url, now)
@@ -258,7 +258,7 @@ def test_daemon_ticks_the_p1_sensor_and_runs_the_rollback(tmp_path):
     assert row["state"] == "pending" and row["trigger"] == "auto"
     assert row["confirm_by"] == row["triggered_at"] + timedelta(minutes=15)
     assert row["dagster_run_id"] == rb.run_id and row["cryptos"] == sorted(CRYPTOS)
-    assert hour <= row["triggered_at"] <= datetime.now(UTC)
+    assert row["triggered_at"] == hour  # the fixed guard clock (CVN_GUARD_NOW)
     # the alerts file: the P1 and the rollback
     from resources.alerts import read_alerts
 
