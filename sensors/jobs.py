@@ -21,7 +21,9 @@ history for promotions, ``rollbacks`` for rollback incidents).
   ``rollbacks`` (an automatic one waits 15 min for ``confirm_rollback_job``) and alerts.
   Idempotent: a second run finds the flag flipped and the champions rolled back and changes
   nothing; of two runs at the same moment, the compare-and-set lets exactly one flip, and a
-  re-promotion is conditional on the champion still being the focal one it read.
+  re-promotion is conditional on the champion still being the focal one it read. The decision
+  is the pure :func:`cvn_assets.guard.champion.rollback_plan` (typed registry versions in,
+  a plan out); the op reads its inputs and executes the plan.
 * ``confirm_rollback_job``: an operator confirms a pending (or held) rollback.
 * ``halt_trading_job`` / ``resume_trading_job`` (system-wide kill switch): set / clear
   ``trading_halted`` from ``effective_at`` (default: the guard clock's now); paper trading

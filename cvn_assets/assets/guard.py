@@ -799,7 +799,7 @@ def _day_metadata(
     return {
         **_summary(d_t, d_p),
         "buy_proba_mean": round(float(d_p["buy_proba"].mean()), 4) if len(d_p) else None,
-        "trading_halted": _halt_metadata(halt, day),
+        HALT_FLAG: _halt_metadata(halt, day),
         "fee_per_side": config.fee_per_side,
         "model_version": ",".join(str(v) for v in sorted(d_p["model_version"].unique())),
         "variant": _variants_of(d_p["model_version"], versions),
