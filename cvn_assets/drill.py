@@ -49,6 +49,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from dagster import DagsterInstance, RunRequest, SensorDefinition, build_sensor_context
+
+from cvn_assets import sweep
+from cvn_assets.ablation.guardrails import CROSS_ENTROPY, FOCAL
+from cvn_assets.market.synthetic_market import DEFAULT_HOURS, DEFAULT_START
+from resources.config_store import LOSS_FLAG, ConfigStore
+from resources.guard_clock import GuardClock
+from resources.model_registry import ModelRegistry
+from resources.rollbacks import RollbackLog
 
 FOCAL_VARIANT = "focal_g2_a025"
 #: the crash's length: -25 % spread over 10 days (a bear leg) rather than 48 h
@@ -63,6 +72,8 @@ DRILL_ACTOR = "drill"
 #: per trade before it (at edge 2.0 and 30 %, BTC and SOL lost before the turn: a P1 4 days
 #: early, measured).
 DRILL_TRADE_SHARE = 0.3
+#: the P1 rule whose alerts the drill counts
+P1_RULE = "expectancy_negative_focal"
 
 
 def _market_config(scenario: str, turn: pd.Timestamp, edge: float) -> dict[str, Any]:
@@ -78,7 +89,7 @@ def _market_config(scenario: str, turn: pd.Timestamp, edge: float) -> dict[str, 
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=("crash", "calm"), required=True)
     parser.add_argument("--days", type=int, default=None, help="days replayed (crash 40, calm 180)")
@@ -89,62 +100,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the synthetic market's predictable drift (default market: 0.5, where no champion "
         "finds a threshold with positive net expectancy, so nothing trades)",
     )  # fmt: skip
-    args = parser.parse_args(argv)
-    days = args.days or (40 if args.scenario == "crash" else 180)
-    if days < 1 or not 0 <= args.turn_day < days:
-        print(
-            f"--days {days} / --turn-day {args.turn_day}: need 0 <= turn-day < days",
-            file=sys.stderr,
-        )
-        return 2
+    return parser.parse_args(argv)
 
+
+def _fresh_home(args: argparse.Namespace) -> Path:
+    """The drill's Dagster home, wiped and made, set as ``$DAGSTER_HOME``."""
     home = Path(args.home or f".dagster_home_drill_{args.scenario}").resolve()
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
     os.environ["DAGSTER_HOME"] = str(home)
-    t_start = time.perf_counter()
+    return home
 
-    from cvn_assets.market.synthetic_market import DEFAULT_HOURS, DEFAULT_START
 
-    window_end = pd.Timestamp(DEFAULT_START, tz="UTC") + pd.Timedelta(hours=DEFAULT_HOURS)
-    first_day = window_end.ceil("D")
-    turn = first_day + pd.Timedelta(days=args.turn_day)
-    market_cfg = _market_config(args.scenario, turn, args.edge)
+class _Runner:
+    """Runs a job in process on the drill's instance, its market and a fixed guard clock;
+    a failed run raises ``RuntimeError`` naming the job and its errors."""
 
-    from cvn_assets import sweep
+    def __init__(self, defs: Any, instance: DagsterInstance, market_cfg: dict[str, Any]):
+        self.defs, self.instance, self.market_cfg = defs, instance, market_cfg
 
-    rc = sweep.main(["--quiet", "--resource-config", json.dumps({"market_data": market_cfg})])
-    if rc != 0:
-        print(f"STOPPED: the sweep did not complete (exit status {rc})", file=sys.stderr)
-        return rc
-
-    from dagster import DagsterInstance, build_sensor_context
-
-    from cvn_assets.definitions import defs
-    from cvn_assets.partitions import SETTINGS
-    from resources.config_store import ConfigStore
-    from resources.guard_clock import GuardClock
-    from resources.model_registry import ModelRegistry
-    from resources.rollbacks import RollbackLog
-    from sensors.jobs import LOSS_FLAG
-
-    instance = DagsterInstance.get()
-    registry = ModelRegistry()
-    config_store = ConfigStore()
-    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-
-    def run(job: str, config: dict[str, Any] | None, clock: pd.Timestamp, **kw: Any) -> Any:
+    def __call__(
+        self, job: str, config: dict[str, Any] | None, clock: pd.Timestamp, **kw: Any
+    ) -> Any:
         rc = {
-            **quiet,
+            "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
             **(config or {}),
             "resources": {
-                "market_data": {"config": market_cfg},
+                "market_data": {"config": self.market_cfg},
                 "guard_clock": {"config": {"fixed_now": clock.isoformat()}},
             },
         }
-        res = defs.resolve_job_def(job).execute_in_process(
-            run_config=rc, instance=instance, raise_on_error=False, **kw
+        res = self.defs.resolve_job_def(job).execute_in_process(
+            run_config=rc, instance=self.instance, raise_on_error=False, **kw
         )
         if not res.success:
             errs = [
@@ -155,9 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise RuntimeError(f"{job} failed: {'; '.join(errs) or res.run_id}")
         return res
 
-    # 2. champions: the baseline, then a focal one by audited override
-    baseline = next(v.name for v in SETTINGS.variants if v.loss_function == "binary:logistic")
-    cryptos = list(SETTINGS.universe)
+
+def _promote_champions(
+    run: _Runner, baseline: str, cryptos: list[str], first_day: pd.Timestamp
+) -> None:
+    """Champions through ``champion_job``: the baseline, then a focal one by audited override
+    (so the P1 rule can apply and a rollback has a baseline previous to re-promote)."""
     for variant, at, why in (
         (baseline, first_day - pd.Timedelta(hours=2), "drill: the baseline champion first"),
         (
@@ -182,17 +173,62 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     print(f"champions: {FOCAL_VARIANT} (previous: {baseline}) for {cryptos}", flush=True)
 
-    # 3. the replay, day by day, with the sensors ticking every hour
-    sensors = {s.name: s for s in defs.get_repository_def().sensor_defs}
-    cursors: dict[str, str | None] = {name: None for name in sensors}
-    launched: dict[str, set[str]] = {name: set() for name in sensors}
-    resources = {
-        "model_registry": registry,
-        "config_store": config_store,
-        "rollback_log": RollbackLog(),
-    }
-    alerts: list[dict[str, Any]] = []
-    rollback_runs: list[dict[str, Any]] = []
+
+class _SensorLoop:
+    """Every sensor evaluated as the daemon would: cursors carried from tick to tick, the
+    guard clock at the tick, Dagster's run-key dedupe; requested runs executed in process.
+    Collects the alerts and the rollback runs launched."""
+
+    def __init__(
+        self, run: _Runner, sensors: dict[str, SensorDefinition], resources: dict[str, Any]
+    ) -> None:
+        self.run, self.sensors, self.resources = run, sensors, resources
+        self.cursors: dict[str, str | None] = {name: None for name in sensors}
+        self.launched: dict[str, set[str]] = {name: set() for name in sensors}
+        self.alerts: list[dict[str, Any]] = []
+        self.rollback_runs: list[dict[str, Any]] = []
+
+    def tick(self, now: pd.Timestamp) -> None:
+        for name, sdef in self.sensors.items():
+            ctx = build_sensor_context(
+                instance=self.run.instance,
+                cursor=self.cursors[name],
+                resources={**self.resources, "guard_clock": GuardClock(fixed_now=now.isoformat())},
+                sensor_name=name,
+                definitions=self.run.defs,
+            )
+            result = sdef.evaluate_tick(ctx)
+            if result.cursor is not None:
+                self.cursors[name] = result.cursor
+            for req in result.run_requests or []:
+                if req.run_key in self.launched[name]:
+                    continue  # Dagster dedupes a sensor's run_key for ever
+                self.launched[name].add(req.run_key)
+                self._launch(req, now)
+
+    def _launch(self, req: RunRequest, now: pd.Timestamp) -> None:
+        job = req.job_name
+        res = self.run(job, dict(req.run_config), now, tags=dict(req.tags), **(
+            {"partition_key": req.partition_key} if req.partition_key else {}
+        ))  # fmt: skip
+        if job == "alert_job":
+            c = req.run_config["ops"]["send_alert"]["config"]
+            self.alerts.append(
+                {"name": c["name"], "severity": c["severity"],
+                 "cryptos": c["cryptos"], "at": c["at"]}
+            )  # fmt: skip
+            print(f"  {c['at']}  {c['severity']:<5} {c['name']} {c['cryptos']}", flush=True)
+        elif job == "rollback_job":
+            self.rollback_runs.append({"run_id": res.run_id, "at": now.isoformat()})
+            print(f"  {now.isoformat()}  ROLLBACK run {res.run_id[:8]}", flush=True)
+        else:
+            print(f"  {now.isoformat()}  {job} {req.partition_key or ''}", flush=True)
+
+
+def _replay_days(
+    run: _Runner, loop: _SensorLoop, cryptos: list[str], first_day: pd.Timestamp, days: int
+) -> None:
+    """Day by day: ``paper_job`` for the day (all cryptos), then the sensors every hour."""
     for d in range(days):
         day = first_day + pd.Timedelta(days=d)
         end_of_day = day + pd.Timedelta(hours=23)
@@ -203,80 +239,93 @@ def main(argv: Sequence[str] | None = None) -> int:
             tags=sweep._range_tags(f"{cryptos[0]}|{day:%Y-%m-%d}", f"{cryptos[-1]}|{day:%Y-%m-%d}"),
         )
         for h in range(1, 25):
-            now = day + pd.Timedelta(hours=h)
-            for name, sdef in sensors.items():
-                ctx = build_sensor_context(
-                    instance=instance,
-                    cursor=cursors[name],
-                    resources={**resources, "guard_clock": GuardClock(fixed_now=now.isoformat())},
-                    sensor_name=name,
-                    definitions=defs,
-                )
-                result = sdef.evaluate_tick(ctx)
-                if result.cursor is not None:
-                    cursors[name] = result.cursor
-                for req in result.run_requests or []:
-                    if req.run_key in launched[name]:
-                        continue  # Dagster dedupes a sensor's run_key for ever
-                    launched[name].add(req.run_key)
-                    job = req.job_name
-                    res = run(job, dict(req.run_config), now, tags=dict(req.tags), **(
-                        {"partition_key": req.partition_key} if req.partition_key else {}
-                    ))  # fmt: skip
-                    if job == "alert_job":
-                        c = req.run_config["ops"]["send_alert"]["config"]
-                        alerts.append(
-                            {"name": c["name"], "severity": c["severity"],
-                             "cryptos": c["cryptos"], "at": c["at"]}
-                        )  # fmt: skip
-                        print(
-                            f"  {c['at']}  {c['severity']:<5} {c['name']} {c['cryptos']}",
-                            flush=True,
-                        )
-                    elif job == "rollback_job":
-                        rollback_runs.append({"run_id": res.run_id, "at": now.isoformat()})
-                        print(f"  {now.isoformat()}  ROLLBACK run {res.run_id[:8]}", flush=True)
-                    else:
-                        print(f"  {now.isoformat()}  {job} {req.partition_key or ''}", flush=True)
+            loop.tick(day + pd.Timedelta(hours=h))
 
-    flag, version = config_store.get(LOSS_FLAG)
-    champions = {c: (registry.alias(c, "champion") or {}).get("variant") for c in cryptos}
-    p1 = [a for a in alerts if a["severity"] == "P1" and a["name"] == "expectancy_negative_focal"]
+
+def _hours_since(turn: pd.Timestamp, at: str) -> float:
+    return (pd.Timestamp(at) - turn) / pd.Timedelta(hours=1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    days = args.days or (40 if args.scenario == "crash" else 180)
+    if days < 1 or not 0 <= args.turn_day < days:
+        print(
+            f"--days {days} / --turn-day {args.turn_day}: need 0 <= turn-day < days",
+            file=sys.stderr,
+        )
+        return 2
+    _fresh_home(args)
+    t_start = time.perf_counter()
+    window_end = pd.Timestamp(DEFAULT_START, tz="UTC") + pd.Timedelta(hours=DEFAULT_HOURS)
+    first_day = window_end.ceil("D")
+    turn = first_day + pd.Timedelta(days=args.turn_day)
+    market_cfg = _market_config(args.scenario, turn, args.edge)
+
+    # 1. the default sweep on the scenario's market
+    rc = sweep.main(["--quiet", "--resource-config", json.dumps({"market_data": market_cfg})])
+    if rc != 0:
+        print(f"STOPPED: the sweep did not complete (exit status {rc})", file=sys.stderr)
+        return rc
+    # imported here, after the sweep: they validate every CVN_* variable when they load
+    # (SettingsError), which sweep.main reports as one line and exit status 2
+    from cvn_assets.definitions import defs
+    from cvn_assets.partitions import SETTINGS
+
+    run = _Runner(defs, DagsterInstance.get(), market_cfg)
+    registry, config_store = ModelRegistry(), ConfigStore()
+    # 2. champions: the baseline, then a focal one by audited override
+    baseline = next(v.name for v in SETTINGS.variants if v.loss_function == CROSS_ENTROPY)
+    cryptos = list(SETTINGS.universe)
+    _promote_champions(run, baseline, cryptos, first_day)
+    # 3. the replay, day by day, with the sensors ticking every hour
+    sensors = {s.name: s for s in defs.get_repository_def().sensor_defs}
+    resources = {
+        "model_registry": registry,
+        "config_store": config_store,
+        "rollback_log": RollbackLog(),
+    }
+    loop = _SensorLoop(run, sensors, resources)
+    _replay_days(run, loop, cryptos, first_day, days)
+
+    flag, _ = config_store.get(LOSS_FLAG)
+    p1 = [a for a in loop.alerts if a["severity"] == "P1" and a["name"] == P1_RULE]
     summary: dict[str, Any] = {
         "scenario": args.scenario,
-        "alerts": alerts,
-        "rollback_runs": len(rollback_runs),
+        "alerts": loop.alerts,
+        "rollback_runs": len(loop.rollback_runs),
         "loss_function": flag,
-        "champions": champions,
+        "champions": {c: (registry.alias(c, "champion") or {}).get("variant") for c in cryptos},
         "days": days,
         "first_day": f"{first_day:%Y-%m-%d}",
-        "audit_rows": len(config_store.audit(LOSS_FLAG)) - 0,
+        "audit_rows": len(config_store.audit(LOSS_FLAG)),
         "seconds": round(time.perf_counter() - t_start, 1),
     }
     if args.scenario == "crash":
         summary["turn"] = turn.isoformat()
         if p1:
-            summary["hours_turn_to_first_p1"] = (pd.Timestamp(p1[0]["at"]) - turn) / pd.Timedelta(
-                hours=1
-            )
-        if rollback_runs:
-            summary["hours_turn_to_rollback"] = (
-                pd.Timestamp(rollback_runs[0]["at"]) - turn
-            ) / pd.Timedelta(hours=1)
+            summary["hours_turn_to_first_p1"] = _hours_since(turn, p1[0]["at"])
+        if loop.rollback_runs:
+            summary["hours_turn_to_rollback"] = _hours_since(turn, loop.rollback_runs[0]["at"])
     else:
         summary["p1_per_30_days"] = round(len(p1) * 30 / days, 3)
     print(json.dumps(summary))
-    ok = (
-        (
+    return 0 if _passed(args.scenario, p1, len(loop.rollback_runs), flag, turn) else 1
+
+
+def _passed(
+    scenario: str, p1: list[dict[str, Any]], rollback_runs: int, flag: str, turn: pd.Timestamp
+) -> bool:
+    """crash: >= 2 P1 from the turn on (one before it is a false alarm), exactly one rollback,
+    the flag cross-entropy; calm: no P1, no rollback, the flag still focal."""
+    if scenario == "crash":
+        return (
             len(p1) >= 2
-            and pd.Timestamp(p1[0]["at"]) >= turn  # a P1 before the turn is a false alarm
-            and len(rollback_runs) == 1
-            and flag == "binary:logistic"
+            and pd.Timestamp(p1[0]["at"]) >= turn
+            and rollback_runs == 1
+            and flag == CROSS_ENTROPY
         )
-        if args.scenario == "crash"
-        else (not p1 and not rollback_runs and flag == "focal")
-    )
-    return 0 if ok else 1
+    return not p1 and not rollback_runs and flag == FOCAL
 
 
 if __name__ == "__main__":

@@ -27,6 +27,21 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
+import sqlalchemy as sa
+from dagster import DagsterInstance
+
+from cvn_assets import sweep
+from cvn_assets.guard.monitoring import buy_proba_quantiles, latency_summary
+from resources.journal import (
+    monitoring_metrics_table,
+    predictions_table,
+    read_predictions,
+    read_trades,
+)
+from resources.market_data import MarketDataResource
+from resources.model_registry import ModelRegistry
+
 DEMO_ACTOR = "make paper (demo)"
 DEMO_REASON = (
     "demo replay: the canary's paper trades are a replay of past days, so the "
@@ -34,7 +49,7 @@ DEMO_REASON = (
 )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=90, help="days replayed after the window")
     parser.add_argument(
@@ -46,46 +61,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--canary", default="BTCUSDC", help="the crypto promoted first")
     parser.add_argument("--skip-sweep", action="store_true", help="do not call the sweep")
     parser.add_argument("--quiet", action="store_true", help="no per-training progress lines")
-    args = parser.parse_args(argv)
-    if args.days < 1:
-        print(f"--days must be >= 1, got {args.days}", file=sys.stderr)
-        return 2
+    return parser.parse_args(argv)
 
-    from cvn_assets import sweep
 
-    home = sweep._ensure_home()
-    if not args.skip_sweep:
-        rc = sweep.main(["--quiet"] if args.quiet else [])
-        if rc != 0:
-            print(f"STOPPED: the sweep did not complete (exit status {rc})", file=sys.stderr)
-            return rc
+class _Runner:
+    """Jobs executed in process on the instance; errors are reported by this command, one
+    line each (an expected refusal of the canary rule would otherwise print Dagster's whole
+    traceback). ``failures`` collects the paper runs that failed."""
 
-    import pandas as pd
-    import sqlalchemy as sa
-    from dagster import DagsterInstance
+    def __init__(self, defs: Any, instance: DagsterInstance, canary: str) -> None:
+        self.defs, self.instance, self.canary = defs, instance, canary
+        self.failures: list[str] = []
 
-    from cvn_assets.definitions import defs
-    from cvn_assets.guard.monitoring import buy_proba_quantiles, latency_summary
-    from cvn_assets.partitions import SETTINGS
-    from resources.journal import (
-        monitoring_metrics_table,
-        predictions_table,
-        read_predictions,
-        read_trades,
-    )
-    from resources.market_data import MarketDataResource
-    from resources.model_registry import ModelRegistry
-
-    instance = DagsterInstance.get()
-    registry = ModelRegistry()
-    # errors are reported by this command, one line each (an expected refusal of the canary
-    # rule would otherwise print Dagster's whole traceback)
-    quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-    failures: list[str] = []
-
-    def run(job: str, config: dict[str, Any] | None = None, **kw: Any) -> str:
-        res = defs.resolve_job_def(job).execute_in_process(
-            run_config={**quiet, **(config or {})}, instance=instance, raise_on_error=False, **kw
+    def run(self, job: str, config: dict[str, Any] | None = None, **kw: Any) -> str:
+        """'' when the run succeeded, else its errors."""
+        quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+        res = self.defs.resolve_job_def(job).execute_in_process(
+            run_config={**quiet, **(config or {})},
+            instance=self.instance,
+            raise_on_error=False,
+            **kw,
         )
         if res.success:
             return ""
@@ -96,28 +91,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 errs.append(err.message.strip().splitlines()[-1])
         return "; ".join(errs) or f"run {res.run_id} failed"
 
-    def champion(crypto: str, **cfg: Any) -> str:
-        ops = {"ops": {"champion_models": {"config": {"canary": args.canary, **cfg}}}}
-        return run("champion_job", ops, partition_key=crypto)
+    def champion(self, crypto: str, **cfg: Any) -> str:
+        ops = {"ops": {"champion_models": {"config": {"canary": self.canary, **cfg}}}}
+        return self.run("champion_job", ops, partition_key=crypto)
 
-    def paper(crypto: str, first: str, last: str) -> None:
-        err = run(
+    def paper(self, crypto: str, first: str, last: str) -> None:
+        err = self.run(
             "paper_job",
             tags=sweep._range_tags(f"{crypto}|{first}", f"{crypto}|{last}"),
         )
         if err:
-            failures.append(f"paper_job {crypto} {first}..{last}: {err}")
+            self.failures.append(f"paper_job {crypto} {first}..{last}: {err}")
             print(f"!! paper_job {crypto}: {err}", file=sys.stderr)
 
-    cryptos = list(SETTINGS.universe)
-    if args.canary not in cryptos:
-        print(f"--canary {args.canary!r} is not in the universe {cryptos}", file=sys.stderr)
-        return 2
-    err = champion(args.canary)
-    if err:
-        print(f"STOPPED: champion of the canary {args.canary} failed: {err}", file=sys.stderr)
-        return 1
-    champ = registry.alias(args.canary, "champion")
+
+def _first_day(args: argparse.Namespace, champ: dict[str, Any]) -> pd.Timestamp:
+    """The day after the canary champion's training window (or the first day of the paper
+    candles when they start later); ``--first-day`` overrides."""
     first_day = pd.Timestamp(champ["train_end"]).ceil("D")
     later = MarketDataResource().paper_candles(args.canary)
     if later is not None:  # real data: the paper folder may start after a gap
@@ -126,37 +116,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             first_day = max(first_day, after[0].ceil("D"))
     if args.first_day:
         first_day = pd.Timestamp(args.first_day, tz="UTC")
-    last_day = first_day + pd.Timedelta(days=args.days - 1)
-    first, last = f"{first_day:%Y-%m-%d}", f"{last_day:%Y-%m-%d}"
-    print(f"DAGSTER_HOME={home}")
-    print(
-        f"canary {args.canary}: champion version {champ['id']} ({champ['variant']}); "
-        f"paper trading {first} .. {last} ({args.days} days after its training window)"
-    )
-    paper(args.canary, first, last)
+    return first_day
 
+
+def _roll_out(
+    runner: _Runner, canary: str, cryptos: list[str], first: str, last: str
+) -> dict[str, str]:
+    """Every other crypto's champion (the staged-rollout rule, else ``force_promote`` as the
+    demo, audited) and its paper trading; crypto -> how it was promoted."""
     rollout: dict[str, str] = {}
     for crypto in cryptos:
-        if crypto == args.canary:
+        if crypto == canary:
             rollout[crypto] = "canary"
             continue
-        err = champion(crypto)
+        err = runner.champion(crypto)
         if not err:
             rollout[crypto] = "canary rule passed"
         else:
-            err2 = champion(crypto, force_promote=True, actor=DEMO_ACTOR, reason=DEMO_REASON)
+            err2 = runner.champion(crypto, force_promote=True, actor=DEMO_ACTOR, reason=DEMO_REASON)
             if err2:
-                failures.append(f"champion_job {crypto}: {err2}")
+                runner.failures.append(f"champion_job {crypto}: {err2}")
                 print(f"!! champion_job {crypto}: {err2}", file=sys.stderr)
                 continue
             rollout[crypto] = "force_promote (demo): the canary rule refused"
             print(f"{crypto}: the staged-rollout rule refused ({err.split(': refused, ')[-1]});")
             print(f"  promoted with force_promote by {DEMO_ACTOR!r} (audited): {DEMO_REASON}")
-        paper(crypto, first, last)
+        runner.paper(crypto, first, last)
+    return rollout
 
-    # the table, from the journal
+
+def _table(
+    registry: ModelRegistry,
+    cryptos: list[str],
+    rollout: dict[str, str],
+    lo: pd.Timestamp,
+    hi: pd.Timestamp,
+) -> tuple[list[dict[str, Any]], dict[str, str], int, int]:
+    """The per-crypto rows from the journal, the champions' variants, and the numbers of
+    predictions and trades in ``[lo, hi]``."""
     engine = registry.engine
-    lo, hi = first_day, last_day + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
     rows = []
     champions: dict[str, str] = {}
     n_pred = n_trades = 0
@@ -184,6 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "latency_p99_ms": round(float(lat["p99"]), 2),
             }
         )
+    return rows, champions, n_pred, n_trades
+
+
+def _journal_counts(
+    engine: sa.Engine, first_day: pd.Timestamp, last_day: pd.Timestamp
+) -> tuple[int | None, int | None]:
+    """Monitoring rows of the replayed days, predictions of all days."""
     with engine.connect() as conn:
         n_metrics = conn.execute(
             sa.select(sa.func.count())
@@ -193,12 +198,57 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_all_pred = conn.execute(
             sa.select(sa.func.count()).select_from(predictions_table)
         ).scalar()
+    return n_metrics, n_all_pred
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    if args.days < 1:
+        print(f"--days must be >= 1, got {args.days}", file=sys.stderr)
+        return 2
+    home = sweep._ensure_home()
+    if not args.skip_sweep:
+        rc = sweep.main(["--quiet"] if args.quiet else [])
+        if rc != 0:
+            print(f"STOPPED: the sweep did not complete (exit status {rc})", file=sys.stderr)
+            return rc
+    # imported here, after the sweep: they validate every CVN_* variable when they load
+    # (SettingsError), which sweep.main reports as one line and exit status 2
+    from cvn_assets.definitions import defs
+    from cvn_assets.partitions import SETTINGS
+
+    runner = _Runner(defs, DagsterInstance.get(), args.canary)
+    registry = ModelRegistry()
+    cryptos = list(SETTINGS.universe)
+    if args.canary not in cryptos:
+        print(f"--canary {args.canary!r} is not in the universe {cryptos}", file=sys.stderr)
+        return 2
+    err = runner.champion(args.canary)
+    if err:
+        print(f"STOPPED: champion of the canary {args.canary} failed: {err}", file=sys.stderr)
+        return 1
+    champ = registry.alias(args.canary, "champion")
+    first_day = _first_day(args, champ)
+    last_day = first_day + pd.Timedelta(days=args.days - 1)
+    first, last = f"{first_day:%Y-%m-%d}", f"{last_day:%Y-%m-%d}"
+    print(f"DAGSTER_HOME={home}")
+    print(
+        f"canary {args.canary}: champion version {champ['id']} ({champ['variant']}); "
+        f"paper trading {first} .. {last} ({args.days} days after its training window)"
+    )
+    runner.paper(args.canary, first, last)
+    rollout = _roll_out(runner, args.canary, cryptos, first, last)
+
+    # the table, from the journal
+    hi = last_day + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+    rows, champions, n_pred, n_trades = _table(registry, cryptos, rollout, first_day, hi)
+    n_metrics, n_all_pred = _journal_counts(registry.engine, first_day, last_day)
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(f"\npaper trading {first} .. {last} (fees 0.1% per side):")
         print(pd.DataFrame(rows).to_string(index=False))
     print(f"journal: {n_all_pred} predictions in total (all days)")
-    if failures:
-        print("FAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
+    if runner.failures:
+        print("FAILED:\n  " + "\n  ".join(runner.failures), file=sys.stderr)
     summary = {
         "champions": champions,
         "days": args.days,
@@ -207,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "metrics_rows": int(n_metrics or 0),
     }
     print(json.dumps(summary))
-    return 1 if failures else 0
+    return 1 if runner.failures else 0
 
 
 if __name__ == "__main__":

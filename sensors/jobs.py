@@ -21,7 +21,9 @@ history for promotions, ``rollbacks`` for rollback incidents).
   ``rollbacks`` (an automatic one waits 15 min for ``confirm_rollback_job``) and alerts.
   Idempotent: a second run finds the flag flipped and the champions rolled back and changes
   nothing; of two runs at the same moment, the compare-and-set lets exactly one flip, and a
-  re-promotion is conditional on the champion still being the focal one it read.
+  re-promotion is conditional on the champion still being the focal one it read. The decision
+  is the pure :func:`cvn_assets.guard.champion.rollback_plan` (typed registry versions in,
+  a plan out); the op reads its inputs and executes the plan.
 * ``confirm_rollback_job``: an operator confirms a pending (or held) rollback.
 * ``halt_trading_job`` / ``resume_trading_job`` (system-wide kill switch): set / clear
   ``trading_halted`` from ``effective_at`` (default: the guard clock's now); paper trading
@@ -38,13 +40,22 @@ import hashlib
 import json
 from typing import Any
 
+import pandas as pd
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
 from pydantic import Field
 
-from cvn_assets.ablation.guardrails import CROSS_ENTROPY, FOCAL
+from cvn_assets.ablation.calibrated_model import CalibratedModel
+from cvn_assets.ablation.guardrails import CROSS_ENTROPY
 from cvn_assets.ablation.identity import digest, module_digest
 from cvn_assets.ablation.metrics import MIN_TRADE_SHARE
-from cvn_assets.guard.champion import effective_variant
+from cvn_assets.ablation.variants import Variant
+from cvn_assets.guard.champion import (
+    AliasPair,
+    RegistryVersion,
+    RollbackPlan,
+    effective_variant,
+    rollback_plan,
+)
 from cvn_assets.guard.training import (
     calibration_share,
     dataset_through,
@@ -53,6 +64,7 @@ from cvn_assets.guard.training import (
     train_whole_history,
     training_window,
 )
+from cvn_assets.market.folds import FoldPlan
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import Alert, AlertSink, Delivery
 from resources.config_store import HALT_FLAG, LOSS_FLAG, ConfigConflict, ConfigStore
@@ -207,7 +219,32 @@ def rollback(
     alert_sink: AlertSink,
     guard_clock: GuardClock,
 ) -> None:
-    """Flip the factor-level kill switch, re-promote the previous champions, record, alert."""
+    """Flip the factor-level kill switch, re-promote the previous champions, record, alert.
+
+    The decision is :func:`cvn_assets.guard.champion.rollback_plan`'s (typed registry
+    versions in, a plan out); this op reads its inputs, then executes the plan."""
+    _check_rollback_config(config)
+    run_id = context.run.run_id
+    incident = config.incident_id or f"INC-manual-{run_id[:8]}"
+    at = (
+        parse_utc("effective_at", config.effective_at) if config.effective_at else guard_clock.now()
+    )
+    flag, version = config_store.get(LOSS_FLAG)
+    cryptos = config.cryptos or list(SETTINGS.universe)
+    plan = rollback_plan(flag, _alias_pairs(model_registry, cryptos), cryptos)
+    # 1. the kill switch (compare-and-set: of concurrent runs exactly one flips)
+    flipped = plan.flip and _flip_loss_flag(context, config_store, config, version, incident)
+    # 2. re-promote the previous champion where the champion is focal-trained
+    repromoted, notes = _repromote(model_registry, plan, config, incident, run_id, at)
+    # 3. the incident and its alert (one transaction), then the delivery
+    _record_rollback(
+        context, config, rollback_log, alert_sink, guard_clock,
+        incident=incident, at=at, flipped=flipped, repromoted=repromoted, notes=notes,
+    )  # fmt: skip
+
+
+def _check_rollback_config(config: RollbackConfig) -> None:
+    """Bad run config: :class:`Failure` naming the field, before anything is read."""
     _who(config, "rollback_job")
     if config.trigger not in ("auto", "manual"):
         raise Failure(
@@ -216,96 +253,132 @@ def rollback(
     unknown = sorted(set(config.cryptos) - set(SETTINGS.universe))
     if unknown:
         raise Failure(description=f"rollback_job: cryptos {unknown} not in the universe")
-    run_id = context.run.run_id
-    incident = config.incident_id or f"INC-manual-{run_id[:8]}"
-    at = (
-        parse_utc("effective_at", config.effective_at) if config.effective_at else guard_clock.now()
-    )
 
-    # 1. the kill switch (compare-and-set: of concurrent runs exactly one flips)
-    flag, version = config_store.get(LOSS_FLAG)
-    flipped = False
-    if flag != CROSS_ENTROPY:
-        try:
-            config_store.compare_and_set(
-                LOSS_FLAG, version, CROSS_ENTROPY, actor=config.actor, reason=config.reason,
-                incident_id=incident, dagster_run_id=run_id,
-            )  # fmt: skip
-            flipped = True
-        except ConfigConflict as exc:
-            now_value, _ = config_store.get(LOSS_FLAG)
-            if now_value != CROSS_ENTROPY:
-                raise Failure(description=f"rollback_job: {exc}") from exc
-            context.log.info(f"{LOSS_FLAG} flipped by a concurrent run: {exc}")
 
-    # 2. re-promote the previous champion where the champion is focal-trained
-    cryptos = config.cryptos or list(SETTINGS.universe)
+def _alias_pairs(registry: ModelRegistry, cryptos: list[str]) -> dict[str, AliasPair]:
+    """crypto -> (champion, previous), typed at the registry's boundary."""
+    return {
+        c: (
+            RegistryVersion.from_registry(registry.alias(c, "champion")),
+            RegistryVersion.from_registry(registry.alias(c, "previous")),
+        )
+        for c in cryptos
+    }
+
+
+def _flip_loss_flag(
+    context: OpExecutionContext,
+    config_store: ConfigStore,
+    config: RollbackConfig,
+    version: int,
+    incident: str,
+) -> bool:
+    """Compare-and-set the loss flag to cross-entropy; False when a concurrent run flipped
+    it first, :class:`Failure` when it was set to anything else meanwhile."""
+    try:
+        config_store.compare_and_set(
+            LOSS_FLAG, version, CROSS_ENTROPY, actor=config.actor, reason=config.reason,
+            incident_id=incident, dagster_run_id=context.run.run_id,
+        )  # fmt: skip
+        return True
+    except ConfigConflict as exc:
+        now_value, _ = config_store.get(LOSS_FLAG)
+        if now_value != CROSS_ENTROPY:
+            raise Failure(description=f"rollback_job: {exc}") from exc
+        context.log.info(f"{LOSS_FLAG} flipped by a concurrent run: {exc}")
+        return False
+
+
+def _repromote(
+    registry: ModelRegistry,
+    plan: RollbackPlan,
+    config: RollbackConfig,
+    incident: str,
+    run_id: str,
+    at: Any,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Execute the plan's re-promotions, each conditional on the champion still being the
+    focal one read. Returns ``(repromoted, notes)``: crypto -> what changed / why not."""
     repromoted: dict[str, str] = {}
     notes: dict[str, str] = {}
-    for crypto in cryptos:
-        champ = model_registry.alias(crypto, "champion")
-        if champ is None:
-            notes[crypto] = "no champion"
+    for step in plan.steps:
+        rp = step.repromotion
+        if rp is None:
+            notes[step.crypto] = step.note
             continue
-        if champ["loss_function"] != FOCAL:
-            notes[crypto] = f"champion v{champ['id']} is {champ['loss_function']}: nothing to do"
-            continue
-        prev = model_registry.alias(crypto, "previous")
-        if prev is None or prev["loss_function"] == FOCAL:
-            notes[crypto] = (
-                f"champion v{champ['id']} kept: "
-                + ("no previous champion" if prev is None else f"previous v{prev['id']} is focal")
-                + f"; the next champion_job trains with {CROSS_ENTROPY}"
-            )
-            continue
-        out = model_registry.repromote_previous(
-            crypto, actor=config.actor, reason=f"{config.reason} [{incident}]",
-            dagster_run_id=run_id, at=at, expected_champion=int(champ["id"]),
+        out = registry.repromote_previous(
+            rp.crypto, actor=config.actor, reason=f"{config.reason} [{incident}]",
+            dagster_run_id=run_id, at=at, expected_champion=rp.champion.id,
         )  # fmt: skip
-        if out["champion"] == prev["id"]:
-            repromoted[crypto] = (
-                f"v{champ['id']} ({champ['variant']}) -> v{prev['id']} ({prev['variant']})"
-            )
+        if out["champion"] == rp.previous.id:
+            repromoted[rp.crypto] = rp.summary()
         else:
-            notes[crypto] = f"rolled back by a concurrent run (champion v{out['champion']})"
+            notes[rp.crypto] = f"rolled back by a concurrent run (champion v{out['champion']})"
+    return repromoted, notes
 
-    # 3. the incident (an automatic one waits for an operator's confirmation) and its alert,
-    # recorded in one transaction (a re-run that finds the incident finds its page too); the
-    # delivery follows, outside it: a channel's failure leaves the alert pending, never
-    # fails a rollback that took effect
-    def rollback_alert(row: dict[str, Any]) -> Alert:
-        return Alert(
-            name="rollback",
-            severity="P1",
-            cryptos=tuple(sorted(repromoted)),
-            figures={"flipped": flipped, "repromoted": json.dumps(repromoted)},
-            incident_id=incident,
-            runbook=RUNBOOKS["rollback"],
-            at=at,
-            message=(
-                f"rollback ({config.trigger}) by {config.actor}: {LOSS_FLAG}="
-                f"{CROSS_ENTROPY}{' (flipped now)' if flipped else ' (already)'}; "
-                f"re-promoted {repromoted or 'none'}"
-                + (
-                    f"; confirm by {row['confirm_by'].isoformat()} with confirm_rollback_job"
-                    if row["state"] == "pending"
-                    else ""
-                )
-            ),
-        )  # fmt: skip
 
+def _rollback_alert(
+    config: RollbackConfig,
+    incident: str,
+    at: Any,
+    flipped: bool,
+    repromoted: dict[str, str],
+    row: dict[str, Any],
+) -> Alert:
+    """The ``rollback`` P1 of the incident ``row`` (a pending one says by when to confirm)."""
+    confirm = (
+        f"; confirm by {row['confirm_by'].isoformat()} with confirm_rollback_job"
+        if row["state"] == "pending"
+        else ""
+    )
+    return Alert(
+        name="rollback",
+        severity="P1",
+        cryptos=tuple(sorted(repromoted)),
+        figures={"flipped": flipped, "repromoted": json.dumps(repromoted)},
+        incident_id=incident,
+        runbook=RUNBOOKS["rollback"],
+        at=at,
+        message=(
+            f"rollback ({config.trigger}) by {config.actor}: {LOSS_FLAG}="
+            f"{CROSS_ENTROPY}{' (flipped now)' if flipped else ' (already)'}; "
+            f"re-promoted {repromoted or 'none'}" + confirm
+        ),
+    )
+
+
+def _record_rollback(
+    context: OpExecutionContext,
+    config: RollbackConfig,
+    rollback_log: RollbackLog,
+    alert_sink: AlertSink,
+    guard_clock: GuardClock,
+    *,
+    incident: str,
+    at: Any,
+    flipped: bool,
+    repromoted: dict[str, str],
+    notes: dict[str, str],
+) -> None:
+    """The incident (an automatic one waits for an operator's confirmation) and its alert,
+    recorded in one transaction (a re-run that finds the incident finds its page too); the
+    delivery follows, outside it: a channel's failure leaves the alert pending, never fails a
+    rollback that took effect."""
+    run_id = context.run.run_id
     now = guard_clock.now()
     row, created = rollback_log.record(
         incident, trigger=config.trigger, actor=config.actor, reason=config.reason,
         cryptos=sorted(repromoted), flipped=flipped, dagster_run_id=run_id, at=at,
         on_record=lambda conn, r: alert_sink.record_in(
-            conn, rollback_alert(r), now=now, dagster_run_id=run_id
+            conn, _rollback_alert(config, incident, at, flipped, repromoted, r), now=now,
+            dagster_run_id=run_id,
         ),
     )  # fmt: skip
     changed = flipped or bool(repromoted)
     delivery: dict[str, Any] = {}
     if created or changed:
-        out = alert_sink.send(rollback_alert(row), now=now, dagster_run_id=run_id)
+        alert = _rollback_alert(config, incident, at, flipped, repromoted, row)
+        out = alert_sink.send(alert, now=now, dagster_run_id=run_id)
         _report_delivery(context, out)
         delivery = out.metadata()
     context.log.info(
@@ -327,7 +400,7 @@ def rollback(
 
 @job(
     tags={"cvn/guard": "rollback"},
-    description="Factor-level kill switch: CVN_LOSS_FUNCTION=binary:logistic, re-promote the "
+    description=f"Factor-level kill switch: {LOSS_FLAG}={CROSS_ENTROPY}, re-promote the "
     "previous champions, audit, alert (idempotent).",
 )
 def rollback_job():
@@ -570,24 +643,103 @@ def shadow_retrain(
     if crypto not in SETTINGS.universe:
         raise Failure(description=f"shadow_retrain_job: crypto {crypto!r} not in the universe")
     through = parse_utc("through", config.through) if config.through else guard_clock.now()
-    champ = model_registry.alias(crypto, "champion")
-    if champ is None:
-        raise Failure(description=f"shadow_retrain_job: {crypto} has no champion to shadow")
-    variants = {v.name: v for v in SETTINGS.variants}
-    if champ["variant"] not in variants:
-        raise Failure(
-            description=f"shadow_retrain_job: champion variant {champ['variant']!r} of {crypto} "
-            f"is not configured (known: {sorted(variants)})"
-        )
-    baseline = next(v for v in SETTINGS.variants if v.loss_function == CROSS_ENTROPY)
+    champ = _champion_to_shadow(model_registry, crypto)
     flag, _ = config_store.get(LOSS_FLAG)
-    eff = effective_variant(variants[champ["variant"]], flag, baseline)
+    eff = effective_variant(_variants()[champ.variant], flag, _baseline_variant())
     candles = market_data.load_candles_through(crypto, through)
     ds = dataset_through(candles, sweep.label)
-    calibration_frac = calibration_share(SETTINGS.n_folds)
-    ref = champ.get("reference_stats") or {}
-    share = ref.get("min_trade_share", MIN_TRADE_SHARE)  # the champion's trading share
-    fp = digest(
+    share = champ.reference_stats.get("min_trade_share", MIN_TRADE_SHARE)  # the champion's
+    fp = _shadow_fingerprint(crypto, share, eff, ds, candles, sweep)
+    model, stats, plan = _train_candidate(eff, ds, sweep, share, champ)
+    train_start, train_end = training_window(ds)
+    stats = registry_stats(model, stats)
+    model.info.update(
+        {"reference_statistics": stats, "train_end": str(train_end),
+         "shadow_of_version": champ.id, "loss_flag": flag}
+    )  # fmt: skip
+    artifacts.write(SHADOW_ASSET_DIR, crypto, fp, model)
+    uri = str(artifacts.path(SHADOW_ASSET_DIR, crypto, fp))
+    vid = model_registry.register_version(
+        crypto, eff.name, loss_function=eff.loss_function, gamma=eff.gamma, alpha=eff.alpha,
+        train_start=train_start.to_pydatetime(), train_end=train_end.to_pydatetime(),
+        sweep_id=champ.sweep_id, artifact_uri=uri, reference_stats=stats,
+    )  # fmt: skip
+    why = f"{config.reason} [shadow of champion v{champ.id}; {config.incident_id or 'manual'}]"
+    model_registry.set_alias(
+        crypto, "candidate", vid, actor=config.actor, reason=why,
+        dagster_run_id=context.run.run_id, at=through,
+    )  # fmt: skip
+    context.log.info(f"{crypto}: candidate = version {vid} ({eff.name}, through {through})")
+    context.add_output_metadata(
+        {
+            "crypto": crypto,
+            "candidate_version_id": vid,
+            "champion_version_id": champ.id,
+            "trained_as": eff.name,
+            "through": through.isoformat(),
+            "train_rows": len(plan.train),
+            "calibration_rows": len(plan.calibration),
+            "f1_threshold": round(float(model.threshold), 4),
+            "artifact": MetadataValue.path(uri),
+            "next_step": "compare the candidate's shadow predictions with the champion's on "
+            "matured labels, then promote_candidate_job (actor, reason)",
+        }
+    )
+
+
+def _variants() -> dict[str, Variant]:
+    return {v.name: v for v in SETTINGS.variants}
+
+
+def _baseline_variant() -> Variant:
+    return next(v for v in SETTINGS.variants if v.loss_function == CROSS_ENTROPY)
+
+
+def _champion_to_shadow(registry: ModelRegistry, crypto: str) -> RegistryVersion:
+    """The champion of ``crypto``, typed; :class:`Failure` when there is none or its variant
+    is not configured."""
+    champ = RegistryVersion.from_registry(registry.alias(crypto, "champion"))
+    if champ is None:
+        raise Failure(description=f"shadow_retrain_job: {crypto} has no champion to shadow")
+    variants = _variants()
+    if champ.variant not in variants:
+        raise Failure(
+            description=f"shadow_retrain_job: champion variant {champ.variant!r} of {crypto} "
+            f"is not configured (known: {sorted(variants)})"
+        )
+    return champ
+
+
+def _train_candidate(
+    eff: Variant, ds: pd.DataFrame, sweep: SweepSettings, share: float, champ: RegistryVersion
+) -> tuple[CalibratedModel, dict[str, Any], FoldPlan]:
+    """``(model, stats, plan)``: ``eff`` trained on the whole history ``ds`` as the champion
+    is (the sweep cell's code path), calibration block 1/K at its end."""
+    plan = history_plan(
+        ds, early_stopping_frac=sweep.early_stopping_frac,
+        calibration_frac=calibration_share(SETTINGS.n_folds), embargo_pct=sweep.embargo_pct,
+    )  # fmt: skip
+    model, stats = train_whole_history(
+        eff, ds, plan, xgb_params=sweep.xgb_params(), num_boost_round=sweep.num_boost_round,
+        early_stopping_rounds=sweep.early_stopping_rounds, seed=sweep.seed,
+        primary_calibration=sweep.primary_calibration, fee_per_side=sweep.fee_per_side,
+        oos_f1_buy=champ.reference_stats.get("oos_f1_buy"),
+        min_trade_share=share,
+    )  # fmt: skip
+    return model, stats, plan
+
+
+def _shadow_fingerprint(
+    crypto: str,
+    share: float,
+    eff: Variant,
+    ds: pd.DataFrame,
+    candles: pd.DataFrame,
+    sweep: SweepSettings,
+) -> str:
+    """The candidate's artifact fingerprint: crypto, trading share, effective variant, the
+    dataset's window, the candles' bytes, the sweep settings and the training code."""
+    return digest(
         {
             "crypto": crypto,
             "min_trade_share": share,
@@ -598,51 +750,6 @@ def shadow_retrain(
             "code": module_digest(
                 "guard/training.py", "guard/champion.py", "ablation/evaluation.py"
             ),
-        }
-    )
-    plan = history_plan(
-        ds, early_stopping_frac=sweep.early_stopping_frac, calibration_frac=calibration_frac,
-        embargo_pct=sweep.embargo_pct,
-    )  # fmt: skip
-    train_start, train_end = training_window(ds)
-    model, stats = train_whole_history(
-        eff, ds, plan, xgb_params=sweep.xgb_params(), num_boost_round=sweep.num_boost_round,
-        early_stopping_rounds=sweep.early_stopping_rounds, seed=sweep.seed,
-        primary_calibration=sweep.primary_calibration, fee_per_side=sweep.fee_per_side,
-        oos_f1_buy=ref.get("oos_f1_buy"),
-        min_trade_share=share,
-    )  # fmt: skip
-    stats = registry_stats(model, stats)
-    model.info.update(
-        {"reference_statistics": stats, "train_end": str(train_end),
-         "shadow_of_version": int(champ["id"]), "loss_flag": flag}
-    )  # fmt: skip
-    artifacts.write(SHADOW_ASSET_DIR, crypto, fp, model)
-    uri = str(artifacts.path(SHADOW_ASSET_DIR, crypto, fp))
-    vid = model_registry.register_version(
-        crypto, eff.name, loss_function=eff.loss_function, gamma=eff.gamma, alpha=eff.alpha,
-        train_start=train_start.to_pydatetime(), train_end=train_end.to_pydatetime(),
-        sweep_id=champ["sweep_id"], artifact_uri=uri, reference_stats=stats,
-    )  # fmt: skip
-    why = f"{config.reason} [shadow of champion v{champ['id']}; {config.incident_id or 'manual'}]"
-    model_registry.set_alias(
-        crypto, "candidate", vid, actor=config.actor, reason=why,
-        dagster_run_id=context.run.run_id, at=through,
-    )  # fmt: skip
-    context.log.info(f"{crypto}: candidate = version {vid} ({eff.name}, through {through})")
-    context.add_output_metadata(
-        {
-            "crypto": crypto,
-            "candidate_version_id": vid,
-            "champion_version_id": int(champ["id"]),
-            "trained_as": eff.name,
-            "through": through.isoformat(),
-            "train_rows": len(plan.train),
-            "calibration_rows": len(plan.calibration),
-            "f1_threshold": round(float(model.threshold), 4),
-            "artifact": MetadataValue.path(uri),
-            "next_step": "compare the candidate's shadow predictions with the champion's on "
-            "matured labels, then promote_candidate_job (actor, reason)",
         }
     )
 

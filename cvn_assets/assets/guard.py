@@ -111,10 +111,12 @@ from dagster import (
 )
 from pydantic import Field
 
-from cvn_assets.ablation.identity import digest, module_digest
+from cvn_assets.ablation.calibrated_model import CalibratedModel
+from cvn_assets.ablation.guardrails import CROSS_ENTROPY
+from cvn_assets.ablation.identity import SweepIdentity, digest, module_digest
 from cvn_assets.ablation.metrics import MIN_TRADE_SHARE
 from cvn_assets.ablation.variants import Variant
-from cvn_assets.assets._util import identity_metadata, prepare_sweep
+from cvn_assets.assets._util import identity_metadata, instance_home, prepare_sweep
 from cvn_assets.assets.training import check_market_inputs
 from cvn_assets.guard.champion import (
     CANARY_DAYS,
@@ -132,6 +134,7 @@ from cvn_assets.guard.paper import (
     CandidateSchedule,
     LiveModel,
     ModelSchedule,
+    Replay,
     candidate_schedule,
     live_model_from_calibrated,
     measure_latency,
@@ -146,6 +149,7 @@ from cvn_assets.guard.training import (
     train_whole_history,
     training_window,
 )
+from cvn_assets.market.folds import FoldPlan
 from cvn_assets.partitions import SETTINGS, crypto_partitions, day_crypto_partitions, split_day_key
 from resources.config_store import HALT_FLAG, LOSS_FLAG, ConfigStore
 from resources.db import as_utc, utc_now
@@ -211,7 +215,7 @@ def _variant(name: str) -> Variant:
 
 
 def _baseline() -> Variant:
-    return next(v for v in SETTINGS.variants if v.loss_function == "binary:logistic")
+    return next(v for v in SETTINGS.variants if v.loss_function == CROSS_ENTROPY)
 
 
 def _oos_f1(results: pd.DataFrame, crypto: str, variant: str) -> float | None:
@@ -292,20 +296,7 @@ def champion_models(
 
     # 1. which variant
     results = results_store.load_results(sweep.sweep_id)
-    if config.override_variant:
-        if not config.reason.strip():
-            raise Failure(description="override_variant needs a reason (it is audited)")
-        variant = _variant(config.override_variant)
-        why = f"operator override by {config.actor}: {config.reason}"
-    else:
-        verdicts = results_store.load_verdicts(sweep.sweep_id)
-        if verdicts.empty:
-            raise Failure(
-                description=f"sweep {sweep.sweep_id!r} has no gate verdict: materialize "
-                "gate_verdicts first (results_job), or set override_variant"
-            )
-        name, why = choose_variant(verdicts, results, baseline.name)
-        variant = _variant(name)
+    variant, why = _which_variant(config, sweep, results_store, results, baseline)
 
     # 2. staged rollout, before any training
     rollout = _check_rollout(config, crypto, variant, model_registry)
@@ -321,68 +312,21 @@ def champion_models(
         embargo_pct=sweep.embargo_pct,
     )
     train_start, train_end = training_window(ds)
-    fp = digest(
-        {
-            "market": identity.market_fingerprint(crypto),
-            "settings": dict(identity.settings),
-            "variant": asdict(eff),
-            "window": [str(train_start), str(train_end)],
-            "calibration_frac": config.calibration_frac,
-            "min_trade_share": config.min_trade_share,
-            "code": module_digest(*_CODE),
-        }
-    )
+    fp = _champion_fingerprint(config, identity, crypto, eff, train_start, train_end)
     reused = artifacts.has(ASSET, crypto, fp)
     if reused:
         cal = artifacts.read(ASSET, crypto, fp)
     else:
-        cal, stats = train_whole_history(
-            eff,
-            ds,
-            plan,
-            xgb_params=sweep.xgb_params(),
-            num_boost_round=sweep.num_boost_round,
-            early_stopping_rounds=sweep.early_stopping_rounds,
-            seed=sweep.seed,
-            primary_calibration=sweep.primary_calibration,
-            fee_per_side=sweep.fee_per_side,
-            oos_f1_buy=_oos_f1(results, crypto, eff.name),
-            min_trade_share=config.min_trade_share,
-        )
-        cal.info.update(
-            {
-                "reference_statistics": stats,
-                "requested_variant": variant.name,
-                "loss_flag": flag,
-                "sweep_id": sweep.sweep_id,
-                "sweep_fingerprint": identity.fingerprint,
-                "train_end": str(train_end),
-            }
+        cal = _train_champion(
+            config, sweep, identity, results, crypto, variant, eff, flag, ds, plan
         )
         artifacts.write(ASSET, crypto, fp, cal)
     stats = cal.info["reference_statistics"]
 
     # 4. register and promote
     uri = str(artifacts.path(ASSET, crypto, fp))
-    version_id = model_registry.register_version(
-        crypto,
-        eff.name,
-        loss_function=eff.loss_function,
-        gamma=eff.gamma,
-        alpha=eff.alpha,
-        train_start=train_start.to_pydatetime(),
-        train_end=train_end.to_pydatetime(),
-        sweep_id=sweep.sweep_id,
-        artifact_uri=uri,
-        reference_stats=registry_stats(cal, stats),
-    )
-    kill = (
-        f"; {LOSS_FLAG}={flag} (v{flag_version}): trained as {eff.name}"
-        if eff.name != variant.name
-        else ""
-    )
-    reason = config.reason.strip() or f"{variant.name}: {why}"
-    reason = f"{reason}{kill} [sweep {sweep.sweep_id}; {rollout}]"
+    version_id = _register(model_registry, crypto, eff, sweep, cal, uri, (train_start, train_end))
+    reason = _promotion_reason(config, sweep, variant, eff, why, rollout, flag, flag_version)
     aliases = model_registry.promote(
         crypto,
         version_id,
@@ -400,27 +344,174 @@ def champion_models(
             "effective_loss_function": eff.loss_function,
             "loss_flag": f"{flag} (version {flag_version})",
             "rollout": rollout,
-            "f1_threshold": round(float(cal.threshold), 4),
-            "trading_threshold": (
-                "none (do not trade)"
-                if cal.info["trading_threshold"] is None
-                else round(float(cal.info["trading_threshold"]), 4)
-            ),
-            "reference_stats": MetadataValue.json(jsonable_stats(stats)),
+            **_model_metadata(cal, stats),
             "registry_version_id": version_id,
             "previous_version_id": -1 if aliases["previous"] is None else aliases["previous"],
             "actor": config.actor,
             "fingerprint": fp,
             "reused_stored_model": reused,
-            "train_rows": len(plan.train),
-            "early_stopping_rows": len(plan.early_stopping),
-            "calibration_rows": len(plan.calibration),
-            "best_iteration": int(cal.info["best_iteration"]),
+            **_plan_metadata(plan, cal),
             "artifact": MetadataValue.path(uri),
             **identity_metadata(identity),
         }
     )
     return Stamped(cal, fp)
+
+
+def _register(
+    registry: ModelRegistry,
+    crypto: str,
+    eff: Variant,
+    sweep: SweepSettings,
+    cal: CalibratedModel,
+    uri: str,
+    window: tuple[pd.Timestamp, pd.Timestamp],
+) -> int:
+    """Register the stored champion (as its effective variant); returns the version id."""
+    return registry.register_version(
+        crypto,
+        eff.name,
+        loss_function=eff.loss_function,
+        gamma=eff.gamma,
+        alpha=eff.alpha,
+        train_start=window[0].to_pydatetime(),
+        train_end=window[1].to_pydatetime(),
+        sweep_id=sweep.sweep_id,
+        artifact_uri=uri,
+        reference_stats=registry_stats(cal, cal.info["reference_statistics"]),
+    )
+
+
+def _plan_metadata(plan: FoldPlan, cal: CalibratedModel) -> dict[str, Any]:
+    return {
+        "train_rows": len(plan.train),
+        "early_stopping_rows": len(plan.early_stopping),
+        "calibration_rows": len(plan.calibration),
+        "best_iteration": int(cal.info["best_iteration"]),
+    }
+
+
+def _champion_fingerprint(
+    config: ChampionConfig,
+    identity: SweepIdentity,
+    crypto: str,
+    eff: Variant,
+    train_start: pd.Timestamp,
+    train_end: pd.Timestamp,
+) -> str:
+    """The stored champion's key: sweep identity, crypto, effective variant, window, plan
+    settings, code."""
+    return digest(
+        {
+            "market": identity.market_fingerprint(crypto),
+            "settings": dict(identity.settings),
+            "variant": asdict(eff),
+            "window": [str(train_start), str(train_end)],
+            "calibration_frac": config.calibration_frac,
+            "min_trade_share": config.min_trade_share,
+            "code": module_digest(*_CODE),
+        }
+    )
+
+
+def _promotion_reason(
+    config: ChampionConfig,
+    sweep: SweepSettings,
+    variant: Variant,
+    eff: Variant,
+    why: str,
+    rollout: str,
+    flag: str,
+    flag_version: int,
+) -> str:
+    """The alias history's reason: the operator's (or the choice's), the kill switch when it
+    changed what was trained, the sweep and the rollout rule."""
+    kill = (
+        f"; {LOSS_FLAG}={flag} (v{flag_version}): trained as {eff.name}"
+        if eff.name != variant.name
+        else ""
+    )
+    reason = config.reason.strip() or f"{variant.name}: {why}"
+    return f"{reason}{kill} [sweep {sweep.sweep_id}; {rollout}]"
+
+
+def _which_variant(
+    config: ChampionConfig,
+    sweep: SweepSettings,
+    results_store: ResultsStore,
+    results: pd.DataFrame,
+    baseline: Variant,
+) -> tuple[Variant, str]:
+    """``(variant, why)``: the operator's override (needs a reason), else the variant the
+    sweep's gate verdict locks (else the baseline); :class:`Failure` without a verdict."""
+    if config.override_variant:
+        if not config.reason.strip():
+            raise Failure(description="override_variant needs a reason (it is audited)")
+        return (
+            _variant(config.override_variant),
+            f"operator override by {config.actor}: {config.reason}",
+        )
+    verdicts = results_store.load_verdicts(sweep.sweep_id)
+    if verdicts.empty:
+        raise Failure(
+            description=f"sweep {sweep.sweep_id!r} has no gate verdict: materialize "
+            "gate_verdicts first (results_job), or set override_variant"
+        )
+    name, why = choose_variant(verdicts, results, baseline.name)
+    return _variant(name), why
+
+
+def _train_champion(
+    config: ChampionConfig,
+    sweep: SweepSettings,
+    identity: SweepIdentity,
+    results: pd.DataFrame,
+    crypto: str,
+    variant: Variant,
+    eff: Variant,
+    flag: str,
+    ds: pd.DataFrame,
+    plan: FoldPlan,
+) -> CalibratedModel:
+    """``eff`` trained on the whole history, calibrated, its reference statistics and
+    provenance in ``info``."""
+    _, train_end = training_window(ds)
+    cal, stats = train_whole_history(
+        eff,
+        ds,
+        plan,
+        xgb_params=sweep.xgb_params(),
+        num_boost_round=sweep.num_boost_round,
+        early_stopping_rounds=sweep.early_stopping_rounds,
+        seed=sweep.seed,
+        primary_calibration=sweep.primary_calibration,
+        fee_per_side=sweep.fee_per_side,
+        oos_f1_buy=_oos_f1(results, crypto, eff.name),
+        min_trade_share=config.min_trade_share,
+    )
+    cal.info.update(
+        {
+            "reference_statistics": stats,
+            "requested_variant": variant.name,
+            "loss_flag": flag,
+            "sweep_id": sweep.sweep_id,
+            "sweep_fingerprint": identity.fingerprint,
+            "train_end": str(train_end),
+        }
+    )
+    return cal
+
+
+def _model_metadata(cal: CalibratedModel, stats: dict[str, Any]) -> dict[str, Any]:
+    """The champion's thresholds and a summary of its reference statistics."""
+    trading = cal.info["trading_threshold"]
+    return {
+        "f1_threshold": round(float(cal.threshold), 4),
+        "trading_threshold": (
+            "none (do not trade)" if trading is None else round(float(trading), 4)
+        ),
+        "reference_stats": MetadataValue.json(jsonable_stats(stats)),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,7 +685,6 @@ def paper_trades(
     config_store: ConfigStore,
     model_registry: ModelRegistry,
 ) -> None:
-    label = sweep.label
     done: dict[str, Any] = {}
     for crypto, days in _days_by_crypto(context).items():
         served: dict[int, LiveModel] = {}
@@ -603,33 +693,9 @@ def paper_trades(
         anchor = schedule.models[0].train_end.ceil("D")
         first, last = min(anchor, days[0]), days[-1]
         halt = halt_history(config_store)
-        try:
-            # candles after the last day (where they exist yet) feed only the labels
-            candles = market_data.load_candles_through(
-                crypto, last + pd.Timedelta(days=1) + LABEL_LOOKAHEAD
-            )
-            before = candles[candles.index < days[0]].iloc[-LIVE_WINDOW_BARS:]
-            latency = {
-                m.version: measure_latency(m, None, before, n=config.latency_runs).median_ms
-                for m in schedule.models
-            }
-            rep = replay(
-                candles,
-                None,
-                first,
-                last,
-                schedule,
-                crypto=crypto,
-                take_profit=label.take_profit,
-                stop_loss=label.stop_loss,
-                horizon=label.horizon,
-                fee_per_side=config.fee_per_side,
-                halted=halt.is_value("true"),
-                latency_ms=latency,
-                candidates=shadow,
-            )
-        except ValueError as exc:
-            raise Failure(description=f"paper_trades {crypto}: {exc}") from exc
+        rep, latency = _replay_crypto(
+            config, sweep, market_data, crypto, days, first, schedule, shadow, halt
+        )
         own = pd.DatetimeIndex(days)
         preds = rep.predictions[rep.predictions["hour"].dt.normalize().isin(own)]
         trades = rep.trades[rep.trades["exit_time"].dt.normalize().isin(own)]
@@ -640,7 +706,6 @@ def paper_trades(
         n_p, n_t = replace_days(
             model_registry.engine, crypto, days, preds, trades, label_updates=late
         )
-        summary = _summary(trades, preds)
         context.log.info(
             f"{crypto}: {len(days)} day(s) {days[0]:%Y-%m-%d}..{last:%Y-%m-%d} journaled: "
             f"{n_p} predictions, {n_t} trades (replayed from {first:%Y-%m-%d}); "
@@ -651,7 +716,7 @@ def paper_trades(
             "first_day": f"{days[0]:%Y-%m-%d}",
             "last_day": f"{last:%Y-%m-%d}",
             "replayed_from": f"{first:%Y-%m-%d}",
-            **summary,
+            **_summary(trades, preds),
             "model_versions": sorted(int(v) for v in preds["model_version"].unique()),
             "candidate_versions": sorted(
                 int(v) for v in preds["candidate_version"].dropna().unique()
@@ -664,40 +729,84 @@ def paper_trades(
             d_p = preds[preds["hour"].dt.normalize() == day]
             d_t = trades[trades["exit_time"].dt.normalize() == day]
             context.add_asset_metadata(
-                {
-                    **_summary(d_t, d_p),
-                    "buy_proba_mean": round(float(d_p["buy_proba"].mean()), 4)
-                    if len(d_p)
-                    else None,
-                    "trading_halted": _halt_metadata(halt, day),
-                    "fee_per_side": config.fee_per_side,
-                    "model_version": ",".join(
-                        str(v) for v in sorted(d_p["model_version"].unique())
-                    ),
-                    "variant": ",".join(
-                        sorted(
-                            {
-                                str(versions[int(v)]["variant"])
-                                for v in d_p["model_version"].unique()
-                            }
-                        )
-                    ),
-                    "candidate_version": ",".join(
-                        str(int(v)) for v in sorted(d_p["candidate_version"].dropna().unique())
-                    ),
-                    "candidate_variant": ",".join(
-                        sorted(
-                            {
-                                str(cand_versions[int(v)]["variant"])
-                                for v in d_p["candidate_version"].dropna().unique()
-                            }
-                        )
-                    ),
-                    "labels_known": int(d_p["label"].notna().sum()),
-                },
+                _day_metadata(d_p, d_t, halt, day, config, versions, cand_versions),
                 partition_key=f"{crypto}|{day:%Y-%m-%d}",
             )
     context.add_asset_metadata({"run_summary": MetadataValue.json(done)})
+
+
+def _replay_crypto(
+    config: PaperConfig,
+    sweep: SweepSettings,
+    market_data: MarketDataResource,
+    crypto: str,
+    days: list[pd.Timestamp],
+    first: pd.Timestamp,
+    schedule: ModelSchedule,
+    shadow: CandidateSchedule,
+    halt: FlagHistory,
+) -> tuple[Replay, dict[int, float]]:
+    """One :func:`replay` of ``crypto`` from ``first`` to its last day, and the measured
+    latency per model version; a ``ValueError`` becomes a :class:`Failure` naming the crypto."""
+    label = sweep.label
+    last = days[-1]
+    try:
+        # candles after the last day (where they exist yet) feed only the labels
+        candles = market_data.load_candles_through(
+            crypto, last + pd.Timedelta(days=1) + LABEL_LOOKAHEAD
+        )
+        before = candles[candles.index < days[0]].iloc[-LIVE_WINDOW_BARS:]
+        latency = {
+            m.version: measure_latency(m, None, before, n=config.latency_runs).median_ms
+            for m in schedule.models
+        }
+        rep = replay(
+            candles,
+            None,
+            first,
+            last,
+            schedule,
+            crypto=crypto,
+            take_profit=label.take_profit,
+            stop_loss=label.stop_loss,
+            horizon=label.horizon,
+            fee_per_side=config.fee_per_side,
+            halted=halt.is_value("true"),
+            latency_ms=latency,
+            candidates=shadow,
+        )
+    except ValueError as exc:
+        raise Failure(description=f"paper_trades {crypto}: {exc}") from exc
+    return rep, latency
+
+
+def _variants_of(versions: pd.Series, registered: dict[int, dict[str, Any]]) -> str:
+    """The registered variants of the model versions in ``versions``, sorted, comma-joined."""
+    return ",".join(sorted({str(registered[int(v)]["variant"]) for v in versions.unique()}))
+
+
+def _day_metadata(
+    d_p: pd.DataFrame,
+    d_t: pd.DataFrame,
+    halt: FlagHistory,
+    day: pd.Timestamp,
+    config: PaperConfig,
+    versions: dict[int, dict[str, Any]],
+    cand_versions: dict[int, dict[str, Any]],
+) -> dict[str, Any]:
+    """One day's asset metadata: its summary, the halt, the models and candidates live."""
+    candidates = d_p["candidate_version"].dropna()
+    return {
+        **_summary(d_t, d_p),
+        "buy_proba_mean": round(float(d_p["buy_proba"].mean()), 4) if len(d_p) else None,
+        HALT_FLAG: _halt_metadata(halt, day),
+        "fee_per_side": config.fee_per_side,
+        "model_version": ",".join(str(v) for v in sorted(d_p["model_version"].unique())),
+        "variant": _variants_of(d_p["model_version"], versions),
+        "candidate_version": ",".join(str(int(v)) for v in sorted(candidates.unique())),
+        "candidate_variant": _variants_of(candidates, cand_versions),
+        "labels_known": int(d_p["label"].notna().sum()),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -775,7 +884,5 @@ def monitoring_metrics(
 
 
 def _home(context: AssetExecutionContext) -> str | None:
-    from cvn_assets.assets._util import instance_home
-
     home = instance_home(context)
     return None if home is None else str(home)

@@ -17,6 +17,9 @@ crypto at a time:
   trading thresholds, fitted on the calibration block).
 * :func:`reference_statistics`: what the drift detectors need, frozen with the model.
 * :func:`canary_passed`: the staged-rollout rule (spec 6.4) for the non-canary cryptos.
+* :func:`rollback_plan`: what the factor-level kill switch (``rollback_job``) does, decided
+  from typed registry versions (:class:`RegistryVersion`) and returned as a
+  :class:`RollbackPlan` the op executes.
 
 The loss function of a champion: the variant's, unless the kill switch ``CVN_LOSS_FUNCTION``
 says ``binary:logistic`` -- then the champion is trained with cross-entropy whatever the
@@ -25,8 +28,9 @@ variant says (:func:`effective_variant`). The sweep is an ablation and never rea
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,6 +39,7 @@ import pandas as pd
 
 from cvn_assets.ablation.calibrated_model import CalibratedModel
 from cvn_assets.ablation.evaluation import cell_arrays, fit_on_calibration_block
+from cvn_assets.ablation.guardrails import CROSS_ENTROPY, FOCAL
 from cvn_assets.ablation.metrics import MIN_TRADE_SHARE, classification_metrics
 from cvn_assets.ablation.training import TrainResult, XGBWrapper
 from cvn_assets.ablation.variants import Variant
@@ -53,11 +58,15 @@ __all__ = [
     "CANARY_DAYS",
     "CANARY_MIN_TRADES",
     "TOP_FEATURES",
+    "Repromotion",
+    "RegistryVersion",
+    "RollbackPlan",
     "calibrate_whole_history",
     "canary_passed",
     "choose_variant",
     "effective_variant",
     "reference_statistics",
+    "rollback_plan",
     "whole_history_plan",
 ]
 
@@ -122,11 +131,13 @@ def effective_variant(variant: Variant, loss_flag: str, baseline: Variant) -> Va
     matter; training is deterministic), so it is trained, stored and registered as the
     baseline: its fingerprint and registry key are the baseline champion's. ``focal`` keeps
     every variant as it is (the flag switches focal off; it never switches it on)."""
-    if loss_flag not in ("focal", "binary:logistic"):
-        raise ValueError(f"CVN_LOSS_FUNCTION={loss_flag!r}: must be 'focal' or 'binary:logistic'")
-    if baseline.loss_function != "binary:logistic":
-        raise ValueError(f"baseline {baseline.name!r} is not binary:logistic")
-    if loss_flag == "binary:logistic" and variant.loss_function != "binary:logistic":
+    # the flag's name is spelled out: resources.config_store.LOSS_FLAG lives above this pure
+    # module (the config store imports cvn_assets.guard)
+    if loss_flag not in (FOCAL, CROSS_ENTROPY):
+        raise ValueError(f"CVN_LOSS_FUNCTION={loss_flag!r}: must be {FOCAL!r} or {CROSS_ENTROPY!r}")
+    if baseline.loss_function != CROSS_ENTROPY:
+        raise ValueError(f"baseline {baseline.name!r} is not {CROSS_ENTROPY}")
+    if loss_flag == CROSS_ENTROPY and variant.loss_function != CROSS_ENTROPY:
         return baseline
     return variant
 
@@ -454,3 +465,137 @@ def jsonable_stats(stats: Mapping[str, Any]) -> dict[str, Any]:
         "train_mean_confidence": round(float(stats["train_mean_confidence"]), 4),
         "oos_f1_buy": stats.get("oos_f1_buy"),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# the rollback (factor-level kill switch): typed registry versions in, a plan out
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RegistryVersion:
+    """One registered model version (a ``model_versions`` row) as the guard reads it.
+
+    Built from the registry's dict at the boundary (:meth:`from_registry`); ``gamma`` and
+    ``alpha`` are None for the cross-entropy baseline; times are aware UTC;
+    ``reference_stats`` the frozen drift references (:func:`reference_statistics`, as
+    :func:`cvn_assets.guard.training.registry_stats` stores them)."""
+
+    id: int
+    crypto: str
+    variant: str
+    loss_function: str
+    gamma: float | None = None
+    alpha: float | None = None
+    train_start: datetime | None = None
+    train_end: datetime | None = None
+    sweep_id: str | None = None
+    artifact_uri: str | None = None
+    reference_stats: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def is_focal(self) -> bool:
+        return self.loss_function == FOCAL
+
+    @classmethod
+    def from_registry(cls, row: Mapping[str, Any] | None) -> RegistryVersion | None:
+        """The version of a registry dict (:meth:`resources.model_registry.ModelRegistry.
+        alias`), None for None; ``KeyError`` naming a missing field."""
+        if row is None:
+            return None
+        return cls(
+            id=int(row["id"]),
+            crypto=str(row["crypto"]),
+            variant=str(row["variant"]),
+            loss_function=str(row["loss_function"]),
+            gamma=None if row.get("gamma") is None else float(row["gamma"]),
+            alpha=None if row.get("alpha") is None else float(row["alpha"]),
+            train_start=row.get("train_start"),
+            train_end=row.get("train_end"),
+            sweep_id=row.get("sweep_id"),
+            artifact_uri=row.get("artifact_uri"),
+            reference_stats=row.get("reference_stats") or {},
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Repromotion:
+    """Re-promote ``previous`` (not focal) over the focal ``champion`` of ``crypto``."""
+
+    crypto: str
+    champion: RegistryVersion
+    previous: RegistryVersion
+
+    def summary(self) -> str:
+        """``"v<champion> (<variant>) -> v<previous> (<variant>)"`` (the op's metadata)."""
+        c, p = self.champion, self.previous
+        return f"v{c.id} ({c.variant}) -> v{p.id} ({p.variant})"
+
+
+@dataclasses.dataclass(frozen=True)
+class RollbackStep:
+    """What the rollback does for one crypto: a re-promotion, or nothing and why."""
+
+    crypto: str
+    repromotion: Repromotion | None
+    note: str = ""  # why nothing is done ("" for a re-promotion)
+
+
+@dataclasses.dataclass(frozen=True)
+class RollbackPlan:
+    """``flip``: the loss flag is not cross-entropy yet (set it, compare-and-set);
+    ``steps``: one per selected crypto, in order."""
+
+    flip: bool
+    steps: tuple[RollbackStep, ...]
+
+    @property
+    def repromotions(self) -> tuple[Repromotion, ...]:
+        return tuple(s.repromotion for s in self.steps if s.repromotion is not None)
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """crypto -> why nothing is re-promoted there."""
+        return {s.crypto: s.note for s in self.steps if s.repromotion is None}
+
+
+AliasPair = tuple[RegistryVersion | None, RegistryVersion | None]
+
+
+def rollback_plan(
+    loss_flag: str,
+    aliases: Mapping[str, AliasPair],
+    cryptos: Sequence[str] = (),
+) -> RollbackPlan:
+    """What ``rollback_job`` does: flip the loss flag to cross-entropy unless it is already,
+    and per crypto re-promote the ``previous`` champion where the champion is focal-trained
+    and the previous one is not (re-promoting a focal previous would roll nothing back).
+
+    ``aliases``: crypto -> ``(champion, previous)`` (None where the alias is unset);
+    ``cryptos``: the cryptos to roll back, in order (empty: every crypto of ``aliases``, in
+    its order). ``ValueError`` names a crypto of ``cryptos`` that ``aliases`` lacks."""
+    selected = list(cryptos) or list(aliases)
+    unknown = [c for c in selected if c not in aliases]
+    if unknown:
+        raise ValueError(f"cryptos {unknown} have no alias entry")
+    return RollbackPlan(
+        flip=loss_flag != CROSS_ENTROPY,
+        steps=tuple(_rollback_step(c, *aliases[c]) for c in selected),
+    )
+
+
+def _rollback_step(
+    crypto: str, champ: RegistryVersion | None, prev: RegistryVersion | None
+) -> RollbackStep:
+    if champ is None:
+        return RollbackStep(crypto, None, "no champion")
+    if not champ.is_focal:
+        return RollbackStep(
+            crypto, None, f"champion v{champ.id} is {champ.loss_function}: nothing to do"
+        )
+    if prev is None or prev.is_focal:
+        why = "no previous champion" if prev is None else f"previous v{prev.id} is focal"
+        return RollbackStep(
+            crypto,
+            None,
+            f"champion v{champ.id} kept: {why}; the next champion_job trains with {CROSS_ENTROPY}",
+        )
+    return RollbackStep(crypto, Repromotion(crypto, champ, prev))

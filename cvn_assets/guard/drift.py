@@ -514,52 +514,17 @@ def data_drift(
     details: dict[str, dict[str, Any]] = {}
     best: tuple[int, float, str] | None = None
     for name, values in feature_windows.items():
-        x = _finite_1d(f"feature_windows[{name!r}]", values, allow_empty=True)
-        e = _check_edges(edges[name])
-        raw = (expected_shares or {}).get(name)
-        shares = None
-        if raw is not None:
-            try:
-                shares = _check_expected(raw, np.unique(e).size + 1)
-            except ValueError as exc:
-                raise ValueError(f"expected_shares[{name!r}]: {exc}") from None
-        kind = "training" if shares is not None else "uniform"
-        if shares is None and (np.diff(e) == 0).any():
-            kind = "missing"
-        if x.size < k or kind == "missing":
-            details[name] = {"psi": math.nan, "null_q": math.nan, "n": int(x.size)}
-            details[name].update(level="insufficient", expected=kind)
+        details[name] = _feature_psi(
+            name, values, edges[name], (expected_shares or {}).get(name),
+            (null_floor or {}).get(name), warn=w, crit=c, min_rows=k, q=qq, n_train=n_train,
+        )  # fmt: skip
+        if details[name]["level"] == "insufficient":
             continue
-        if shares is not None:
-            value = psi(x, e, expected=shares)
-            null = psi_null_quantile(int(x.size), qq, n_train=n_train, expected=shares)
-        else:
-            value = psi(x, e)
-            null = psi_null_quantile(int(x.size), qq, n_train=n_train, n_bins=e.size + 1)
-        floor = (null_floor or {}).get(name)
-        if floor is not None:  # the training series' own window-PSI quantile (autocorrelation)
-            null = max(null, _real(f"null_floor[{name!r}]", floor, lo=0.0))
-        level: Level = "crit" if value > max(c, null) else "warn" if value > max(w, null) else "ok"
-        details[name] = {"psi": value, "null_q": null, "n": int(x.size), "level": level}
-        details[name]["expected"] = kind
-        key = (_RANK[level], value, name)
+        key = (_RANK[details[name]["level"]], details[name]["psi"], name)
         if best is None or key[:2] > best[:2]:
             best = key
     if best is None:
-        tied = sorted(n for n, d in details.items() if d["expected"] == "missing")
-        why = f"every feature has < min_rows {k} values" + (
-            f" or tied deciles without stored training shares ({tied}: retrain the champion)"
-            if tied
-            else ""
-        )
-        return Verdict(
-            "insufficient",
-            math.nan,
-            math.nan,
-            max(d["n"] for d in details.values()),
-            why,
-            details,
-        )
+        return _data_drift_insufficient(details, k)
     name = best[2]
     d = details[name]
     lvl: Level = d["level"]
@@ -573,6 +538,68 @@ def data_drift(
         f"max PSI {d['psi']:.4f} on {name!r} {word} {bound:.4f} "
         f"(rule {c if lvl == 'crit' else w}, no-drift null {d['null_q']:.4f} at n {d['n']}: "
         f"max of the iid q{qq} and the training windows' floor)",
+        details,
+    )
+
+
+def _feature_psi(
+    name: str,
+    values: ArrayLike,
+    edges: ArrayLike,
+    raw_shares: ArrayLike | None,
+    floor: float | None,
+    *,
+    warn: float,
+    crit: float,
+    min_rows: int,
+    q: float,
+    n_train: int | None,
+) -> dict[str, Any]:
+    """One feature's ``details`` entry of :func:`data_drift`: ``psi``, ``null_q``, ``n``,
+    ``level``, ``expected``; ``ValueError`` naming the feature for shares that do not fit."""
+    x = _finite_1d(f"feature_windows[{name!r}]", values, allow_empty=True)
+    e = _check_edges(edges)
+    shares = None
+    if raw_shares is not None:
+        try:
+            shares = _check_expected(raw_shares, np.unique(e).size + 1)
+        except ValueError as exc:
+            raise ValueError(f"expected_shares[{name!r}]: {exc}") from None
+    kind = "training" if shares is not None else "uniform"
+    if shares is None and (np.diff(e) == 0).any():
+        kind = "missing"
+    if x.size < min_rows or kind == "missing":
+        out: dict[str, Any] = {"psi": math.nan, "null_q": math.nan, "n": int(x.size)}
+        out.update(level="insufficient", expected=kind)
+        return out
+    if shares is not None:
+        value = psi(x, e, expected=shares)
+        null = psi_null_quantile(int(x.size), q, n_train=n_train, expected=shares)
+    else:
+        value = psi(x, e)
+        null = psi_null_quantile(int(x.size), q, n_train=n_train, n_bins=e.size + 1)
+    if floor is not None:  # the training series' own window-PSI quantile (autocorrelation)
+        null = max(null, _real(f"null_floor[{name!r}]", floor, lo=0.0))
+    level: Level = (
+        "crit" if value > max(crit, null) else "warn" if value > max(warn, null) else "ok"
+    )
+    return {"psi": value, "null_q": null, "n": int(x.size), "level": level, "expected": kind}
+
+
+def _data_drift_insufficient(details: dict[str, dict[str, Any]], k: int) -> Verdict:
+    """No feature evaluable: too few rows, or tied deciles without stored shares."""
+    tied = sorted(n for n, d in details.items() if d["expected"] == "missing")
+    why = f"every feature has < min_rows {k} values" + (
+        f" or tied deciles without stored training shares ({tied}: retrain the champion)"
+        if tied
+        else ""
+    )
+    return Verdict(
+        "insufficient",
+        math.nan,
+        math.nan,
+        max(d["n"] for d in details.values()),
+        why,
         details,
     )
 

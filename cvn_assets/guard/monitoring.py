@@ -122,7 +122,12 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
-from cvn_assets.ablation.guardrails import LOSS_FUNCTIONS, validate_focal_config
+from cvn_assets.ablation.guardrails import (
+    CROSS_ENTROPY,
+    FOCAL,
+    LOSS_FUNCTIONS,
+    validate_focal_config,
+)
 
 __all__ = [
     "BUY_PROBA_QUANTILES",
@@ -169,7 +174,7 @@ FAILURE_WINDOWS_H: dict[str, float] = {"1h": 1.0, "24h": 24.0}
 EXPECTANCY_WINDOWS_H: dict[str, float] = {"24h": 24.0, "48h": 48.0}
 #: ``cvn/loss_function`` tag value -> the identifier used in row keys. Any other tag value is
 #: counted under ``"other"`` in the row.
-LOSS_FUNCTION_KEYS: dict[str, str] = {"binary:logistic": "binary_logistic", "focal": "focal"}
+LOSS_FUNCTION_KEYS: dict[str, str] = {CROSS_ENTROPY: "binary_logistic", FOCAL: "focal"}
 OTHER_LOSS_KEY = "other"
 LOSS_FUNCTION_TAG = "cvn/loss_function"
 FAILED_STATUS = "FAILURE"
@@ -850,67 +855,25 @@ def metrics_row(
         end = dt.datetime.combine(d + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
     else:
         end = pd.Timestamp(_utc_ns("now", now), unit="ns", tz="UTC").to_pydatetime()
-
-    failures = training_failures(run_records, end)
-    failed = {
-        (key, w): 0 for key in (*LOSS_FUNCTION_KEYS.values(), OTHER_LOSS_KEY) for w in ("1h", "24h")
-    }
-    for lf, counts in failures.items():
-        key = LOSS_FUNCTION_KEYS.get(lf, OTHER_LOSS_KEY)
-        for w, c in counts.items():
-            failed[(key, w)] += c
-
-    focal = loss_function == "focal"
+    failed = _failure_fields(training_failures(run_records, end))
+    focal = loss_function == FOCAL
     bq = buy_proba_quantiles(buy_proba)
     p = _finite_1d("buy_proba", buy_proba, allow_empty=True)
-
-    psi_value: float | None = None
-    psi_null: float | None = None
-    psi_expected: str | None = None
-    if bq["n"] > 0 and (training_proba is not None or psi_edges is not None):
-        if training_proba is not None:
-            tr = _finite_1d("training_proba", training_proba, allow_empty=False)
-            _check_probabilities("training_proba", tr)
-            edges = decile_edges(tr)
-            shares = training_shares(tr, edges)
-            psi_value = psi(p, edges, expected=shares)
-            psi_null = psi_null_quantile(
-                bq["n"], 0.95, n_train=max(int(tr.size), 2), expected=shares
-            )
-            psi_expected = "training"
-        else:
-            assert psi_edges is not None
-            edges = _check_edges(psi_edges)
-            psi_value = psi(p, edges)
-            psi_null = psi_null_quantile(bq["n"], 0.95, n_bins=edges.size + 1)
-            psi_expected = "uniform"
-
+    psi_fields = _psi_fields(p, bq["n"], training_proba, psi_edges)
     exp = {w: expectancy_window(trades, end, h) for w, h in EXPECTANCY_WINDOWS_H.items()}
     lat = latency_summary(latency_ms)
-
     row = MonitoringRow(
         crypto=crypto,
         day=d.isoformat(),
         as_of_utc=end.astimezone(dt.UTC).isoformat(),
-        training_failed_binary_logistic_1h=failed[("binary_logistic", "1h")],
-        training_failed_binary_logistic_24h=failed[("binary_logistic", "24h")],
-        training_failed_focal_1h=failed[("focal", "1h")],
-        training_failed_focal_24h=failed[("focal", "24h")],
-        training_failed_other_1h=failed[(OTHER_LOSS_KEY, "1h")],
-        training_failed_other_24h=failed[(OTHER_LOSS_KEY, "24h")],
+        **failed,
         loss_function=loss_function,
         focal_loss_active=int(focal),
         focal_gamma=float(gamma) if focal and gamma is not None else None,
         focal_alpha=float(alpha) if focal and alpha is not None else None,
-        buy_proba_p05=_none_if_nan(bq["p05"]),
-        buy_proba_p25=_none_if_nan(bq["p25"]),
-        buy_proba_p50=_none_if_nan(bq["p50"]),
-        buy_proba_p75=_none_if_nan(bq["p75"]),
-        buy_proba_p95=_none_if_nan(bq["p95"]),
+        **_quantile_fields(bq),
         buy_proba_n=bq["n"],
-        buy_proba_psi=psi_value,
-        buy_proba_psi_null_p95=psi_null,
-        buy_proba_psi_expected=psi_expected,
+        **psi_fields,
         expectancy_net_24h=_none_if_nan(exp["24h"][0]),
         expectancy_trades_24h=exp["24h"][1],
         expectancy_net_48h=_none_if_nan(exp["48h"][0]),
@@ -920,3 +883,53 @@ def metrics_row(
         latency_n=lat["n"],
     )
     return row.as_dict()
+
+
+def _quantile_fields(bq: BuyProbaQuantiles) -> dict[str, Any]:
+    """``buy_proba_p05`` .. ``buy_proba_p95`` (None where NaN: no prediction)."""
+    q: Mapping[str, Any] = bq
+    return {f"buy_proba_{k}": _none_if_nan(q[k]) for k in BUY_PROBA_QUANTILES}
+
+
+def _failure_fields(failures: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    """``training_failed_<key>_<window>`` for every loss key (any other tag value counted
+    under ``other``) and window, from :func:`training_failures`'s counts (0 where none)."""
+    keys = (*LOSS_FUNCTION_KEYS.values(), OTHER_LOSS_KEY)
+    failed = {(key, w): 0 for key in keys for w in FAILURE_WINDOWS_H}
+    for lf, counts in failures.items():
+        key = LOSS_FUNCTION_KEYS.get(lf, OTHER_LOSS_KEY)
+        for w, c in counts.items():
+            failed[(key, w)] += c
+    return {f"training_failed_{key}_{w}": n for (key, w), n in failed.items()}
+
+
+def _psi_fields(
+    p: NDArray[np.float64],
+    n: int,
+    training_proba: ArrayLike | None,
+    psi_edges: ArrayLike | None,
+) -> dict[str, Any]:
+    """``buy_proba_psi``, ``buy_proba_psi_null_p95``, ``buy_proba_psi_expected`` of the
+    day's ``p`` (``n`` values) against the training buy_proba's deciles and shares, else the
+    given edges with uniform shares, else None (see :func:`metrics_row`)."""
+    psi_value: float | None = None
+    psi_null: float | None = None
+    psi_expected: str | None = None
+    if n > 0 and training_proba is not None:
+        tr = _finite_1d("training_proba", training_proba, allow_empty=False)
+        _check_probabilities("training_proba", tr)
+        edges = decile_edges(tr)
+        shares = training_shares(tr, edges)
+        psi_value = psi(p, edges, expected=shares)
+        psi_null = psi_null_quantile(n, 0.95, n_train=max(int(tr.size), 2), expected=shares)
+        psi_expected = "training"
+    elif n > 0 and psi_edges is not None:
+        edges = _check_edges(psi_edges)
+        psi_value = psi(p, edges)
+        psi_null = psi_null_quantile(n, 0.95, n_bins=edges.size + 1)
+        psi_expected = "uniform"
+    return {
+        "buy_proba_psi": psi_value,
+        "buy_proba_psi_null_p95": psi_null,
+        "buy_proba_psi_expected": psi_expected,
+    }

@@ -943,24 +943,87 @@ def replay(
     not finite at a replayed hour; after the predictions, for a ``predict_proba`` output that
     is not one probability per row.
     """
-    # ---- arguments ----------------------------------------------------------------------
+    a = _check_args(
+        crypto, take_profit, stop_loss, horizon, fee_per_side, first_day, last_day, halted,
+        open_position,
+    )  # fmt: skip
+    win = _candle_window(candles, a)
+    values = _feature_rows(features, candles, win.i0, win.i1, win.hours)
+    groups = _model_groups(models, win.hours, a.start)
+    halt = _halt_flags(halted, win.hours)
+    lat = _latencies(latency_ms, [model.version for model, _ in groups])
+    cand_groups = _candidate_groups(candidates, win.hours)
+    signals = _champion_signals(groups, values, win.hours, lat)
+    shadow = _candidate_signals(cand_groups, values, win.hours)
+    trades, open_out, out_ext = _position_walk(a, win, signals, halt)
+    predictions = _predictions_frame(a, win, signals, shadow, out_ext)
+    return Replay(predictions=predictions, trades=trades, open_position=open_out)
+
+
+# ---- the replay's steps -----------------------------------------------------------------
+@dataclass(frozen=True)
+class _Args:
+    """The replay's checked arguments: barriers (``tp``, ``sl`` fractions, ``h`` candles), fee
+    per side, the window ``[start, end)`` (``last``: its last day) and the carried position."""
+
+    crypto: str
+    tp: float
+    sl: float
+    h: int
+    fee: float
+    start: pd.Timestamp
+    last: pd.Timestamp
+    end: pd.Timestamp
+    pos_in: Position | None
+
+
+def _check_args(
+    crypto: Any,
+    take_profit: Any,
+    stop_loss: Any,
+    horizon: Any,
+    fee_per_side: Any,
+    first_day: Any,
+    last_day: Any,
+    halted: Any,
+    open_position: Any,
+) -> _Args:
     if not (isinstance(crypto, str) and crypto.strip()):
         raise ValueError(f"crypto must be a non-empty string, got {crypto!r}")
     check_barriers(take_profit, stop_loss, horizon)
-    tp, sl, h = float(take_profit), float(stop_loss), int(horizon)
+    h = int(horizon)
     if not (_is_real(fee_per_side) and 0.0 <= fee_per_side < 0.5):
         raise ValueError(f"fee_per_side must be a fraction in [0, 0.5), got {fee_per_side!r}")
-    fee = float(fee_per_side)
     start = _day("first_day", first_day)
     last = _day("last_day", last_day)
     if last < start:
         raise ValueError(f"last_day {last:%Y-%m-%d} is before first_day {start:%Y-%m-%d}")
-    end = last + _DAY
     if halted is not None and not callable(halted):
         raise ValueError(f"halted must be a function of the hour or None, got {halted!r}")
     pos_in = None if open_position is None else _check_position(open_position, crypto, h)
+    return _Args(
+        crypto, float(take_profit), float(stop_loss), h, float(fee_per_side), start, last,
+        last + _DAY, pos_in,
+    )  # fmt: skip
 
-    # ---- candles ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Window:
+    """The replayed candles ``i0:i1`` of ``candles`` (``hours``, ``prices``), and with the
+    later ones a label may need (``hours_ext``, ``prices_ext``: up to ``horizon`` more)."""
+
+    i0: int
+    i1: int
+    hours: pd.DatetimeIndex
+    hours_ext: pd.DatetimeIndex
+    prices: dict[str, NDArray[np.float64]]
+    prices_ext: dict[str, NDArray[np.float64]]
+
+
+def _candle_window(candles: Any, a: _Args) -> _Window:
+    """The candle checks: a UTC, unique, ordered index covering the window (else the missing
+    hours are named), hourly open times, valid prices, and a carried position continuing
+    right before the window."""
     if not isinstance(candles, pd.DataFrame):
         raise ValueError(f"candles must be a DataFrame, got {type(candles).__name__}")
     idx = candles.index
@@ -970,55 +1033,60 @@ def replay(
         raise ValueError("candles is empty")
     if not (idx.is_monotonic_increasing and idx.is_unique):
         raise ValueError("candles' open times must be unique and in time order")
+    start, last, end = a.start, a.last, a.end
     if idx[0] > start:
         raise ValueError(
             f"candles start at {_fmt(idx[0])}, after the replay window's first hour "
             f"{_fmt(start)}: pass the candles from {start:%Y-%m-%d} 00:00 UTC (or earlier)"
         )
     if idx[-1] < end - _HOUR:
-        first_missing = max(idx[-1] + _HOUR, start)
+        days = (
+            f"day {last:%Y-%m-%d}" if last == start else f"days {start:%Y-%m-%d} .. {last:%Y-%m-%d}"
+        )
         raise ValueError(
             _missing_hours_message(
-                (
-                    f"day {last:%Y-%m-%d}"
-                    if last == start
-                    else f"days {start:%Y-%m-%d} .. {last:%Y-%m-%d}"
-                )
-                + f" cannot be replayed yet: candles end at {_fmt(idx[-1])}",
-                first_missing,
+                f"{days} cannot be replayed yet: candles end at {_fmt(idx[-1])}",
+                max(idx[-1] + _HOUR, start),
                 end - _HOUR,
             )
         )
     i0 = int(idx.searchsorted(start, side="left"))
     i1 = int(idx.searchsorted(end, side="left"))
     # the later candles a label may need: horizon rows (bars are positional)
-    i2 = min(len(idx), i1 + h)
+    i2 = min(len(idx), i1 + a.h)
     hours_ext = idx[i0:i2].tz_convert("UTC").as_unit(_TS_UNIT)
     off_grid = hours_ext.as_unit("ns").asi8 % _HOUR_NS != 0
     if off_grid.any():
         raise ValueError(
             f"candle open time {hours_ext[int(np.argmax(off_grid))]} is not on the hour"
         )
-    hours = hours_ext[: i1 - i0]
     prices_ext = _check_prices(candles.iloc[i0:i2], hours_ext)
-    prices = {k: a[: i1 - i0] for k, a in prices_ext.items()}
-    if pos_in is not None:
-        if pos_in.last_hour >= start:
-            raise ValueError(
-                f"open_position.last_hour {_fmt(pos_in.last_hour)} is not before the replay "
-                f"window {start:%Y-%m-%d}: it was carried from a later replay"
-            )
-        j = int(idx.searchsorted(pos_in.last_hour, side="right"))
-        if j < i0:
-            raise ValueError(
-                f"open_position was last updated at {_fmt(pos_in.last_hour)} but the candles "
-                f"{_fmt(idx[j])} .. {_fmt(idx[i0 - 1])} before the replay window were not "
-                f"replayed: replay the days in order"
-            )
+    if a.pos_in is not None:
+        _check_continuity(a.pos_in, idx, i0, start)
+    return _Window(
+        i0, i1, hours_ext[: i1 - i0], hours_ext,
+        {k: arr[: i1 - i0] for k, arr in prices_ext.items()}, prices_ext,
+    )  # fmt: skip
 
-    # ---- features, models, halts ----------------------------------------------------------
-    values = _feature_rows(features, candles, i0, i1, hours)
-    groups = _model_groups(models, hours, start)
+
+def _check_continuity(pos: Position, idx: pd.DatetimeIndex, i0: int, start: pd.Timestamp) -> None:
+    """A carried position must come from an earlier replay that ended right before ``i0``."""
+    if pos.last_hour >= start:
+        raise ValueError(
+            f"open_position.last_hour {_fmt(pos.last_hour)} is not before the replay "
+            f"window {start:%Y-%m-%d}: it was carried from a later replay"
+        )
+    j = int(idx.searchsorted(pos.last_hour, side="right"))
+    if j < i0:
+        raise ValueError(
+            f"open_position was last updated at {_fmt(pos.last_hour)} but the candles "
+            f"{_fmt(idx[j])} .. {_fmt(idx[i0 - 1])} before the replay window were not "
+            f"replayed: replay the days in order"
+        )
+
+
+def _halt_flags(halted: Any, hours: pd.DatetimeIndex) -> NDArray[np.bool_]:
+    """``halted(hour)`` at every replayed hour (all False without ``halted``)."""
     halt = np.zeros(len(hours), dtype=bool)
     if halted is not None:
         for k, t in enumerate(hours):
@@ -1026,11 +1094,29 @@ def replay(
             if not isinstance(flag, (bool, np.bool_)):
                 raise ValueError(f"halted({_fmt(t)}) must return a bool, got {flag!r}")
             halt[k] = bool(flag)
-    lat = _latencies(latency_ms, [model.version for model, _ in groups])
+    return halt
 
-    cand_groups = _candidate_groups(candidates, hours)
 
-    # ---- predictions: one vectorised call per model version ---------------------------------
+@dataclass(frozen=True)
+class _Signals:
+    """Per replayed hour: the live champion's ``proba``, ``buy`` signal, ``version``,
+    ``latency`` (ms), ``loss`` name and its ``top`` feature values (hours x N_TOP_FEATURES)."""
+
+    proba: NDArray[np.float64]
+    buy: NDArray[np.bool_]
+    version: NDArray[np.int64]
+    latency: NDArray[np.float64]
+    loss: NDArray[Any]
+    top: NDArray[np.float64]
+
+
+def _champion_signals(
+    groups: _Groups,
+    values: NDArray[np.float64],
+    hours: pd.DatetimeIndex,
+    lat: Mapping[int, float],
+) -> _Signals:
+    """Predictions: one vectorised ``predict_proba`` call per model version."""
     m = len(hours)
     proba = np.empty(m, dtype=np.float64)
     threshold = np.full(m, np.nan)
@@ -1052,36 +1138,60 @@ def replay(
             top[rows, : len(cols)] = values[np.ix_(rows, cols)]
     buy = proba >= threshold  # NaN threshold (None): never BUY
     loss = np.asarray(loss_names, dtype=object)[loss_code]
-    # shadow mode: the candidate's signal beside the champion's (nothing else uses it)
-    cand_version = np.zeros(m, dtype=np.int64)
-    cand_live = np.zeros(m, dtype=bool)
-    cand_proba = np.full(m, np.nan)
-    cand_buy = np.zeros(m, dtype=bool)
+    return _Signals(proba, buy, version, latency, loss, top)
+
+
+@dataclass(frozen=True)
+class _Shadow:
+    """Per replayed hour: the candidate's ``version``, whether one is ``live``, its
+    ``proba`` and ``buy`` signal at its own trading threshold."""
+
+    version: NDArray[np.int64]
+    live: NDArray[np.bool_]
+    proba: NDArray[np.float64]
+    buy: NDArray[np.bool_]
+
+
+def _candidate_signals(
+    cand_groups: _Groups, values: NDArray[np.float64], hours: pd.DatetimeIndex
+) -> _Shadow:
+    """Shadow mode: the candidate's signal beside the champion's (nothing else uses it)."""
+    m = len(hours)
+    shadow = _Shadow(
+        np.zeros(m, dtype=np.int64), np.zeros(m, dtype=bool), np.full(m, np.nan),
+        np.zeros(m, dtype=bool),
+    )  # fmt: skip
     for model, rows in cand_groups:
         p = _predict(model, values, hours, rows, "candidate")
-        cand_proba[rows] = p
-        cand_version[rows] = model.version
-        cand_live[rows] = True
+        shadow.proba[rows] = p
+        shadow.version[rows] = model.version
+        shadow.live[rows] = True
         if model.trading_threshold is not None:
-            cand_buy[rows] = p >= model.trading_threshold
+            shadow.buy[rows] = p >= model.trading_threshold
+    return shadow
 
-    # ---- the position walk ----------------------------------------------------------------
-    o, hi, lo, c = (prices[k] for k in _PRICE_COLUMNS)
-    hours_ns = hours.as_unit("ns").asi8
-    oe, hie, loe, ce = (prices_ext[k] for k in _PRICE_COLUMNS)
-    hours_ext_ns = hours_ext.as_unit("ns").asi8
-    # one long entered at every candle, over the replayed and the later candles: the trades
-    # use the entries whose outcome is inside the window (they read no later candle: the
-    # outcome of entry j reads candles j+1..j+h only); the labels use them all
-    out_ext = simulate_long_trades(oe, hie, loe, ce, tp, sl, h) if len(ce) > h else None
-    # scalar exits (a carried position, entries in the last horizon candles): entry ns, entry
-    # price, exit candle, barrier, gross return, gap fill, version, loss function
-    scalar: list[tuple[int, float, int, str, float, bool, int, str]] = []
 
-    def walk(pos: _Open, k_from: int) -> int | None:
-        """Candle by candle (the fill rule of trading.bar_fills); the exit candle or None."""
+#: a trade closed by the candle-by-candle walk: entry ns, entry price, exit candle, barrier,
+#: gross return, gap fill, model version, loss function
+_ScalarExit: TypeAlias = tuple[int, float, int, str, float, bool, int, str]
+
+
+class _Walker:
+    """The candle-by-candle walk of one position (the fill rule of trading.bar_fills), for a
+    carried position and the entries too close to the window's end for the vectorised
+    outcome; the trades it closes are collected in ``exits``."""
+
+    def __init__(self, a: _Args, win: _Window, halt: NDArray[np.bool_]) -> None:
+        self.a, self.halt, self.hours = a, halt, win.hours
+        self.o, self.hi, self.lo, self.c = (win.prices[k] for k in _PRICE_COLUMNS)
+        self.exits: list[_ScalarExit] = []
+
+    def walk(self, pos: _Open, k_from: int) -> int | None:
+        """Candle by candle from ``k_from``; the exit candle or None (still open)."""
+        o, hi, lo, c = self.o, self.hi, self.lo, self.c
+        tp, sl, h = self.a.tp, self.a.sl, self.a.h
         e = pos.entry_price
-        for k in range(k_from, m):
+        for k in range(k_from, len(self.hours)):
             f = bar_fills(e, o[k], hi[k], lo[k], tp, sl)
             pos.bars_held += 1
             gap = bool(f.gap[0])
@@ -1092,18 +1202,19 @@ def replay(
             elif pos.bars_held >= h:
                 exit_ = ("time", (c[k] - e) / e)
             else:
-                if halt[k]:
+                if self.halt[k]:
                     pos.close_at_next_open = True
                 continue
-            scalar.append(
+            self.exits.append(
                 (pos.entry_ns, e, k, exit_[0], exit_[1], gap, pos.model_version, pos.loss_function)
             )
             return k
         return None
 
-    def carry(pos: _Open, last_hour: pd.Timestamp) -> Position:
+    def carry(self, pos: _Open, last_hour: pd.Timestamp) -> Position:
+        """The open position handed to the next replay."""
         return Position(
-            crypto=crypto,
+            crypto=self.a.crypto,
             entry_time=pd.Timestamp(pos.entry_ns, tz="UTC").as_unit(_TS_UNIT),
             entry_price=pos.entry_price,
             model_version=pos.model_version,
@@ -1113,33 +1224,83 @@ def replay(
             close_at_next_open=pos.close_at_next_open,
         )
 
-    open_out: Position | None = None
-    k = 0
-    if pos_in is not None:
-        carried = _Open(
-            int(pos_in.entry_time.value),
-            pos_in.entry_price,
-            pos_in.model_version,
-            pos_in.loss_function,
-            pos_in.bars_held,
-            pos_in.close_at_next_open,
-        )
-        x = walk(carried, 0)
-        if x is None:
-            open_out, k = carry(carried, hours[m - 1] if m else pos_in.last_hour), m
-        else:
-            k = x  # flat at the exit candle's close: its BUY may open the next long
-    n_before = len(scalar)
 
-    # Every long entered at candle j < n_full has its outcome inside the window: one
-    # vectorised simulate_long_trades (the barrier exit x), moved to the open after the first
-    # halted close before x (unless that open is x's gap fill). The one-position walk then
-    # jumps from trade to trade: next entry at or after the previous exit candle.
-    entries = np.flatnonzero(buy & ~halt)
+def _walk_carried(walker: _Walker, pos_in: Position | None) -> tuple[Position | None, int]:
+    """The carried position walked into the window: ``(still open, first candle free)``."""
+    if pos_in is None:
+        return None, 0
+    m = len(walker.hours)
+    carried = _Open(
+        int(pos_in.entry_time.value),
+        pos_in.entry_price,
+        pos_in.model_version,
+        pos_in.loss_function,
+        pos_in.bars_held,
+        pos_in.close_at_next_open,
+    )
+    x = walker.walk(carried, 0)
+    if x is None:
+        return walker.carry(carried, walker.hours[m - 1] if m else pos_in.last_hour), m
+    return None, x  # flat at the exit candle's close: its BUY may open the next long
+
+
+@dataclass(frozen=True)
+class _VectorTrades:
+    """The trades whose outcome is inside the window, found by jumping from trade to trade:
+    entry candles ``J``, exit candles ``X``, ``barrier``, gross ``ret`` and ``gap`` fill."""
+
+    J: NDArray[np.int64]
+    X: NDArray[np.int64]
+    barrier: NDArray[Any]
+    ret: NDArray[np.float64]
+    gap: NDArray[np.bool_]
+
+
+def _position_walk(
+    a: _Args, win: _Window, sig: _Signals, halt: NDArray[np.bool_]
+) -> tuple[pd.DataFrame, Position | None, TradeOutcomes | None]:
+    """The one-position walk over the window: the trades frame, the position still open
+    after it, and the outcomes of a long entered at every candle (for the labels)."""
+    m, h = len(win.hours), a.h
+    hours_ns = win.hours.as_unit("ns").asi8
+    c = win.prices["close"]
+    oe, hie, loe, ce = (win.prices_ext[k] for k in _PRICE_COLUMNS)
+    # one long entered at every candle, over the replayed and the later candles: the trades
+    # use the entries whose outcome is inside the window (they read no later candle: the
+    # outcome of entry j reads candles j+1..j+h only); the labels use them all
+    out_ext = simulate_long_trades(oe, hie, loe, ce, a.tp, a.sl, h) if len(ce) > h else None
+    walker = _Walker(a, win, halt)
+    open_out, k = _walk_carried(walker, a.pos_in)
+    n_before = len(walker.exits)
+    entries = np.flatnonzero(sig.buy & ~halt)
     next_entry = np.append(entries, m)[np.searchsorted(entries, np.arange(m + 1))].tolist()
-    n_full = max(m - h, 0)
+    vec, j = _jump_trades(out_ext, halt, next_entry, next_entry[k], max(m - h, 0), win)
+    while j < m:  # entries too close to the window's end for the vectorised outcome
+        tail = _Open(int(hours_ns[j]), float(c[j]), int(sig.version[j]), str(sig.loss[j]), 0, False)
+        x = walker.walk(tail, j + 1)
+        if x is None:
+            open_out = walker.carry(tail, win.hours[m - 1])
+            break
+        j = next_entry[x]
+    trades = _trades_frame(a, win, sig, vec, walker.exits[:n_before], walker.exits[n_before:])
+    return trades, open_out, out_ext
+
+
+def _jump_trades(
+    out_ext: TradeOutcomes | None,
+    halt: NDArray[np.bool_],
+    next_entry: list[int],
+    j: int,
+    n_full: int,
+    win: _Window,
+) -> tuple[_VectorTrades, int]:
+    """Every long entered at candle j < n_full has its outcome inside the window: one
+    vectorised simulate_long_trades (the barrier exit x), moved to the open after the first
+    halted close before x (unless that open is x's gap fill). The one-position walk then
+    jumps from trade to trade: next entry at or after the previous exit candle. Returns the
+    trades taken and the next entry candle (>= n_full) for the candle-by-candle walk."""
+    m = len(win.hours)
     taken: list[int] = []
-    j = next_entry[k]
     if n_full:
         assert out_ext is not None  # n_full > 0: the window alone has more than h candles
         out = out_ext
@@ -1153,92 +1314,112 @@ def replay(
         while j < n_full:
             taken.append(j)
             j = next_entry[exit_list[j]]
-    while j < m:  # entries too close to the window's end for the vectorised outcome
-        tail = _Open(int(hours_ns[j]), float(c[j]), int(version[j]), str(loss[j]), 0, False)
-        x = walk(tail, j + 1)
-        if x is None:
-            open_out = carry(tail, hours[m - 1])
-            break
-        j = next_entry[x]
-
     J = np.asarray(taken, dtype=np.int64)
-    if len(J):
-        hx = by_halt[J]
-        barrier_v = np.where(
-            hx,
-            "halt",
-            np.where(out.take_profit[J], "tp", np.where(out.stop_loss[J], "sl", "time")),
-        )
-        X = exit_at[J]
-        ret_v = np.where(hx, (o[X] - c[J]) / c[J], out.ret[J])
-        gap_v = out.gap[J] & ~hx
-    else:
-        X = J
-        barrier_v, ret_v, gap_v = np.array([], dtype="<U4"), np.array([]), np.array([], bool)
-    first_part, last_part = scalar[:n_before], scalar[n_before:]
+    if not len(J):
+        empty = _VectorTrades(
+            J, J, np.array([], dtype="<U4"), np.array([]), np.array([], bool)
+        )  # fmt: skip
+        return empty, j
+    o = win.prices["open"]
+    c = win.prices["close"]
+    hx = by_halt[J]
+    barrier = np.where(
+        hx,
+        "halt",
+        np.where(out.take_profit[J], "tp", np.where(out.stop_loss[J], "sl", "time")),
+    )
+    ret = np.where(hx, (o[exit_at[J]] - c[J]) / c[J], out.ret[J])
+    return _VectorTrades(J, exit_at[J], barrier, ret, out.gap[J] & ~hx), j
 
-    def cat(i: int, vec: NDArray[Any], dtype: Any) -> NDArray[Any]:
+
+def _trades_frame(
+    a: _Args,
+    win: _Window,
+    sig: _Signals,
+    vec: _VectorTrades,
+    first_part: list[_ScalarExit],
+    last_part: list[_ScalarExit],
+) -> pd.DataFrame:
+    """``trades`` (TRADE_COLUMNS) in exit order: the carried position's exit, the vectorised
+    trades, then the tail's."""
+    o, c = win.prices["open"], win.prices["close"]
+    hours_ns = win.hours.as_unit("ns").asi8
+    J = vec.J
+
+    def cat(i: int, v: NDArray[Any], dtype: Any) -> NDArray[Any]:
         return np.concatenate(
             [
                 np.asarray([r[i] for r in first_part], dtype=dtype),
-                np.asarray(vec, dtype=dtype),
+                np.asarray(v, dtype=dtype),
                 np.asarray([r[i] for r in last_part], dtype=dtype),
             ]
         )
 
     entry_ns = cat(0, hours_ns[J], np.int64)
     entry_price = cat(1, c[J], np.float64)
-    exit_k = cat(2, X, np.int64)
-    barrier = cat(3, barrier_v, object)
-    gross = cat(4, ret_v, np.float64)
-    gap_fill = cat(5, gap_v, bool)
+    exit_k = cat(2, vec.X, np.int64)
+    barrier = cat(3, vec.barrier, object)
+    gross = cat(4, vec.ret, np.float64)
+    gap_fill = cat(5, vec.gap, bool)
     exit_price = np.where(
         barrier == "time",
         c[exit_k],
         np.where(
             (barrier == "halt") | gap_fill,
             o[exit_k],
-            np.where(barrier == "tp", entry_price * (1.0 + tp), entry_price * (1.0 - sl)),
+            np.where(barrier == "tp", entry_price * (1.0 + a.tp), entry_price * (1.0 - a.sl)),
         ),
     )
-    trades = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "crypto": pd.array([crypto] * len(exit_k), dtype="str"),
+            "crypto": pd.array([a.crypto] * len(exit_k), dtype="str"),
             "entry_time": _utc_times(entry_ns),
             "entry_price": entry_price,
             "exit_time": _utc_times(hours_ns[exit_k]),
             "exit_price": exit_price,
             "barrier": pd.array(barrier, dtype="str"),
             "gross_return": gross,
-            "net_return": gross - 2.0 * fee,
-            "model_version": cat(6, version[J], np.int64),
-            "loss_function": pd.array(cat(7, loss[J], object), dtype="str"),
+            "net_return": gross - 2.0 * a.fee,
+            "model_version": cat(6, sig.version[J], np.int64),
+            "loss_function": pd.array(cat(7, sig.loss[J], object), dtype="str"),
         },
         columns=list(TRADE_COLUMNS),
     )
-    label, known = _labels(oe, hie, loe, ce, hours_ext_ns, m, out_ext, tp, sl, h)
+
+
+def _predictions_frame(
+    a: _Args,
+    win: _Window,
+    sig: _Signals,
+    shadow: _Shadow,
+    out_ext: TradeOutcomes | None,
+) -> pd.DataFrame:
+    """``predictions`` (PREDICTION_COLUMNS), one row per replayed hour, with its label."""
+    m = len(win.hours)
+    oe, hie, loe, ce = (win.prices_ext[k] for k in _PRICE_COLUMNS)
+    hours_ext_ns = win.hours_ext.as_unit("ns").asi8
+    label, known = _labels(oe, hie, loe, ce, hours_ext_ns, m, out_ext, a.tp, a.sl, a.h)
     resolved = label >= 0
-    cand_decision = np.where(cand_buy, BUY, HOLD).astype(object)
-    cand_decision[~cand_live] = None
-    predictions = pd.DataFrame(
+    cand_decision = np.where(shadow.buy, BUY, HOLD).astype(object)
+    cand_decision[~shadow.live] = None
+    return pd.DataFrame(
         {
-            "crypto": pd.array([crypto] * m, dtype="str"),
-            "hour": pd.DatetimeIndex(hours, dtype=_TS_DTYPE),
-            "model_version": version,
-            "loss_function": pd.array(loss, dtype="str"),
-            "buy_proba": proba,
-            "decision": pd.array(np.where(buy, BUY, HOLD).astype(object), dtype="str"),
-            "latency_ms": latency,
-            **{name: top[:, i] for i, name in enumerate(TOP_FEATURE_COLUMNS)},
+            "crypto": pd.array([a.crypto] * m, dtype="str"),
+            "hour": pd.DatetimeIndex(win.hours, dtype=_TS_DTYPE),
+            "model_version": sig.version,
+            "loss_function": pd.array(sig.loss, dtype="str"),
+            "buy_proba": sig.proba,
+            "decision": pd.array(np.where(sig.buy, BUY, HOLD).astype(object), dtype="str"),
+            "latency_ms": sig.latency,
+            **{name: sig.top[:, i] for i, name in enumerate(TOP_FEATURE_COLUMNS)},
             "label": pd.arrays.IntegerArray(label, ~resolved),
             "label_known_at": _utc_times(known),
-            "candidate_version": pd.arrays.IntegerArray(cand_version, ~cand_live),
-            "candidate_buy_proba": cand_proba,
+            "candidate_version": pd.arrays.IntegerArray(shadow.version, ~shadow.live),
+            "candidate_buy_proba": shadow.proba,
             "candidate_decision": pd.array(cand_decision, dtype="str"),
         },
         columns=list(PREDICTION_COLUMNS),
     )
-    return Replay(predictions=predictions, trades=trades, open_position=open_out)
 
 
 def _utc_times(ns: NDArray[np.int64]) -> pd.DatetimeIndex:

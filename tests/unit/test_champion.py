@@ -11,11 +11,14 @@ import pytest
 from cvn_assets.ablation.evaluation import train_cell
 from cvn_assets.ablation.variants import Variant
 from cvn_assets.guard.champion import (
+    RegistryVersion,
+    Repromotion,
     calibrate_whole_history,
     canary_passed,
     choose_variant,
     effective_variant,
     reference_statistics,
+    rollback_plan,
     top_gain_features,
     whole_history_plan,
 )
@@ -253,3 +256,86 @@ def test_canary_window_counts_exits_from_its_start_on():
     assert canary_passed(at_start, now=NOW)[0]
     with pytest.raises(ValueError):
         canary_passed(at_start, now=NOW, days=0)
+
+
+# --------------------------------------------------------------------- rollback_plan
+def _version(vid, crypto, variant, loss, gamma=None, alpha=None):
+    return RegistryVersion(vid, crypto, variant, loss, gamma, alpha)
+
+
+def _focal(vid, crypto):
+    return _version(vid, crypto, "focal_g2_a025", "focal", 2.0, 0.25)
+
+
+def _baseline(vid, crypto):
+    return _version(vid, crypto, "baseline", "binary:logistic")
+
+
+def test_rollback_plan_repromotes_a_baseline_previous_over_a_focal_champion():
+    champ, prev = _focal(7, "BTCUSDC"), _baseline(3, "BTCUSDC")
+    plan = rollback_plan("focal", {"BTCUSDC": (champ, prev)})
+    assert plan.flip is True
+    assert plan.repromotions == (Repromotion("BTCUSDC", champ, prev),)
+    assert plan.skipped == {}
+    assert plan.repromotions[0].summary() == "v7 (focal_g2_a025) -> v3 (baseline)"
+
+
+def test_rollback_plan_keeps_a_focal_champion_whose_previous_is_focal_or_absent():
+    plan = rollback_plan(
+        "focal",
+        {
+            "BTCUSDC": (_focal(7, "BTCUSDC"), _focal(5, "BTCUSDC")),
+            "ETHUSDC": (_focal(8, "ETHUSDC"), None),
+        },
+    )
+    assert plan.repromotions == ()
+    assert plan.skipped == {
+        "BTCUSDC": "champion v7 kept: previous v5 is focal; "
+        "the next champion_job trains with binary:logistic",
+        "ETHUSDC": "champion v8 kept: no previous champion; "
+        "the next champion_job trains with binary:logistic",
+    }
+
+
+def test_rollback_plan_after_a_rollback_changes_nothing():
+    # flag already cross-entropy, champion the baseline again: no flip, nothing to re-promote
+    aliases = {
+        "BTCUSDC": (_baseline(3, "BTCUSDC"), _focal(7, "BTCUSDC")),
+        "SOLUSDC": (None, None),
+    }
+    plan = rollback_plan("binary:logistic", aliases)
+    assert plan.flip is False
+    assert plan.repromotions == ()
+    assert plan.skipped == {
+        "BTCUSDC": "champion v3 is binary:logistic: nothing to do",
+        "SOLUSDC": "no champion",
+    }
+
+
+def test_rollback_plan_covers_only_the_selected_cryptos_in_their_order():
+    aliases = {
+        c: (_focal(10 + i, c), _baseline(i, c))
+        for i, c in enumerate(("BTCUSDC", "ETHUSDC", "SOLUSDC"))
+    }
+    plan = rollback_plan("focal", aliases, ["SOLUSDC", "BTCUSDC"])
+    assert [s.crypto for s in plan.steps] == ["SOLUSDC", "BTCUSDC"]
+    assert [(r.champion.id, r.previous.id) for r in plan.repromotions] == [(12, 2), (10, 0)]
+    with pytest.raises(ValueError, match=r"\['DOGEUSDC'\]"):
+        rollback_plan("focal", aliases, ["DOGEUSDC"])
+
+
+def test_registry_version_from_the_registry_dict():
+    row = {
+        "id": 4, "crypto": "BTCUSDC", "variant": "focal_g2_a025", "loss_function": "focal",
+        "gamma": 2.0, "alpha": 0.25, "sweep_id": "s1", "artifact_uri": "/a",
+        "train_start": datetime(2024, 1, 1, tzinfo=UTC),
+        "train_end": datetime(2024, 6, 1, tzinfo=UTC), "created_at": None,
+        "reference_stats": {"oos_f1_buy": 0.4},
+    }  # fmt: skip
+    v = RegistryVersion.from_registry(row)
+    assert (v.id, v.variant, v.gamma, v.alpha, v.is_focal) == (4, "focal_g2_a025", 2.0, 0.25, True)
+    assert v.reference_stats == {"oos_f1_buy": 0.4} and v.sweep_id == "s1"
+    assert RegistryVersion.from_registry(None) is None
+    plain = {"loss_function": "binary:logistic", "gamma": None, "alpha": None}
+    base = RegistryVersion.from_registry({**row, **plain, "reference_stats": None})
+    assert (base.is_focal, base.gamma, base.reference_stats) == (False, None, {})
