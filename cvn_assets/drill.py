@@ -225,6 +225,20 @@ class _SensorLoop:
             print(f"  {now.isoformat()}  {job} {req.partition_key or ''}", flush=True)
 
 
+def sensor_resources(
+    defs: Any, registry: ModelRegistry, config_store: ConfigStore
+) -> dict[str, Any]:
+    """What the sensors are given at each tick: every resource of the definitions (so a new
+    sensor's resources are never missing), with the drill's registry and config store; the
+    guard clock is set per tick."""
+    return {
+        **defs.resources,
+        "model_registry": registry,
+        "config_store": config_store,
+        "rollback_log": RollbackLog(),
+    }
+
+
 def _replay_days(
     run: _Runner, loop: _SensorLoop, cryptos: list[str], first_day: pd.Timestamp, days: int
 ) -> None:
@@ -280,12 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _promote_champions(run, baseline, cryptos, first_day)
     # 3. the replay, day by day, with the sensors ticking every hour
     sensors = {s.name: s for s in defs.get_repository_def().sensor_defs}
-    resources = {
-        "model_registry": registry,
-        "config_store": config_store,
-        "rollback_log": RollbackLog(),
-    }
-    loop = _SensorLoop(run, sensors, resources)
+    loop = _SensorLoop(run, sensors, sensor_resources(defs, registry, config_store))
     _replay_days(run, loop, cryptos, first_day, days)
 
     flag, _ = config_store.get(LOSS_FLAG)
