@@ -61,8 +61,9 @@ from pydantic import Field
 from resources.alert_policy import Outcome, give_up, next_delay
 from resources.alert_store import alerts_table, find, insert_alert
 from resources.alert_store import row as store_row
-from resources.db import ResultsDatabaseResource, as_utc, utc_now, write_transaction
+from resources.db import as_utc, utc_now, write_transaction
 from resources.home_source import home_dir
+from resources.results_store import ResultsDatabaseResource
 from resources.slack_channel import post_webhook
 
 __all__ = [

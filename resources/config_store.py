@@ -44,13 +44,13 @@ from cvn_assets.ablation.guardrails import (
 )
 from cvn_assets.guard.flags import FlagHistory, flag_history
 from resources.db import (
-    ResultsDatabaseResource,
     UTCDateTime,
     as_utc,
     utc_now,
     utc_param,
     write_transaction,
 )
+from resources.results_store import ResultsDatabaseResource
 
 __all__ = [
     "HALT_FLAG",

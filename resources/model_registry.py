@@ -33,14 +33,13 @@ import sqlalchemy as sa
 
 from cvn_assets.ablation.guardrails import validate_focal_config
 from resources.db import (
-    ResultsDatabaseResource,
     UTCDateTime,
     as_utc,
     utc_now,
     utc_param,
     write_transaction,
 )
-from resources.results_store import UnknownSweep, sweeps_table
+from resources.results_store import ResultsDatabaseResource, UnknownSweep, sweeps_table
 
 __all__ = [
     "ALIASES",
