@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from pydantic import Field
@@ -298,8 +299,6 @@ def validate_webhook_url(url: str, source: str = SLACK_WEBHOOK_ENV) -> str:
 
     The message names ``source`` and the scheme, never the URL (it is a secret).
     """
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         shown = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
