@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from pydantic import Field
@@ -61,8 +62,9 @@ from pydantic import Field
 from resources.alert_policy import Outcome, give_up, next_delay
 from resources.alert_store import alerts_table, find, insert_alert
 from resources.alert_store import row as store_row
-from resources.db import ResultsDatabaseResource, as_utc, utc_now, write_transaction
+from resources.db import as_utc, utc_now, write_transaction
 from resources.home_source import home_dir
+from resources.results_store import ResultsDatabaseResource
 from resources.slack_channel import post_webhook
 
 __all__ = [
@@ -297,8 +299,6 @@ def validate_webhook_url(url: str, source: str = SLACK_WEBHOOK_ENV) -> str:
 
     The message names ``source`` and the scheme, never the URL (it is a secret).
     """
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
         shown = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"

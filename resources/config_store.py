@@ -44,13 +44,13 @@ from cvn_assets.ablation.guardrails import (
 )
 from cvn_assets.guard.flags import FlagHistory, flag_history
 from resources.db import (
-    ResultsDatabaseResource,
     UTCDateTime,
     as_utc,
     utc_now,
     utc_param,
     write_transaction,
 )
+from resources.results_store import ResultsDatabaseResource
 
 __all__ = [
     "HALT_FLAG",
@@ -227,19 +227,11 @@ class ConfigStore(ResultsDatabaseResource):
         flag's previous change other than its first (seed) row (ValueError naming both) --
         the seed row is the flag's initial value, which holds from the beginning of time.
         """
-        validate_flag_value(flag, new_value)
-        if (
-            isinstance(expected_version, bool)
-            or not isinstance(expected_version, int)
-            or expected_version < 0
-        ):
-            raise ValueError(f"{flag}: expected_version must be an int >= 0")
-        if not (actor or "").strip() or not (reason or "").strip():
-            raise ValueError(f"{flag}: a config change needs an actor and a reason")
-        t, a = ftf_config_table, config_audit_table
+        _check_change(flag, expected_version, new_value, actor, reason)
         new_version = expected_version + 1
         now = _effective_time(flag, at)
         with write_transaction(self.engine, busy_timeout_ms=WRITE_WAIT_MS) as conn:
+            t = ftf_config_table
             current = conn.execute(
                 sa.select(t.c.value, t.c.version, t.c.updated_at).where(t.c.flag == flag)
             ).first()
@@ -247,33 +239,11 @@ class ConfigStore(ResultsDatabaseResource):
                 raise _conflict(flag, expected_version, current)
             _check_order(flag, now, current)
             if current is None:
-                try:
-                    with conn.begin_nested():
-                        conn.execute(
-                            t.insert().values(
-                                flag=flag, value=new_value, version=new_version, updated_at=now
-                            )
-                        )
-                except sa.exc.IntegrityError:  # created concurrently
-                    current = conn.execute(
-                        sa.select(t.c.value, t.c.version).where(t.c.flag == flag)
-                    ).first()
-                    raise _conflict(flag, expected_version, current) from None
+                _create_flag(conn, flag, new_value, now)
             else:
-                # the version check in the WHERE is what makes it a compare-and-set (on
-                # PostgreSQL a concurrent writer's UPDATE waits for ours, then matches nothing)
-                done = conn.execute(
-                    t.update()
-                    .where((t.c.flag == flag) & (t.c.version == expected_version))
-                    .values(value=new_value, version=new_version, updated_at=now)
-                )
-                if done.rowcount != 1:
-                    current = conn.execute(
-                        sa.select(t.c.value, t.c.version).where(t.c.flag == flag)
-                    ).first()
-                    raise _conflict(flag, expected_version, current)
+                _update_flag(conn, flag, expected_version, new_value, now)
             conn.execute(
-                a.insert().values(
+                config_audit_table.insert().values(
                     flag=flag,
                     old_value=None if current is None else current.value,
                     new_value=new_value,
@@ -305,6 +275,51 @@ class ConfigStore(ResultsDatabaseResource):
         if flag not in FLAGS:
             raise ValueError(f"unknown config flag {flag!r} (known: {', '.join(sorted(FLAGS))})")
         return flag_history(flag, self.audit(flag), default=FLAG_DEFAULTS[flag])
+
+
+def _check_change(
+    flag: str, expected_version: int, new_value: str, actor: str, reason: str
+) -> None:
+    """Refuse, before any work, an invalid value, a bad ``expected_version`` (not an int
+    >= 0) and an empty actor or reason (ValueError naming the flag)."""
+    validate_flag_value(flag, new_value)
+    if (
+        isinstance(expected_version, bool)
+        or not isinstance(expected_version, int)
+        or expected_version < 0
+    ):
+        raise ValueError(f"{flag}: expected_version must be an int >= 0")
+    if not (actor or "").strip() or not (reason or "").strip():
+        raise ValueError(f"{flag}: a config change needs an actor and a reason")
+
+
+def _create_flag(conn: sa.Connection, flag: str, value: str, now: datetime) -> None:
+    """Insert ``flag`` at version 1; :class:`ConfigConflict` when it was created concurrently."""
+    t = ftf_config_table
+    try:
+        with conn.begin_nested():
+            conn.execute(t.insert().values(flag=flag, value=value, version=1, updated_at=now))
+    except sa.exc.IntegrityError:  # created concurrently
+        current = conn.execute(sa.select(t.c.value, t.c.version).where(t.c.flag == flag)).first()
+        raise _conflict(flag, 0, current) from None
+
+
+def _update_flag(
+    conn: sa.Connection, flag: str, expected_version: int, value: str, now: datetime
+) -> None:
+    """Set ``flag`` to ``value`` at ``expected_version + 1`` if it is still at
+    ``expected_version``; :class:`ConfigConflict` otherwise."""
+    t = ftf_config_table
+    # the version check in the WHERE is what makes it a compare-and-set (on PostgreSQL a
+    # concurrent writer's UPDATE waits for ours, then matches nothing)
+    done = conn.execute(
+        t.update()
+        .where((t.c.flag == flag) & (t.c.version == expected_version))
+        .values(value=value, version=expected_version + 1, updated_at=now)
+    )
+    if done.rowcount != 1:
+        current = conn.execute(sa.select(t.c.value, t.c.version).where(t.c.flag == flag)).first()
+        raise _conflict(flag, expected_version, current)
 
 
 def _effective_time(flag: str, at: datetime | None) -> datetime:

@@ -13,25 +13,26 @@
   zone). :func:`utc_param` is the same check for a function's time argument, so a bad one is
   refused before any work, naming the argument. :func:`as_utc` normalises a value *read* from
   the database (naive = UTC); never use it on an input.
-* :class:`ResultsDatabaseResource`: base of :class:`~resources.config_store.ConfigStore` and
-  :class:`~resources.model_registry.ModelRegistry`; URL resolution and engine (schema upgrade
-  included) are the :class:`~resources.results_store.ResultsStore` ones, not a copy of them.
+* The results-store database itself: :func:`database_url` (the field, else
+  ``$CVN_DATABASE_URL``, else SQLite under ``$DAGSTER_HOME``), :func:`open_engine` (an engine
+  with SQLite's foreign keys on; no schema work) and :func:`redact_url`. The schema upgrade
+  is :func:`resources.migrations.upgrade_database`; the resources whose tables live there
+  derive from :class:`~resources.results_store.ResultsDatabaseResource`, which opens and
+  upgrades. Imports run one way: ``db`` <- ``migrations`` <- ``results_store``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from dagster import ConfigurableResource, InitResourceContext
-from pydantic import PrivateAttr
 
-if TYPE_CHECKING:
-    from resources.results_store import ResultsStore
+from resources.home_source import home_dir
 
 
 def as_utc(when: datetime) -> datetime:
@@ -156,38 +157,42 @@ def write_transaction(
             dbapi.isolation_level = saved_level  # type: ignore[attr-defined]
 
 
-class ResultsDatabaseResource(ConfigurableResource):
-    """A resource whose tables live in the results-store database.
+def default_database_url() -> str:
+    """SQLite file beside the Dagster instance (``$DAGSTER_HOME/cvn_results.sqlite``)."""
+    home = home_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'cvn_results.sqlite'}"
 
-    ``database_url``: the field, else ``$CVN_DATABASE_URL``, else SQLite under
-    ``$DAGSTER_HOME`` -- resolved and opened by :class:`ResultsStore` (so the schema is
-    upgraded to the newest migration on first use, exactly as for the results store).
-    """
 
-    database_url: str = ""
+def database_url(configured: str = "") -> str:
+    """The results-store URL: ``configured`` (a resource's field), else ``$CVN_DATABASE_URL``
+    (resolved at use: a run config that sets no URL keeps the environment's), else SQLite
+    under ``$DAGSTER_HOME``."""
+    return configured or os.environ.get("CVN_DATABASE_URL") or default_database_url()
 
-    _results_store: ResultsStore | None = PrivateAttr(default=None)
 
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._results_store = None
+def redact_url(url: str) -> str:
+    """``url`` with its credentials replaced by ``***`` (for messages and metadata)."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
 
-    @property
-    def _store(self) -> ResultsStore:
-        if self._results_store is None:
-            # lazily: results_store -> migrations -> db would be an import cycle
-            from resources.results_store import ResultsStore
 
-            self._results_store = ResultsStore(database_url=self.database_url)
-        return self._results_store
+def open_engine(url: str) -> sa.Engine:
+    """An engine on ``url`` (``postgresql://`` read as ``postgresql+psycopg2://``); SQLite
+    connections enforce foreign keys. The schema is not touched: see
+    :func:`resources.migrations.upgrade_database`."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    engine = sa.create_engine(url, future=True, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", sqlite_foreign_keys)
+    return engine
 
-    @property
-    def url(self) -> str:
-        return self._store.url
 
-    @property
-    def url_redacted(self) -> str:
-        return self._store.url_redacted
-
-    @property
-    def engine(self) -> sa.Engine:
-        return self._store.engine
+def sqlite_foreign_keys(dbapi_conn: Any, _record: Any) -> None:
+    """SQLite enforces foreign keys only when asked, per connection (a ``connect`` listener)."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()

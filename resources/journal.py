@@ -17,6 +17,11 @@ a window (what the canary rule of :func:`cvn_assets.guard.champion.canary_passed
 :func:`replace_days` replaces several days of both tables in one transaction (what the
 ``paper_trades`` asset calls: a ``kill -9`` during a run leaves the journal as it was before).
 
+The guard sensors' window reads (:mod:`sensors.evaluation`), on a connection the caller holds
+for one evaluation: :func:`read_model_trades` (one model version's trades exiting in a
+window, as a :class:`TradeWindow`) and :func:`read_model_predictions` (one model version's
+prediction rows whose candle closed by the evaluation time).
+
 Times: every time column is a :class:`resources.db.UTCDateTime` (bound converted to UTC, read
 back aware UTC on SQLite and PostgreSQL alike); a time argument (``start``, ``end``) or a time
 column of the rows given with no UTC offset is refused (ValueError naming it and the value)
@@ -30,6 +35,7 @@ of :func:`cvn_assets.guard.monitoring.metrics_row` (``MONITORING_COLUMNS``); wri
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,13 +43,18 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from resources.db import UTCDateTime, utc_index, utc_param, write_transaction
+from resources.db import UTCDateTime, as_utc, utc_index, utc_param, write_transaction
 from resources.model_registry import model_versions_table
 
 __all__ = [
     "JOURNAL_METADATA",
+    "MODEL_PREDICTION_COLUMNS",
+    "N_TOP_FEATURES",
+    "TradeWindow",
     "monitoring_metrics_table",
     "predictions_table",
+    "read_model_predictions",
+    "read_model_trades",
     "read_monitoring",
     "read_predictions",
     "read_trades",
@@ -56,7 +67,10 @@ __all__ = [
 WRITE_WAIT_MS = 30_000
 
 JOURNAL_METADATA = sa.MetaData()
-#: ``predictions.feature_1 .. feature_N``: the live model's top features by gain (0007)
+#: ``predictions.feature_1 .. feature_N``: the live model's top features by gain (0007); the
+#: schema's copy of :data:`cvn_assets.guard.paper.N_TOP_FEATURES` (the migration fixed it at
+#: 5), not imported from there: cvn_assets.guard.paper pulls XGBoost and SciPy (+1.9 s measured on
+#: top of this module's import)
 N_TOP_FEATURES = 5
 
 
@@ -342,6 +356,82 @@ def read_predictions(engine: sa.Engine, crypto: str, start: Any, end: Any) -> pd
     :data:`cvn_assets.guard.paper.PREDICTION_COLUMNS` (``hour``, ``label_known_at`` aware UTC,
     NaT when NULL; ``label`` Int8 and ``candidate_version`` Int64, NA when NULL)."""
     return _read(engine, predictions_table, crypto, start, end)
+
+
+# --- the guard sensors' window reads ------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TradeWindow:
+    """One model version's trades in a window, oldest exit first: ``net_returns`` (float64,
+    fractions, shape ``(n,)``) and ``exit_times`` (aware UTC, ``n`` of them)."""
+
+    net_returns: np.ndarray
+    exit_times: list[datetime]
+
+    @property
+    def n(self) -> int:
+        return int(self.net_returns.size)
+
+
+def read_model_trades(
+    conn: sa.Connection, crypto: str, model_version: int, after: datetime, until: datetime
+) -> TradeWindow:
+    """``crypto``'s trades decided by ``model_version`` (a ``model_versions`` id) whose
+    ``exit_time`` is in ``(after, until]`` (aware times; a naive one is refused by the column
+    type, ValueError naming ``trades.exit_time``), oldest exit first."""
+    t = trades_table
+    q = (
+        sa.select(t.c.net_return, t.c.exit_time)
+        .where(
+            (t.c.crypto == crypto)
+            & (t.c.model_version == model_version)
+            & (t.c.exit_time > after)
+            & (t.c.exit_time <= until)
+        )
+        .order_by(t.c.exit_time)
+    )
+    rows = conn.execute(q).all()
+    return TradeWindow(
+        np.array([r[0] for r in rows], dtype=np.float64), [as_utc(r[1]) for r in rows]
+    )
+
+
+#: the columns of :func:`read_model_predictions`, in order
+MODEL_PREDICTION_COLUMNS = (
+    "hour",
+    "buy_proba",
+    *(f"feature_{i}" for i in range(1, N_TOP_FEATURES + 1)),
+    "label",
+    "label_known_at",
+)
+
+
+def read_model_predictions(
+    conn: sa.Connection, crypto: str, model_version: int, start: datetime, as_of: datetime
+) -> pd.DataFrame:
+    """``crypto``'s prediction rows made by ``model_version`` whose ``hour`` is in
+    ``[start, as_of - 1 h]`` (the hour's candle has closed by ``as_of``; aware times, a naive
+    one refused by the column type, ValueError naming ``predictions.hour``), in the
+    database's order (unsorted).
+
+    Columns :data:`MODEL_PREDICTION_COLUMNS`: ``hour`` and ``label_known_at`` as UTC
+    ``datetime64`` (NaT when NULL), ``buy_proba`` and ``feature_1..5`` floats (None/NaN when
+    NULL), ``label`` 0/1 (None/NaN before it matured). The caller filters on
+    ``label_known_at``: a label is known only from that time."""
+    t = predictions_table
+    cols = [t.c[name] for name in MODEL_PREDICTION_COLUMNS]
+    q = sa.select(*cols).where(
+        (t.c.crypto == crypto)
+        & (t.c.model_version == model_version)
+        & (t.c.hour >= start)
+        & (t.c.hour <= as_of - timedelta(hours=1))  # the hour's candle has closed
+    )
+    rows = conn.execute(q).all()
+    frame = pd.DataFrame(rows, columns=list(MODEL_PREDICTION_COLUMNS))
+    for c in ("hour", "label_known_at"):
+        frame[c] = pd.to_datetime(frame[c], utc=True)
+    return frame
 
 
 def replace_days(

@@ -110,6 +110,25 @@ def write_prom_file(
     missing. Raises ``ValueError`` naming the bad crypto, the missing keys or a non-numeric
     value. See the module docstring for the metric names, labels and units.
     """
+    data = _checked_row(crypto, row)
+    reg = CollectorRegistry()
+    # one step per metric family, in the order they appear in the file
+    _training_failed(reg, crypto, data)
+    _focal_loss_active(reg, crypto, data)
+    _buy_proba(reg, crypto, data)
+    _expectancy(reg, crypto, data)
+    _inference_latency(reg, crypto, data)
+    _as_of(reg, crypto, data)
+    out_dir = Path(directory)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{crypto}.prom"
+    write_to_textfile(str(path), reg)
+    return path
+
+
+def _checked_row(crypto: str, row: Mapping[str, Any] | MonitoringRow) -> Mapping[str, Any]:
+    """``row`` as a mapping, after checking ``crypto`` (a plain name, the row's) and that every
+    key of ``MONITORING_COLUMNS`` is present (ValueError naming what is wrong)."""
     if not isinstance(crypto, str) or not _CRYPTO_RE.fullmatch(crypto):
         raise ValueError(
             f"crypto must match [A-Za-z0-9][A-Za-z0-9_-]* (it names the file), got {crypto!r}"
@@ -120,9 +139,11 @@ def write_prom_file(
         raise ValueError(f"row is missing key(s) {missing}")
     if data["crypto"] != crypto:
         raise ValueError(f"crypto={crypto!r} but row['crypto']={data['crypto']!r}")
+    return data
 
-    reg = CollectorRegistry()
 
+def _training_failed(reg: CollectorRegistry, crypto: str, data: Mapping[str, Any]) -> None:
+    """``cvn_xgboost_training_failed{crypto, loss_function, window}``."""
     failed = Gauge(
         "cvn_xgboost_training_failed",
         "Failed XGBoost training runs (run tag cvn/loss_function) in the window ending at "
@@ -136,6 +157,9 @@ def write_prom_file(
             if v is not None:
                 failed.labels(crypto, lf, window).set(v)
 
+
+def _focal_loss_active(reg: CollectorRegistry, crypto: str, data: Mapping[str, Any]) -> None:
+    """``cvn_focal_loss_active{crypto, gamma, alpha}``."""
     active = Gauge(
         "cvn_focal_loss_active",
         "1 if the active model is trained with focal loss (gamma, alpha), else 0.",
@@ -148,6 +172,9 @@ def write_prom_file(
             crypto, _label_number(data, "focal_gamma"), _label_number(data, "focal_alpha")
         ).set(v)
 
+
+def _buy_proba(reg: CollectorRegistry, crypto: str, data: Mapping[str, Any]) -> None:
+    """``cvn_buy_proba_quantile``, ``_samples``, ``_psi`` and ``_psi_null_quantile``."""
     quant = Gauge(
         "cvn_buy_proba_quantile",
         "Quantile of buy_proba over the day (numpy linear method).",
@@ -182,6 +209,9 @@ def write_prom_file(
             registry=reg,
         ).labels(crypto, "0.95").set(v)
 
+
+def _expectancy(reg: CollectorRegistry, crypto: str, data: Mapping[str, Any]) -> None:
+    """``cvn_expectancy_net_realized{crypto, window}`` and ``cvn_expectancy_trades``."""
     net = Gauge(
         "cvn_expectancy_net_realized",
         "Mean net realized return per trade (fraction, fees included) over the window.",
@@ -200,6 +230,10 @@ def write_prom_file(
             net.labels(crypto, window).set(v)
         trades.labels(crypto, window).set(_value(data, f"expectancy_trades_{window}") or 0.0)
 
+
+def _inference_latency(reg: CollectorRegistry, crypto: str, data: Mapping[str, Any]) -> None:
+    """``cvn_inference_latency_seconds{crypto, quantile}`` (the row holds ms) and
+    ``cvn_inference_latency_samples``."""
     lat = Gauge(
         "cvn_inference_latency_seconds",
         "Inference latency quantile over the day, seconds (numpy linear method).",
@@ -217,23 +251,22 @@ def write_prom_file(
         registry=reg,
     ).labels(crypto).set(_value(data, "latency_n") or 0.0)
 
-    as_of = data["as_of_utc"]
-    if as_of is not None:
-        try:
-            ts = dt.datetime.fromisoformat(str(as_of))
-        except ValueError:
-            raise ValueError(f"row['as_of_utc'] is not ISO-8601: {as_of!r}") from None
-        if ts.tzinfo is None:
-            raise ValueError(f"row['as_of_utc'] must carry a UTC offset, got {as_of!r}")
-        Gauge(
-            "cvn_monitoring_as_of_timestamp_seconds",
-            "End of the monitoring windows of this file, Unix seconds.",
-            ["crypto"],
-            registry=reg,
-        ).labels(crypto).set(ts.timestamp())
 
-    out_dir = Path(directory)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{crypto}.prom"
-    write_to_textfile(str(path), reg)
-    return path
+def _as_of(reg: CollectorRegistry, crypto: str, data: Mapping[str, Any]) -> None:
+    """``cvn_monitoring_as_of_timestamp_seconds{crypto}`` from ``as_of_utc`` (ISO-8601 with a
+    UTC offset, else ValueError); left out when ``as_of_utc`` is None."""
+    as_of = data["as_of_utc"]
+    if as_of is None:
+        return
+    try:
+        ts = dt.datetime.fromisoformat(str(as_of))
+    except ValueError:
+        raise ValueError(f"row['as_of_utc'] is not ISO-8601: {as_of!r}") from None
+    if ts.tzinfo is None:
+        raise ValueError(f"row['as_of_utc'] must carry a UTC offset, got {as_of!r}")
+    Gauge(
+        "cvn_monitoring_as_of_timestamp_seconds",
+        "End of the monitoring windows of this file, Unix seconds.",
+        ["crypto"],
+        registry=reg,
+    ).labels(crypto).set(ts.timestamp())

@@ -33,14 +33,13 @@ import sqlalchemy as sa
 
 from cvn_assets.ablation.guardrails import validate_focal_config
 from resources.db import (
-    ResultsDatabaseResource,
     UTCDateTime,
     as_utc,
     utc_now,
     utc_param,
     write_transaction,
 )
-from resources.results_store import UnknownSweep, sweeps_table
+from resources.results_store import ResultsDatabaseResource, UnknownSweep, sweeps_table
 
 __all__ = [
     "ALIASES",
@@ -218,14 +217,8 @@ class ModelRegistry(ResultsDatabaseResource):
             "reference_stats_json": stats_json,
             "created_at": utc_now(),
         }
-        t, s = model_versions_table, sweeps_table
-        with self.engine.connect() as conn:
-            known = conn.execute(sa.select(s.c.sweep_id).where(s.c.sweep_id == sweep_id)).first()
-            if known is None:
-                raise UnknownSweep(
-                    f"model version {crypto}/{variant}: sweep {sweep_id!r} is not registered "
-                    f"in {self.url_redacted}"
-                )
+        self._require_sweep_of(crypto, variant, sweep_id)
+        t = model_versions_table
         try:
             with self.engine.begin() as conn:
                 key = conn.execute(t.insert().values(**record)).inserted_primary_key
@@ -235,20 +228,18 @@ class ModelRegistry(ResultsDatabaseResource):
             existing = self._find_version(crypto, variant, sweep_id, end)
             if existing is None:
                 raise
-        differs = [
-            f"{k}: {existing[k]!r} -> {record[k]!r}"
-            for k in _CONTENT_FIELDS
-            if not _same(existing[k], record[k])
-        ]
-        if existing["reference_stats"] != json.loads(stats_json):
-            differs.append("reference_stats")
-        if differs:
-            raise ModelVersionConflict(
-                f"model version {crypto}/{variant} of sweep {sweep_id!r} trained to "
-                f"{end.isoformat()} is already registered (id {existing['id']}) with other "
-                f"content: {'; '.join(differs)}"
+        return _same_version(existing, record)
+
+    def _require_sweep_of(self, crypto: str, variant: str, sweep_id: str) -> None:
+        """:class:`UnknownSweep` unless ``sweep_id`` is registered in ``sweeps``."""
+        s = sweeps_table
+        with self.engine.connect() as conn:
+            known = conn.execute(sa.select(s.c.sweep_id).where(s.c.sweep_id == sweep_id)).first()
+        if known is None:
+            raise UnknownSweep(
+                f"model version {crypto}/{variant}: sweep {sweep_id!r} is not registered "
+                f"in {self.url_redacted}"
             )
-        return int(existing["id"])
 
     def get_version(self, version_id: int) -> dict[str, Any] | None:
         t = model_versions_table
@@ -593,6 +584,26 @@ def _version_dict(row: sa.RowMapping) -> dict[str, Any]:
         out[k] = as_utc(out[k])
     out["reference_stats"] = json.loads(row["reference_stats_json"])
     return out
+
+
+def _same_version(existing: dict[str, Any], record: dict[str, Any]) -> int:
+    """The id of ``existing`` (the row already registered under ``record``'s key) when its
+    content agrees with ``record``; :class:`ModelVersionConflict` naming every difference
+    otherwise."""
+    differs = [
+        f"{k}: {existing[k]!r} -> {record[k]!r}"
+        for k in _CONTENT_FIELDS
+        if not _same(existing[k], record[k])
+    ]
+    if existing["reference_stats"] != json.loads(record["reference_stats_json"]):
+        differs.append("reference_stats")
+    if differs:
+        raise ModelVersionConflict(
+            f"model version {record['crypto']}/{record['variant']} of sweep "
+            f"{record['sweep_id']!r} trained to {record['train_end'].isoformat()} is already "
+            f"registered (id {existing['id']}) with other content: {'; '.join(differs)}"
+        )
+    return int(existing["id"])
 
 
 def _json_scalar(value: Any) -> Any:

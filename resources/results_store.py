@@ -9,10 +9,15 @@ Every row belongs to a registered sweep (foreign key to ``sweeps``, enforced on 
 on SQLite): ``sweeps`` records each sweep id with its identity (settings, definition, data,
 code; :mod:`cvn_assets.ablation.identity`), its fingerprint and data source. Registering an existing
 id with another identity raises :class:`SweepIdentityConflict` naming what changed.
+
+:class:`ResultsDatabaseResource` is the base of every resource whose tables live in this
+database (this store, :class:`~resources.config_store.ConfigStore`,
+:class:`~resources.model_registry.ModelRegistry`, :class:`~resources.rollbacks.RollbackLog`,
+:class:`~resources.alerts.AlertSink`): one URL resolution and one engine, upgraded to the
+newest migration when first opened.
 """
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -22,7 +27,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from cvn_assets.ablation.identity import SweepIdentity, describe_diff, identity_diff
-from resources.home_source import home_dir
+from resources.db import database_url, open_engine, redact_url
 from resources.migrations import upgrade_database
 
 METADATA = sa.MetaData()
@@ -118,15 +123,14 @@ gate_verdicts_table = sa.Table(
 )
 
 
-def default_database_url() -> str:
-    """SQLite file beside the Dagster instance (``$DAGSTER_HOME/cvn_results.sqlite``)."""
-    home = home_dir()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'cvn_results.sqlite'}"
+class ResultsDatabaseResource(ConfigurableResource):
+    """A resource whose tables live in the results-store database.
 
-
-class ResultsStore(ConfigurableResource):
-    """SQL results store for ``finetune_results``, per-period OOS returns and gate verdicts."""
+    ``database_url``: the field, else ``$CVN_DATABASE_URL`` (resolved at use: a run config
+    that sets no URL keeps the environment's), else SQLite under ``$DAGSTER_HOME``
+    (:func:`resources.db.database_url`). The engine is opened on first use, and the schema
+    upgraded to the newest migration then (:func:`resources.migrations.upgrade_database`).
+    """
 
     database_url: str = ""
 
@@ -137,22 +141,23 @@ class ResultsStore(ConfigurableResource):
 
     @property
     def url(self) -> str:
-        """The field, else ``$CVN_DATABASE_URL`` (resolved at use: a run config that sets no
-        URL keeps the environment's), else SQLite under ``$DAGSTER_HOME``."""
-        return self.database_url or os.environ.get("CVN_DATABASE_URL") or default_database_url()
+        return database_url(self.database_url)
+
+    @property
+    def url_redacted(self) -> str:
+        return redact_url(self.url)
 
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            url = self.url
-            if url.startswith("postgresql://"):
-                url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-            engine = sa.create_engine(url, future=True, pool_pre_ping=True)
-            if engine.dialect.name == "sqlite":
-                sa.event.listen(engine, "connect", _sqlite_foreign_keys)
+            engine = open_engine(self.url)
             upgrade_database(engine)  # Alembic: create, or upgrade in place, to head
             self._engine = engine
         return self._engine
+
+
+class ResultsStore(ResultsDatabaseResource):
+    """SQL results store for ``finetune_results``, per-period OOS returns and gate verdicts."""
 
     # --- sweeps -----------------------------------------------------------------------
     def register_sweep(
@@ -241,14 +246,6 @@ class ResultsStore(ConfigurableResource):
                 "every row belongs to a registered sweep (ResultsStore.register_sweep)"
             )
 
-    @property
-    def url_redacted(self) -> str:
-        url = self.url
-        if "@" in url and "://" in url:
-            scheme, rest = url.split("://", 1)
-            return f"{scheme}://***@{rest.split('@', 1)[1]}"
-        return url
-
     # --- finetune_results -------------------------------------------------------------
     def replace_results(self, sweep_id: str, rows: Sequence[dict[str, Any]]) -> int:
         """Upsert rows keyed by (sweep_id, crypto, fold, variant) in one transaction."""
@@ -328,13 +325,6 @@ class ResultsStore(ConfigurableResource):
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(t).where(t.c.sweep_id == sweep_id)).mappings().all()
         return pd.DataFrame([json.loads(r["verdict_json"]) for r in rows])
-
-
-def _sqlite_foreign_keys(dbapi_conn: Any, _record: Any) -> None:
-    """SQLite enforces foreign keys only when asked, per connection."""
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.close()
 
 
 def _delete_cells(

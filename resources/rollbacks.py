@@ -29,13 +29,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from resources.db import (
-    ResultsDatabaseResource,
     UTCDateTime,
     as_utc,
     utc_now,
     utc_param,
     write_transaction,
 )
+from resources.results_store import ResultsDatabaseResource
 
 __all__ = [
     "CONFIRM_WITHIN",

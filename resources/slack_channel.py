@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from slack_sdk.webhook import WebhookClient
+
 from resources.alert_policy import Outcome, classify_status, retry_after_seconds
 
 __all__ = ["post_webhook", "redact"]
@@ -57,8 +59,6 @@ def post_webhook(url: str, text: str, blocks: list[dict[str, Any]], timeout_s: f
     """POST ``{"text", "blocks"}`` to ``url`` once, waiting at most ``timeout_s`` for each
     socket operation (a hung endpoint ends as a timeout). Never raises for the channel's
     failures: they are the :class:`Outcome` (HTTP status, redacted error, ``Retry-After``)."""
-    from slack_sdk.webhook import WebhookClient
-
     client = WebhookClient(url, timeout=timeout_s, logger=_silenced, retry_handlers=[])  # type: ignore[arg-type]
     try:
         response = client.send(text=text, blocks=blocks)

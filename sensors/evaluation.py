@@ -11,7 +11,10 @@ served, and after a rollback the new champion starts from an empty window ("insu
 never a false alarm caused by the rollback itself).
 
 Reads per crypto and evaluation: <= 48 h of trades, <= 14 days of predictions (336 rows):
-the cost of a tick does not grow with the journal (see ``bench/bench_sensors.py``).
+the cost of a tick does not grow with the journal (see ``bench/bench_sensors.py``). The reads
+are the journal's (:func:`resources.journal.read_model_trades`,
+:func:`resources.journal.read_model_predictions`), on one connection per evaluation; this
+module runs no SQL of its own.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
 from cvn_assets.ablation.guardrails import FOCAL
 from cvn_assets.ablation.metrics import classification_metrics
@@ -38,8 +40,7 @@ from cvn_assets.guard.drift import (
     expectancy_negative_focal,
     sharpness_drift,
 )
-from resources.db import as_utc
-from resources.journal import predictions_table, trades_table
+from resources.journal import N_TOP_FEATURES, read_model_predictions, read_model_trades
 from resources.model_registry import ModelRegistry
 
 __all__ = [
@@ -60,7 +61,6 @@ __all__ = [
 DATA_DRIFT_DAYS = 7
 CONCEPT_DAYS = 14
 SHARPNESS_DAYS = 7
-N_TOP_FEATURES = 5
 
 
 def live_champions(
@@ -156,32 +156,6 @@ class ExpectancyEvaluation:
         return f"{v.level}: {v.reason} (48 h window to {end})"
 
 
-def _trade_rows(
-    conn: sa.Connection, crypto: str, version: int, lo: datetime, hi: datetime
-) -> tuple[np.ndarray, list[datetime]]:
-    """Net returns and exit times of ``crypto``'s trades decided by ``version`` exiting in
-    ``(lo, hi]``, oldest first."""
-    t = trades_table
-    q = (
-        sa.select(t.c.net_return, t.c.exit_time)
-        .where(
-            (t.c.crypto == crypto)
-            & (t.c.model_version == version)
-            & (t.c.exit_time > lo)
-            & (t.c.exit_time <= hi)
-        )
-        .order_by(t.c.exit_time)
-    )
-    rows = conn.execute(q).all()
-    return np.array([r[0] for r in rows], dtype=np.float64), [as_utc(r[1]) for r in rows]
-
-
-def _trade_returns(
-    conn: sa.Connection, crypto: str, version: int, lo: datetime, hi: datetime
-) -> np.ndarray:
-    return _trade_rows(conn, crypto, version, lo, hi)[0]
-
-
 def evaluate_expectancy(
     registry: ModelRegistry,
     cryptos: Iterable[str],
@@ -215,8 +189,8 @@ def evaluate_expectancy(
             if version is None:
                 continue
             vid = versions[crypto] = int(version["id"])
-            r48 = _trade_returns(conn, crypto, vid, as_of - WINDOW_48H, as_of)
-            r24 = _trade_returns(conn, crypto, vid, as_of - WINDOW_24H, as_of)
+            r48 = read_model_trades(conn, crypto, vid, as_of - WINDOW_48H, as_of).net_returns
+            r24 = read_model_trades(conn, crypto, vid, as_of - WINDOW_24H, as_of).net_returns
             per[crypto] = expectancy_alert(r48, r24, **kwargs)
     focal = tuple(sorted(c for c, v in live.items() if v and v["loss_function"] == FOCAL))
     verdict = expectancy_negative_focal(
@@ -292,35 +266,15 @@ def evaluate_sparse_expectancy(
             if version is None or version["loss_function"] != FOCAL:
                 continue
             vid = int(version["id"])
-            n48 = _trade_returns(conn, crypto, vid, as_of - WINDOW_48H, as_of).size
+            n48 = read_model_trades(conn, crypto, vid, as_of - WINDOW_48H, as_of).n
             if not 0 < n48 < min_trades:
                 continue
-            r, exits = _trade_rows(conn, crypto, vid, as_of - SPARSE_LOOKBACK, as_of)
-            r, exits = r[-min_trades:], exits[-min_trades:]
+            window = read_model_trades(conn, crypto, vid, as_of - SPARSE_LOOKBACK, as_of)
+            r, exits = window.net_returns[-min_trades:], window.exit_times[-min_trades:]
             verdict = expectancy_last_trades(r, **kwargs)
             first, last = (exits[0], exits[-1]) if exits else (None, None)
             out[crypto] = SparseExpectancy(crypto, as_of, vid, verdict, first, last, n48)
     return out
-
-
-def _prediction_window(
-    conn: sa.Connection, crypto: str, version: int, lo: datetime, as_of: datetime
-) -> pd.DataFrame:
-    t = predictions_table
-    cols = [t.c.hour, t.c.buy_proba]
-    cols += [t.c[f"feature_{i}"] for i in range(1, N_TOP_FEATURES + 1)]
-    cols += [t.c.label, t.c.label_known_at]
-    q = sa.select(*cols).where(
-        (t.c.crypto == crypto)
-        & (t.c.model_version == version)
-        & (t.c.hour >= lo)
-        & (t.c.hour <= as_of - timedelta(hours=1))  # the hour's candle has closed
-    )
-    rows = conn.execute(q).all()
-    frame = pd.DataFrame(rows, columns=[c.name for c in cols])
-    for c in ("hour", "label_known_at"):
-        frame[c] = pd.to_datetime(frame[c], utc=True)
-    return frame
 
 
 @dataclasses.dataclass(frozen=True)
@@ -481,7 +435,7 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
     vid = int(version["id"])
     lo14, lo7 = as_of - timedelta(days=CONCEPT_DAYS), as_of - timedelta(days=DATA_DRIFT_DAYS)
     with registry.engine.connect() as conn:
-        rows = _prediction_window(conn, crypto, vid, lo14, as_of)
+        rows = read_model_predictions(conn, crypto, vid, lo14, as_of)
     week = rows[rows["hour"] >= lo7]
     matured = rows[rows["label"].notna() & (rows["label_known_at"] <= pd.Timestamp(as_of))]
     verdicts = {

@@ -36,23 +36,23 @@ from dagster import (
     sensor,
 )
 
-from cvn_assets.guard.drift import SharpnessState, auto_kill_switch
+from cvn_assets.ablation.guardrails import CROSS_ENTROPY, FOCAL
+from cvn_assets.guard.drift import SharpnessState, Verdict, auto_kill_switch
 from cvn_assets.guard.monitoring import LOSS_FUNCTION_TAG
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import AlertSink, incident_id
-from resources.config_store import ConfigStore
+from resources.config_store import LOSS_FLAG, ConfigStore
 from resources.guard_clock import GuardClock
 from resources.model_registry import ModelRegistry
 from resources.rollbacks import RollbackLog
 from sensors.evaluation import (
     DriftEvaluation,
+    ExpectancyEvaluation,
     evaluate_drift,
     evaluate_expectancy,
     evaluate_sparse_expectancy,
 )
 from sensors.jobs import (
-    CROSS_ENTROPY,
-    LOSS_FLAG,
     alert_delivery_job,
     alert_job,
     alert_key,
@@ -81,6 +81,30 @@ def _bucket(when: datetime, freq: str) -> datetime:
 
 def _key(*parts: Any) -> str:
     return ":".join(p.strftime("%Y-%m-%dT%H") if isinstance(p, datetime) else str(p) for p in parts)
+
+
+#: the run statuses of a run still in flight (queued or running)
+_IN_FLIGHT = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.NOT_STARTED,
+]
+
+
+def _minute_key(*parts: Any) -> str:
+    return ":".join(
+        p.strftime("%Y-%m-%dT%H%M") if isinstance(p, datetime) else str(p) for p in parts
+    )
+
+
+def _in_flight(context: SensorEvaluationContext, job_name: str, tags: dict | None = None) -> bool:
+    """Whether a run of ``job_name`` (with ``tags``) is queued or running."""
+    return bool(
+        context.instance.get_run_records(
+            RunsFilter(job_name=job_name, statuses=_IN_FLIGHT, tags=tags or {}), limit=1
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- P1 expectancy
@@ -114,69 +138,85 @@ def expectancy_negative_focal(
     if v.level == "crit":
         p1_times.append(pd.Timestamp(hour))
     if v.alarm:
-        severity = "P1" if v.level == "crit" else "warn"
-        inc = incident_id("expectancy_negative_focal", cryptos, hour)
-        requests.append(
-            RunRequest(
-                run_key=_key("alert", "expectancy_negative_focal", severity, hour),
-                job_name=alert_job.name,
-                run_config=alert_run_config(
-                    "expectancy_negative_focal",
-                    severity,
-                    cryptos,
-                    ev.figures(),
-                    inc,
-                    ev.message(),
-                    hour,
-                ),  # fmt: skip
-                tags={"cvn/alert": "expectancy_negative_focal", "cvn/severity": severity},
-            )
-        )
+        requests.append(_expectancy_alert_request(ev, cryptos, hour))
     if v.level == "crit" and auto_kill_switch(p1_times, hour):
-        flag, _ = config_store.get(LOSS_FLAG)
-        in_flight = context.instance.get_run_records(
-            RunsFilter(
-                job_name=rollback_job.name,
-                statuses=[
-                    DagsterRunStatus.QUEUED,
-                    DagsterRunStatus.STARTING,
-                    DagsterRunStatus.STARTED,
-                    DagsterRunStatus.NOT_STARTED,
-                ],
-            ),  # fmt: skip
-            limit=1,
-        )
-        if flag != CROSS_ENTROPY and not in_flight:
-            first = min(t for t in p1_times if t >= pd.Timestamp(hour) - timedelta(hours=1))
-            inc = incident_id("rollback", cryptos, first.to_pydatetime())
-            requests.append(
-                RunRequest(
-                    run_key=_key("rollback", "auto", hour),
-                    job_name=rollback_job.name,
-                    run_config={
-                        "ops": {
-                            "rollback": {
-                                "config": {
-                                    "actor": "sensor:expectancy_negative_focal",
-                                    "reason": "two consecutive P1 expectancy_negative_focal "
-                                    f"alerts within 1 h ({', '.join(cryptos)})",
-                                    "incident_id": inc,
-                                    "trigger": "auto",
-                                    "cryptos": [],
-                                }
-                            }
-                        }
-                    },
-                    tags={"cvn/incident": inc},
-                )
-            )
-        else:
-            context.log.info(
-                f"kill-switch rule met, no rollback requested: {LOSS_FLAG}={flag}"
-                + (", a rollback run is in flight" if in_flight else "")
-            )
+        rollback = _auto_rollback_request(context, config_store, p1_times, cryptos, hour)
+        if rollback is not None:
+            requests.append(rollback)
     requests += sparse_expectancy_requests(model_registry, hour)
     context.log.info(f"{hour.isoformat()}: {v.level}: {v.reason}")
+    return _expectancy_result(requests, v, hour, p1_times)
+
+
+def _expectancy_alert_request(
+    ev: ExpectancyEvaluation, cryptos: list[str], hour: datetime
+) -> RunRequest:
+    """The P1 (``crit``) or ``warn`` alert of an alarming expectancy evaluation, one per
+    hour and severity (its run key)."""
+    severity = "P1" if ev.verdict.level == "crit" else "warn"
+    inc = incident_id("expectancy_negative_focal", cryptos, hour)
+    return RunRequest(
+        run_key=_key("alert", "expectancy_negative_focal", severity, hour),
+        job_name=alert_job.name,
+        run_config=alert_run_config(
+            "expectancy_negative_focal",
+            severity,
+            cryptos,
+            ev.figures(),
+            inc,
+            ev.message(),
+            hour,
+        ),  # fmt: skip
+        tags={"cvn/alert": "expectancy_negative_focal", "cvn/severity": severity},
+    )
+
+
+def _auto_rollback_request(
+    context: SensorEvaluationContext,
+    config_store: ConfigStore,
+    p1_times: list[pd.Timestamp],
+    cryptos: list[str],
+    hour: datetime,
+) -> RunRequest | None:
+    """The kill switch's ``rollback_job`` run (two consecutive P1s within 1 h), or None
+    (logged) when the loss flag is already cross-entropy or a rollback run is in flight.
+    The incident is named after the first P1 of the hour."""
+    flag, _ = config_store.get(LOSS_FLAG)
+    in_flight = _in_flight(context, rollback_job.name)
+    if flag == CROSS_ENTROPY or in_flight:
+        context.log.info(
+            f"kill-switch rule met, no rollback requested: {LOSS_FLAG}={flag}"
+            + (", a rollback run is in flight" if in_flight else "")
+        )
+        return None
+    first = min(t for t in p1_times if t >= pd.Timestamp(hour) - timedelta(hours=1))
+    inc = incident_id("rollback", cryptos, first.to_pydatetime())
+    return RunRequest(
+        run_key=_key("rollback", "auto", hour),
+        job_name=rollback_job.name,
+        run_config={
+            "ops": {
+                "rollback": {
+                    "config": {
+                        "actor": "sensor:expectancy_negative_focal",
+                        "reason": "two consecutive P1 expectancy_negative_focal "
+                        f"alerts within 1 h ({', '.join(cryptos)})",
+                        "incident_id": inc,
+                        "trigger": "auto",
+                        "cryptos": [],
+                    }
+                }
+            }
+        },
+        tags={"cvn/incident": inc},
+    )
+
+
+def _expectancy_result(
+    requests: list[RunRequest], v: Verdict, hour: datetime, p1_times: list[pd.Timestamp]
+) -> SensorResult:
+    """The tick's result: its run requests (or a skip reason stating the verdict) and the
+    new cursor (the evaluated hour, the P1 times kept)."""
     new_cursor = {
         "evaluated_hour": hour.isoformat(),
         "p1_times": [t.isoformat() for t in p1_times],
@@ -221,7 +261,7 @@ def sparse_expectancy_requests(model_registry: ModelRegistry, hour: datetime) ->
     jobs=[alert_job],
     minimum_interval_seconds=60,
     default_status=DefaultSensorStatus.RUNNING,
-    description="P2: more than 5 failed runs tagged cvn/loss_function=focal in the last hour.",
+    description=f"P2: more than 5 failed runs tagged {LOSS_FUNCTION_TAG}={FOCAL} in the last hour.",
 )
 def focal_training_crash(context: SensorEvaluationContext, guard_clock: GuardClock):
     now = guard_clock.now()
@@ -229,7 +269,7 @@ def focal_training_crash(context: SensorEvaluationContext, guard_clock: GuardClo
     records = context.instance.get_run_records(
         RunsFilter(
             statuses=[DagsterRunStatus.FAILURE],
-            tags={LOSS_FUNCTION_TAG: "focal"},
+            tags={LOSS_FUNCTION_TAG: FOCAL},
             updated_after=now - timedelta(hours=1),
             updated_before=now,
         ),
@@ -278,26 +318,6 @@ def focal_training_crash(context: SensorEvaluationContext, guard_clock: GuardClo
 #: an overdue rollback still pending (its escalation run failed or never ran) is requested
 #: again in the next bucket of this length
 ESCALATION_RETRY = "15min"
-_IN_FLIGHT = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.NOT_STARTED,
-]
-
-
-def _minute_key(*parts: Any) -> str:
-    return ":".join(
-        p.strftime("%Y-%m-%dT%H%M") if isinstance(p, datetime) else str(p) for p in parts
-    )
-
-
-def _in_flight(context: SensorEvaluationContext, job_name: str, tags: dict | None = None) -> bool:
-    return bool(
-        context.instance.get_run_records(
-            RunsFilter(job_name=job_name, statuses=_IN_FLIGHT, tags=tags or {}), limit=1
-        )
-    )
 
 
 @sensor(
@@ -523,7 +543,7 @@ def revert_to_baseline_request(
     """``champion_job`` for ``crypto`` with the baseline variant (audited override), at the
     live champion's trading share (``min_trade_share``; None: champion_models' default)."""
     share = {} if min_trade_share is None else {"min_trade_share": float(min_trade_share)}
-    baseline = next(v for v in SETTINGS.variants if v.loss_function == "binary:logistic")
+    baseline = next(v for v in SETTINGS.variants if v.loss_function == CROSS_ENTROPY)
     return RunRequest(
         run_key=_key("revert_baseline", crypto, day),
         job_name="champion_job",

@@ -27,9 +27,11 @@ A change to a ``Table`` of the results store, the config store or the model regi
 new revision here: ``tests/integration/test_migrations.py`` compares the migrated schema
 with the ``Table`` objects.
 
-:func:`upgrade_database` is what :class:`~resources.results_store.ResultsStore` calls when it
-opens its engine. It is cheap when the database is already at head (one ``SELECT`` on
-``cvn_alembic_version``) and otherwise upgrades it under a lock held across processes:
+:func:`upgrade_database` is what :class:`~resources.results_store.ResultsDatabaseResource`
+(the results store, config store, model registry, rollback log, alert sink) calls when it
+opens its engine (:func:`resources.db.open_engine`). It is cheap when the database is
+already at head (one ``SELECT`` on ``cvn_alembic_version``) and otherwise upgrades it under
+a lock held across processes:
 ``pg_advisory_xact_lock`` on PostgreSQL (the whole upgrade is one transaction there: DDL is
 transactional), ``BEGIN IMMEDIATE`` on SQLite (also one transaction). A database created by
 the code before migrations existed has our tables but no ``cvn_alembic_version``: it is stamped
@@ -53,7 +55,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from resources.db import write_transaction
+from resources.db import database_url, open_engine, redact_url, write_transaction
 
 __all__ = [
     "HEAD",
@@ -161,10 +163,12 @@ def _legacy_revision(conn: sa.Connection) -> str | None:
 
 
 def _main(argv: list[str]) -> int:
-    from resources.results_store import ResultsStore
-
-    store = ResultsStore(database_url=argv[0] if argv else "")
-    engine = store.engine  # upgrades
-    with engine.connect() as conn:
-        print(f"{store.url_redacted}: {current_revision(conn)}")
+    url = database_url(argv[0] if argv else "")
+    engine = open_engine(url)
+    try:
+        upgrade_database(engine)
+        with engine.connect() as conn:
+            print(f"{redact_url(url)}: {current_revision(conn)}")
+    finally:
+        engine.dispose()
     return 0

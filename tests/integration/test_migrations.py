@@ -21,6 +21,7 @@ from alembic.script import ScriptDirectory
 from cvn_assets.ablation.identity import SweepIdentity
 from resources.alert_store import ALERTS_METADATA
 from resources.config_store import CONFIG_METADATA, ConfigStore
+from resources.db import sqlite_foreign_keys
 from resources.journal import JOURNAL_METADATA
 from resources.migrations import (
     HEAD,
@@ -31,7 +32,7 @@ from resources.migrations import (
     upgrade_database,
 )
 from resources.model_registry import REGISTRY_METADATA
-from resources.results_store import METADATA, ResultsStore, _sqlite_foreign_keys
+from resources.results_store import METADATA, ResultsStore
 from resources.rollbacks import rollbacks_table
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,7 +144,7 @@ def _engine(url: str) -> sa.Engine:
     """An engine like the results store's (SQLite enforces foreign keys), no upgrade."""
     engine = sa.create_engine(url)
     if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_foreign_keys)
+        sa.event.listen(engine, "connect", sqlite_foreign_keys)
     return engine
 
 
