@@ -16,7 +16,7 @@ from dagster import (
     define_asset_job,
 )
 
-from cvn_assets.assets import guard, market, results, training
+from cvn_assets.assets import celery_cells, guard, market, results, training
 from cvn_assets.execution import executors
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import AlertSink
@@ -31,8 +31,14 @@ from resources.sweep_settings import SweepProgress, SweepSettings
 from sensors.guard_sensors import GUARD_SENSORS, build_model_drift_sensor
 from sensors.jobs import GUARD_JOBS
 
-# in process: two assets per variant; CVN_EXECUTOR=celery: one step per cell (executors.py)
-model_assets, calibrated_assets = executors.cell_assets(SETTINGS.variants)
+# in process: two assets per variant; CVN_EXECUTOR=celery: one graph-backed asset per variant
+# (both keys), one step per cell
+if executors.executor_mode() == "celery":
+    model_assets = [celery_cells.build_celery_cells(v) for v in SETTINGS.variants]
+    calibrated_assets = []
+else:
+    model_assets = [training.build_model_asset(v) for v in SETTINGS.variants]
+    calibrated_assets = [training.build_calibrated_asset(v) for v in SETTINGS.variants]
 
 market_job = define_asset_job(
     "market_job",

@@ -131,7 +131,7 @@ KNOWN_ENV: tuple[str, ...] = (
     "CVN_CELERY_BACKEND",  # celery: the result backend URL
     "CVN_SHARED_DATA",  # tests and benchmarks: where the real candles are
     "CVN_TEST_PG_URL",  # tests: a PostgreSQL server
-    "CVN_TEST_CELL_GATE",  # tests: hold Celery cells at a gate (cvn_assets.execution.executors)
+    "CVN_TEST_CELL_GATE",  # tests: hold cells at a gate (cvn_assets.assets.cells)
     "CVN_ALERTS_PATH",  # the alert sink's JSONL file (absolute)
     "CVN_SLACK_WEBHOOK_URL",  # the alert sink's Slack incoming webhook (a secret)
     "CVN_GUARD_NOW",  # tests: a fixed guard clock for a code location (resources.guard_clock)

@@ -27,13 +27,41 @@ or a live worker is refused before any work (exit status 2), naming what to set.
 """
 
 import argparse
+import difflib
 import json
 import os
+import socket
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from cvn_assets.ablation.evaluation import variant_summary
+from cvn_assets.ablation.gates import gate_verdicts_markdown
+from cvn_assets.execution import executors
+from cvn_assets.execution.cell_ranges import cover_with_rectangles
+from cvn_assets.settings import SettingsError
+from resources.home_source import HomeDataSourceConflict, ensure_home_source, write_home_source
+from resources.instance_storage import default_instance_yaml
+from resources.market_data import MarketDataResource
+from resources.model_store import ArtifactStore, CvnIOManager
+from resources.results_store import ResultsStore, SweepIdentityConflict
+from resources.sweep_settings import SweepProgress, SweepSettings, progress_actions, reset_progress
+
+# Not imported here: cvn_assets.definitions, cvn_assets.partitions and the asset modules
+# (assets._util, assets.training, assets.results). Importing them loads and validates every
+# CVN_* variable, and a bad one must end the command in one line with exit status 2 (main
+# reports it), not as a traceback when this module is imported (drill and paper_run import it
+# too). They are imported inside main and the helpers that run after it has loaded them.
 
 
 def _ensure_home(write_default: bool = True) -> Path:
@@ -46,18 +74,11 @@ def _ensure_home(write_default: bool = True) -> Path:
     Path(home).mkdir(parents=True, exist_ok=True)
     cfg = Path(home) / "dagster.yaml"
     if write_default and not cfg.exists():
-        from resources.instance_storage import default_instance_yaml
-
         cfg.write_text(default_instance_yaml(str(Path(home).resolve())))
     return Path(home)
 
 
 def _range_tags(start: str, end: str) -> dict[str, str]:
-    from dagster._core.storage.tags import (
-        ASSET_PARTITION_RANGE_END_TAG,
-        ASSET_PARTITION_RANGE_START_TAG,
-    )
-
     return {ASSET_PARTITION_RANGE_START_TAG: start, ASSET_PARTITION_RANGE_END_TAG: end}
 
 
@@ -66,8 +87,6 @@ LAUNCHER_TAGS = ("cvn/launcher_host", "cvn/launcher_pid")
 
 
 def _launcher_tags() -> dict[str, str]:
-    import socket
-
     return {LAUNCHER_TAGS[0]: socket.gethostname(), LAUNCHER_TAGS[1]: str(os.getpid())}
 
 
@@ -84,10 +103,6 @@ def _pid_alive(pid: int) -> bool:
 def reap_dead_runs(instance: Any) -> list[str]:
     """Mark as failed the runs of earlier one-command processes on this host that died
     (``kill -9``, OOM) and left them STARTED; returns their run ids."""
-    import socket
-
-    from dagster import DagsterRunStatus, RunsFilter
-
     host = socket.gethostname()
     reaped = []
     active = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED]
@@ -109,9 +124,7 @@ def results_current(instance: Any, store: Any, sweep_id: str, identity: Any) -> 
     """The latest ``gate_verdicts`` materialization is of this sweep id and identity, nothing
     upstream (a calibrated cell, ``finetune_results``) was materialized after it, and its
     verdict rows are in the results store: re-running the fan-in would change nothing."""
-    from dagster import AssetKey
-
-    from cvn_assets.partitions import SETTINGS
+    from cvn_assets.partitions import SETTINGS  # loads CVN_* (see the note on the imports)
 
     ev = instance.get_latest_materialization_event(AssetKey("gate_verdicts"))
     if ev is None or ev.asset_materialization is None:
@@ -151,8 +164,6 @@ def _one_line(exc: Exception) -> str:
 
 
 def _did_you_mean(word: str, choices: Any) -> str:
-    import difflib
-
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else f"; known: {sorted(choices)}"
 
@@ -162,6 +173,7 @@ def missing_cells(
 ) -> set[tuple[str, str]]:
     """Cells of ``variant`` whose model or calibrated value with this sweep's fingerprint is
     not the partition's latest materialization (so Dagster and the store agree on them)."""
+    # these load CVN_* when imported (see the note on the imports)
     from cvn_assets.assets.training import calibrated_asset_name, model_asset_name
     from cvn_assets.partitions import cell_key
 
@@ -184,7 +196,7 @@ def missing_cells(
     return todo
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep-id", default="default", help="results-store key of this sweep")
     parser.add_argument(
@@ -211,85 +223,162 @@ def main(argv: Sequence[str] | None = None) -> int:
         help='JSON run config per resource, e.g. \'{"sweep": {"num_boost_round": 100}, '
         '"market_data": {"hours": 8760}}\'',
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    from cvn_assets.settings import SettingsError
 
+#: the resources ``--resource-config`` may configure, by run-config name
+_RESOURCE_CLASSES: dict[str, Any] = {
+    "sweep": SweepSettings,
+    "market_data": MarketDataResource,
+    "results_store": ResultsStore,
+    "artifacts": ArtifactStore,
+    "io_manager": CvnIOManager,
+    "progress": SweepProgress,
+}
+
+
+def _resource_config(raw: str) -> dict[str, dict[str, Any]] | str:
+    """``--resource-config`` as ``{resource: {setting: value}}``, or the refusal naming the
+    unknown resource or setting (with the closest known name)."""
     try:
-        from cvn_assets.execution.executors import executor_mode
+        extra = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        return f"invalid --resource-config: not valid JSON ({exc.msg})"
+    if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
+        return "invalid --resource-config: expected a JSON object of objects per resource"
+    for name, cfg in extra.items():
+        if name not in _RESOURCE_CLASSES:
+            return (
+                f"invalid --resource-config: unknown resource {name!r}"
+                f"{_did_you_mean(name, _RESOURCE_CLASSES)}"
+            )
+        fields = _RESOURCE_CLASSES[name].model_fields
+        for key in cfg:
+            if key not in fields:
+                return (
+                    f"invalid --resource-config: {name} has no setting {key!r}"
+                    f"{_did_you_mean(key, fields)}"
+                )
+    return extra
 
-        mode = executor_mode()
+
+@dataclass
+class _Sweep:
+    """What the stages share: the command's choices, the checked resources, the instance and
+    the failed runs so far."""
+
+    args: argparse.Namespace
+    mode: str
+    home: Path
+    defs: Any
+    settings: Any
+    extra: dict[str, dict[str, Any]]
+    sweep_cfg: dict[str, Any]
+    sweep: SweepSettings
+    store: ResultsStore
+    artifacts: ArtifactStore
+    identity: Any
+    status: str
+    instance: Any = None
+    failures: list[str] = field(default_factory=list)
+    cells: "_CeleryProgress" = field(default_factory=lambda: _CeleryProgress())
+
+    @property
+    def celery(self) -> bool:
+        return self.mode == "celery"
+
+    @property
+    def cryptos(self) -> list[str]:
+        return list(self.settings.universe)
+
+    def run(self, job_name: str, total: int = 0, **kwargs: Any) -> bool:
+        """One ranged run of ``job_name``, in process or (a training job on Celery) through
+        the instance; a failure is recorded and reported, and the sweep goes on."""
+        run_config: dict[str, Any] = {
+            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            "resources": {
+                **{name: {"config": cfg} for name, cfg in self.extra.items()},
+                "sweep": {"config": self.sweep_cfg},
+                "progress": {"config": {"echo": not self.args.quiet, "log": True, "total": total}},
+            },
+        }
+        job = self.defs.resolve_job_def(job_name)
+        tags = {**_launcher_tags(), **kwargs.pop("tags", {})}
+        if self.celery and job_name.startswith("train_"):
+            # through the instance, so the job's Celery executor runs it: one task per cell
+            self.cells.total = total
+            success, run_id = executors.execute_on_celery(
+                job_name, self.instance, run_config, tags, self.cells.tick
+            )
+        else:
+            result = job.execute_in_process(
+                run_config=run_config,
+                instance=self.instance,
+                raise_on_error=False,
+                tags=tags,
+                **kwargs,
+            )
+            success, run_id = result.success, result.run_id
+        if not success:
+            self.failures.append(f"{job_name} {kwargs} (run {run_id})")
+            print(f"!! {job_name} failed (run {run_id}); continuing", file=sys.stderr)
+        return success
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    try:
+        mode = executors.executor_mode()
     except SettingsError as exc:
-        print(f"invalid environment: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(f"invalid environment: {exc}")
     # a Celery sweep never gets the embedded default's SQLite instance written for it
     home = _ensure_home(write_default=mode != "celery")
     try:  # the definitions validate every CVN_* variable when they load
-        from dagster import DagsterInstance
-
-        from cvn_assets.assets._util import sweep_identity
-        from cvn_assets.definitions import defs
-        from cvn_assets.execution.cell_ranges import cover_with_rectangles
-        from cvn_assets.partitions import SETTINGS
+        from cvn_assets.definitions import SETTINGS, defs
     except SettingsError as exc:
-        print(f"invalid environment: {exc}", file=sys.stderr)
-        return 2
-    celery = mode == "celery"
-    if celery:  # steps run on other hosts: nothing may be local to this one
+        return _refuse(f"invalid environment: {exc}")
+    if mode == "celery":  # steps run on other hosts: nothing may be local to this one
         # no dagster.yaml: not opened (Dagster would create a SQLite instance there)
         opened = DagsterInstance.get() if (home / "dagster.yaml").exists() else None
         refusal = _celery_preflight(opened)
         if refusal:
             return _refuse(refusal)
-    from resources.home_source import (
-        HomeDataSourceConflict,
-        ensure_home_source,
-        write_home_source,
-    )
-    from resources.market_data import MarketDataResource
-    from resources.model_store import ArtifactStore, CvnIOManager
-    from resources.results_store import ResultsStore, SweepIdentityConflict
-    from resources.sweep_settings import (
-        SweepProgress,
-        SweepSettings,
-        progress_actions,
-        reset_progress,
-    )
+    s = _preflight(args, mode, home, defs, SETTINGS)
+    if isinstance(s, int):
+        return s
+    s.instance = DagsterInstance.get()
+    reaped = reap_dead_runs(s.instance)
+    if reaped:
+        print(f"marked {len(reaped)} run(s) of a dead earlier sweep as failed: {reaped}")
+    t_start = time.perf_counter()
+    s.cells = _CeleryProgress(quiet=args.quiet)
+    _print_header(s)
+    market_todo = _market_stage(s)
+    if s.failures:
+        print("STOPPED: the market stage failed:\n  " + "\n  ".join(s.failures), file=sys.stderr)
+        return 1
+    total = _models_stage(s)
+    _results_stage(s, stale=bool(market_todo) or total > 0)
+    return _verdict(s, t_start)
 
-    try:
-        extra = json.loads(args.resource_config)
-    except json.JSONDecodeError as exc:
-        return _refuse(f"invalid --resource-config: not valid JSON ({exc.msg})")
-    if not isinstance(extra, dict) or not all(isinstance(v, dict) for v in extra.values()):
-        return _refuse("invalid --resource-config: expected a JSON object of objects per resource")
-    classes = {
-        "sweep": SweepSettings,
-        "market_data": MarketDataResource,
-        "results_store": ResultsStore,
-        "artifacts": ArtifactStore,
-        "io_manager": CvnIOManager,
-        "progress": SweepProgress,
-    }
-    for name, cfg in extra.items():
-        if name not in classes:
-            return _refuse(
-                f"invalid --resource-config: unknown resource {name!r}"
-                f"{_did_you_mean(name, classes)}"
-            )
-        fields = classes[name].model_fields
-        for key in cfg:
-            if key not in fields:
-                return _refuse(
-                    f"invalid --resource-config: {name} has no setting {key!r}"
-                    f"{_did_you_mean(key, fields)}"
-                )
+
+def _preflight(
+    args: argparse.Namespace, mode: str, home: Path, defs: Any, settings: Any
+) -> "_Sweep | int":
+    """Every check before any work: the resource config, the settings, the data source of
+    the home, the sweep's identity (registered, or refused when the id has another). Returns
+    the checked sweep, or the exit status (2) after one line on stderr."""
+    from cvn_assets.assets._util import sweep_identity  # loaded by main (see the imports)
+
+    extra = _resource_config(args.resource_config)
+    if isinstance(extra, str):
+        return _refuse(extra)
     sweep_cfg = {
         **extra.pop("sweep", {}),
         "sweep_id": args.sweep_id,
         "replace_sweep": args.replace_sweep,
         "retrain": args.force,
     }
-    # every check before any work: settings, data source of the home, sweep identity
     try:
         sweep = SweepSettings(**sweep_cfg)
         sweep.validate_all()
@@ -302,127 +391,113 @@ def main(argv: Sequence[str] | None = None) -> int:
         identity = sweep_identity(sweep, market)
         status = store.register_sweep(sweep.sweep_id, identity, replace=args.replace_sweep)
     except (HomeDataSourceConflict, SweepIdentityConflict) as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(f"refused: {exc}")
     except Exception as exc:  # a bad setting: named by the validators
-        print(f"invalid configuration: {_one_line(exc)}", file=sys.stderr)
-        return 2
+        return _refuse(f"invalid configuration: {_one_line(exc)}")
+    return _Sweep(
+        args,
+        mode,
+        home,
+        defs,
+        settings,
+        extra,
+        sweep_cfg,
+        sweep,
+        store,
+        artifacts,
+        identity,
+        status,
+    )
 
-    instance = DagsterInstance.get()
-    reaped = reap_dead_runs(instance)
-    if reaped:
-        print(f"marked {len(reaped)} run(s) of a dead earlier sweep as failed: {reaped}")
-    t_start = time.perf_counter()
-    failures: list[str] = []
-    cells = _CeleryProgress(quiet=args.quiet)
 
-    def run(job_name: str, total: int = 0, **kwargs: Any) -> bool:
-        job = defs.resolve_job_def(job_name)
-        run_config: dict[str, Any] = {
-            "loggers": {"console": {"config": {"log_level": "WARNING"}}},
-            "resources": {
-                **{name: {"config": cfg} for name, cfg in extra.items()},
-                "sweep": {"config": sweep_cfg},
-                "progress": {"config": {"echo": not args.quiet, "log": True, "total": total}},
-            },
-        }
-        tags = {**_launcher_tags(), **kwargs.pop("tags", {})}
-        if celery and job_name.startswith("train_"):
-            # through the instance, so the job's Celery executor runs it: one task per cell
-            from cvn_assets.execution.executors import execute_on_celery
-
-            cells.total = total
-            success, run_id = execute_on_celery(job_name, instance, run_config, tags, cells.tick)
-        else:
-            result = job.execute_in_process(
-                run_config=run_config, instance=instance, raise_on_error=False, tags=tags, **kwargs
-            )
-            success, run_id = result.success, result.run_id
-        if not success:
-            failures.append(f"{job_name} {kwargs} (run {run_id})")
-            print(f"!! {job_name} failed (run {run_id}); continuing", file=sys.stderr)
-        return success
-
+def _print_header(s: _Sweep) -> None:
+    settings, identity = s.settings, s.identity
     print(
-        f"DAGSTER_HOME={home}  universe={','.join(SETTINGS.universe)}  folds={SETTINGS.n_folds}"
-        f"  variants={','.join(v.name for v in SETTINGS.variants)}  executor={mode}"
+        f"DAGSTER_HOME={s.home}  universe={','.join(settings.universe)}  folds={settings.n_folds}"
+        f"  variants={','.join(v.name for v in settings.variants)}  executor={s.mode}"
     )
     print(
-        f"sweep {sweep.sweep_id!r}: identity {identity.fingerprint} ({status}); data "
+        f"sweep {s.sweep.sweep_id!r}: identity {identity.fingerprint} ({s.status}); data "
         f"{identity.data['source']}; xgboost {identity.code['xgboost']}"
     )
 
-    # 1. market stage: one run per crypto (each candles materialization carries its own data
-    #    version); a crypto is done when its dataset and fold plans are this sweep's
-    cryptos = list(SETTINGS.universe)
+
+def _market_stage(s: _Sweep) -> list[str]:
+    """One run per crypto (each candles materialization carries its own data version); a
+    crypto is done when its dataset and fold plans are this sweep's. Returns the cryptos run."""
     market_todo = [
         c
-        for c in cryptos
-        if args.force
+        for c in s.cryptos
+        if s.args.force
         or any(
-            artifacts.current_fingerprint(a, c) != identity.market_fingerprint(c)
+            s.artifacts.current_fingerprint(a, c) != s.identity.market_fingerprint(c)
             for a in ("model_dataset", "fold_splits")
         )
     ]
     t0 = time.perf_counter()
     for c in market_todo:
-        run("market_job", partition_key=c)
+        s.run("market_job", partition_key=c)
     print(f"market stage: {len(market_todo)} crypto partitions in {time.perf_counter() - t0:.1f}s")
-    if failures:
-        print("STOPPED: the market stage failed:\n  " + "\n  ".join(failures), file=sys.stderr)
-        return 1
+    return market_todo
 
-    # 2. models + calibration: per variant, the missing cells cut into exact rectangles
-    #    (Dagster reads a key range of crypto x fold as crypto-range x fold-range)
+
+def _models_stage(s: _Sweep) -> int:
+    """Models + calibration: per variant, the missing cells cut into exact rectangles (Dagster
+    reads a key range of crypto x fold as crypto-range x fold-range). Returns the cell count."""
+    settings = s.settings
     todo = {
         v.name: (
-            {(c, f) for c in cryptos for f in SETTINGS.fold_keys}
-            if args.force
-            else missing_cells(artifacts, identity, v, cryptos, SETTINGS.n_folds)
+            {(c, f) for c in s.cryptos for f in settings.fold_keys}
+            if s.args.force
+            else missing_cells(s.artifacts, s.identity, v, s.cryptos, settings.n_folds)
         )
-        for v in SETTINGS.variants
+        for v in settings.variants
     }
-    total = sum(len(s) for s in todo.values())
+    total = sum(len(cells) for cells in todo.values())
     reset_progress()
-    t0 = cells.start = time.perf_counter()
-    for v in SETTINGS.variants:
-        for rect in cover_with_rectangles(cryptos, SETTINGS.fold_keys, todo[v.name]):
-            run(f"train_{v.name}_job", total=total, tags=_range_tags(rect.start, rect.end))
-    done = cells.actions if celery else progress_actions()
+    t0 = s.cells.start = time.perf_counter()
+    for v in settings.variants:
+        for rect in cover_with_rectangles(s.cryptos, settings.fold_keys, todo[v.name]):
+            s.run(f"train_{v.name}_job", total=total, tags=_range_tags(rect.start, rect.end))
+    done = s.cells.actions if s.celery else progress_actions()
     print(
         f"models stage: {total} cells to do; {done.get('trained', 0)} trained, "
         f"{done.get('reused', 0)} reused, {sum(done.values())} done in "
         f"{time.perf_counter() - t0:.1f}s"
     )
+    return total
 
-    # 3. fan-in and gates, unless the latest gate_verdicts already is this sweep's, with this
-    #    identity, and nothing was (re-)materialized before it
+
+def _results_stage(s: _Sweep, *, stale: bool) -> None:
+    """Fan-in and gates, unless the latest ``gate_verdicts`` already is this sweep's, with
+    this identity, and nothing was (re-)materialized before it (``stale``: this command ran a
+    market or training cell)."""
     t0 = time.perf_counter()
-    if failures:
+    if s.failures:
         print("results stage skipped: a training run failed", file=sys.stderr)
-    elif (
-        not market_todo
-        and total == 0
-        and results_current(instance, store, sweep.sweep_id, identity)
-    ):
-        print(f"results stage: up to date for identity {identity.fingerprint} (not re-run)")
+    elif not stale and results_current(s.instance, s.store, s.sweep.sweep_id, s.identity):
+        print(f"results stage: up to date for identity {s.identity.fingerprint} (not re-run)")
     else:
-        run("results_job")
+        s.run("results_job")
         print(f"results stage in {time.perf_counter() - t0:.1f}s")
 
-    # 4. every intended cell must now exist with this sweep's fingerprint
+
+def _verdict(s: _Sweep, t_start: float) -> int:
+    """Every intended cell must now exist with this sweep's fingerprint, and every row in
+    ``finetune_results``: the summary, then 0, or 1 naming what is missing or failed."""
+    settings, sweep_id = s.settings, s.sweep.sweep_id
     still = {
-        v.name: missing_cells(artifacts, identity, v, cryptos, SETTINGS.n_folds)
-        for v in SETTINGS.variants
+        v.name: missing_cells(s.artifacts, s.identity, v, s.cryptos, settings.n_folds)
+        for v in settings.variants
     }
     absent = sorted(f"{v} {c}|{f}" for v, cells in still.items() for c, f in cells)
-    rows = store.load_results(sweep.sweep_id)
-    want_rows = len(cryptos) * SETTINGS.n_folds * len(SETTINGS.variants)
+    rows = s.store.load_results(sweep_id)
+    want_rows = len(s.cryptos) * settings.n_folds * len(settings.variants)
 
-    _print_summary(store, sweep.sweep_id)
+    _print_summary(s.store, sweep_id)
     print(f"sweep wall time {time.perf_counter() - t_start:.1f}s")
-    if failures:
-        print("FAILED runs:\n  " + "\n  ".join(failures), file=sys.stderr)
+    if s.failures:
+        print("FAILED runs:\n  " + "\n  ".join(s.failures), file=sys.stderr)
     if absent:
         print(
             f"INCOMPLETE: {len(absent)} cells are not materialized with this sweep's settings: "
@@ -432,26 +507,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif len(rows) != want_rows:
         print(
             f"INCOMPLETE: finetune_results has {len(rows)} rows for sweep "
-            f"{sweep.sweep_id!r}, expected {want_rows}",
+            f"{sweep_id!r}, expected {want_rows}",
             file=sys.stderr,
         )
-    return 1 if (failures or absent or len(rows) != want_rows) else 0
+    return 1 if (s.failures or absent or len(rows) != want_rows) else 0
 
 
 def _celery_preflight(instance: Any | None) -> str | None:
     """CVN_EXECUTOR=celery: the shared state (broker, store, results store, PostgreSQL
     instance) is configured and at least one worker answers; else the refusal, naming what to
     set or start."""
-    from cvn_assets.execution.executors import BROKER_ENV, celery_refusal, live_workers
-
-    refusal = celery_refusal(instance)
+    refusal = executors.celery_refusal(instance)
     if refusal:
         return refusal
-    from kombu.utils.url import maybe_sanitize_url  # kombu: with celery (the celery extra)
+    # kombu comes with celery, an optional extra: imported only for a Celery sweep
+    from kombu.utils.url import maybe_sanitize_url
 
-    broker = maybe_sanitize_url(os.environ[BROKER_ENV])  # the password masked, as Celery does
+    broker = maybe_sanitize_url(os.environ[executors.BROKER_ENV])  # the password masked
     try:
-        workers = live_workers()
+        workers = executors.live_workers()
     except Exception as exc:
         return (
             f"refused: the Celery broker {broker} does not answer "
@@ -492,10 +566,7 @@ class _CeleryProgress:
 
 
 def _print_summary(store: Any, sweep_id: str) -> None:
-    import pandas as pd
-
-    from cvn_assets.ablation.evaluation import variant_summary
-    from cvn_assets.assets.results import report_dir
+    from cvn_assets.assets.results import report_dir  # loads CVN_* (see the note on the imports)
 
     frame = store.load_results(sweep_id)
     if frame.empty:
@@ -507,8 +578,6 @@ def _print_summary(store: Any, sweep_id: str) -> None:
         print(summary.to_string())
         verdicts = store.load_verdicts(sweep_id)
         if not verdicts.empty:
-            from cvn_assets.ablation.gates import gate_verdicts_markdown
-
             print("\ngate verdicts:")
             print(gate_verdicts_markdown(verdicts))
             report = report_dir(sweep_id) / "report.html"

@@ -30,6 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import isotonic_regression, minimize, minimize_scalar
 
 from cvn_assets.ablation.metrics import logit, sigmoid
+from cvn_assets.ablation.training import XGBWrapper
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -374,8 +375,6 @@ class CalibratedClassifier:
     @classmethod
     def load(cls, path: Path | str) -> CalibratedClassifier:
         """Inverse of :meth:`save` for ``XGBWrapper`` models; executes no stored code."""
-        from cvn_assets.ablation.training import XGBWrapper
-
         root = Path(path)
         calibrator = calibrator_from_dict(json.loads((root / "calibrator.json").read_text()))
         model = XGBWrapper.load(root / "model")

@@ -24,6 +24,7 @@ from cvn_assets.ablation.calibration import (
     expected_calibration_error,
     fit_calibrator,
 )
+from cvn_assets.ablation.gates import cscv_logits, trim_for_cscv
 from cvn_assets.ablation.metrics import (
     MIN_TRADE_SHARE,
     classification_metrics,
@@ -242,8 +243,6 @@ def portfolio_daily_returns(oos: pd.DataFrame) -> pd.DataFrame:
 
 def pbo_logits(daily: pd.DataFrame, n_blocks: int = 8) -> np.ndarray:
     """CSCV logits (Bailey et al. 2014) of the daily matrix, oldest T mod n_blocks days dropped."""
-    from cvn_assets.ablation.gates import cscv_logits, trim_for_cscv
-
     matrix = daily.pivot(index="period", columns="variant", values="net_return").sort_index()
     return cscv_logits(trim_for_cscv(matrix.to_numpy(), n_blocks)[0], n_blocks=n_blocks)
 

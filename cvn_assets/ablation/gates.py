@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Literal, TypedDict
@@ -514,7 +514,48 @@ def _numeric_column(
 
 
 def _prepare(results: pd.DataFrame, baseline: str) -> _Grid:
-    """Validate ``finetune_results`` and reshape it to (variant, fold, crypto) arrays."""
+    """Validate ``finetune_results`` and reshape it to (variant, fold, crypto) arrays.
+
+    Raises ``TypeError`` for a non-DataFrame and ``ValueError`` naming the column, cell or
+    value for anything else (missing columns, empty, NaN keys, unknown baseline, a lone
+    variant, duplicate cells, a loss function varying within a variant, values out of range,
+    fewer than 2 cryptos, an incomplete grid), in that order.
+    """
+    df, variants_seen = _checked_frame(results, baseline)
+    loss = _loss_functions(df)
+    f1 = _numeric_column(df, "f1_buy", lo=0.0, hi=1.0, allow_nan=False)
+    ece_cols = {
+        m: _numeric_column(df, f"ece_hold_{m}", lo=0.0, hi=1.0, allow_nan=False)
+        for m in ECE_METHODS
+    }
+    expectancy = (
+        _numeric_column(df, "expectancy_net", lo=None, hi=None, allow_nan=True)
+        if "expectancy_net" in df.columns
+        else None
+    )
+    n_test = (
+        _numeric_column(df, "n_test", lo=0.0, hi=None, allow_nan=True)
+        if "n_test" in df.columns
+        else None
+    )
+    variants, folds, cryptos = _grid_axes(df, baseline, variants_seen)
+    cube = _cube_maker(df, variants, folds, cryptos)
+    return _Grid(
+        baseline=baseline,
+        variants=variants,
+        folds=folds,
+        cryptos=cryptos,
+        loss_function=loss,
+        f1=cube(f1),
+        ece={m: cube(v) for m, v in ece_cols.items()},
+        expectancy=None if expectancy is None else cube(expectancy),
+        n_test=None if n_test is None else cube(n_test),
+    )
+
+
+def _checked_frame(results: pd.DataFrame, baseline: str) -> tuple[pd.DataFrame, list[str]]:
+    """The rows (index reset) and the variants in row order, after the structural checks:
+    columns, keys, baseline, at least one other variant, no duplicate cell."""
     if not isinstance(results, pd.DataFrame):
         raise TypeError(f"results must be a pandas DataFrame; got {type(results).__name__}")
     missing = [c for c in REQUIRED_COLUMNS if c not in results.columns]
@@ -542,7 +583,11 @@ def _prepare(results: pd.DataFrame, baseline: str) -> _Grid:
     dup = df.duplicated(["variant", "crypto", "fold"], keep="first")
     if dup.any():
         raise ValueError(f"duplicate finetune_results cell {_cell(df.loc[dup.idxmax()])}")
+    return df, variants_seen
 
+
+def _loss_functions(df: pd.DataFrame) -> dict[str, str]:
+    """variant -> its loss function (one per variant, else ``ValueError``)."""
     loss: dict[str, str] = {}
     for name, group in df.groupby("variant", sort=False):
         kinds = group["loss_function"].astype(str).unique()
@@ -552,25 +597,17 @@ def _prepare(results: pd.DataFrame, baseline: str) -> _Grid:
                 f"{sorted(kinds)}"
             )
         loss[str(name)] = str(kinds[0])
+    return loss
 
-    f1 = _numeric_column(df, "f1_buy", lo=0.0, hi=1.0, allow_nan=False)
-    ece_cols = {
-        m: _numeric_column(df, f"ece_hold_{m}", lo=0.0, hi=1.0, allow_nan=False)
-        for m in ECE_METHODS
-    }
-    expectancy = (
-        _numeric_column(df, "expectancy_net", lo=None, hi=None, allow_nan=True)
-        if "expectancy_net" in df.columns
-        else None
-    )
-    n_test = (
-        _numeric_column(df, "n_test", lo=0.0, hi=None, allow_nan=True)
-        if "n_test" in df.columns
-        else None
-    )
 
-    # Sorted, not row order: the verdicts (and PBO's row order) must not depend on the order in
-    # which the results store returns rows.
+def _grid_axes(
+    df: pd.DataFrame, baseline: str, variants_seen: list[str]
+) -> tuple[tuple[str, ...], tuple[Any, ...], tuple[str, ...]]:
+    """(variants with the baseline first, folds, cryptos), each sorted.
+
+    Sorted, not row order: the verdicts (and PBO's row order) must not depend on the order in
+    which the results store returns rows.
+    """
     variants = (baseline, *sorted(v for v in variants_seen if v != baseline))
     cryptos = tuple(sorted(dict.fromkeys(df["crypto"].astype(str))))
     try:
@@ -581,7 +618,17 @@ def _prepare(results: pd.DataFrame, baseline: str) -> _Grid:
         ) from exc
     if len(cryptos) < 2:
         raise ValueError(f"the paired tests need >= 2 cryptos; column 'crypto' has {list(cryptos)}")
+    return variants, folds, cryptos
 
+
+def _cube_maker(
+    df: pd.DataFrame,
+    variants: tuple[str, ...],
+    folds: tuple[Any, ...],
+    cryptos: tuple[str, ...],
+) -> Callable[[pd.Series], NDArray[np.float64]]:
+    """A function reshaping a column of ``df`` to (V, F, C); ``ValueError`` naming the first
+    cell of the full grid without a row."""
     key = pd.MultiIndex.from_arrays(
         [df["variant"].astype(str), df["fold"], df["crypto"].astype(str)]
     )
@@ -600,17 +647,7 @@ def _prepare(results: pd.DataFrame, baseline: str) -> _Grid:
         s = pd.Series(values.to_numpy(dtype=float), index=key)
         return s.reindex(full).to_numpy(dtype=float).reshape(shape)
 
-    return _Grid(
-        baseline=baseline,
-        variants=variants,
-        folds=folds,
-        cryptos=cryptos,
-        loss_function=loss,
-        f1=cube(f1),
-        ece={m: cube(v) for m, v in ece_cols.items()},
-        expectancy=None if expectancy is None else cube(expectancy),
-        n_test=None if n_test is None else cube(n_test),
-    )
+    return cube
 
 
 def _fold_test_table(grid: _Grid) -> pd.DataFrame:
@@ -837,6 +874,8 @@ def evaluate_gates(
 ) -> pd.DataFrame:
     """Evaluate the six ship gates (module docstring) for every variant of ``finetune_results``.
 
+    (Longer than a screen by its docstring only: the column reference below.)
+
     Returns one row per variant: the baseline first (its gate columns and ``lock`` are <NA>;
     its f1_buy level statistics are filled for reference), then the others sorted by name.
     Every gate has its figure(s), its threshold and a "PASS"/"FAIL" column
@@ -882,6 +921,60 @@ def evaluate_gates(
     n_pbo_blocks = int(n_pbo_blocks)
     grid = _prepare(results, baseline)
     primary = _primary_methods(primary_calibration, grid.focal)
+    matrix, source = _pbo_matrix(grid, oos_returns, n_pbo_blocks)
+    # --- everything validated; now the work ---
+    pbo_columns = _pbo_columns(matrix, source, n_pbo_blocks, pbo_metric)
+    shared = _Shared(
+        grid=grid,
+        folds=_fold_test_table(grid),
+        assets=_asset_table(grid),
+        cell_tests={v: paired_t_test_greater(grid.delta(v).ravel()) for v in grid.focal},
+        n_resamples=n_resamples,
+        seed=int(seed),
+    )
+    rows: list[dict[str, Any]] = []
+    for v in grid.variants:
+        row = {**_level_columns(grid, v), **pbo_columns}
+        if v == baseline:
+            # baseline - baseline: exactly zero, filled so sorting by mean_delta stays numeric
+            row.update({"mean_delta": 0.0, "median_delta": 0.0, "fold_var_delta": 0.0})
+            rows.append(row)
+            continue
+        row.update(_delta_columns(grid, v))
+        row.update(_gate_significance(shared, v, alpha_fdr))
+        row.update(_gate_bootstrap_ci(shared, v))
+        row.update(_gate_effect_size(grid, v))
+        row.update(_gate_per_asset(shared, v, min_improving_fraction))
+        row.update(_gate_ece(shared, v, primary[v], ece_tolerance))
+        row.update(_gate_pbo(pbo_columns["pbo"]))
+        row["lock"] = all(row[g] == "PASS" for g in GATE_COLUMNS)
+        rows.append(row)
+    return _typed_verdicts(pd.DataFrame(rows))
+
+
+@dataclass(frozen=True)
+class _Shared:
+    """What every variant's gates read: the grid, the per-fold and per-crypto tables, the
+    one-sided cell tests (BH over the variants) and the bootstrap settings."""
+
+    grid: _Grid
+    folds: pd.DataFrame
+    assets: pd.DataFrame
+    cell_tests: dict[str, OneSidedTest]
+    n_resamples: int
+    seed: int
+
+    @property
+    def cell_p_bh(self) -> dict[str, float]:
+        focal = self.grid.focal
+        adjusted = benjamini_hochberg([self.cell_tests[v].pvalue for v in focal])
+        return dict(zip(focal, adjusted, strict=True))
+
+
+def _pbo_matrix(
+    grid: _Grid, oos_returns: pd.DataFrame | None, n_pbo_blocks: int
+) -> tuple[pd.DataFrame, str]:
+    """The PBO matrix and its source; ``ValueError`` when it has fewer rows than blocks."""
     if oos_returns is None:
         matrix, source = _f1_matrix(grid), _F1_CELL_SOURCE
     else:
@@ -891,131 +984,143 @@ def evaluate_gates(
             f"n_pbo_blocks={n_pbo_blocks} needs at least {n_pbo_blocks} rows in the PBO matrix "
             f"({source}); got T={matrix.shape[0]}"
         )
+    return matrix, source
 
-    # --- everything validated; now the work ---
+
+def _pbo_columns(
+    matrix: pd.DataFrame, source: str, n_pbo_blocks: int, pbo_metric: PboMetric
+) -> dict[str, Any]:
+    """PBO (CSCV on the matrix, the oldest ``T mod n_pbo_blocks`` rows dropped) and how it
+    was computed: the same on every row."""
     trimmed, n_dropped = _trim(_performance_array(matrix.to_numpy(dtype=float)), n_pbo_blocks)
     pbo = probability_of_backtest_overfitting(trimmed, n_pbo_blocks, metric=pbo_metric)
+    return {
+        "pbo": pbo,
+        "pbo_threshold": _PBO_THRESHOLD,
+        "pbo_source": source,
+        "pbo_metric": pbo_metric,
+        "pbo_n_blocks": n_pbo_blocks,
+        "pbo_rows_dropped": n_dropped,
+    }
 
-    folds = _fold_test_table(grid)
-    assets = _asset_table(grid)
-    n_cryptos = len(grid.cryptos)
+
+def _level_columns(grid: _Grid, v: str) -> dict[str, Any]:
+    """The variant's own f1_buy level (and expectancy, test rows when present)."""
+    vi = grid.idx(v)
+    f1 = grid.f1[vi]
+    row: dict[str, Any] = {
+        "variant": v,
+        "loss_function": grid.loss_function[v],
+        "is_baseline": v == grid.baseline,
+        "n_cells": int(f1.size),
+        "f1_buy_mean": float(f1.mean()),
+        "f1_buy_median": float(np.median(f1)),
+        "f1_buy_fold_var": _fold_var(f1),
+    }
+    if grid.expectancy is not None:
+        exp = grid.expectancy[vi]
+        row["expectancy_net_mean"] = (
+            float(np.nanmean(exp)) if np.isfinite(exp).any() else float("nan")
+        )
+    if grid.n_test is not None:
+        row["n_test_total"] = float(np.nansum(grid.n_test[vi]))
+    return row
+
+
+def _delta_columns(grid: _Grid, v: str) -> dict[str, Any]:
+    delta = grid.delta(v)
+    cells = delta.ravel()
+    return {
+        "mean_delta": float(cells.mean()),
+        "median_delta": float(np.median(cells)),
+        "fold_var_delta": _fold_var(delta),
+    }
+
+
+def _gate_significance(shared: _Shared, v: str, alpha_fdr: float) -> dict[str, Any]:
+    """Gate 1: the best fold's BH-adjusted p and the all-cells BH-adjusted p both <= alpha."""
+    vf = shared.folds[shared.folds["variant"] == v]
+    best = vf.loc[vf["p_bh"].idxmin()]
+    p_cells_bh = shared.cell_p_bh[v]
+    return {
+        "p_fold_min": float(vf["p"].min()),
+        "p_fold_min_bh": float(best["p_bh"]),
+        "best_fold": _py(best["fold"]),
+        "p_cells": shared.cell_tests[v].pvalue,
+        "p_cells_bh": float(p_cells_bh),
+        "p_cells_wilcoxon": _wilcoxon_greater(shared.grid.delta(v).ravel()),
+        "alpha_fdr": alpha_fdr,
+        "gate_significance": _pass(bool(best["p_bh"] <= alpha_fdr and p_cells_bh <= alpha_fdr)),
+    }
+
+
+def _gate_bootstrap_ci(shared: _Shared, v: str) -> dict[str, Any]:
+    """Gate 2: the percentile bootstrap CI of the mean cell delta lies above 0."""
+    cells = shared.grid.delta(v).ravel()
+    lo, hi = paired_bootstrap_ci(cells, n_resamples=shared.n_resamples, seed=shared.seed)
+    return {"ci_lo": lo, "ci_hi": hi, "ci_threshold": 0.0, "gate_bootstrap_ci": _pass(lo > 0.0)}
+
+
+def _gate_effect_size(grid: _Grid, v: str) -> dict[str, Any]:
+    """Gate 3: Cohen's d_av of the cells >= the threshold (d_z reported)."""
+    d = cohens_d(grid.f1[grid.idx(v)].ravel(), grid.f1[0].ravel())
+    return {
+        "d_z": d["d_z"],
+        "d_av": d["d_av"],
+        "d_magnitude": d["magnitude"],
+        "d_threshold": _EFFECT_SIZE_THRESHOLD,
+        "gate_effect_size": _pass(d["d_av"] >= _EFFECT_SIZE_THRESHOLD),
+    }
+
+
+def _gate_per_asset(shared: _Shared, v: str, min_improving_fraction: float) -> dict[str, Any]:
+    """Gate 4: at least ``ceil(fraction x cryptos)`` cryptos improve (median delta > 0)."""
+    n_cryptos = len(shared.grid.cryptos)
     required = math.ceil(min_improving_fraction * n_cryptos - 1e-9)
+    va = shared.assets[shared.assets["variant"] == v]
+    n_improving = int(va["improves"].sum())
+    return {
+        "n_cryptos": n_cryptos,
+        "n_cryptos_improving": n_improving,
+        "n_cryptos_required": required,
+        "cryptos_improving": ",".join(va.loc[va["improves"], "crypto"]),
+        "gate_per_asset": _pass(n_improving >= required),
+    }
 
-    cell_tests = {v: paired_t_test_greater(grid.delta(v).ravel()) for v in grid.focal}
-    cell_p_bh = dict(
-        zip(
-            grid.focal,
-            benjamini_hochberg([cell_tests[v].pvalue for v in grid.focal]),
-            strict=True,
-        )
-    )
 
-    rows: list[dict[str, Any]] = []
-    for v in grid.variants:
-        vi = grid.idx(v)
-        f1 = grid.f1[vi]
-        row: dict[str, Any] = {
-            "variant": v,
-            "loss_function": grid.loss_function[v],
-            "is_baseline": v == baseline,
-            "n_cells": int(f1.size),
-            "f1_buy_mean": float(f1.mean()),
-            "f1_buy_median": float(np.median(f1)),
-            "f1_buy_fold_var": _fold_var(f1),
-        }
-        if grid.expectancy is not None:
-            exp = grid.expectancy[vi]
-            row["expectancy_net_mean"] = (
-                float(np.nanmean(exp)) if np.isfinite(exp).any() else float("nan")
-            )
-        if grid.n_test is not None:
-            row["n_test_total"] = float(np.nansum(grid.n_test[vi]))
-        row.update(
-            {
-                "pbo": pbo,
-                "pbo_threshold": _PBO_THRESHOLD,
-                "pbo_source": source,
-                "pbo_metric": pbo_metric,
-                "pbo_n_blocks": n_pbo_blocks,
-                "pbo_rows_dropped": n_dropped,
-            }
-        )
-        if v == baseline:
-            # baseline - baseline: exactly zero, filled so sorting by mean_delta stays numeric
-            row.update({"mean_delta": 0.0, "median_delta": 0.0, "fold_var_delta": 0.0})
-            rows.append(row)
-            continue
+def _gate_ece(shared: _Shared, v: str, method: str, ece_tolerance: float) -> dict[str, Any]:
+    """Gate 5: every calibration method's mean ECE difference (and its bootstrap CI) is
+    reported; the primary ``method``'s point estimate <= ``ece_tolerance`` gates."""
+    grid = shared.grid
+    vi = grid.idx(v)
+    row: dict[str, Any] = {}
+    for m in ECE_METHODS:
+        diff = (grid.ece[m][vi] - grid.ece[m][0]).ravel()
+        m_lo, m_hi = paired_bootstrap_ci(diff, n_resamples=shared.n_resamples, seed=shared.seed)
+        row[f"ece_delta_{m}"] = float(diff.mean())
+        row[f"ece_delta_{m}_lo"] = m_lo
+        row[f"ece_delta_{m}_hi"] = m_hi
+        row[f"ece_pass_{m}"] = _pass(float(diff.mean()) <= ece_tolerance)
+    return {
+        **row,
+        "ece_method": method,
+        "ece_variant": float(grid.ece[method][vi].mean()),
+        "ece_baseline": float(grid.ece[method][0].mean()),
+        "ece_delta": row[f"ece_delta_{method}"],
+        "ece_delta_lo": row[f"ece_delta_{method}_lo"],
+        "ece_delta_hi": row[f"ece_delta_{method}_hi"],
+        "ece_tolerance": ece_tolerance,
+        "gate_ece": row[f"ece_pass_{method}"],
+    }
 
-        delta = grid.delta(v)
-        cells = delta.ravel()
-        vf = folds[folds["variant"] == v]
-        best = vf.loc[vf["p_bh"].idxmin()]
-        sig_pass = bool(best["p_bh"] <= alpha_fdr and cell_p_bh[v] <= alpha_fdr)
-        lo, hi = paired_bootstrap_ci(cells, n_resamples=n_resamples, seed=int(seed))
-        d = cohens_d(f1.ravel(), grid.f1[0].ravel())
-        va = assets[assets["variant"] == v]
-        n_improving = int(va["improves"].sum())
 
-        row.update(
-            {
-                "mean_delta": float(cells.mean()),
-                "median_delta": float(np.median(cells)),
-                "fold_var_delta": _fold_var(delta),
-                # gate 1
-                "p_fold_min": float(vf["p"].min()),
-                "p_fold_min_bh": float(best["p_bh"]),
-                "best_fold": _py(best["fold"]),
-                "p_cells": cell_tests[v].pvalue,
-                "p_cells_bh": float(cell_p_bh[v]),
-                "p_cells_wilcoxon": _wilcoxon_greater(cells),
-                "alpha_fdr": alpha_fdr,
-                "gate_significance": _pass(sig_pass),
-                # gate 2
-                "ci_lo": lo,
-                "ci_hi": hi,
-                "ci_threshold": 0.0,
-                "gate_bootstrap_ci": _pass(lo > 0.0),
-                # gate 3
-                "d_z": d["d_z"],
-                "d_av": d["d_av"],
-                "d_magnitude": d["magnitude"],
-                "d_threshold": _EFFECT_SIZE_THRESHOLD,
-                "gate_effect_size": _pass(d["d_av"] >= _EFFECT_SIZE_THRESHOLD),
-                # gate 4
-                "n_cryptos": n_cryptos,
-                "n_cryptos_improving": n_improving,
-                "n_cryptos_required": required,
-                "cryptos_improving": ",".join(va.loc[va["improves"], "crypto"]),
-                "gate_per_asset": _pass(n_improving >= required),
-            }
-        )
-        # gate 5: every method reported, the primary one gates
-        for m in ECE_METHODS:
-            diff = (grid.ece[m][vi] - grid.ece[m][0]).ravel()
-            m_lo, m_hi = paired_bootstrap_ci(diff, n_resamples=n_resamples, seed=int(seed))
-            row[f"ece_delta_{m}"] = float(diff.mean())
-            row[f"ece_delta_{m}_lo"] = m_lo
-            row[f"ece_delta_{m}_hi"] = m_hi
-            row[f"ece_pass_{m}"] = _pass(float(diff.mean()) <= ece_tolerance)
-        m = primary[v]
-        row.update(
-            {
-                "ece_method": m,
-                "ece_variant": float(grid.ece[m][vi].mean()),
-                "ece_baseline": float(grid.ece[m][0].mean()),
-                "ece_delta": row[f"ece_delta_{m}"],
-                "ece_delta_lo": row[f"ece_delta_{m}_lo"],
-                "ece_delta_hi": row[f"ece_delta_{m}_hi"],
-                "ece_tolerance": ece_tolerance,
-                "gate_ece": row[f"ece_pass_{m}"],
-                # gate 6
-                "gate_pbo": _pass(pbo < _PBO_THRESHOLD),
-            }
-        )
-        row["lock"] = all(row[g] == "PASS" for g in GATE_COLUMNS)
-        rows.append(row)
+def _gate_pbo(pbo: float) -> dict[str, Any]:
+    """Gate 6: PBO below its threshold."""
+    return {"gate_pbo": _pass(pbo < _PBO_THRESHOLD)}
 
-    out = pd.DataFrame(rows)
+
+def _typed_verdicts(out: pd.DataFrame) -> pd.DataFrame:
+    """Gate columns as strings, crypto counts as nullable ints, ``lock`` as nullable bool."""
     for col in (*GATE_COLUMNS, *(f"ece_pass_{m}" for m in ECE_METHODS)):
         out[col] = out[col].astype("string")
     for col in ("n_cryptos", "n_cryptos_improving", "n_cryptos_required"):

@@ -486,13 +486,7 @@ def render_report(
     instead of being drawn a second time; a missing ``forest_plot`` or ``heatmaps`` key is a
     ValueError.
     """
-    baseline = _check_verdicts(verdicts)
-    assets = per_asset_breakdown(results, baseline=baseline)  # validates results
-    folds = fold_tests(results, baseline=baseline)
-    focal_names = [str(v) for v in verdicts.loc[~verdicts["is_baseline"].astype(bool), "variant"]]
-    missing = sorted(set(focal_names) ^ set(assets["variant"]))
-    if missing:
-        raise ValueError(f"verdicts and results disagree on variants: {missing}")
+    baseline, assets, folds = _checked_tables(results, verdicts)
     rel = _check_reliability(reliability)
     logits = _check_logits(pbo_logits)
     if not isinstance(title, str) or not title.strip():
@@ -509,46 +503,10 @@ def render_report(
         if lacking:
             raise ValueError(f"figures lack {lacking}; pass report_figures() of the same inputs")
         figs = figures
-    best = best_focal_variant(verdicts)
     sections = [
-        f"<h1>{html.escape(title)}</h1>",
-        '<p class="note">Paired comparison of every focal variant with the '
-        f"<b>{html.escape(baseline)}</b> on the same crypto and fold; statistics from "
-        "cvn_assets.ablation.gates (BH-FDR, one-sided paired t-tests, percentile bootstrap, "
-        "Cohen's d, CSCV PBO).</p>",
-        identity_header(identity, identity_fingerprint),
-        "<h2>Gate verdicts</h2>",
-        _verdict_table(verdicts),
-        "<h3>ECE_HOLD difference vs baseline, every calibration method</h3>",
-        _ece_methods_table(verdicts),
-        "<h2>Forest plot of the f1_buy delta</h2>",
-        _img(figs["forest_plot"], "forest plot of mean f1_buy delta with 95% CI"),
-        "<h2>Crypto x fold f1_buy delta</h2>",
-        _img(figs["heatmaps"], "heatmap of f1_buy delta per crypto and fold"),
-        "<h2>Reliability diagrams (test blocks)</h2>",
-    ]
-    absent = [v for v in (baseline, best) if v not in rel]
-    if absent:
-        sections.append(
-            f'<p class="note">No reliability data for {html.escape(", ".join(absent))}.</p>'
-        )
-    if "reliability" in figs:
-        sections.append(_img(figs["reliability"], "reliability diagrams"))
-    sections.append("<h2>PBO: CSCV logit distribution</h2>")
-    if "cscv_histogram" not in figs:
-        sections.append('<p class="note">No CSCV logits supplied.</p>')
-    else:
-        sections.append(_img(figs["cscv_histogram"], "histogram of CSCV logits"))
-    pbo_note = ""
-    if "pbo_source" in verdicts.columns:
-        r0 = verdicts.iloc[0]
-        pbo_note = (
-            f'<p class="note">PBO computed on {html.escape(str(r0["pbo_source"]))} '
-            f"({html.escape(str(r0['pbo_metric']))}, {r0['pbo_n_blocks']} blocks, "
-            f"{r0['pbo_rows_dropped']} oldest rows dropped).</p>"
-        )
-    sections += [
-        pbo_note,
+        *_head_sections(title, baseline, verdicts, identity, identity_fingerprint, figs),
+        *_reliability_sections(baseline, best_focal_variant(verdicts), rel, figs),
+        *_pbo_sections(verdicts, figs),
         trading_table(results),
         "<h2>Per-asset breakdown (median delta over folds, variance over folds)</h2>",
         _per_asset_table(assets),
@@ -567,3 +525,79 @@ def render_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(doc, encoding="utf-8")
     return out
+
+
+def _checked_tables(
+    results: pd.DataFrame, verdicts: pd.DataFrame
+) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """``(baseline, per-asset breakdown, per-fold tests)``; ``ValueError`` when the verdicts
+    are malformed, ``results`` invalid, or the two disagree on the focal variants."""
+    baseline = _check_verdicts(verdicts)
+    assets = per_asset_breakdown(results, baseline=baseline)  # validates results
+    folds = fold_tests(results, baseline=baseline)
+    focal_names = [str(v) for v in verdicts.loc[~verdicts["is_baseline"].astype(bool), "variant"]]
+    missing = sorted(set(focal_names) ^ set(assets["variant"]))
+    if missing:
+        raise ValueError(f"verdicts and results disagree on variants: {missing}")
+    return baseline, assets, folds
+
+
+def _head_sections(
+    title: str,
+    baseline: str,
+    verdicts: pd.DataFrame,
+    identity: dict[str, Any] | None,
+    identity_fingerprint: str | None,
+    figs: dict[str, str],
+) -> list[str]:
+    """Title, what is compared, the sweep identity, the verdicts, forest plot and heatmaps."""
+    return [
+        f"<h1>{html.escape(title)}</h1>",
+        '<p class="note">Paired comparison of every focal variant with the '
+        f"<b>{html.escape(baseline)}</b> on the same crypto and fold; statistics from "
+        "cvn_assets.ablation.gates (BH-FDR, one-sided paired t-tests, percentile bootstrap, "
+        "Cohen's d, CSCV PBO).</p>",
+        identity_header(identity, identity_fingerprint),
+        "<h2>Gate verdicts</h2>",
+        _verdict_table(verdicts),
+        "<h3>ECE_HOLD difference vs baseline, every calibration method</h3>",
+        _ece_methods_table(verdicts),
+        "<h2>Forest plot of the f1_buy delta</h2>",
+        _img(figs["forest_plot"], "forest plot of mean f1_buy delta with 95% CI"),
+        "<h2>Crypto x fold f1_buy delta</h2>",
+        _img(figs["heatmaps"], "heatmap of f1_buy delta per crypto and fold"),
+    ]
+
+
+def _reliability_sections(
+    baseline: str, best: str, rel: Reliability, figs: dict[str, str]
+) -> list[str]:
+    """The reliability diagrams of the baseline and the best focal variant (or a note)."""
+    sections = ["<h2>Reliability diagrams (test blocks)</h2>"]
+    absent = [v for v in (baseline, best) if v not in rel]
+    if absent:
+        sections.append(
+            f'<p class="note">No reliability data for {html.escape(", ".join(absent))}.</p>'
+        )
+    if "reliability" in figs:
+        sections.append(_img(figs["reliability"], "reliability diagrams"))
+    return sections
+
+
+def _pbo_sections(verdicts: pd.DataFrame, figs: dict[str, str]) -> list[str]:
+    """The CSCV logit histogram (or a note) and how PBO was computed."""
+    sections = ["<h2>PBO: CSCV logit distribution</h2>"]
+    if "cscv_histogram" not in figs:
+        sections.append('<p class="note">No CSCV logits supplied.</p>')
+    else:
+        sections.append(_img(figs["cscv_histogram"], "histogram of CSCV logits"))
+    pbo_note = ""
+    if "pbo_source" in verdicts.columns:
+        r0 = verdicts.iloc[0]
+        pbo_note = (
+            f'<p class="note">PBO computed on {html.escape(str(r0["pbo_source"]))} '
+            f"({html.escape(str(r0['pbo_metric']))}, {r0['pbo_n_blocks']} blocks, "
+            f"{r0['pbo_rows_dropped']} oldest rows dropped).</p>"
+        )
+    sections.append(pbo_note)
+    return sections

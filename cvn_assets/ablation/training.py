@@ -435,6 +435,117 @@ def train_variant(
     ``early_stopping_rounds=0`` disables early stopping (the last round is then the best).
     Everything is validated before any training starts.
     """
+    data = _checked_inputs(
+        variant,
+        X_train,
+        y_train,
+        X_valid,
+        y_valid,
+        params,
+        num_boost_round,
+        early_stopping_rounds,
+        seed,
+    )
+    dtrain = xgb.DMatrix(data.Xtr, label=data.ytr, feature_names=data.names)
+    xgb_params: dict[str, Any] = {**DEFAULT_XGB_PARAMS, **data.user_params, "seed": data.seed}
+    prior = int(data.ytr.sum()) / data.ytr.shape[0]
+    arm = _loss_arm(variant, data.ytr, data.yva, prior)
+    xgb_params.update(arm.params)
+    booster, history, best, seconds = _fit(xgb_params, dtrain, data, arm, variant.name)
+    model = XGBWrapper(
+        booster,
+        raw_output_logits=variant.is_focal,
+        best_iteration=best,
+        feature_names=data.names,
+        n_features=data.Xtr.shape[1],
+        metadata={
+            "variant": variant.name,
+            "loss_function": variant.loss_function,
+            "gamma": variant.gamma,
+            "alpha": variant.alpha,
+            "base_score": arm.base_score,
+            "train_prior": prior,
+            "early_stopping_metric": arm.metric,
+            "early_stopping_rounds": data.patience,
+            "best_score": history[best],
+            "valid_history": list(history),
+            "train_seconds": seconds,
+        },
+    )
+    return TrainResult(
+        model=model,
+        best_iteration=best,
+        train_seconds=seconds,
+        n_rounds=len(history),  # one validation loss per trained round (checked in _fit)
+        base_score=arm.base_score,
+        evals_result={"valid": {arm.metric: list(history)}},
+        variant=variant,
+    )
+
+
+def _fit(
+    xgb_params: dict[str, Any], dtrain: Any, data: _Inputs, arm: _LossArm, name: str
+) -> tuple[xgb.Booster, list[float], int, float]:
+    """``(booster, validation losses per round, best round, training seconds)``: XGBoost
+    with the arm's objective, stopped on the arm's validation loss (the last round is the
+    best when early stopping is off)."""
+    stopper = ValidationEarlyStopping(
+        data.Xva,
+        arm.valid_loss,
+        data.patience,
+        name=f"variant {name!r}: validation {arm.metric}",
+    )
+    start = time.perf_counter()
+    booster = xgb.train(
+        xgb_params,
+        dtrain,
+        num_boost_round=data.n_rounds,
+        obj=arm.obj,
+        verbose_eval=False,
+        callbacks=[stopper],
+    )
+    seconds = time.perf_counter() - start
+    trained = booster.num_boosted_rounds()
+    history = stopper.history
+    if len(history) != trained:  # pragma: no cover - guarded by the callback
+        raise RuntimeError(f"{len(history)} validation losses for {trained} rounds")
+    best = stopper.best_iteration
+    if not data.patience:  # no early stopping: the model is the last round, whatever its loss
+        best = trained - 1
+        booster.set_attr(best_iteration=str(best), best_score=repr(history[best]))
+    return booster, history, best, seconds
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """:func:`train_variant`'s arguments, validated: float32 features, 0/1 labels."""
+
+    user_params: dict[str, Any]
+    n_rounds: int
+    patience: int
+    seed: int
+    Xtr: NDArray[np.float32]
+    Xva: NDArray[np.float32]
+    ytr: NDArray[np.float32]
+    yva: NDArray[np.float32]
+    names: list[str] | None
+
+
+def _checked_inputs(
+    variant: Any,
+    X_train: Any,
+    y_train: Any,
+    X_valid: Any,
+    y_valid: Any,
+    params: Mapping[str, Any] | None,
+    num_boost_round: Any,
+    early_stopping_rounds: Any,
+    seed: Any,
+) -> _Inputs:
+    """Every check of :func:`train_variant`, before any work: ``TypeError`` for a variant
+    that is not a :class:`Variant`, ``ValueError`` naming the argument and value otherwise
+    (parameters, counts, shapes, column names, a single-class ``y_train``, a contradicting
+    ``params['seed']``)."""
     if not isinstance(variant, Variant):
         raise TypeError(f"variant must be an ablation.Variant, got {type(variant).__name__}")
     user_params = dict(params or {})
@@ -458,84 +569,53 @@ def train_variant(
         raise ValueError(f"y_train has no positive (BUY) row: n_positive=0 of {ytr.shape[0]}")
     if n_pos == ytr.shape[0]:
         raise ValueError(f"y_train has no negative row: n_positive={n_pos} of {ytr.shape[0]}")
-
-    names = names_tr if names_tr is not None else names_va
-    dtrain = xgb.DMatrix(Xtr, label=ytr, feature_names=names)
     if "seed" in user_params and user_params["seed"] != seed_:
         raise ValueError(f"params['seed']={user_params['seed']!r} contradicts seed={seed_!r}")
-    xgb_params: dict[str, Any] = {**DEFAULT_XGB_PARAMS, **user_params, "seed": seed_}
-    prior = n_pos / ytr.shape[0]
+    names = names_tr if names_tr is not None else names_va
+    return _Inputs(user_params, n_rounds, patience, seed_, Xtr, Xva, ytr, yva, names)
+
+
+@dataclass(frozen=True)
+class _LossArm:
+    """What the loss function sets: XGBoost parameters, custom objective (focal), the
+    early-stopping metric's name and its float64 validation loss of margins, the base score."""
+
+    params: dict[str, Any]
+    obj: FocalObjective | None
+    metric: str
+    valid_loss: Callable[[NDArray[np.float32]], float]
+    base_score: float
+
+
+def _loss_arm(
+    variant: Variant, ytr: NDArray[np.float32], yva: NDArray[np.float32], prior: float
+) -> _LossArm:
+    """Focal: the optimal constant margin as base score and the focal objective; cross
+    entropy: ``binary:logistic`` from the training prior."""
     yva64 = yva.astype(np.float64)
-    obj: FocalObjective | None = None
     if variant.is_focal:
         assert variant.gamma is not None and variant.alpha is not None
         gamma, alpha = variant.gamma, variant.alpha
         base_score = optimal_constant_margin(ytr, gamma, alpha)
-        xgb_params.update(base_score=base_score, disable_default_eval_metric=1)
-        obj = FocalObjective(gamma, alpha)
-        metric = "focal"
 
-        def valid_loss(margin: NDArray[np.float32]) -> float:
+        def focal_valid_loss(margin: NDArray[np.float32]) -> float:
             return float(np.mean(loss(margin, yva64, gamma, alpha)))
 
-    else:
-        base_score = prior
-        xgb_params.update(objective="binary:logistic", eval_metric="logloss", base_score=prior)
-        metric = "logloss"
+        return _LossArm(
+            params={"base_score": base_score, "disable_default_eval_metric": 1},
+            obj=FocalObjective(gamma, alpha),
+            metric="focal",
+            valid_loss=focal_valid_loss,
+            base_score=base_score,
+        )
 
-        def valid_loss(margin: NDArray[np.float32]) -> float:
-            return logloss_from_margin(margin, yva64)
+    def logloss_valid_loss(margin: NDArray[np.float32]) -> float:
+        return logloss_from_margin(margin, yva64)
 
-    stopper = ValidationEarlyStopping(
-        Xva,
-        valid_loss,
-        patience,
-        name=f"variant {variant.name!r}: validation {metric}",
-    )
-    start = time.perf_counter()
-    booster = xgb.train(
-        xgb_params,
-        dtrain,
-        num_boost_round=n_rounds,
-        obj=obj,
-        verbose_eval=False,
-        callbacks=[stopper],
-    )
-    seconds = time.perf_counter() - start
-    trained = booster.num_boosted_rounds()
-    history = stopper.history
-    if len(history) != trained:  # pragma: no cover - guarded by the callback
-        raise RuntimeError(f"{len(history)} validation losses for {trained} rounds")
-    best = stopper.best_iteration
-    if not patience:  # no early stopping: the model is the last round, whatever its loss
-        best = trained - 1
-        booster.set_attr(best_iteration=str(best), best_score=repr(history[best]))
-    model = XGBWrapper(
-        booster,
-        raw_output_logits=variant.is_focal,
-        best_iteration=best,
-        feature_names=names,
-        n_features=Xtr.shape[1],
-        metadata={
-            "variant": variant.name,
-            "loss_function": variant.loss_function,
-            "gamma": variant.gamma,
-            "alpha": variant.alpha,
-            "base_score": base_score,
-            "train_prior": prior,
-            "early_stopping_metric": metric,
-            "early_stopping_rounds": patience,
-            "best_score": history[best],
-            "valid_history": list(history),
-            "train_seconds": seconds,
-        },
-    )
-    return TrainResult(
-        model=model,
-        best_iteration=best,
-        train_seconds=seconds,
-        n_rounds=trained,
-        base_score=base_score,
-        evals_result={"valid": {metric: list(history)}},
-        variant=variant,
+    return _LossArm(
+        params={"objective": "binary:logistic", "eval_metric": "logloss", "base_score": prior},
+        obj=None,
+        metric="logloss",
+        valid_loss=logloss_valid_loss,
+        base_score=prior,
     )

@@ -27,7 +27,13 @@ from cvn_assets.ablation.evaluation import (
     result_row,
     variant_summary,
 )
-from cvn_assets.ablation.gates import evaluate_gates, gate_verdicts_markdown, verdict_table_problems
+from cvn_assets.ablation.gates import (
+    VERDICT_TABLE_COLUMNS,
+    evaluate_gates,
+    gate_verdict_rows,
+    gate_verdicts_markdown,
+    verdict_table_problems,
+)
 from cvn_assets.ablation.identity import SweepIdentity, module_digest
 from cvn_assets.ablation.variants import Variant
 from cvn_assets.assets._util import identity_metadata, prepare_sweep
@@ -256,6 +262,9 @@ def _write_report(
     sweep: SweepSettings,
     identity: SweepIdentity,
 ) -> tuple[Path, dict[str, str]]:
+    # imported here, not at the top: matplotlib's import adds 1.1-1.6 s (measured with -X
+    # importtime after cvn_assets.definitions) to every load of the definitions (each Celery
+    # step, code server and sweep), and only this fan-in draws the report
     from cvn_assets.ablation.report import best_focal_variant, render_report, report_figures
 
     reliability = {}
@@ -304,8 +313,6 @@ def figure_metadata(figures: dict[str, str]) -> dict[str, Any]:
 
 def verdict_table_metadata(verdicts: pd.DataFrame) -> MetadataValue:
     """The verdict table as a Dagster table (rendered inline on the asset page)."""
-    from cvn_assets.ablation.gates import VERDICT_TABLE_COLUMNS, gate_verdict_rows
-
     return MetadataValue.table(
         records=[TableRecord(row) for row in gate_verdict_rows(verdicts)],
         schema=TableSchema(

@@ -29,20 +29,24 @@ from dagster import (
 )
 
 from cvn_assets.ablation.calibrated_model import CalibratedModel
-from cvn_assets.ablation.evaluation import calibrate_and_evaluate, result_row, train_cell
+from cvn_assets.ablation.evaluation import result_row
 from cvn_assets.ablation.identity import SweepIdentity, module_digest
-from cvn_assets.ablation.training import TrainResult
 from cvn_assets.ablation.variants import Variant
 from cvn_assets.assets._util import (
     by_key,
     prepare_sweep,
-    round_floats,
     run_partition_keys,
     wants_retrain,
     warn_if_no_partition,
 )
+from cvn_assets.assets.cells import (
+    calibrate_or_reuse,
+    calibrated_metadata,
+    cell_gate,
+    model_metadata,
+    train_or_reuse,
+)
 from cvn_assets.assets.checks import probabilities_valid_result, probabilities_valid_spec
-from cvn_assets.execution.executors import _cell_gate, mapping_key
 from cvn_assets.partitions import crypto_fold_partitions, split_key, to_crypto
 from resources.market_data import MarketDataResource
 from resources.model_store import ArtifactStore, Stamped
@@ -137,6 +141,10 @@ _PER_CRYPTO_INS = {
 
 
 def build_model_asset(variant: Variant):
+    """``model_<variant>``: per crypto x fold cell of the run, the booster trained (or reused
+    from the store under the cell's fingerprint, :func:`cvn_assets.assets.cells.train_or_reuse`)
+    and stored at once; a cell that raises does not stop the others, the step then fails
+    naming it."""
     name = model_asset_name(variant)
 
     @asset(
@@ -167,7 +175,6 @@ def build_model_asset(variant: Variant):
         identity = prepare_sweep(context, sweep, market_data, results_store)
         check_market_inputs(artifacts, identity, cryptos)
         datasets, plans = by_key(model_dataset, cryptos), by_key(fold_splits, cryptos)
-        params = sweep.xgb_params()
         retrain = wants_retrain(context, sweep)
         tag_run_with_variant(context, variant)
         progress.start(context)
@@ -176,62 +183,63 @@ def build_model_asset(variant: Variant):
         for key in keys:
             crypto, fold = split_key(key)
             plan = plans[crypto][fold]
-            ds = datasets[crypto]
             fp = identity.model_fingerprint(crypto, fold, variant.name)
             t0 = time.perf_counter()
-            _cell_gate(f"{variant.name}_{mapping_key(key)}")  # tests only (CVN_TEST_CELL_GATE)
+            cell_gate(variant, key)  # tests only (CVN_TEST_CELL_GATE)
             try:
-                if not retrain and artifacts.has(name, key, fp):
-                    model, reused = artifacts.read(name, key, fp), True
-                else:
-                    res: TrainResult = train_cell(
-                        variant,
-                        ds,
-                        plan,
-                        params=params,
-                        num_boost_round=sweep.num_boost_round,
-                        early_stopping_rounds=sweep.early_stopping_rounds,
-                        seed=sweep.seed,
-                    )
-                    model, reused = res.model, False
-                    artifacts.write(name, key, fp, model)  # at once: a crash keeps it
+                model, reused = train_or_reuse(
+                    artifacts,
+                    name,
+                    key,
+                    fp,
+                    variant=variant,
+                    dataset=datasets[crypto],
+                    plan=plan,
+                    sweep=sweep,
+                    retrain=retrain,
+                )
             except Exception as exc:  # isolate the cell; the step fails at the end
                 context.log.error(f"{name} {key}: {type(exc).__name__}: {exc}")
                 failed[key] = f"{type(exc).__name__}: {exc}"
                 continue
             out[key] = Stamped(model, fp)
-            context.add_asset_metadata(
-                {
-                    "best_iteration": int(model.best_iteration),
-                    "train_rows": len(plan.train),
-                    "early_stopping_rows": len(plan.early_stopping),
-                    # the booster's own training time (also for a reused model), and what
-                    # this cell cost in this run (training, or loading the stored model)
-                    "training_seconds": round(
-                        float(model.metadata.get("train_seconds", float("nan"))), 3
-                    ),
-                    "cell_seconds": round(time.perf_counter() - t0, 3),
-                    "reused_stored_model": reused,
-                    "fingerprint": fp,
-                    "sweep_fingerprint": identity.fingerprint,
-                },
-                partition_key=key,
+            meta = model_metadata(
+                model,
+                plan,
+                cell_seconds=time.perf_counter() - t0,
+                reused=reused,
+                fingerprint=fp,
+                sweep_fingerprint=identity.fingerprint,
             )
-            action = "reused " if reused else "trained"
-            cell_s = time.perf_counter() - t0
-            progress.tick(
-                context,
-                f"{variant.name:<16} {key:<12} {action} {cell_s:5.2f}s",
-                len(keys),
-                action.strip(),
-            )
+            context.add_asset_metadata(meta, partition_key=key)
+            _tick(context, progress, variant, key, reused, time.perf_counter() - t0, len(keys))
         _fail_if_any(context, failed, name, "the others are stored; a re-run trains only these")
         return out
 
     return _model
 
 
+def _tick(
+    context: AssetExecutionContext,
+    progress: SweepProgress,
+    variant: Variant,
+    key: str,
+    reused: bool,
+    cell_s: float,
+    total: int,
+) -> None:
+    """One progress line of a finished model cell (``trained`` or ``reused``, seconds)."""
+    action = "reused " if reused else "trained"
+    progress.tick(
+        context, f"{variant.name:<16} {key:<12} {action} {cell_s:5.2f}s", total, action.strip()
+    )
+
+
 def build_calibrated_asset(variant: Variant):
+    """``calibrated_<variant>``: per cell of the run, its model (which must be this sweep's)
+    calibrated and scored, or the stored value reused
+    (:func:`cvn_assets.assets.cells.calibrate_or_reuse`); each cell's ``finetune_results`` row
+    is upserted; a cell that fails does not stop the others, the step then fails naming it."""
     name = calibrated_asset_name(variant)
 
     @asset(
@@ -274,42 +282,29 @@ def build_calibrated_asset(variant: Variant):
         failed: dict[str, str] = {}
         for key in keys:
             crypto, fold = split_key(key)
-            model_fp = identity.model_fingerprint(crypto, fold, variant.name)
-            have = artifacts.current_fingerprint(model_asset_name(variant), key)
-            if have != model_fp:
-                failed[key] = (
-                    f"its model was trained with other settings (stored {have}, this run "
-                    f"needs {model_fp}); materialize {model_asset_name(variant)} {key} first"
-                )
+            stale = _stale_model(artifacts, identity, variant, key)
+            if stale is not None:
+                failed[key] = stale
                 continue
             fp = stamps[key] = identity.calibrated_fingerprint(crypto, fold, variant.name)
-            if not retrain and artifacts.has(name, key, fp):
-                out[key] = artifacts.read(name, key, fp)
-                _calibrated_metadata(context, key, out[key], fp, reused=True)
-                continue
-            m = models[key]
-            train = TrainResult(
-                model=m,
-                best_iteration=m.best_iteration,
-                train_seconds=float(m.metadata.get("train_seconds", float("nan"))),
-                n_rounds=-1,
-            )
             try:
-                cal = calibrate_and_evaluate(
-                    train,
-                    variant,
-                    datasets[crypto],
-                    plans[crypto][fold],
-                    primary=sweep.primary_calibration,
-                    fee_per_side=sweep.fee_per_side,
+                out[key], reused = calibrate_or_reuse(
+                    artifacts,
+                    name,
+                    key,
+                    fp,
+                    variant=variant,
+                    model=models[key],
+                    dataset=datasets[crypto],
+                    plan=plans[crypto][fold],
+                    sweep=sweep,
+                    retrain=retrain,
                 )
             except Exception as exc:
                 context.log.error(f"{name} {key}: {type(exc).__name__}: {exc}")
                 failed[key] = f"{type(exc).__name__}: {exc}"
                 continue
-            artifacts.write(name, key, fp, cal)
-            out[key] = cal
-            _calibrated_metadata(context, key, cal, fp, reused=False)
+            _record_calibrated(context, key, out[key], fp, reused=reused)
         # each cell's finetune_results row is upserted as soon as it exists (replace, never
         # duplicate); the fan-in asset re-validates the complete grid
         results_store.replace_results(
@@ -322,36 +317,28 @@ def build_calibrated_asset(variant: Variant):
     return _calibrated
 
 
-def _calibrated_metadata(
+def _stale_model(
+    artifacts: ArtifactStore, identity: SweepIdentity, variant: Variant, key: str
+) -> str | None:
+    """Why the cell's latest model is not this sweep's (None when it is)."""
+    crypto, fold = split_key(key)
+    model_fp = identity.model_fingerprint(crypto, fold, variant.name)
+    have = artifacts.current_fingerprint(model_asset_name(variant), key)
+    if have == model_fp:
+        return None
+    return (
+        f"its model was trained with other settings (stored {have}, this run "
+        f"needs {model_fp}); materialize {model_asset_name(variant)} {key} first"
+    )
+
+
+def _record_calibrated(
     context: AssetExecutionContext, key: str, cal: CalibratedModel, fp: str, *, reused: bool
 ) -> None:
-    names = (
-        "f1_buy",
-        "precision_buy",
-        "recall_buy",
-        "threshold",
-        "ece_hold_none",
-        "ece_hold_temperature",
-        "ece_hold_platt",
-        "ece_hold_isotonic",
-        "log_loss",
-        "expectancy_net",
-        "n_test",
-        "n_buy",
-        "n_trades",
-    )
+    """The cell's asset metadata, and one line in the run's event log as it finishes (the
+    step's materializations are recorded by Dagster when its output is stored, at its end)."""
+    context.add_asset_metadata(calibrated_metadata(cal, fp, reused=reused), partition_key=key)
     info = cal.info
-    context.add_asset_metadata(
-        {
-            **round_floats({k: info[k] for k in names}),
-            "fitted_temperature": round(float(info["temperature"]), 4),
-            "reused_stored_cell": reused,
-            "fingerprint": fp,
-        },
-        partition_key=key,
-    )
-    # one line per cell in the run's event log, as it finishes (the step's materializations
-    # are recorded by Dagster when the step's output is stored, at its end)
     context.log.info(
         f"{key} {'reused' if reused else 'calibrated'}: f1_buy {info['f1_buy']:.4f}, "
         f"ECE_HOLD({cal.primary}) {info[f'ece_hold_{cal.primary}']:.4f}, "

@@ -7,15 +7,11 @@ same value, like ``CVN_UNIVERSE``):
   asset per variant (:mod:`cvn_assets.assets.training`), run by the one command as ranged single
   runs executed in process (about 0.03 s of orchestration per cell).
 - ``CVN_EXECUTOR=celery``: the same asset keys, partitions, tags and stored values, but per
-  variant one *graph-backed* multi-asset whose op ``plan_cells_<variant>`` yields one
-  ``DynamicOutput`` per crypto x fold partition of the run; ``cell_<variant>`` (one step per
-  cell, so one Celery task per cell) trains or reuses the booster, calibrates it, stores both
-  under their fingerprints and upserts the cell's ``finetune_results`` row; ``collect_<variant>``
-  moves the partitions' ``CURRENT`` pointers (the materializations) and runs the
-  ``probabilities_valid`` check. A ranged single run of the ordinary assets would be one step
-  per asset, hence one Celery task for all cells, which does not spread out.
-  The executor is ``dagster-celery``'s, with broker and backend from ``CVN_CELERY_BROKER`` and
-  ``CVN_CELERY_BACKEND`` (``EnvVar``), plus a worker watchdog (:class:`WatchedCeleryExecutor`).
+  variant one graph-backed multi-asset with one step, hence one Celery task, per cell
+  (:mod:`cvn_assets.assets.celery_cells`; the cell's code is the in-process assets',
+  :mod:`cvn_assets.assets.cells`). The executor is ``dagster-celery``'s, with broker and
+  backend from ``CVN_CELERY_BROKER`` and ``CVN_CELERY_BACKEND`` (``EnvVar``), plus a worker
+  watchdog (:class:`WatchedCeleryExecutor`).
 
 Outputs travel between workers only through the IO manager (``CvnIOManager``: the op outputs
 of the fan-out are small JSON values keyed by ``get_identifier()``), so ``CVN_STORE_DIR`` must
@@ -24,39 +20,21 @@ be shared by every host, and the Dagster instance and results store must be Post
 """
 
 import os
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dagster import (
-    AssetIn,
-    AssetKey,
-    AssetOut,
-    AssetsDefinition,
-    BackfillPolicy,
-    DynamicOut,
-    DynamicOutput,
+    DagsterRunStatus,
     ExecutorDefinition,
-    Failure,
-    In,
-    Nothing,
-    OpExecutionContext,
-    Out,
-    Output,
     executor,
-    graph_multi_asset,
     in_process_executor,
     multiple_process_executor_requirements,
-    op,
 )
 
-from cvn_assets.ablation.variants import Variant
 from cvn_assets.settings import SettingsError
 
 EXECUTOR_ENV = "CVN_EXECUTOR"
-#: tests only: a directory through which a test holds cells (see :func:`_cell_gate`)
-CELL_GATE_ENV = "CVN_TEST_CELL_GATE"
 BROKER_ENV = "CVN_CELERY_BROKER"
 BACKEND_ENV = "CVN_CELERY_BACKEND"
 MODES = ("in_process", "celery")
@@ -259,179 +237,6 @@ def worker_yaml(env: Mapping[str, str] | None = None) -> str:
     return yaml.safe_dump({"execution": {"config": cfg}}, sort_keys=True)
 
 
-# --------------------------------------------------------------------------------------------
-# the cell assets
-# --------------------------------------------------------------------------------------------
-
-
-def cell_assets(variants: Sequence[Variant]) -> tuple[list, list]:
-    """``(model assets, calibrated assets)`` for the ``Definitions``: in process, two assets per
-    variant; on Celery, one graph-backed multi-asset per variant (both keys) and no second
-    list."""
-    from cvn_assets.assets import training
-
-    if executor_mode() == "celery":
-        return [build_celery_cells(v) for v in variants], []
-    return (
-        [training.build_model_asset(v) for v in variants],
-        [training.build_calibrated_asset(v) for v in variants],
-    )
-
-
-def mapping_key(partition_key: str) -> str:
-    """``BTCUSDC|f3`` -> ``BTCUSDC_f3`` (dynamic mapping keys are identifiers)."""
-    return str(partition_key).replace("|", "_")
-
-
-def build_celery_cells(variant: Variant) -> AssetsDefinition:
-    """``model_<v>`` + ``calibrated_<v>`` as one graph: plan -> one step per cell -> collect."""
-    from cvn_assets.assets._util import (
-        prepare_sweep,
-        run_partition_keys,
-        wants_retrain,
-        warn_if_no_partition,
-    )
-    from cvn_assets.assets.checks import probabilities_valid_result, probabilities_valid_spec
-    from cvn_assets.assets.training import (
-        _cell_asset_args,
-        calibrated_asset_name,
-        check_market_inputs,
-        model_asset_name,
-        tag_run_with_variant,
-        variant_tags,
-    )
-    from cvn_assets.partitions import split_key, to_crypto
-    from resources.market_data import MarketDataResource
-    from resources.model_store import ArtifactStore, Stored
-    from resources.results_store import ResultsStore
-    from resources.sweep_settings import SweepSettings
-
-    model_name, cal_name = model_asset_name(variant), calibrated_asset_name(variant)
-    tags = variant_tags(variant)
-    args = _cell_asset_args(
-        variant,
-        "ablation/training.py",
-        "ablation/focal_loss.py",
-        "ablation/evaluation.py",
-        "ablation/calibration.py",
-        "ablation/calibrated_model.py",
-        "ablation/metrics.py",
-    )
-
-    @op(
-        name=f"plan_cells_{variant.name}",
-        ins={"model_dataset": In(Nothing), "fold_splits": In(Nothing)},
-        out=DynamicOut(dict),
-        tags=tags,
-    )
-    def plan_cells(
-        context: OpExecutionContext,
-        sweep: SweepSettings,
-        market_data: MarketDataResource,
-        results_store: ResultsStore,
-        artifacts: ArtifactStore,
-    ):
-        if warn_if_no_partition(context):
-            return
-        keys = run_partition_keys(context)
-        cryptos = sorted({split_key(k)[0] for k in keys})
-        identity = prepare_sweep(context, sweep, market_data, results_store)
-        check_market_inputs(artifacts, identity, cryptos)
-        tag_run_with_variant(context, variant)
-        retrain = wants_retrain(context, sweep)
-        for key in keys:
-            crypto, fold = split_key(key)
-            spec = {
-                "key": key,
-                "crypto": crypto,
-                "fold": fold,
-                "market_fp": identity.market_fingerprint(crypto),
-                "model_fp": identity.model_fingerprint(crypto, fold, variant.name),
-                "calibrated_fp": identity.calibrated_fingerprint(crypto, fold, variant.name),
-                "sweep_fp": identity.fingerprint,
-                "retrain": retrain,
-            }
-            yield DynamicOutput(spec, mapping_key=mapping_key(key))
-
-    @op(name=f"cell_{variant.name}", out=Out(dict), tags=tags)
-    def cell(
-        context: OpExecutionContext,
-        spec: dict,
-        sweep: SweepSettings,
-        artifacts: ArtifactStore,
-        results_store: ResultsStore,
-    ) -> dict:
-        return run_cell(context, variant, spec, sweep, artifacts, results_store)
-
-    @op(
-        name=f"collect_{variant.name}",
-        out={
-            "model": Out(is_required=False),
-            "calibrated": Out(is_required=False),
-            "check": Out(is_required=False),
-        },
-        tags=tags,
-    )
-    def collect(context: OpExecutionContext, cells: list, artifacts: ArtifactStore):
-        keys = run_partition_keys(context)
-        done = {c["key"]: c for c in cells}
-        missing = sorted(set(keys) - set(done))
-        if missing:
-            raise Failure(description=f"{variant.name}: no cell result for {missing}")
-        # per-partition metadata of a graph-backed asset: through the step's context (the op
-        # context of 1.13 has no add_asset_metadata)
-        step = context.get_step_execution_context()
-        for key in keys:
-            c = done[key]
-            step.add_asset_metadata(c["model_metadata"], asset_key=model_name, partition_key=key)
-            step.add_asset_metadata(c["calibrated_metadata"], asset_key=cal_name, partition_key=key)
-        yield Output({k: Stored(done[k]["model_fp"]) for k in keys}, "model")
-        yield Output({k: Stored(done[k]["calibrated_fp"]) for k in keys}, "calibrated")
-        cals = {
-            k: artifacts.read(cal_name, k, done[k]["calibrated_fp"], with_model=False) for k in keys
-        }
-        yield probabilities_valid_result(cal_name, cals, empty_selection=not keys)
-
-    check_spec = probabilities_valid_spec(cal_name)
-
-    @graph_multi_asset(
-        name=f"cells_{variant.name}",
-        outs={
-            "model": AssetOut(
-                key=AssetKey(model_name),
-                group_name="models",
-                metadata=args["metadata"],
-                code_version=args["code_version"],
-                kinds=args["kinds"],
-                description=f"XGBoost booster for variant {variant.name} (one Celery step per "
-                "cell: trained on the fold's purged train rows, early-stopped on its slice).",
-            ),
-            "calibrated": AssetOut(
-                key=AssetKey(cal_name),
-                group_name="calibration",
-                metadata=args["metadata"],
-                code_version=args["code_version"],
-                kinds=args["kinds"],
-                description=f"Variant {variant.name}: calibrators and BUY threshold fitted on "
-                "the calibration block only; test block scored once (same step as its model).",
-            ),
-        },
-        ins={
-            "model_dataset": AssetIn(partition_mapping=to_crypto, dagster_type=Nothing),
-            "fold_splits": AssetIn(partition_mapping=to_crypto, dagster_type=Nothing),
-        },
-        partitions_def=args["partitions_def"],
-        backfill_policy=BackfillPolicy.single_run(),
-        check_specs=[check_spec],
-    )
-    def cells(model_dataset, fold_splits):
-        done = plan_cells(model_dataset=model_dataset, fold_splits=fold_splits).map(cell)
-        model, calibrated, check = collect(done.collect())
-        return {"model": model, "calibrated": calibrated, check_spec.get_python_identifier(): check}
-
-    return cells
-
-
 def run_not_running(run: Any) -> str | None:
     """Why a step of ``run`` (a ``DagsterRun`` or None) must not execute now, or None when it
     may: the run no longer exists, has finished (``SUCCESS``, ``FAILURE``, ``CANCELED``) or is
@@ -439,163 +244,11 @@ def run_not_running(run: Any) -> str | None:
     execute_step`` skips a step of such a run). A Celery message for a cell of such a run is
     a leftover: redelivered after the broker's visibility timeout by a worker that died, or
     queued when the run was canceled."""
-    from dagster import DagsterRunStatus
-
     if run is None:
         return "its run no longer exists"
     if run.is_finished or run.status == DagsterRunStatus.CANCELING:
         return f"its run {run.run_id} is {run.status.value}, no longer running"
     return None
-
-
-def _cell_gate(label: str) -> None:
-    """Tests only (``CVN_TEST_CELL_GATE=<dir>``, unset in production: no effect): record that
-    this process reached the cell ``label`` (``<dir>/arrived/<pid>-<k>-<label>``, ``k`` = its
-    k-th cell) and, while ``<dir>/hold-<pid>`` (else ``<dir>/hold``, for every process)
-    exists and holds a number below ``k``, wait. A test thus holds a worker (or the in-process
-    sweep) at a known cell until it has acted (killed it, ...), whatever the machine's
-    speed."""
-    gate = os.environ.get(CELL_GATE_ENV, "").strip()
-    if not gate:
-        return
-    from pathlib import Path
-
-    pid = os.getpid()
-    arrived = Path(gate) / "arrived"
-    arrived.mkdir(parents=True, exist_ok=True)
-    k = len(list(arrived.glob(f"{pid}-*"))) + 1
-    (arrived / f"{pid}-{k}-{label}").touch()
-    hold = Path(gate) / f"hold-{pid}"
-    hold = hold if hold.exists() else Path(gate) / "hold"
-    while True:
-        try:
-            if k <= int(hold.read_text().strip() or 0):
-                return
-        except (FileNotFoundError, ValueError):
-            return
-        time.sleep(0.1)
-
-
-def run_cell(
-    context: Any,
-    variant: Variant,
-    spec: Mapping[str, Any],
-    sweep: Any,
-    artifacts: Any,
-    results_store: Any,
-) -> dict:
-    """One crypto x fold cell, wherever it runs: train (or reuse the stored booster with this
-    fingerprint), calibrate (or reuse), store both, upsert the result row. Returns the cell's
-    metadata and where it ran (JSON: it travels through the IO manager).
-
-    Before any work: when the run this step belongs to is no longer running
-    (:func:`run_not_running`; a redelivered message on a worker started with dagster-celery's
-    own app, which lacks the worker-level check of :mod:`cvn_assets.execution.celery_worker`), the
-    step fails without training or writing anything."""
-    why = run_not_running(context.instance.get_run_by_id(context.run_id))
-    if why is not None:
-        raise Failure(description=f"cell {spec['key']} of {variant.name} not executed: {why}")
-    _cell_gate(f"{variant.name}_{mapping_key(str(spec['key']))}")
-    from cvn_assets.ablation.evaluation import calibrate_and_evaluate, result_row, train_cell
-    from cvn_assets.ablation.training import TrainResult
-    from cvn_assets.assets._util import round_floats
-    from cvn_assets.assets.training import calibrated_asset_name, model_asset_name
-
-    model_name, cal_name = model_asset_name(variant), calibrated_asset_name(variant)
-    key, crypto, fold = spec["key"], spec["crypto"], int(spec["fold"])
-    retrain = bool(spec["retrain"])
-    t0 = time.perf_counter()
-    dataset = artifacts.read("model_dataset", crypto, spec["market_fp"])
-    plan = {p.fold: p for p in artifacts.read("fold_splits", crypto, spec["market_fp"])}[fold]
-    if not retrain and artifacts.has(model_name, key, spec["model_fp"]):
-        model, action = artifacts.read(model_name, key, spec["model_fp"]), "reused"
-    else:
-        res = train_cell(
-            variant,
-            dataset,
-            plan,
-            params=sweep.xgb_params(),
-            num_boost_round=sweep.num_boost_round,
-            early_stopping_rounds=sweep.early_stopping_rounds,
-            seed=sweep.seed,
-        )
-        artifacts.write(model_name, key, spec["model_fp"], res.model)
-        # calibrate the stored booster, as the in-process path does (it loads it)
-        model, action = artifacts.read(model_name, key, spec["model_fp"]), "trained"
-    model_s = time.perf_counter() - t0
-    cal_reused = not retrain and artifacts.has(cal_name, key, spec["calibrated_fp"])
-    if cal_reused:
-        cal = artifacts.read(cal_name, key, spec["calibrated_fp"])
-    else:
-        train = TrainResult(
-            model=model,
-            best_iteration=model.best_iteration,
-            train_seconds=float(model.metadata.get("train_seconds", float("nan"))),
-            n_rounds=-1,
-        )
-        cal = calibrate_and_evaluate(
-            train,
-            variant,
-            dataset,
-            plan,
-            primary=sweep.primary_calibration,
-            fee_per_side=sweep.fee_per_side,
-        )
-        artifacts.write(cal_name, key, spec["calibrated_fp"], cal)
-    results_store.replace_results(sweep.sweep_id, [result_row(crypto, fold, cal)])
-    seconds = time.perf_counter() - t0
-    host, pid = socket.gethostname(), os.getpid()
-    info = cal.info
-    names = (
-        "f1_buy",
-        "precision_buy",
-        "recall_buy",
-        "threshold",
-        "ece_hold_none",
-        "ece_hold_temperature",
-        "ece_hold_platt",
-        "ece_hold_isotonic",
-        "log_loss",
-        "expectancy_net",
-        "n_test",
-        "n_buy",
-        "n_trades",
-    )
-    where = {"host": host, "pid": pid}
-    context.log.info(
-        f"{CELL_LOG_PREFIX}{variant.name} {key} {action} {seconds:.2f}s host={host} pid={pid} "
-        f"f1_buy={info['f1_buy']:.4f}"
-    )
-    return {
-        "key": key,
-        "model_fp": spec["model_fp"],
-        "calibrated_fp": spec["calibrated_fp"],
-        "action": action,
-        "where": where,
-        "model_metadata": {
-            "best_iteration": int(model.best_iteration),
-            "train_rows": len(plan.train),
-            "early_stopping_rows": len(plan.early_stopping),
-            "training_seconds": round(float(model.metadata.get("train_seconds", float("nan"))), 3),
-            "cell_seconds": round(model_s, 3),
-            "reused_stored_model": action == "reused",
-            "fingerprint": spec["model_fp"],
-            "sweep_fingerprint": spec["sweep_fp"],
-            "worker": f"{host} pid {pid}",
-        },
-        "calibrated_metadata": {
-            **{k: _plain(v) for k, v in round_floats({k: info[k] for k in names}).items()},
-            "fitted_temperature": round(float(info["temperature"]), 4),
-            "reused_stored_cell": cal_reused,
-            "fingerprint": spec["calibrated_fp"],
-            "worker": f"{host} pid {pid}",
-        },
-    }
-
-
-def _plain(value: Any) -> Any:
-    """numpy scalars -> Python (the cell's summary is JSON)."""
-    return value.item() if hasattr(value, "item") else value
 
 
 # --------------------------------------------------------------------------------------------

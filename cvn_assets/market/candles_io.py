@@ -26,7 +26,8 @@ the file, the line and the offending value. Gaps (exchange outages) and flat zer
 are legal market facts, not errors: :func:`gap_report` counts them so that a run can show them.
 """
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -495,6 +496,30 @@ def _validate(
     *,
     modal_step_check: bool,
 ) -> pd.DataFrame:
+    """``frame`` checked and normalized (float64 OHLCV, UTC microsecond ``open_time`` index);
+    :class:`CandleValidationError` at the first problem, in this order: structure, numbers,
+    values (NaN, inf, prices, high/low, volume), order and interval of the open times, grid."""
+    index = _checked_index(frame, source)
+    out = _numeric_frame(frame, source, index)
+    fail = functools.partial(_fail_first, frame=out, source=source, first_line_no=first_line_no)
+    _check_values(out, fail)
+    t = index.asi8
+    if len(t) > 1:
+        _check_steps(np.diff(t), step_us, fail, modal_step_check=modal_step_check)
+    fail(
+        (t % step_us) != 0,
+        problem="open_time is not on the hour (hourly candles open at HH:00:00)"
+        if step_us == HOUR_US
+        else f"open_time is not on the {format_interval(step_us)} grid (candles open at whole "
+        f"multiples of {format_interval(step_us)} from 00:00 UTC)",
+        column="open_time",
+    )
+    return out
+
+
+def _checked_index(frame: pd.DataFrame, source: str) -> pd.DatetimeIndex:
+    """The open times as a UTC microsecond index named ``open_time``, after the structural
+    checks (a DataFrame with every OHLCV column, not empty, a tz-aware DatetimeIndex)."""
     if not isinstance(frame, pd.DataFrame):
         raise CandleValidationError(source, f"expected a DataFrame, got {type(frame).__name__}")
     missing = [c for c in OHLCV_COLUMNS if c not in frame.columns]
@@ -510,7 +535,12 @@ def _validate(
         )
     if frame.index.tz is None:
         raise CandleValidationError(source, "index is timezone-naive; candles must be UTC")
-    index = frame.index.tz_convert("UTC").as_unit("us").rename("open_time")
+    return frame.index.tz_convert("UTC").as_unit("us").rename("open_time")
+
+
+def _numeric_frame(frame: pd.DataFrame, source: str, index: pd.DatetimeIndex) -> pd.DataFrame:
+    """The OHLCV columns as float64 on ``index``; a value that is not a number fails, naming
+    its row and open time (a missing value stays NaN for :func:`_check_values`)."""
     columns: dict[str, np.ndarray] = {}
     for col in OHLCV_COLUMNS:
         numeric = pd.to_numeric(frame[col], errors="coerce")
@@ -525,98 +555,72 @@ def _validate(
                 n_rows=int(bad.sum()),
             )
         columns[col] = numeric.to_numpy(dtype=np.float64, na_value=np.nan)
-    out = pd.DataFrame(columns, index=index)
+    return pd.DataFrame(columns, index=index)
+
+
+def _check_values(out: pd.DataFrame, fail: Callable[..., None]) -> None:
+    """No NaN or infinite value, positive prices, high >= max(open, close), low <=
+    min(open, close), volume >= 0 (``fail``: :func:`_fail_first` bound to the frame)."""
     o, h, lo, c, v = (out[col].to_numpy() for col in OHLCV_COLUMNS)
-
     for col, arr in zip(OHLCV_COLUMNS, (o, h, lo, c, v), strict=True):
-        _fail_first(np.isnan(arr), out, source, first_line_no, "missing value (NaN)", col, arr)
-        _fail_first(np.isinf(arr), out, source, first_line_no, "infinite value", col, arr)
+        fail(np.isnan(arr), problem="missing value (NaN)", column=col, values=arr)
+        fail(np.isinf(arr), problem="infinite value", column=col, values=arr)
     for col, arr in zip(PRICE_COLUMNS, (o, h, lo, c), strict=True):
-        _fail_first(arr <= 0, out, source, first_line_no, "price must be positive", col, arr)
-    _fail_first(
-        h < np.maximum(o, c),
-        out,
-        source,
-        first_line_no,
-        "high is below max(open, close)",
-        "high",
-        h,
-    )
-    _fail_first(
-        lo > np.minimum(o, c),
-        out,
-        source,
-        first_line_no,
-        "low is above min(open, close)",
-        "low",
-        lo,
-    )
-    _fail_first(v < 0, out, source, first_line_no, "volume must be >= 0", "volume", v)
+        fail(arr <= 0, problem="price must be positive", column=col, values=arr)
+    fail(h < np.maximum(o, c), problem="high is below max(open, close)", column="high", values=h)
+    fail(lo > np.minimum(o, c), problem="low is above min(open, close)", column="low", values=lo)
+    fail(v < 0, problem="volume must be >= 0", column="volume", values=v)
 
-    t = index.asi8
-    if len(t) > 1:
-        step = np.diff(t)
-        dup = np.concatenate([[False], step == 0])
-        _fail_first(dup, out, source, first_line_no, "duplicate open_time", "open_time")
-        back = np.concatenate([[False], step < 0])
-        _fail_first(
-            back,
-            out,
-            source,
-            first_line_no,
-            "open_time is out of order (earlier than the previous row)",
-            "open_time",
-        )
-        name = format_interval(step_us)
-        hourly = step_us == HOUR_US
-        if modal_step_check:
-            values, counts = np.unique(step, return_counts=True)
-            expected_count = int(counts[values == step_us].sum())
-            if expected_count < int(counts.max()):
-                modal = int(values[int(np.argmax(counts))])  # the shortest among tied modes
-                _fail_first(
-                    np.concatenate([[False], step == modal]),
-                    out,
-                    source,
-                    first_line_no,
-                    f"wrong bar interval: the most common step between candles is "
-                    f"{format_interval(modal)} ({int(counts.max())} of {len(step)} steps), "
-                    f"expected {name}",
-                    "open_time",
-                )
-        odd_steps = (step % step_us) != 0
-        if odd_steps.any():
-            k = int(np.flatnonzero(odd_steps)[0])
-            if hourly:
-                kind = "sub-hour step" if step[k] < HOUR_US else "step not a whole number of hours"
-            else:
-                kind = (
-                    f"step shorter than {name}"
-                    if step[k] < step_us
-                    else f"step not a whole multiple of {name}"
-                )
-            _fail_first(
-                np.concatenate([[False], odd_steps]),
-                out,
-                source,
-                first_line_no,
-                f"mixed intervals: {kind} ({pd.Timedelta(int(step[k]), unit='us')}) from the "
-                f"previous candle ({'hourly' if hourly else name} candles only)",
-                "open_time",
-            )
-    off_grid = (t % step_us) != 0
-    _fail_first(
-        off_grid,
-        out,
-        source,
-        first_line_no,
-        "open_time is not on the hour (hourly candles open at HH:00:00)"
-        if step_us == HOUR_US
-        else f"open_time is not on the {format_interval(step_us)} grid (candles open at whole "
-        f"multiples of {format_interval(step_us)} from 00:00 UTC)",
-        "open_time",
+
+def _per_row(step_mask: np.ndarray) -> np.ndarray:
+    """A mask over the steps between rows as a mask over rows (a step belongs to its later
+    row; the first row has none)."""
+    return np.concatenate([[False], step_mask])
+
+
+def _check_steps(
+    step: np.ndarray, step_us: int, fail: Callable[..., None], *, modal_step_check: bool
+) -> None:
+    """The steps between consecutive open times (microseconds): none zero (duplicate) or
+    negative (out of order); with ``modal_step_check`` the most common one is ``step_us``;
+    every one a whole multiple of ``step_us``."""
+    fail(_per_row(step == 0), problem="duplicate open_time", column="open_time")
+    fail(
+        _per_row(step < 0),
+        problem="open_time is out of order (earlier than the previous row)",
+        column="open_time",
     )
-    return out
+    name = format_interval(step_us)
+    hourly = step_us == HOUR_US
+    if modal_step_check:
+        values, counts = np.unique(step, return_counts=True)
+        expected_count = int(counts[values == step_us].sum())
+        if expected_count < int(counts.max()):
+            modal = int(values[int(np.argmax(counts))])  # the shortest among tied modes
+            fail(
+                _per_row(step == modal),
+                problem=f"wrong bar interval: the most common step between candles is "
+                f"{format_interval(modal)} ({int(counts.max())} of {len(step)} steps), "
+                f"expected {name}",
+                column="open_time",
+            )
+    odd_steps = (step % step_us) != 0
+    if odd_steps.any():
+        k = int(np.flatnonzero(odd_steps)[0])
+        if hourly:
+            kind = "sub-hour step" if step[k] < HOUR_US else "step not a whole number of hours"
+        else:
+            kind = (
+                f"step shorter than {name}"
+                if step[k] < step_us
+                else f"step not a whole multiple of {name}"
+            )
+        fail(
+            _per_row(odd_steps),
+            problem=f"mixed intervals: {kind} ({pd.Timedelta(int(step[k]), unit='us')}) from "
+            f"the previous candle ({'hourly' if hourly else name} candles only)",
+            column="open_time",
+        )
 
 
 # --------------------------------------------------------------------------------------------

@@ -153,6 +153,77 @@ def _wilder(x: pd.Series, period: int) -> pd.Series:
     return x.ewm(alpha=1.0 / period, adjust=False, min_periods=period).mean()
 
 
+def _return_features(log_c: pd.Series) -> dict[str, pd.Series]:
+    """``ret_k``, ``rv_w``, ``rv_ratio_6_72``, ``ret_z_1``, ``mom_z_24`` from the log close."""
+    r = log_c.diff()
+    f: dict[str, pd.Series] = {}
+    for k in RETURN_LAGS:
+        f[f"ret_{k}"] = log_c - log_c.shift(k)
+    for w in RV_WINDOWS:
+        f[f"rv_{w}"] = _rolling_std(r, w)
+    f["rv_ratio_6_72"] = _safe_div(f["rv_6"], f["rv_72"], 1.0)
+    f["ret_z_1"] = _safe_div(r, f["rv_24"], 0.0)
+    f["mom_z_24"] = _safe_div(f["ret_24"], f["rv_24"] * math.sqrt(24.0), 0.0)
+    return f
+
+
+def _range_features(h: pd.Series, lo: pd.Series, c: pd.Series) -> dict[str, pd.Series]:
+    """``parkinson_24``, ``atr_14`` (relative to the close) and ``rsi_14``."""
+    f: dict[str, pd.Series] = {}
+    log_hl = np.log(h / lo)
+    f["parkinson_24"] = np.sqrt(_rolling_mean(log_hl**2, 24) / (4.0 * math.log(2.0)))
+    prev_c = c.shift(1)
+    true_range = pd.concat([h - lo, (h - prev_c).abs(), (lo - prev_c).abs()], axis=1).max(axis=1)
+    # exact: a true range (>= 0) is 0 iff h == l == previous close; rolling max only compares
+    no_range = true_range.rolling(WILDER_FLAT_BARS, min_periods=WILDER_FLAT_BARS).max() == 0
+    f["atr_14"] = (_wilder(true_range, WILDER_PERIOD) / c).mask(no_range, 0.0)
+    delta = c.diff()
+    avg_gain = _wilder(delta.clip(lower=0.0), WILDER_PERIOD)
+    avg_loss = _wilder((-delta).clip(lower=0.0), WILDER_PERIOD)
+    total = avg_gain + avg_loss
+    no_change = delta.abs().rolling(WILDER_FLAT_BARS, min_periods=WILDER_FLAT_BARS).max() == 0
+    f["rsi_14"] = (100.0 * _safe_div(avg_gain, total, 0.5)).mask(no_change, 50.0)
+    return f
+
+
+def _volume_features(v: pd.Series) -> dict[str, pd.Series]:
+    """``volume_z_w`` (z-score of ``log1p(v)`` in its window) and ``volume_chg_1``."""
+    f: dict[str, pd.Series] = {}
+    log_v = np.log1p(v)
+    for w in VOLUME_WINDOWS:
+        f[f"volume_z_{w}"] = _safe_div(log_v - _rolling_mean(log_v, w), _rolling_std(log_v, w), 0.0)
+    f["volume_chg_1"] = log_v.diff()
+    return f
+
+
+def _candle_features(
+    o: pd.Series, h: pd.Series, lo: pd.Series, c: pd.Series, log_c: pd.Series
+) -> dict[str, pd.Series]:
+    """``body``, ``upper_wick``, ``lower_wick``, ``range_rel``, ``dist_high_w``, ``dist_low_w``."""
+    f: dict[str, pd.Series] = {}
+    rng = h - lo
+    f["body"] = _safe_div(c - o, rng, 0.0)
+    f["upper_wick"] = _safe_div(h - np.maximum(o, c), rng, 0.0)
+    f["lower_wick"] = _safe_div(np.minimum(o, c) - lo, rng, 0.0)
+    f["range_rel"] = np.log(h / lo)
+    for w in EXTREME_WINDOWS:
+        f[f"dist_high_{w}"] = log_c - np.log(h.rolling(w, min_periods=w).max())
+        f[f"dist_low_{w}"] = log_c - np.log(lo.rolling(w, min_periods=w).min())
+    return f
+
+
+def _calendar_features(idx: pd.DatetimeIndex) -> dict[str, pd.Series]:
+    """Hour of day and day of week of the open time (UTC) as (sin, cos) pairs."""
+    hour = idx.hour.to_numpy(dtype=np.float64)
+    dow = idx.day_of_week.to_numpy(dtype=np.float64)
+    return {
+        "hour_sin": pd.Series(np.sin(2 * np.pi * hour / 24.0), index=idx),
+        "hour_cos": pd.Series(np.cos(2 * np.pi * hour / 24.0), index=idx),
+        "dow_sin": pd.Series(np.sin(2 * np.pi * dow / 7.0), index=idx),
+        "dow_cos": pd.Series(np.cos(2 * np.pi * dow / 7.0), index=idx),
+    }
+
+
 def build_features(candles: pd.DataFrame) -> pd.DataFrame:
     """Compute :data:`FEATURE_NAMES` (float64) for every candle; warm-up rows are NaN.
 
@@ -190,48 +261,14 @@ def build_features(candles: pd.DataFrame) -> pd.DataFrame:
         )
     o, h, lo, c, v = (candles[col] for col in ("open", "high", "low", "close", "volume"))
     log_c = np.log(c)
-    r = log_c.diff()
-    f: dict[str, pd.Series] = {}
-    for k in RETURN_LAGS:
-        f[f"ret_{k}"] = log_c - log_c.shift(k)
-    for w in RV_WINDOWS:
-        f[f"rv_{w}"] = _rolling_std(r, w)
-    f["rv_ratio_6_72"] = _safe_div(f["rv_6"], f["rv_72"], 1.0)
-    log_hl = np.log(h / lo)
-    f["parkinson_24"] = np.sqrt(_rolling_mean(log_hl**2, 24) / (4.0 * math.log(2.0)))
-    prev_c = c.shift(1)
-    true_range = pd.concat([h - lo, (h - prev_c).abs(), (lo - prev_c).abs()], axis=1).max(axis=1)
-    # exact: a true range (>= 0) is 0 iff h == l == previous close; rolling max only compares
-    no_range = true_range.rolling(WILDER_FLAT_BARS, min_periods=WILDER_FLAT_BARS).max() == 0
-    f["atr_14"] = (_wilder(true_range, WILDER_PERIOD) / c).mask(no_range, 0.0)
-    delta = c.diff()
-    avg_gain = _wilder(delta.clip(lower=0.0), WILDER_PERIOD)
-    avg_loss = _wilder((-delta).clip(lower=0.0), WILDER_PERIOD)
-    total = avg_gain + avg_loss
-    no_change = delta.abs().rolling(WILDER_FLAT_BARS, min_periods=WILDER_FLAT_BARS).max() == 0
-    f["rsi_14"] = (100.0 * _safe_div(avg_gain, total, 0.5)).mask(no_change, 50.0)
-    f["ret_z_1"] = _safe_div(r, f["rv_24"], 0.0)
-    f["mom_z_24"] = _safe_div(f["ret_24"], f["rv_24"] * math.sqrt(24.0), 0.0)
-    log_v = np.log1p(v)
-    for w in VOLUME_WINDOWS:
-        f[f"volume_z_{w}"] = _safe_div(log_v - _rolling_mean(log_v, w), _rolling_std(log_v, w), 0.0)
-    f["volume_chg_1"] = log_v.diff()
-    rng = h - lo
-    f["body"] = _safe_div(c - o, rng, 0.0)
-    f["upper_wick"] = _safe_div(h - np.maximum(o, c), rng, 0.0)
-    f["lower_wick"] = _safe_div(np.minimum(o, c) - lo, rng, 0.0)
-    f["range_rel"] = log_hl
-    for w in EXTREME_WINDOWS:
-        f[f"dist_high_{w}"] = log_c - np.log(h.rolling(w, min_periods=w).max())
-        f[f"dist_low_{w}"] = log_c - np.log(lo.rolling(w, min_periods=w).min())
     idx = candles.index
-    hour = idx.hour.to_numpy(dtype=np.float64)
-    dow = idx.day_of_week.to_numpy(dtype=np.float64)
-    f["hour_sin"] = pd.Series(np.sin(2 * np.pi * hour / 24.0), index=idx)
-    f["hour_cos"] = pd.Series(np.cos(2 * np.pi * hour / 24.0), index=idx)
-    f["dow_sin"] = pd.Series(np.sin(2 * np.pi * dow / 7.0), index=idx)
-    f["dow_cos"] = pd.Series(np.cos(2 * np.pi * dow / 7.0), index=idx)
-
+    f: dict[str, pd.Series] = {
+        **_return_features(log_c),
+        **_range_features(h, lo, c),
+        **_volume_features(v),
+        **_candle_features(o, h, lo, c, log_c),
+        **_calendar_features(idx),
+    }
     out = pd.DataFrame({name: f[name].astype(np.float64) for name in FEATURE_NAMES}, index=idx)
     out.iloc[:WARMUP_BARS] = np.nan
     out.attrs["warmup_bars"] = WARMUP_BARS

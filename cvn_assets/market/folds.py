@@ -322,70 +322,97 @@ def three_way_fold_plan(
         raise ValueError(f"early_stopping_frac must be in (0, 1), got {early_stopping_frac!r}")
     y = None if labels is None else _check_labels(labels, n)
     blocks = _blocks(n, n_splits)
-    plans: list[FoldPlan] = []
-    for k, test in enumerate(blocks):
-        cal_block = k - 1 if k > 0 else 1
-        cal_all = blocks[cal_block]
-        around_test = _dropped_around(a0, a1, test, embargo)
-        calibration = cal_all[~around_test[cal_all]]
-        if calibration.size == 0:
-            raise FoldError(
-                f"fold {k}: calibration block {cal_block} is empty after purging against the "
-                f"test block (labels longer than a block?)"
-            )
-        around_cal = _dropped_around(a0, a1, calibration, embargo)
-        keep = ~(around_test | around_cal)
-        keep[test] = False
-        keep[cal_all] = False
-        train_all = np.flatnonzero(keep).astype(np.int64)
-        if train_all.size < 2:
-            raise FoldError(
-                f"fold {k}: {train_all.size} training rows left after purge and embargo; "
-                f"need at least 2 (train + early stopping)"
-            )
-        n_es = max(1, math.ceil(early_stopping_frac * train_all.size))
-        early = _early_stopping_slice(train_all, n_es)
-        if early is None or n_es >= train_all.size:
-            raise FoldError(
-                f"fold {k}: no contiguous run of {n_es} training rows for the early-stopping "
-                f"set (early_stopping_frac={early_stopping_frac}, {train_all.size} training rows)"
-            )
-        rest = np.setdiff1d(train_all, early, assume_unique=True)
-        around_es = _dropped_around(a0, a1, early, embargo)
-        train = rest[~around_es[rest]]
-        if train.size == 0:
-            raise FoldError(f"fold {k}: no training rows left after purging the early-stopping set")
-        if y is not None:
-            _require_buys(
-                y,
-                k,
-                [
-                    ("test", test),
-                    ("calibration", calibration),
-                    ("early_stopping", early),
-                    ("train", train),
-                ],
-            )
-        candidates = n - len(test) - len(cal_all)
-        plans.append(
-            FoldPlan(
-                fold=k,
-                train=train,
-                early_stopping=early,
-                calibration=calibration,
-                test=test,
-                test_block=k,
-                calibration_block=cal_block,
-                info={
-                    "n_rows": n,
-                    "embargo_rows": embargo,
-                    "calibration_dropped": int(len(cal_all) - len(calibration)),
-                    "train_dropped": int(candidates - len(train_all)),
-                    "train_dropped_for_early_stopping": int(len(rest) - len(train)),
-                },
-            )
+    return [
+        _fold_plan(k, blocks, a0, a1, embargo, early_stopping_frac, y) for k in range(len(blocks))
+    ]
+
+
+def _fold_plan(
+    k: int,
+    blocks: list[np.ndarray],
+    a0: np.ndarray,
+    a1: np.ndarray,
+    embargo: int,
+    early_stopping_frac: float,
+    y: np.ndarray | None,
+) -> FoldPlan:
+    """Fold ``k`` of :func:`three_way_fold_plan` (test block ``k``; ``a0``/``a1`` the label
+    intervals' start/end times, ``embargo`` in rows); :class:`FoldError` naming the fold."""
+    test = blocks[k]
+    cal_block = k - 1 if k > 0 else 1
+    cal_all = blocks[cal_block]
+    around_test = _dropped_around(a0, a1, test, embargo)
+    calibration = cal_all[~around_test[cal_all]]
+    if calibration.size == 0:
+        raise FoldError(
+            f"fold {k}: calibration block {cal_block} is empty after purging against the "
+            f"test block (labels longer than a block?)"
         )
-    return plans
+    around_cal = _dropped_around(a0, a1, calibration, embargo)
+    keep = ~(around_test | around_cal)
+    keep[test] = False
+    keep[cal_all] = False
+    train_all = np.flatnonzero(keep).astype(np.int64)
+    early, rest, train = _carve_early_stopping(k, train_all, a0, a1, embargo, early_stopping_frac)
+    if y is not None:
+        _require_buys(
+            y,
+            k,
+            [
+                ("test", test),
+                ("calibration", calibration),
+                ("early_stopping", early),
+                ("train", train),
+            ],
+        )
+    n = len(a0)
+    candidates = n - len(test) - len(cal_all)
+    return FoldPlan(
+        fold=k,
+        train=train,
+        early_stopping=early,
+        calibration=calibration,
+        test=test,
+        test_block=k,
+        calibration_block=cal_block,
+        info={
+            "n_rows": n,
+            "embargo_rows": embargo,
+            "calibration_dropped": int(len(cal_all) - len(calibration)),
+            "train_dropped": int(candidates - len(train_all)),
+            "train_dropped_for_early_stopping": int(len(rest) - len(train)),
+        },
+    )
+
+
+def _carve_early_stopping(
+    k: int,
+    train_all: np.ndarray,
+    a0: np.ndarray,
+    a1: np.ndarray,
+    embargo: int,
+    early_stopping_frac: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(early_stopping, rest, train)`` of fold ``k``: the early-stopping slice carved out of
+    the training rows, what remains, and that purged and embargoed against the slice."""
+    if train_all.size < 2:
+        raise FoldError(
+            f"fold {k}: {train_all.size} training rows left after purge and embargo; "
+            f"need at least 2 (train + early stopping)"
+        )
+    n_es = max(1, math.ceil(early_stopping_frac * train_all.size))
+    early = _early_stopping_slice(train_all, n_es)
+    if early is None or n_es >= train_all.size:
+        raise FoldError(
+            f"fold {k}: no contiguous run of {n_es} training rows for the early-stopping "
+            f"set (early_stopping_frac={early_stopping_frac}, {train_all.size} training rows)"
+        )
+    rest = np.setdiff1d(train_all, early, assume_unique=True)
+    around_es = _dropped_around(a0, a1, early, embargo)
+    train = rest[~around_es[rest]]
+    if train.size == 0:
+        raise FoldError(f"fold {k}: no training rows left after purging the early-stopping set")
+    return early, rest, train
 
 
 def check_fold_labels(plans: Sequence[FoldPlan], labels: Any) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cvn_assets.market.trading import check_barriers, simulate_long_trades
+from cvn_assets.market.trading import TradeOutcomes, check_barriers, simulate_long_trades
 
 LABEL_COLUMNS: tuple[str, ...] = ("label", "t1", "ret", "barrier", "tie")
 _PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -118,26 +118,7 @@ def triple_barrier_labels(
     the ``horizon`` offsets only: O(n*h).
     """
     check_barriers(take_profit, stop_loss, horizon)
-    if not isinstance(candles, pd.DataFrame):
-        raise TypeError(f"candles must be a DataFrame, got {type(candles).__name__}")
-    missing = [c for c in _PRICE_COLUMNS if c not in candles.columns]
-    if missing:
-        raise ValueError(f"candles are missing column(s) {missing} needed for labels")
-    n = len(candles)
-    if n <= horizon:
-        raise ValueError(
-            f"need more than horizon={horizon} candles to produce any label, got {n} rows"
-        )
-    prices = {name: candles[name].to_numpy(dtype=np.float64) for name in _PRICE_COLUMNS}
-    for name, arr in prices.items():
-        bad = ~np.isfinite(arr) | (arr <= 0)
-        if bad.any():
-            pos = int(np.flatnonzero(bad)[0])
-            raise ValueError(
-                f"candles column {name!r} row {pos} (open_time {candles.index[pos]}): "
-                f"value {arr[pos]!r} is not a positive finite price"
-            )
-
+    prices = _checked_prices(candles, horizon)
     trades = simulate_long_trades(
         prices["open"],
         prices["high"],
@@ -147,7 +128,19 @@ def triple_barrier_labels(
         stop_loss=stop_loss,
         horizon=horizon,
     )
-    m = n - horizon
+    return _label_frame(candles, trades, take_profit, stop_loss, horizon)
+
+
+def _label_frame(
+    candles: pd.DataFrame,
+    trades: TradeOutcomes,
+    take_profit: float,
+    stop_loss: float,
+    horizon: int,
+) -> pd.DataFrame:
+    """The labels of :func:`triple_barrier_labels` from the simulated ``trades`` (one per
+    entry candle, :func:`cvn_assets.market.trading.simulate_long_trades`), with its attrs."""
+    m = len(candles) - horizon
     is_tp = trades.take_profit
     out = pd.DataFrame(
         {
@@ -174,6 +167,32 @@ def triple_barrier_labels(
         }
     )
     return out
+
+
+def _checked_prices(candles: pd.DataFrame, horizon: int) -> dict[str, np.ndarray]:
+    """The price columns as float64 arrays, after the checks of
+    :func:`triple_barrier_labels` (a DataFrame, every price column, more than ``horizon`` rows,
+    positive finite prices)."""
+    if not isinstance(candles, pd.DataFrame):
+        raise TypeError(f"candles must be a DataFrame, got {type(candles).__name__}")
+    missing = [c for c in _PRICE_COLUMNS if c not in candles.columns]
+    if missing:
+        raise ValueError(f"candles are missing column(s) {missing} needed for labels")
+    n = len(candles)
+    if n <= horizon:
+        raise ValueError(
+            f"need more than horizon={horizon} candles to produce any label, got {n} rows"
+        )
+    prices = {name: candles[name].to_numpy(dtype=np.float64) for name in _PRICE_COLUMNS}
+    for name, arr in prices.items():
+        bad = ~np.isfinite(arr) | (arr <= 0)
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"candles column {name!r} row {pos} (open_time {candles.index[pos]}): "
+                f"value {arr[pos]!r} is not a positive finite price"
+            )
+    return prices
 
 
 def labels_for_strategy(candles: pd.DataFrame, strategy: str | LabelStrategy) -> pd.DataFrame:

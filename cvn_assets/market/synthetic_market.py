@@ -254,12 +254,42 @@ def _generate_symbol(
     scenario: Scenario | None,
     edge: float,
 ) -> pd.DataFrame:
+    """One symbol's hourly candles on ``index``: GARCH x regime x slow-volatility x season
+    volatility, the volume-surprise signal scaled by ``edge``, the scenario's shifts."""
     hours = len(index)
     prof = profile_for(symbol)
     s = _symbol_streams(seed, symbol, hours, prof.tail_dof)
     rho = prof.market_loading
     # one-factor shock with unit variance: z = rho * m + sqrt(1 - rho^2) * e
     z = rho * market["market"] + math.sqrt(1.0 - rho * rho) * s["idio"]
+    sigma, regime_drift = _volatility(prof, z, market, season)
+    surprise, signal = _flow_signal(z, market, s)
+    edge_path, vol_path, crash_drift = _scenario_paths(index, scenario, symbol, edge)
+    sigma = sigma * vol_path
+
+    x = z + edge_path * signal + regime_drift  # standardized hourly log return
+    log_ret = sigma * x + crash_drift
+    open_, high, low, close = _ohlc(prof.start_price, log_ret, sigma, s)
+    log_volume = (
+        math.log(prof.base_volume)
+        + _VOL_ELASTICITY * np.log(sigma / prof.hourly_vol)
+        + _VOL_ABS_SHOCK * (np.abs(z) - 0.8)
+        + _SURPRISE_SD * surprise
+        + 0.1 * s["volume_noise"]
+    )
+    volume = np.exp(log_volume)
+    return pd.DataFrame(
+        {"open": open_, "high": high, "low": low, "close": close, "volume": volume},
+        index=index,
+    )
+
+
+def _volatility(
+    prof: SymbolProfile, z: np.ndarray, market: dict[str, np.ndarray], season: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(sigma, regime drift)`` per hour: the profile's hourly volatility times GARCH(1,1),
+    the regime's multiplier, the slow factor and the season."""
+    hours = len(z)
     # GARCH(1,1) variance of unit mean driven by the (pre-drawn) shocks: linear in z^2 -> lfilter
     omega = 1.0 - _GARCH_A - _GARCH_B
     z2_prev = _lagged(z * z, 1)
@@ -270,8 +300,13 @@ def _generate_symbol(
     regime_drift = np.array([r[1] for r in _REGIMES])[market["regimes"]]
     # normalise the slow factor so its expected multiplier is 1 (log-normal mean correction)
     slow = np.exp(market["slow_logvol"] - 0.5 * _SLOW_VOL_SD**2)
-    sigma = prof.hourly_vol * np.sqrt(garch) * regime_mult * slow * season
+    return prof.hourly_vol * np.sqrt(garch) * regime_mult * slow * season, regime_drift
 
+
+def _flow_signal(
+    z: np.ndarray, market: dict[str, np.ndarray], s: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(volume surprise, signal)`` per hour (the signal bounded in [-2, 2])."""
     # volume surprise: persistent, unobserved directly but visible in the volume z-scores
     # volume surprises are largely market-wide (crypto volumes move together)
     surprise_shocks = (
@@ -284,8 +319,16 @@ def _generate_symbol(
     # product of independent symmetric terms has no linear autocorrelation (returns stay close to
     # white noise, as on real data) but a tree on (return, volume z-score) finds it.
     flow = np.tanh(z) * np.tanh(_SURPRISE_GAIN * surprise)
-    signal = 0.5 * sum(_lagged(flow, k) for k in range(1, 5))  # bounded in [-2, 2]
+    signal = np.asarray(0.5 * sum(_lagged(flow, k) for k in range(1, 5)))  # in [-2, 2]
+    return surprise, signal
 
+
+def _scenario_paths(
+    index: pd.DatetimeIndex, scenario: Scenario | None, symbol: str, edge: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(edge, volatility multiplier, crash drift)`` per hour: constant (``edge``, 1, 0)
+    unless ``scenario`` shifts them for this symbol."""
+    hours = len(index)
     edge_path = np.full(hours, edge)
     vol_path = np.ones(hours)
     crash_drift = np.zeros(hours)
@@ -302,14 +345,19 @@ def _generate_symbol(
             end = min(hours, pos + scenario.crash_hours)
             crash_drift[pos:end] = math.log1p(-scenario.crash_pct) / scenario.crash_hours
             vol_path[pos:end] *= 2.0
-    sigma = sigma * vol_path
+    return edge_path, vol_path, crash_drift
 
-    x = z + edge_path * signal + regime_drift  # standardized hourly log return
-    log_ret = sigma * x + crash_drift
-    log_close = math.log(prof.start_price) + np.cumsum(log_ret)
+
+def _ohlc(
+    start_price: float, log_ret: np.ndarray, sigma: np.ndarray, s: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(open, high, low, close)`` from the hourly log returns; high and low are drawn from
+    the Brownian bridge of each hour."""
+    hours = len(log_ret)
+    log_close = math.log(start_price) + np.cumsum(log_ret)
     close = np.exp(log_close)
     open_ = np.empty(hours)
-    open_[0] = prof.start_price
+    open_[0] = start_price
     open_[1:] = close[:-1]
 
     # Brownian-bridge extremes between 0 and log_ret with diffusion variance sigma^2:
@@ -319,19 +367,7 @@ def _generate_symbol(
     dn = 0.5 * (log_ret - np.sqrt(log_ret**2 - 2.0 * s2 * np.log(s["u_low"])))
     high = np.maximum(open_ * np.exp(up), np.maximum(open_, close))
     low = np.minimum(open_ * np.exp(dn), np.minimum(open_, close))
-
-    log_volume = (
-        math.log(prof.base_volume)
-        + _VOL_ELASTICITY * np.log(sigma / prof.hourly_vol)
-        + _VOL_ABS_SHOCK * (np.abs(z) - 0.8)
-        + _SURPRISE_SD * surprise
-        + 0.1 * s["volume_noise"]
-    )
-    volume = np.exp(log_volume)
-    return pd.DataFrame(
-        {"open": open_, "high": high, "low": low, "close": close, "volume": volume},
-        index=index,
-    )
+    return open_, high, low, close
 
 
 def _season(index: pd.DatetimeIndex) -> np.ndarray:

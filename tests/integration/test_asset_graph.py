@@ -132,7 +132,7 @@ def test_market_then_a_ranged_training_run(tmp_path, instance):
 
 
 def test_one_failing_cell_keeps_the_others_and_rerun_finishes_it(tmp_path, instance, monkeypatch):
-    import cvn_assets.assets.training as training_assets
+    import cvn_assets.assets.cells as cells  # where the in-process assets call train_cell
 
     cfg = _resources(tmp_path)
     assert (
@@ -141,7 +141,7 @@ def test_one_failing_cell_keeps_the_others_and_rerun_finishes_it(tmp_path, insta
         .success
     )
     baseline = SETTINGS.variants[0]
-    real = training_assets.train_cell
+    real = cells.train_cell
     calls: list[int] = []
 
     def flaky(variant, dataset, plan, **kw):
@@ -150,7 +150,7 @@ def test_one_failing_cell_keeps_the_others_and_rerun_finishes_it(tmp_path, insta
             raise RuntimeError("simulated crash in fold 3")
         return real(variant, dataset, plan, **kw)
 
-    monkeypatch.setattr(training_assets, "train_cell", flaky)
+    monkeypatch.setattr(cells, "train_cell", flaky)
     job = defs.resolve_job_def(f"train_{baseline.name}_job")
     tags = _range(f"{CRYPTO}|f0", f"{CRYPTO}|f4")
     res = job.execute_in_process(run_config=cfg, instance=instance, tags=tags, raise_on_error=False)
@@ -164,7 +164,7 @@ def test_one_failing_cell_keeps_the_others_and_rerun_finishes_it(tmp_path, insta
         counted.append(plan.fold)
         return real(variant, dataset, plan, **kw)
 
-    monkeypatch.setattr(training_assets, "train_cell", counting)
+    monkeypatch.setattr(cells, "train_cell", counting)
     res = job.execute_in_process(run_config=cfg, instance=instance, tags=tags)
     assert res.success
     assert counted == [3]  # the four finished cells came from their checkpoints

@@ -69,16 +69,16 @@ def _market(tmp_path, instance, **kw):
 
 def _train(tmp_path, instance, monkeypatch, tags=None, **kw) -> tuple[list[int], object]:
     """Run the baseline's training job over the crypto's folds; returns trained folds."""
-    import cvn_assets.assets.training as training_assets
+    import cvn_assets.assets.cells as cells  # where the in-process assets call train_cell
 
-    real = training_assets.train_cell
+    real = cells.train_cell
     trained: list[int] = []
 
     def counting(variant, dataset, plan, **k):
         trained.append(plan.fold)
         return real(variant, dataset, plan, **k)
 
-    monkeypatch.setattr(training_assets, "train_cell", counting)
+    monkeypatch.setattr(cells, "train_cell", counting)
     res = defs.resolve_job_def(f"train_{BASELINE.name}_job").execute_in_process(
         run_config=_cfg(tmp_path, **kw),
         instance=instance,
