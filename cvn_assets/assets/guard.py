@@ -175,6 +175,7 @@ _CODE = (
     "ablation/evaluation.py",
     "ablation/training.py",
     "ablation/focal_loss.py",
+    "ablation/numpy_codegen.py",
     "ablation/calibration.py",
 )
 
