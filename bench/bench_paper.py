@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from cvn_assets.guard.paper import LiveModel, replay
+from cvn_assets.guard.live_model import LiveModel
+from cvn_assets.guard.paper import replay
 from cvn_assets.market.features import FEATURE_NAMES, build_features
 from cvn_assets.market.synthetic_market import DEFAULT_UNIVERSE, synthetic_candles
 from resources.journal import replace_days

@@ -68,9 +68,9 @@ WRITE_WAIT_MS = 30_000
 
 JOURNAL_METADATA = sa.MetaData()
 #: ``predictions.feature_1 .. feature_N``: the live model's top features by gain (0007); the
-#: schema's copy of :data:`cvn_assets.guard.paper.N_TOP_FEATURES` (the migration fixed it at
-#: 5), not imported from there: cvn_assets.guard.paper pulls XGBoost and SciPy (+1.9 s measured on
-#: top of this module's import)
+#: schema's copy of :data:`cvn_assets.guard.live_model.N_TOP_FEATURES` (the migration fixed it
+#: at 5), not imported from there: cvn_assets.guard.live_model pulls XGBoost and SciPy (+1.9 s
+#: measured for guard.paper on top of this module's import)
 N_TOP_FEATURES = 5
 
 

@@ -21,7 +21,8 @@ import argparse
 import pandas as pd
 
 from cvn_assets.ablation.metrics import fit_trading_threshold, trading_min_trades
-from cvn_assets.guard.paper import live_model_from_calibrated, replay
+from cvn_assets.guard.live_model import live_model_from_calibrated
+from cvn_assets.guard.paper import replay
 from cvn_assets.guard.training import (
     calibration_share,
     dataset_through,

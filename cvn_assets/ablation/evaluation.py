@@ -24,7 +24,6 @@ from cvn_assets.ablation.calibration import (
     expected_calibration_error,
     fit_calibrator,
 )
-from cvn_assets.ablation.gates import cscv_logits, trim_for_cscv
 from cvn_assets.ablation.metrics import (
     MIN_TRADE_SHARE,
     classification_metrics,
@@ -34,6 +33,7 @@ from cvn_assets.ablation.metrics import (
     trade_returns,
     trading_min_trades,
 )
+from cvn_assets.ablation.stats import cscv_logits, trim_for_cscv
 from cvn_assets.ablation.training import TrainResult, train_variant
 from cvn_assets.ablation.variants import Variant
 from cvn_assets.market.features import FEATURE_NAMES

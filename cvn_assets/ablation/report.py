@@ -477,7 +477,7 @@ def render_report(
     :func:`cvn_assets.ablation.gates.evaluate_gates` on it.  ``reliability`` maps "baseline" and a
     focal variant name to ``{method: (prob, y)}`` arrays from the test blocks; the diagrams are
     drawn for the baseline and :func:`best_focal_variant` (other keys are ignored, a missing one is
-    noted).  ``pbo_logits`` are :func:`cvn_assets.ablation.gates.cscv_logits` of the PBO matrix.
+    noted).  ``pbo_logits`` are :func:`cvn_assets.ablation.stats.cscv_logits` of the PBO matrix.
     All inputs are validated before anything is drawn or written.  ``identity`` (the sweep's
     :class:`cvn_assets.ablation.identity.SweepIdentity` as a dict) and its fingerprint, when given,
     are shown in the header: data source, code versions and every setting that made the numbers.

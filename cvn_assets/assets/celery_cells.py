@@ -77,6 +77,7 @@ def build_celery_cells(variant: Variant) -> AssetsDefinition:
         variant,
         "ablation/training.py",
         "ablation/focal_loss.py",
+        "ablation/numpy_codegen.py",
         "ablation/evaluation.py",
         "ablation/calibration.py",
         "ablation/calibrated_model.py",

@@ -34,10 +34,10 @@ are replaced in one transaction, so a re-run never duplicates rows and a ``kill 
 the journal as it was).
 
 * **The model per hour**: the ``champion`` alias history of the registry, each version served
-  from its stored artifact (:func:`cvn_assets.guard.paper.live_model_from_calibrated`), live from
-  its ``valid_from``; the first champion also stands for the hours before its promotion (a replay
-  of the past: paper trading the hours after its training window). An hour before a model's
-  ``train_end`` is refused (leakage), naming the day and ``train_end``.
+  from its stored artifact (:func:`cvn_assets.guard.live_model.live_model_from_calibrated`),
+  live from its ``valid_from``; the first champion also stands for the hours before its
+  promotion (a replay of the past: paper trading the hours after its training window). An
+  hour before a model's ``train_end`` is refused (leakage), naming the day and ``train_end``.
 * **Drift inputs** (what the sensors read; they never recompute from candles): each hour's
   values of the live champion's top-5 features by gain (its registered
   ``reference_stats["top_features"]``, in order: ``feature_1..5``), and the hour's
@@ -81,8 +81,8 @@ the journal as it was).
   load_candles_through` (the synthetic market continues with the same seed, bit-identical
   on the sweep's hours). A day whose candles do not exist yet fails, naming the missing hours.
 * Fees: ``fee_per_side`` (run config, default 0.1 % per side); barriers: the sweep's label
-  strategy; ``latency_ms``: :func:`cvn_assets.guard.paper.measure_latency` per model version (median
-  of ``latency_runs`` live decisions on the trailing candles).
+  strategy; ``latency_ms``: :func:`cvn_assets.guard.live_model.measure_latency` per model
+  version (median of ``latency_runs`` live decisions on the trailing candles).
 
 ``monitoring_metrics`` computes the five metrics (:func:`cvn_assets.guard.monitoring.metrics_row`)
 of each crypto x day from the journal, the run records tagged ``cvn/loss_function`` and the
@@ -127,21 +127,19 @@ from cvn_assets.guard.champion import (
     jsonable_stats,
 )
 from cvn_assets.guard.flags import FlagHistory
-from cvn_assets.guard.monitoring import LOSS_FUNCTION_TAG, LOSS_FUNCTIONS, metrics_row
-from cvn_assets.guard.paper import (
-    DEFAULT_FEE_PER_SIDE,
+from cvn_assets.guard.live_model import (
     LIVE_WINDOW_BARS,
     CandidateSchedule,
     LiveModel,
     ModelSchedule,
-    Replay,
     candidate_schedule,
     live_model_from_calibrated,
     measure_latency,
     model_schedule,
-    replay,
     top_feature_names,
 )
+from cvn_assets.guard.monitoring import LOSS_FUNCTION_TAG, LOSS_FUNCTIONS, metrics_row
+from cvn_assets.guard.paper import DEFAULT_FEE_PER_SIDE, Replay, replay
 from cvn_assets.guard.training import (
     calibration_share,
     history_plan,
@@ -175,6 +173,7 @@ _CODE = (
     "ablation/evaluation.py",
     "ablation/training.py",
     "ablation/focal_loss.py",
+    "ablation/numpy_codegen.py",
     "ablation/calibration.py",
 )
 
@@ -521,6 +520,7 @@ PAPER_ASSET = "paper_trades"
 MONITORING_ASSET = "monitoring_metrics"
 _PAPER_CODE = (
     "guard/paper.py",
+    "guard/live_model.py",
     "guard/flags.py",
     "market/trading.py",
     "market/features.py",

@@ -165,7 +165,7 @@ def finetune_results_complete(
 @asset(
     group_name="results",
     kinds={"pandas", "sql", "html"},
-    code_version=module_digest("ablation/gates.py", "ablation/report.py"),
+    code_version=module_digest("ablation/gates.py", "ablation/stats.py", "ablation/report.py"),
 )
 def gate_verdicts(
     context: AssetExecutionContext,

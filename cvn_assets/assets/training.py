@@ -152,7 +152,11 @@ def build_model_asset(variant: Variant):
         group_name="models",
         ins=_PER_CRYPTO_INS,
         **_cell_asset_args(
-            variant, "ablation/training.py", "ablation/focal_loss.py", "ablation/evaluation.py"
+            variant,
+            "ablation/training.py",
+            "ablation/focal_loss.py",
+            "ablation/numpy_codegen.py",
+            "ablation/evaluation.py",
         ),
         description=f"XGBoost booster for variant {variant.name} ({variant.loss_function}"
         + (f", gamma={variant.gamma}, alpha={variant.alpha}" if variant.gamma is not None else "")

@@ -14,12 +14,14 @@ one gap-aware fill rule of :mod:`cvn_assets.market.trading`. It writes two journ
     is what the model said, whether or not a trade was opened: a BUY during an open position
     or while trading is halted is logged as ``"BUY"`` and opens nothing. The hour of a BUY that
     did open a trade is the ``entry_time`` of a ``trades`` row. ``latency_ms``: the per-decision
-    latency of that model version as a live system sees it (:func:`measure_latency`), passed in
-    by the caller (``latency_ms=``), NaN when not measured.
+    latency of that model version as a live system sees it
+    (:func:`cvn_assets.guard.live_model.measure_latency`), passed in by the caller
+    (``latency_ms=``), NaN when not measured.
     What the drift detectors read (they never recompute features or labels from candles):
     ``feature_1`` .. ``feature_5``: the values at that hour of the live model's
-    :attr:`LiveModel.top_features` (its top features by gain, in that order; NaN past the
-    number it records). ``label`` (nullable Int8, 0/1) and ``label_known_at``: the hour's
+    :attr:`cvn_assets.guard.live_model.LiveModel.top_features` (its top features by gain, in
+    that order; NaN past the number it records). ``label`` (nullable Int8, 0/1) and
+    ``label_known_at``: the hour's
     triple-barrier label exactly as :func:`cvn_assets.market.labels.triple_barrier_labels` defines
     it for a long entered at the candle's close, and when it became known: the close (open time
     + 1 h) of the candle in which it resolved -- the first barrier fill, or the ``horizon``-th
@@ -95,19 +97,27 @@ prediction is made.
 from __future__ import annotations
 
 import math
-import numbers
-import statistics
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal, TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from cvn_assets.ablation.calibrated_model import CalibratedModel
+from cvn_assets.guard.live_model import (
+    N_TOP_FEATURES,
+    CandidateSchedule,
+    CandidateSource,
+    LiveModel,
+    ModelSchedule,
+    ModelSource,
+    fmt_utc,
+    is_int,
+    is_real,
+    utc_timestamp,
+)
 from cvn_assets.market.features import FEATURE_NAMES, WARMUP_BARS, build_features
 from cvn_assets.market.trading import TradeOutcomes, bar_fills, check_barriers, simulate_long_trades
 
@@ -115,25 +125,11 @@ __all__ = [
     "BUY",
     "DEFAULT_FEE_PER_SIDE",
     "HOLD",
-    "LIVE_WINDOW_BARS",
-    "N_TOP_FEATURES",
     "PREDICTION_COLUMNS",
     "TOP_FEATURE_COLUMNS",
     "TRADE_COLUMNS",
-    "CandidateSchedule",
-    "CandidateSource",
-    "LatencyStats",
-    "LiveModel",
-    "ModelSchedule",
-    "ModelSource",
     "Position",
     "Replay",
-    "candidate_schedule",
-    "live_feature_row",
-    "top_feature_names",
-    "live_model_from_calibrated",
-    "measure_latency",
-    "model_schedule",
     "replay",
     "replay_day",
 ]
@@ -143,8 +139,6 @@ HOLD = "HOLD"
 DEFAULT_FEE_PER_SIDE = 0.001
 """0.1 % of the traded amount per side (entry and exit)."""
 
-N_TOP_FEATURES = 5
-"""How many top features (by gain) of the live model ``predictions`` carries."""
 TOP_FEATURE_COLUMNS: tuple[str, ...] = tuple(f"feature_{i}" for i in range(1, N_TOP_FEATURES + 1))
 PREDICTION_COLUMNS: tuple[str, ...] = (
     "crypto",
@@ -174,14 +168,6 @@ TRADE_COLUMNS: tuple[str, ...] = (
     "loss_function",
 )
 
-LIVE_WINDOW_BARS: int = 512
-"""Trailing candles a live system recomputes its feature row from (:func:`live_feature_row`).
-
-More than :data:`cvn_assets.market.features.WARMUP_BARS` (167) so every window is full, and long
-enough that the Wilder averages (ATR, RSI: infinite memory, weight ``(13/14)^k`` on what is
-``k`` rows back) keep ``(13/14)^511 ~ 4e-17`` of their start value: the live row equals the row
-of ``build_features`` over the whole history up to rounding."""
-
 _HOUR = pd.Timedelta(hours=1)
 _DAY = pd.Timedelta(days=1)
 _HOUR_NS = 3_600_000_000_000
@@ -194,35 +180,8 @@ _PRICE_COLUMNS = ("open", "high", "low", "close")
 # ---------------------------------------------------------------------------------------------
 # small validators
 # ---------------------------------------------------------------------------------------------
-def _fmt(ts: pd.Timestamp) -> str:
-    return f"{ts.tz_convert('UTC'):%Y-%m-%d %H:%M} UTC"
-
-
-def _is_real(x: object) -> bool:
-    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(float(x))
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _utc_timestamp(name: str, value: Any) -> pd.Timestamp:
-    """A tz-aware instant converted to UTC; naive or unparsable values are refused."""
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a UTC timestamp, got {value!r}") from None
-    if not isinstance(ts, pd.Timestamp) or pd.isna(ts):
-        raise ValueError(f"{name} must be a UTC timestamp, got {value!r}")
-    if ts.tzinfo is None:
-        raise ValueError(
-            f"{name} {value!r} is timezone-naive: give it in UTC (e.g. '2024-05-01 00:00+00:00')"
-        )
-    return ts.tz_convert("UTC")
-
-
 def _hour_timestamp(name: str, value: Any) -> pd.Timestamp:
-    ts = _utc_timestamp(name, value)
+    ts = utc_timestamp(name, value)
     if ts != ts.floor("h"):
         raise ValueError(f"{name} {value!r} is not on the hour (candles open at HH:00 UTC)")
     return ts
@@ -240,269 +199,13 @@ def _day(name: str, value: Any) -> pd.Timestamp:
         raise ValueError(f"{name} must be a UTC day such as '2024-06-03', got {value!r}")
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     if ts != ts.normalize():
-        raise ValueError(f"{name} {value!r} is not a day: expected 00:00 UTC, got {_fmt(ts)}")
+        raise ValueError(f"{name} {value!r} is not a day: expected 00:00 UTC, got {fmt_utc(ts)}")
     return ts
 
 
 # ---------------------------------------------------------------------------------------------
-# models and positions
+# positions
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class LiveModel:
-    """A model version as it is served: probabilities, trading threshold, training window end.
-
-    ``predict_proba`` maps feature rows (a DataFrame with the :data:`FEATURE_NAMES` columns in
-    order, indexed by the candles' open times) to P(BUY), a 1-D array of one probability per
-    row. ``trading_threshold``: BUY when ``buy_proba >= trading_threshold``; ``None`` = never
-    trade (:func:`cvn_assets.ablation.metrics.fit_trading_threshold` found no positive expectancy).
-    ``train_end``: the end of the training window (exclusive, tz-aware, kept in UTC); the
-    model may decide hours from ``train_end`` on. ``top_features``: its top features by gain
-    (``reference_stats["top_features"]`` names, in that order; at most
-    :data:`N_TOP_FEATURES`, each one of :data:`FEATURE_NAMES`, no repeats): their values at
-    each hour it decides are journaled as ``feature_1`` .. (empty: none).
-    """
-
-    version: int
-    loss_function: str
-    predict_proba: Callable[[pd.DataFrame], NDArray[np.float64]]
-    trading_threshold: float | None
-    train_end: pd.Timestamp
-    top_features: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not _is_int(self.version):
-            raise ValueError(f"LiveModel.version must be an integer, got {self.version!r}")
-        if not (isinstance(self.loss_function, str) and self.loss_function.strip()):
-            raise ValueError(
-                f"LiveModel.loss_function must be a non-empty string, got {self.loss_function!r}"
-            )
-        if not callable(self.predict_proba):
-            raise ValueError(
-                f"LiveModel.predict_proba must be callable, got {type(self.predict_proba).__name__}"
-            )
-        t = self.trading_threshold
-        if t is not None and not (_is_real(t) and 0.0 <= float(t) <= 1.0):
-            raise ValueError(
-                f"LiveModel.trading_threshold must be a probability in [0, 1] or None, got {t!r}"
-            )
-        top = self.top_features
-        if isinstance(top, str) or not isinstance(top, Sequence):
-            raise ValueError(
-                f"LiveModel.top_features must be a sequence of feature names, got {top!r}"
-            )
-        unknown = [f for f in top if f not in FEATURE_NAMES]
-        if unknown:
-            raise ValueError(
-                f"LiveModel.top_features: {unknown!r} not among the FEATURE_NAMES "
-                f"(model version {self.version})"
-            )
-        if len(set(top)) != len(top) or len(top) > N_TOP_FEATURES:
-            raise ValueError(
-                f"LiveModel.top_features must be at most {N_TOP_FEATURES} distinct names, "
-                f"got {list(top)!r}"
-            )
-        object.__setattr__(self, "version", int(self.version))
-        object.__setattr__(self, "trading_threshold", None if t is None else float(t))
-        object.__setattr__(self, "train_end", _utc_timestamp("LiveModel.train_end", self.train_end))
-        object.__setattr__(self, "top_features", tuple(top))
-
-
-ModelSource: TypeAlias = (
-    LiveModel | Mapping[pd.Timestamp, LiveModel] | Callable[[pd.Timestamp], LiveModel]
-)
-"""The model live at each hour: one model, a mapping hour -> model, or a function of the hour
-(e.g. :func:`model_schedule`, or a cached lookup of the registry's ``live_at``)."""
-
-
-@dataclass(frozen=True)
-class ModelSchedule:
-    """The model live at each hour: ``models[i]`` over ``[live_from[i], live_from[i + 1])``.
-
-    Callable on one hour like any :data:`ModelSource` function; :func:`replay` resolves a
-    whole window with one ``searchsorted``. Build it with :func:`model_schedule`.
-    """
-
-    live_from: tuple[pd.Timestamp, ...]
-    models: tuple[LiveModel, ...]
-
-    def indices(self, hours: pd.DatetimeIndex) -> NDArray[np.int64]:
-        """Index into :attr:`models` per hour; ``ValueError`` before the first ``live_from``."""
-        keys = np.array([t.value for t in self.live_from], dtype=np.int64)
-        i = np.searchsorted(keys, hours.as_unit("ns").asi8, side="right") - 1
-        if len(i) and i[0] < 0:
-            raise ValueError(
-                f"no model is live at {_fmt(hours[0])}: the schedule starts at "
-                f"{_fmt(self.live_from[0])}"
-            )
-        return i.astype(np.int64)
-
-    def __call__(self, hour: pd.Timestamp) -> LiveModel:
-        when = _utc_timestamp("hour", hour)
-        return self.models[int(self.indices(pd.DatetimeIndex([when]))[0])]
-
-
-def model_schedule(changes: Sequence[tuple[Any, LiveModel]]) -> ModelSchedule:
-    """The model live at each hour from ``(live_from, model)`` pairs (e.g. champion promotions).
-
-    ``live_from``: tz-aware instants, strictly increasing; a model is live over
-    ``[live_from, next live_from)``. Resolving an hour before the first ``live_from`` raises
-    ``ValueError`` (no model was live).
-    """
-    if not isinstance(changes, Sequence) or len(changes) == 0:
-        raise ValueError(
-            f"changes must be a non-empty sequence of (live_from, model), got {changes!r}"
-        )
-    starts: list[pd.Timestamp] = []
-    models: list[LiveModel] = []
-    for i, item in enumerate(changes):
-        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], LiveModel)):
-            raise ValueError(f"changes[{i}] must be a (live_from, LiveModel) pair, got {item!r}")
-        ts = _utc_timestamp(f"changes[{i}].live_from", item[0]).as_unit("ns")
-        if starts and ts <= starts[-1]:
-            raise ValueError(
-                f"changes[{i}].live_from {_fmt(ts)} is not after changes[{i - 1}].live_from "
-                f"{_fmt(starts[-1])}: the schedule must be strictly increasing"
-            )
-        starts.append(ts)
-        models.append(item[1])
-    return ModelSchedule(live_from=tuple(starts), models=tuple(models))
-
-
-@dataclass(frozen=True)
-class CandidateSchedule:
-    """The ``candidate`` model live at each hour, or none: ``models[i]`` (a
-    :class:`LiveModel` or ``None``) over ``[live_from[i], live_from[i + 1])``; no candidate
-    before the first ``live_from`` (or at all, with no entries). Build it with
-    :func:`candidate_schedule`."""
-
-    live_from: tuple[pd.Timestamp, ...]
-    models: tuple[LiveModel | None, ...]
-
-    def indices(self, hours: pd.DatetimeIndex) -> NDArray[np.int64]:
-        """Index into :attr:`models` per hour, -1 where no entry has started yet."""
-        keys = np.array([t.value for t in self.live_from], dtype=np.int64)
-        i = np.searchsorted(keys, hours.as_unit("ns").asi8, side="right") - 1
-        return i.astype(np.int64)
-
-    def __call__(self, hour: pd.Timestamp) -> LiveModel | None:
-        when = _utc_timestamp("hour", hour)
-        i = int(self.indices(pd.DatetimeIndex([when]))[0])
-        return None if i < 0 else self.models[i]
-
-
-def candidate_schedule(changes: Sequence[tuple[Any, LiveModel | None]]) -> CandidateSchedule:
-    """The candidate live at each hour from ``(live_from, model or None)`` pairs (e.g. the
-    ``candidate`` alias history: a model from its ``valid_from``, ``None`` from a
-    ``valid_to`` that no new assignment follows). ``live_from``: tz-aware, strictly
-    increasing; may be empty (never a candidate). ``ValueError`` naming the entry otherwise.
-    """
-    if not isinstance(changes, Sequence):
-        raise ValueError(
-            f"changes must be a sequence of (live_from, model or None), got {changes!r}"
-        )
-    starts: list[pd.Timestamp] = []
-    models: list[LiveModel | None] = []
-    for i, item in enumerate(changes):
-        if not (
-            isinstance(item, tuple)
-            and len(item) == 2
-            and (item[1] is None or isinstance(item[1], LiveModel))
-        ):
-            raise ValueError(
-                f"changes[{i}] must be a (live_from, LiveModel or None) pair, got {item!r}"
-            )
-        ts = _utc_timestamp(f"changes[{i}].live_from", item[0]).as_unit("ns")
-        if starts and ts <= starts[-1]:
-            raise ValueError(
-                f"changes[{i}].live_from {_fmt(ts)} is not after changes[{i - 1}].live_from "
-                f"{_fmt(starts[-1])}: the schedule must be strictly increasing"
-            )
-        starts.append(ts)
-        models.append(item[1])
-    return CandidateSchedule(live_from=tuple(starts), models=tuple(models))
-
-
-CandidateSource: TypeAlias = (
-    LiveModel
-    | ModelSchedule
-    | CandidateSchedule
-    | Mapping[pd.Timestamp, LiveModel | None]
-    | Callable[[pd.Timestamp], LiveModel | None]
-)
-"""The candidate (shadow mode) live at each hour, or None: one model, a :class:`ModelSchedule`
-(no candidate before its start), a :class:`CandidateSchedule`, a mapping hour -> model (a
-missing hour: none) or a function of the hour returning a model or None."""
-
-
-def live_model_from_calibrated(
-    calibrated: CalibratedModel,
-    *,
-    version: int,
-    train_end: Any,
-    loss_function: str | None = None,
-    trading_threshold: float | None | Literal["info"] = "info",
-    top_features: Sequence[str] | Literal["info"] = "info",
-) -> LiveModel:
-    """Serve a :class:`cvn_assets.ablation.calibrated_model.CalibratedModel` as a
-    :class:`LiveModel`.
-
-    ``predict_proba`` is the primary calibrator on the booster's margins
-    (``calibrated.predict_proba(X)[:, 1]``). ``loss_function`` defaults to
-    ``calibrated.info["loss_function"]``; ``trading_threshold="info"`` takes
-    ``calibrated.info["trading_threshold"]`` (``None`` there = never trade);
-    ``top_features="info"`` the names of ``calibrated.info["reference_statistics"]
-    ["top_features"]`` (none recorded: ``()``), else the names given.
-    """
-    if not isinstance(calibrated, CalibratedModel):
-        raise ValueError(f"calibrated must be a CalibratedModel, got {type(calibrated).__name__}")
-    if calibrated.model is None:
-        raise ValueError("calibrated was loaded without its booster (with_model=False)")
-    loss: Any = loss_function if loss_function is not None else calibrated.info.get("loss_function")
-    if isinstance(trading_threshold, str):
-        if trading_threshold != "info":
-            raise ValueError(
-                f"trading_threshold must be a probability, None or 'info', "
-                f"got {trading_threshold!r}"
-            )
-        if "trading_threshold" not in calibrated.info:
-            raise ValueError("calibrated.info has no 'trading_threshold': pass trading_threshold=")
-        threshold = calibrated.info["trading_threshold"]
-    else:
-        threshold = trading_threshold
-    if isinstance(top_features, str):
-        if top_features != "info":
-            raise ValueError(
-                f"top_features must be a sequence of names or 'info', got {top_features!r}"
-            )
-        top = top_feature_names(calibrated.info.get("reference_statistics"))
-    else:
-        top = tuple(top_features)
-
-    def predict_proba(X: pd.DataFrame) -> NDArray[np.float64]:
-        return np.asarray(calibrated.predict_proba(X)[:, 1], dtype=np.float64)
-
-    return LiveModel(
-        version=version,
-        loss_function=loss,
-        predict_proba=predict_proba,
-        trading_threshold=threshold,
-        train_end=train_end,
-        top_features=top,
-    )
-
-
-def top_feature_names(reference_stats: Mapping[str, Any] | None) -> tuple[str, ...]:
-    """The names of ``reference_stats["top_features"]`` (:func:`cvn_assets.guard.champion.
-    reference_statistics`: dicts with a ``"name"``, or plain names), in order, at most
-    :data:`N_TOP_FEATURES`; ``()`` when none are recorded."""
-    if not reference_stats:
-        return ()
-    out = []
-    for f in reference_stats.get("top_features") or ():
-        out.append(str(f["name"]) if isinstance(f, Mapping) else str(f))
-    return tuple(out[:N_TOP_FEATURES])
-
-
 @dataclass(frozen=True)
 class Position:
     """An open long carried from one replay to the next (one per crypto).
@@ -541,11 +244,11 @@ def _check_position(pos: Any, crypto: str, horizon: int) -> Position:
         raise ValueError(f"open_position must be a Position or None, got {type(pos).__name__}")
     if pos.crypto != crypto:
         raise ValueError(f"open_position.crypto {pos.crypto!r} is not crypto {crypto!r}")
-    if not (_is_real(pos.entry_price) and pos.entry_price > 0):
+    if not (is_real(pos.entry_price) and pos.entry_price > 0):
         raise ValueError(
             f"open_position.entry_price must be a positive price, got {pos.entry_price!r}"
         )
-    if not _is_int(pos.model_version):
+    if not is_int(pos.model_version):
         raise ValueError(
             f"open_position.model_version must be an integer, got {pos.model_version!r}"
         )
@@ -553,7 +256,7 @@ def _check_position(pos: Any, crypto: str, horizon: int) -> Position:
         raise ValueError(
             f"open_position.loss_function must be a non-empty string, got {pos.loss_function!r}"
         )
-    if not (_is_int(pos.bars_held) and 0 <= pos.bars_held < horizon):
+    if not (is_int(pos.bars_held) and 0 <= pos.bars_held < horizon):
         raise ValueError(
             f"open_position.bars_held must be an integer in [0, horizon={horizon}), "
             f"got {pos.bars_held!r}"
@@ -566,7 +269,7 @@ def _check_position(pos: Any, crypto: str, horizon: int) -> Position:
     last = _hour_timestamp("open_position.last_hour", pos.last_hour)
     if last < entry:
         raise ValueError(
-            f"open_position.last_hour {_fmt(last)} is before its entry_time {_fmt(entry)}"
+            f"open_position.last_hour {fmt_utc(last)} is before its entry_time {fmt_utc(entry)}"
         )
     return Position(
         crypto=pos.crypto,
@@ -583,9 +286,9 @@ def _check_position(pos: Any, crypto: str, horizon: int) -> Position:
 def _missing_hours_message(what: str, first: pd.Timestamp, last: pd.Timestamp) -> str:
     hours = pd.date_range(first, last, freq="h")
     if len(hours) <= 6:
-        listed = ", ".join(_fmt(h) for h in hours)
+        listed = ", ".join(fmt_utc(h) for h in hours)
     else:
-        listed = f"{_fmt(hours[0])} .. {_fmt(hours[-1])}"
+        listed = f"{fmt_utc(hours[0])} .. {fmt_utc(hours[-1])}"
     return f"{what}: missing {len(hours)} hour(s): {listed}"
 
 
@@ -599,7 +302,7 @@ def _check_prices(frame: pd.DataFrame, hours: pd.DatetimeIndex) -> dict[str, NDA
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(
-                f"candles column {c!r} at {_fmt(hours[i])}: {arr[i]!r} is not a positive price"
+                f"candles column {c!r} at {fmt_utc(hours[i])}: {arr[i]!r} is not a positive price"
             )
     o, h, lo, c = (arrays[k] for k in _PRICE_COLUMNS)
     for name, bad in (
@@ -609,7 +312,7 @@ def _check_prices(frame: pd.DataFrame, hours: pd.DatetimeIndex) -> dict[str, NDA
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(
-                f"candles column {name!r} at {_fmt(hours[i])}: {arrays[name][i]!r} is "
+                f"candles column {name!r} at {fmt_utc(hours[i])}: {arrays[name][i]!r} is "
                 f"{'below max' if name == 'high' else 'above min'}(open, close)"
             )
     return arrays
@@ -642,7 +345,7 @@ def _feature_rows(
         pos = features.index.get_indexer(hours)
         if (pos < 0).any():
             absent = hours[pos < 0]
-            shown = ", ".join(_fmt(t) for t in absent[:6])
+            shown = ", ".join(fmt_utc(t) for t in absent[:6])
             raise ValueError(
                 f"features have no row for {len(absent)} replayed hour(s): {shown}"
                 f"{' ...' if len(absent) > 6 else ''}"
@@ -654,7 +357,7 @@ def _feature_rows(
     if bad.any():
         r, c = (int(x[0]) for x in np.nonzero(bad))
         raise ValueError(
-            f"{source} at {_fmt(hours[r])}: column {FEATURE_NAMES[c]!r} is {values[r, c]!r} "
+            f"{source} at {fmt_utc(hours[r])}: column {FEATURE_NAMES[c]!r} is {values[r, c]!r} "
             f"(warm-up: a decision needs more than WARMUP_BARS={WARMUP_BARS} earlier candles)"
         )
     return values
@@ -683,7 +386,7 @@ def _model_groups(models: Any, hours: pd.DatetimeIndex, start: pd.Timestamp) -> 
             for t in hours:
                 got = models.get(t)
                 if got is None:
-                    raise ValueError(f"models has no live model for hour {_fmt(t)}")
+                    raise ValueError(f"models has no live model for hour {fmt_utc(t)}")
                 resolved.append(got)
         elif callable(models):
             resolved = [models(t) for t in hours]
@@ -697,7 +400,7 @@ def _model_groups(models: Any, hours: pd.DatetimeIndex, start: pd.Timestamp) -> 
         for k, (t, got) in enumerate(zip(hours, resolved, strict=True)):
             if not isinstance(got, LiveModel):
                 raise ValueError(
-                    f"the model for hour {_fmt(t)} is a {type(got).__name__}, not a LiveModel"
+                    f"the model for hour {fmt_utc(t)} is a {type(got).__name__}, not a LiveModel"
                 )
             rows_of.setdefault(id(got), []).append(k)
             obj_of.setdefault(id(got), got)
@@ -711,7 +414,8 @@ def _model_groups(models: Any, hours: pd.DatetimeIndex, start: pd.Timestamp) -> 
         if got_v[0] is not model and _identity(got_v[0]) != _identity(model):
             raise ValueError(
                 f"two different models claim version {model.version}: {_identity(got_v[0])} "
-                f"at {_fmt(hours[got_v[1][0][0]])}, {_identity(model)} at {_fmt(hours[rows[0]])}"
+                f"at {fmt_utc(hours[got_v[1][0][0]])}, "
+                f"{_identity(model)} at {fmt_utc(hours[rows[0]])}"
             )
         got_v[1].append(rows)
     out: _Groups = []
@@ -720,9 +424,10 @@ def _model_groups(models: Any, hours: pd.DatetimeIndex, start: pd.Timestamp) -> 
         first = hours[rows[0]]
         if first < model.train_end:
             raise ValueError(
-                f"leakage: the replay window starting {start:%Y-%m-%d} reaches hour {_fmt(first)}, "
+                f"leakage: the replay window starting {start:%Y-%m-%d} "
+                f"reaches hour {fmt_utc(first)}, "
                 f"before the end of the training window of model version {v} "
-                f"({model.loss_function}) at {_fmt(model.train_end)}; those hours are in its "
+                f"({model.loss_function}) at {fmt_utc(model.train_end)}; those hours are in its "
                 f"training data: replay from {model.train_end:%Y-%m-%d %H:%M} UTC on"
             )
         out.append((model, rows))
@@ -770,7 +475,7 @@ def _candidate_groups(candidates: Any, hours: pd.DatetimeIndex) -> _Groups:
                 continue
             if not isinstance(got, LiveModel):
                 raise ValueError(
-                    f"the candidate for hour {_fmt(t)} is a {type(got).__name__}, not a "
+                    f"the candidate for hour {fmt_utc(t)} is a {type(got).__name__}, not a "
                     f"LiveModel or None"
                 )
             rows_of.setdefault(id(got), []).append(k)
@@ -818,7 +523,7 @@ def _predict(
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"{what} version {v}: buy_proba {float(p[i])!r} at {_fmt(hours[rows[i]])} is not "
+            f"{what} version {v}: buy_proba {float(p[i])!r} at {fmt_utc(hours[rows[i]])} is not "
             "a probability"
         )
     return p
@@ -867,7 +572,7 @@ def _labels(
 def _latencies(latency_ms: Any, versions: Sequence[int]) -> dict[int, float]:
     if latency_ms is None:
         return {v: math.nan for v in versions}
-    if _is_real(latency_ms):
+    if is_real(latency_ms):
         if latency_ms < 0:
             raise ValueError(f"latency_ms must be >= 0, got {latency_ms!r}")
         return {v: float(latency_ms) for v in versions}
@@ -878,7 +583,7 @@ def _latencies(latency_ms: Any, versions: Sequence[int]) -> dict[int, float]:
     out = {}
     for v in versions:
         x = latency_ms.get(v, math.nan)
-        if not (isinstance(x, float) and math.isnan(x)) and not (_is_real(x) and x >= 0):
+        if not (isinstance(x, float) and math.isnan(x)) and not (is_real(x) and x >= 0):
             raise ValueError(f"latency_ms[{v}] must be a finite number >= 0, got {x!r}")
         out[v] = float(x)
     return out
@@ -931,10 +636,11 @@ def replay(
     ``fee_per_side``: fraction per side (default 0.1 %). ``halted(hour)``: whether
     ``trading_halted`` is set at that hour's decision (``None``: never). ``open_position``:
     the previous replay's :attr:`Replay.open_position`. ``latency_ms``: per-decision latency of
-    each model version (``{version: ms}`` or one number; see :func:`measure_latency`), written
-    in ``predictions.latency_ms`` (NaN where absent). ``candidates``: the ``candidate`` model
-    live at each hour for shadow mode (:data:`CandidateSource`; ``None``: no candidate): its
-    predictions fill the ``candidate_*`` columns and change nothing else.
+    each model version (``{version: ms}`` or one number; see
+    :func:`cvn_assets.guard.live_model.measure_latency`), written in ``predictions.latency_ms``
+    (NaN where absent). ``candidates``: the ``candidate`` model live at each hour for shadow
+    mode (:data:`CandidateSource`; ``None``: no candidate): its predictions fill the
+    ``candidate_*`` columns and change nothing else.
 
     Returns the journal rows (module docstring) and the position still open at the end.
     Raises ``ValueError`` before any prediction for bad input, a window not yet complete in
@@ -992,7 +698,7 @@ def _check_args(
         raise ValueError(f"crypto must be a non-empty string, got {crypto!r}")
     check_barriers(take_profit, stop_loss, horizon)
     h = int(horizon)
-    if not (_is_real(fee_per_side) and 0.0 <= fee_per_side < 0.5):
+    if not (is_real(fee_per_side) and 0.0 <= fee_per_side < 0.5):
         raise ValueError(f"fee_per_side must be a fraction in [0, 0.5), got {fee_per_side!r}")
     start = _day("first_day", first_day)
     last = _day("last_day", last_day)
@@ -1036,8 +742,8 @@ def _candle_window(candles: Any, a: _Args) -> _Window:
     start, last, end = a.start, a.last, a.end
     if idx[0] > start:
         raise ValueError(
-            f"candles start at {_fmt(idx[0])}, after the replay window's first hour "
-            f"{_fmt(start)}: pass the candles from {start:%Y-%m-%d} 00:00 UTC (or earlier)"
+            f"candles start at {fmt_utc(idx[0])}, after the replay window's first hour "
+            f"{fmt_utc(start)}: pass the candles from {start:%Y-%m-%d} 00:00 UTC (or earlier)"
         )
     if idx[-1] < end - _HOUR:
         days = (
@@ -1045,7 +751,7 @@ def _candle_window(candles: Any, a: _Args) -> _Window:
         )
         raise ValueError(
             _missing_hours_message(
-                f"{days} cannot be replayed yet: candles end at {_fmt(idx[-1])}",
+                f"{days} cannot be replayed yet: candles end at {fmt_utc(idx[-1])}",
                 max(idx[-1] + _HOUR, start),
                 end - _HOUR,
             )
@@ -1073,14 +779,14 @@ def _check_continuity(pos: Position, idx: pd.DatetimeIndex, i0: int, start: pd.T
     """A carried position must come from an earlier replay that ended right before ``i0``."""
     if pos.last_hour >= start:
         raise ValueError(
-            f"open_position.last_hour {_fmt(pos.last_hour)} is not before the replay "
+            f"open_position.last_hour {fmt_utc(pos.last_hour)} is not before the replay "
             f"window {start:%Y-%m-%d}: it was carried from a later replay"
         )
     j = int(idx.searchsorted(pos.last_hour, side="right"))
     if j < i0:
         raise ValueError(
-            f"open_position was last updated at {_fmt(pos.last_hour)} but the candles "
-            f"{_fmt(idx[j])} .. {_fmt(idx[i0 - 1])} before the replay window were not "
+            f"open_position was last updated at {fmt_utc(pos.last_hour)} but the candles "
+            f"{fmt_utc(idx[j])} .. {fmt_utc(idx[i0 - 1])} before the replay window were not "
             f"replayed: replay the days in order"
         )
 
@@ -1092,7 +798,7 @@ def _halt_flags(halted: Any, hours: pd.DatetimeIndex) -> NDArray[np.bool_]:
         for k, t in enumerate(hours):
             flag = halted(t)
             if not isinstance(flag, (bool, np.bool_)):
-                raise ValueError(f"halted({_fmt(t)}) must return a bool, got {flag!r}")
+                raise ValueError(f"halted({fmt_utc(t)}) must return a bool, got {flag!r}")
             halt[k] = bool(flag)
     return halt
 
@@ -1468,89 +1174,3 @@ def replay_day(
         latency_ms=latency_ms,
         candidates=candidates,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# latency as a live system sees it
-# ---------------------------------------------------------------------------------------------
-def live_feature_row(candles_window: pd.DataFrame) -> pd.DataFrame:
-    """The feature row a live system computes for the last candle of ``candles_window``.
-
-    :func:`cvn_assets.market.features.build_features` over the trailing :data:`LIVE_WINDOW_BARS`
-    candles (all of them if fewer, at least ``WARMUP_BARS + 1``), last row: a one-row
-    DataFrame with the :data:`FEATURE_NAMES` columns indexed by the candle's open time. With a
-    full window it equals the whole-history row up to rounding (see :data:`LIVE_WINDOW_BARS`).
-    """
-    if not isinstance(candles_window, pd.DataFrame):
-        raise ValueError(f"candles_window must be a DataFrame, got {type(candles_window).__name__}")
-    return build_features(candles_window.iloc[-LIVE_WINDOW_BARS:]).iloc[[-1]]
-
-
-@dataclass(frozen=True)
-class LatencyStats:
-    """Per-decision latencies in milliseconds, one per timed run (after the warm-up runs)."""
-
-    samples_ms: tuple[float, ...]
-
-    @property
-    def median_ms(self) -> float:
-        return float(statistics.median(self.samples_ms))
-
-    @property
-    def p95_ms(self) -> float:
-        return float(np.percentile(np.asarray(self.samples_ms), 95))
-
-    @property
-    def max_ms(self) -> float:
-        return float(max(self.samples_ms))
-
-
-def measure_latency(
-    model: LiveModel,
-    feature_row_builder: Callable[[pd.DataFrame], pd.DataFrame] | None,
-    candles_window: pd.DataFrame,
-    n: int = 20,
-    *,
-    warmup: int = 1,
-) -> LatencyStats:
-    """Time one decision as a live system makes it, ``n`` times, in milliseconds.
-
-    Timed (``time.perf_counter_ns``), per run: ``feature_row_builder(candles_window)`` -- the
-    causal features of the window's last candle recomputed from the trailing candles (default,
-    ``None``: :func:`live_feature_row`: candle validation + ``build_features`` over
-    :data:`LIVE_WINDOW_BARS` rows) -- then ``model.predict_proba`` on that one row (booster
-    margins + calibrator for a :func:`live_model_from_calibrated` model). Not timed: fetching
-    the candles, the threshold comparison, journaling. ``warmup`` untimed runs first (first-call
-    allocations, XGBoost's thread pool), which also check the outputs: one feature row, one
-    probability in [0, 1]. Use ``LatencyStats.median_ms`` as the ``latency_ms`` of a replay.
-    """
-    if not isinstance(model, LiveModel):
-        raise ValueError(f"model must be a LiveModel, got {type(model).__name__}")
-    builder = live_feature_row if feature_row_builder is None else feature_row_builder
-    if not callable(builder):
-        raise ValueError(f"feature_row_builder must be callable or None, got {builder!r}")
-    if not isinstance(candles_window, pd.DataFrame) or candles_window.empty:
-        raise ValueError("candles_window must be a non-empty DataFrame of trailing candles")
-    if not (_is_int(n) and n >= 1):
-        raise ValueError(f"n must be an integer >= 1, got {n!r}")
-    if not (_is_int(warmup) and warmup >= 1):
-        raise ValueError(f"warmup must be an integer >= 1, got {warmup!r}")
-    for _ in range(int(warmup)):
-        row = builder(candles_window)
-        if not isinstance(row, pd.DataFrame) or len(row) != 1:
-            raise ValueError(
-                f"feature_row_builder must return a one-row DataFrame, got "
-                f"{type(row).__name__} of length {len(row) if hasattr(row, '__len__') else '?'}"
-            )
-        p = np.asarray(model.predict_proba(row), dtype=np.float64)
-        if p.shape != (1,) or not (0.0 <= float(p[0]) <= 1.0):
-            raise ValueError(
-                f"model version {model.version}: predict_proba of one row returned {p!r}, "
-                f"expected one probability"
-            )
-    samples = []
-    for _ in range(int(n)):
-        t0 = time.perf_counter_ns()
-        model.predict_proba(builder(candles_window))
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-    return LatencyStats(samples_ms=tuple(samples))

@@ -23,6 +23,7 @@ from scipy.optimize import brentq
 from scipy.special import expit
 
 from cvn_assets.ablation import focal_loss as fl
+from cvn_assets.ablation import numpy_codegen as ncg
 from cvn_assets.ablation.guardrails import GuardrailError
 
 # ----------------------------------------------------------------------------------------
@@ -242,7 +243,7 @@ class TestFocalLossInvariants:
             assert np.max(np.abs(h32 - h64)) <= 2e-6 * np.max(np.abs(h64))
 
     def test_threads_chunks_and_shapes_do_not_change_results(self):
-        n = 2 * fl.CHUNK + 123
+        n = 2 * ncg.CHUNK + 123
         rng = np.random.default_rng(4)
         m = rng.normal(0, 3, n)
         y = rng.integers(0, 2, n)
@@ -250,7 +251,7 @@ class TestFocalLossInvariants:
         g2, h2 = fl.grad_hess(m, y, 2, 0.25, n_threads=2)
         np.testing.assert_array_equal(g1, g2)
         np.testing.assert_array_equal(h1, h2)
-        for i in (0, fl.CHUNK - 1, fl.CHUNK, n - 1):  # chunk edges == row-by-row
+        for i in (0, ncg.CHUNK - 1, ncg.CHUNK, n - 1):  # chunk edges == row-by-row
             gi, hi = fl.grad_hess(m[i : i + 1], y[i : i + 1], 2, 0.25)
             assert (gi[0], hi[0]) == (g1[i], h1[i])
         g3, _ = fl.grad_hess(m[:600].reshape(20, 30), y[:600].reshape(20, 30), 2, 0.25)
@@ -279,10 +280,10 @@ _a_sym, _b_sym = sp.symbols("a b", positive=True)
 )
 def test_code_generator_matches_lambdify(expr):
     """The SymPy -> in-place NumPy translator against SymPy's own lambdify printer."""
-    gen = fl._InplaceNumpyCodegen({_a_sym: "a", _b_sym: "b"})
+    gen = ncg.InplaceNumpyCodegen({_a_sym: "a", _b_sym: "b"})
     consts: dict[float, str] = {}
     lines, n_bufs = gen.compile_lines([(expr, "out")], consts)
-    ns = dict(fl._UFUNCS, **{n: np.array(v) for v, n in consts.items()})
+    ns = dict(ncg.UFUNCS, **{n: np.array(v) for v, n in consts.items()})
     rng = np.random.default_rng(9)
     a, b = rng.uniform(0.1, 3, 64), rng.uniform(0.1, 3, 64)
     ns.update(a=a, b=b, out=np.empty(64), **{f"b{i}": np.empty(64) for i in range(n_bufs)})

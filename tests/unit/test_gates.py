@@ -15,17 +15,19 @@ from cvn_assets.ablation import gates
 from cvn_assets.ablation.gates import (
     ECE_METHODS,
     GATE_COLUMNS,
+    evaluate_gates,
+    fold_tests,
+    gate_verdicts_markdown,
+    pbo_performance_matrix,
+    per_asset_breakdown,
+)
+from cvn_assets.ablation.stats import (
     benjamini_hochberg,
     cohens_d,
     cscv_logits,
     effect_size_label,
-    evaluate_gates,
-    fold_tests,
-    gate_verdicts_markdown,
     paired_bootstrap_ci,
     paired_t_test_greater,
-    pbo_performance_matrix,
-    per_asset_breakdown,
     probability_of_backtest_overfitting,
     trim_for_cscv,
 )

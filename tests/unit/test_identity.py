@@ -171,6 +171,7 @@ def test_cell_code_is_what_cell_computations_import():
     assert {
         "ablation/training.py",
         "ablation/focal_loss.py",
+        "ablation/numpy_codegen.py",
         "market/trading.py",
         "ablation/calibration.py",
     } <= cell

@@ -21,19 +21,21 @@ import pytest
 
 from cvn_assets.ablation.evaluation import calibrate_and_evaluate, train_cell
 from cvn_assets.ablation.variants import DEFAULT_VARIANTS
-from cvn_assets.guard.paper import (
-    PREDICTION_COLUMNS,
-    TRADE_COLUMNS,
+from cvn_assets.guard.live_model import (
     LiveModel,
-    Position,
     candidate_schedule,
     live_feature_row,
     live_model_from_calibrated,
     measure_latency,
     model_schedule,
+    top_feature_names,
+)
+from cvn_assets.guard.paper import (
+    PREDICTION_COLUMNS,
+    TRADE_COLUMNS,
+    Position,
     replay,
     replay_day,
-    top_feature_names,
 )
 from cvn_assets.market.dataset import assemble_dataset
 from cvn_assets.market.features import FEATURE_NAMES, build_features

@@ -19,11 +19,11 @@ from PIL import Image
 
 from cvn_assets.ablation.gates import (
     ECE_METHODS,
-    cscv_logits,
     evaluate_gates,
     pbo_performance_matrix,
 )
 from cvn_assets.ablation.report import best_focal_variant, reliability_bins, render_report
+from cvn_assets.ablation.stats import cscv_logits
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "check_report_chromium.py"
