@@ -94,11 +94,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scenario", choices=("crash", "calm"), required=True)
     parser.add_argument("--days", type=int, default=None, help="days replayed (crash 40, calm 180)")
     parser.add_argument("--turn-day", type=int, default=20, help="crash: days before the turn")
-    parser.add_argument("--home", default=None, help="the fresh Dagster home (wiped)")
+    parser.add_argument(
+        "--home", default=None,
+        help="the fresh Dagster home, wiped at the start "
+        "(default: ./.dagster_home_drill_<scenario>)",
+    )  # fmt: skip
     parser.add_argument(
         "--edge", type=float, default=4.0,
-        help="the synthetic market's predictable drift (default market: 0.5, where no champion "
-        "finds a threshold with positive net expectancy, so nothing trades)",
+        help="the synthetic market's predictable drift (default 4.0; the sweep's own market has "
+        "0.5, where no champion finds a threshold with positive net expectancy: nothing trades)",
     )  # fmt: skip
     return parser.parse_args(argv)
 
