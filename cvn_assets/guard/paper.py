@@ -405,19 +405,14 @@ def _model_groups(models: Any, hours: pd.DatetimeIndex, start: pd.Timestamp) -> 
             rows_of.setdefault(id(got), []).append(k)
             obj_of.setdefault(id(got), got)
         per_object = [(obj_of[i], np.asarray(r, dtype=np.int64)) for i, r in rows_of.items()]
-    by_version: dict[int, tuple[LiveModel, list[NDArray[np.int64]]]] = {}
-    for model, rows in per_object:
-        got_v = by_version.get(model.version)
-        if got_v is None:
-            by_version[model.version] = (model, [rows])
-            continue
-        if got_v[0] is not model and _identity(got_v[0]) != _identity(model):
-            raise ValueError(
-                f"two different models claim version {model.version}: {_identity(got_v[0])} "
-                f"at {fmt_utc(hours[got_v[1][0][0]])}, "
-                f"{_identity(model)} at {fmt_utc(hours[rows[0]])}"
-            )
-        got_v[1].append(rows)
+    by_version = _by_version(
+        per_object,
+        lambda first, first_rows, model, rows: (
+            f"two different models claim version {model.version}: {_identity(first)} "
+            f"at {fmt_utc(hours[first_rows[0]])}, "
+            f"{_identity(model)} at {fmt_utc(hours[rows[0]])}"
+        ),
+    )
     out: _Groups = []
     for v, (model, parts) in by_version.items():
         rows = np.sort(np.concatenate(parts))
@@ -432,6 +427,25 @@ def _model_groups(models: Any, hours: pd.DatetimeIndex, start: pd.Timestamp) -> 
             )
         out.append((model, rows))
     return out
+
+
+def _by_version(
+    per_object: list[tuple[LiveModel, NDArray[np.int64]]],
+    clash: Callable[[LiveModel, NDArray[np.int64], LiveModel, NDArray[np.int64]], str],
+) -> dict[int, tuple[LiveModel, list[NDArray[np.int64]]]]:
+    """(model, row positions) per object -> per version: the first model seen and its row
+    parts. Two objects of one version must agree on :func:`_identity`; otherwise
+    ``ValueError(clash(first, its first rows, other, its rows))``."""
+    by_version: dict[int, tuple[LiveModel, list[NDArray[np.int64]]]] = {}
+    for model, rows in per_object:
+        got_v = by_version.get(model.version)
+        if got_v is None:
+            by_version[model.version] = (model, [rows])
+            continue
+        if got_v[0] is not model and _identity(got_v[0]) != _identity(model):
+            raise ValueError(clash(got_v[0], got_v[1][0], model, rows))
+        got_v[1].append(rows)
+    return by_version
 
 
 def _identity(m: LiveModel) -> tuple[Any, ...]:
@@ -481,18 +495,13 @@ def _candidate_groups(candidates: Any, hours: pd.DatetimeIndex) -> _Groups:
             rows_of.setdefault(id(got), []).append(k)
             obj_of.setdefault(id(got), got)
         per_object = [(obj_of[i], np.asarray(r, dtype=np.int64)) for i, r in rows_of.items()]
-    by_version: dict[int, tuple[LiveModel, list[NDArray[np.int64]]]] = {}
-    for model, rows in per_object:
-        got_v = by_version.get(model.version)
-        if got_v is None:
-            by_version[model.version] = (model, [rows])
-            continue
-        if got_v[0] is not model and _identity(got_v[0]) != _identity(model):
-            raise ValueError(
-                f"two different candidate models claim version {model.version}: "
-                f"{_identity(got_v[0])}, {_identity(model)}"
-            )
-        got_v[1].append(rows)
+    by_version = _by_version(
+        per_object,
+        lambda first, _first_rows, model, _rows: (
+            f"two different candidate models claim version {model.version}: "
+            f"{_identity(first)}, {_identity(model)}"
+        ),
+    )
     hours_ns = hours.as_unit("ns").asi8
     out: _Groups = []
     for model, parts in by_version.values():
