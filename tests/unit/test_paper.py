@@ -941,6 +941,12 @@ def test_shadow_mode_logs_the_candidate_beside_an_unchanged_champion() -> None:
             candidates=candidate_schedule([(T("2023-12-29"), cand), (T("2023-12-30"), bad)]),
             **kw,
         )
+    other = LiveModel(champ.version, champ.loss_function, inverse, 0.99, champ.train_end)
+    with pytest.raises(ValueError, match=rf"two different models claim version {champ.version}: "):
+        replay(
+            c, feats, "2023-12-28", "2023-12-29",
+            lambda t: champ if t < T("2023-12-29") else other, **kw,
+        )  # fmt: skip
     with pytest.raises(ValueError, match="candidate version 7: buy_proba 1.5"):
         broken = LiveModel(7, "focal", lambda X: np.full(len(X), 1.5), 0.5, T("2023-12-20"))
         replay(c, feats, "2023-12-28", "2023-12-28", champ, candidates=broken, **kw)
