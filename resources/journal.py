@@ -58,6 +58,7 @@ __all__ = [
     "read_monitoring",
     "read_predictions",
     "read_trades",
+    "last_journaled_hours",
     "replace_day",
     "replace_days",
     "replace_monitoring_row",
@@ -356,6 +357,26 @@ def read_predictions(engine: sa.Engine, crypto: str, start: Any, end: Any) -> pd
     :data:`cvn_assets.guard.paper.PREDICTION_COLUMNS` (``hour``, ``label_known_at`` aware UTC,
     NaT when NULL; ``label`` Int8 and ``candidate_version`` Int64, NA when NULL)."""
     return _read(engine, predictions_table, crypto, start, end)
+
+
+def last_journaled_hours(
+    engine: sa.Engine, cryptos: list[str] | tuple[str, ...] | None = None
+) -> dict[str, pd.Timestamp | None]:
+    """The last journaled ``predictions.hour`` (candle open time, aware UTC) per crypto, None
+    for a crypto with no row; ``cryptos`` None: every crypto in the journal. One indexed
+    ``MAX`` per crypto (the primary key is ``(crypto, hour)``): its cost does not grow with
+    the journal."""
+    t = predictions_table
+    with engine.connect() as conn:
+        if cryptos is None:
+            cryptos = sorted(r[0] for r in conn.execute(sa.select(t.c.crypto).distinct()))
+        out: dict[str, pd.Timestamp | None] = {}
+        for c in cryptos:
+            last = conn.execute(
+                sa.select(sa.func.max(t.c.hour, type_=t.c.hour.type)).where(t.c.crypto == c)
+            ).scalar()
+            out[c] = None if last is None else pd.Timestamp(as_utc(last))
+    return out
 
 
 # --- the guard sensors' window reads ------------------------------------------------------

@@ -243,3 +243,18 @@ def test_the_fast_insert_of_nulls_stores_what_a_core_insert_stores(setup):
     b = read_predictions(engine, "ETHUSDC", "2024-06-07T00:00+00:00", "2024-06-08T00:00+00:00")
     pd.testing.assert_frame_equal(a.drop(columns="crypto"), b.drop(columns="crypto"))
     assert a["label"].tolist()[0] == 1 and pd.isna(a["label"].iloc[1])
+
+
+def test_last_journaled_hours_is_the_newest_hour_per_crypto(setup):
+    engine, v = setup
+    from resources.journal import last_journaled_hours
+
+    assert last_journaled_hours(engine, ["BTCUSDC", "ETHUSDC"]) == {
+        "BTCUSDC": None,
+        "ETHUSDC": None,
+    }
+    preds = _predictions("2024-06-02", v, 0.3).iloc[:15]  # 00:00 .. 14:00
+    replace_days(engine, "BTCUSDC", ["2024-06-02"], preds, _trade("2024-06-02", v, 0.0).iloc[:0])
+    got = last_journaled_hours(engine)
+    assert got == {"BTCUSDC": pd.Timestamp("2024-06-02 14:00", tz="UTC")}
+    assert got["BTCUSDC"].tzinfo is not None
