@@ -681,6 +681,7 @@ def replay(
     open_position: Position | None = None,
     latency_ms: float | Mapping[int, float] | None = None,
     candidates: CandidateSource | None = None,
+    no_entry: Callable[[pd.Timestamp], bool] | None = None,
 ) -> Replay:
     """Paper-trade the UTC days ``first_day .. last_day`` (inclusive) of one crypto.
 
@@ -701,7 +702,9 @@ def replay(
     :func:`cvn_assets.guard.live_model.measure_latency`), written in ``predictions.latency_ms``
     (NaN where absent). ``candidates``: the ``candidate`` model live at each hour for shadow
     mode (:data:`CandidateSource`; ``None``: no candidate): its predictions fill the
-    ``candidate_*`` columns and change nothing else.
+    ``candidate_*`` columns and change nothing else. ``no_entry(hour)``: a BUY at that hour's
+    decision opens nothing, while an open position keeps its barriers (unlike a halt, which
+    closes it): the live loop's fail-safe for hours whose ``trading_halted`` could not be read.
 
     Returns the journal rows (module docstring) and the position still open at the end.
     Raises ``ValueError`` before any prediction for bad input, a window not yet complete in
@@ -714,7 +717,7 @@ def replay(
         crypto, take_profit, stop_loss, horizon, fee_per_side, first_day, last_day, halted,
         open_position,
     )  # fmt: skip
-    return _run(a, candles, features, models, halted, latency_ms, candidates)
+    return _run(a, candles, features, models, halted, latency_ms, candidates, no_entry)
 
 
 def replay_hours(
@@ -733,6 +736,7 @@ def replay_hours(
     open_position: Position | None = None,
     latency_ms: float | Mapping[int, float] | None = None,
     candidates: CandidateSource | None = None,
+    no_entry: Callable[[pd.Timestamp], bool] | None = None,
 ) -> Replay:
     """:func:`replay` of the hours ``first_hour .. last_hour`` (candle open times, inclusive,
     on the hour): the live loop's step, journaling each hour once its candle has closed.
@@ -746,7 +750,7 @@ def replay_hours(
         crypto, take_profit, stop_loss, horizon, fee_per_side, first_hour, last_hour, halted,
         open_position, hours=True,
     )  # fmt: skip
-    return _run(a, candles, features, models, halted, latency_ms, candidates)
+    return _run(a, candles, features, models, halted, latency_ms, candidates, no_entry)
 
 
 def _run(
@@ -757,8 +761,11 @@ def _run(
     halted: Any,
     latency_ms: Any,
     candidates: Any,
+    no_entry: Any = None,
 ) -> Replay:
     """The replay's steps over the checked window ``a``."""
+    if no_entry is not None and not callable(no_entry):
+        raise ValueError(f"no_entry must be a function of the hour or None, got {no_entry!r}")
     win = _candle_window(candles, a)
     values = _feature_rows(features, candles, win.i0, win.i1, win.hours)
     groups = _model_groups(models, win.hours, a.start)
@@ -767,7 +774,8 @@ def _run(
     cand_groups = _candidate_groups(candidates, win.hours)
     signals = _champion_signals(groups, values, win.hours, lat)
     shadow = _candidate_signals(cand_groups, values, win.hours)
-    trades, open_out, out_ext = _position_walk(a, win, signals, halt)
+    blocked = _halt_flags(no_entry, win.hours) | halt
+    trades, open_out, out_ext = _position_walk(a, win, signals, halt, blocked)
     predictions = _predictions_frame(a, win, signals, shadow, out_ext)
     return Replay(predictions=predictions, trades=trades, open_position=open_out)
 
@@ -1079,10 +1087,15 @@ class _VectorTrades:
 
 
 def _position_walk(
-    a: _Args, win: _Window, sig: _Signals, halt: NDArray[np.bool_]
+    a: _Args,
+    win: _Window,
+    sig: _Signals,
+    halt: NDArray[np.bool_],
+    blocked: NDArray[np.bool_],
 ) -> tuple[pd.DataFrame, Position | None, TradeOutcomes | None]:
     """The one-position walk over the window: the trades frame, the position still open
-    after it, and the outcomes of a long entered at every candle (for the labels)."""
+    after it, and the outcomes of a long entered at every candle (for the labels).
+    ``blocked``: hours whose BUY opens nothing (halted, or ``no_entry``)."""
     m, h = len(win.hours), a.h
     hours_ns = win.hours.as_unit("ns").asi8
     c = win.prices["close"]
@@ -1094,7 +1107,7 @@ def _position_walk(
     walker = _Walker(a, win, halt)
     open_out, k = _walk_carried(walker, a.pos_in)
     n_before = len(walker.exits)
-    entries = np.flatnonzero(sig.buy & ~halt)
+    entries = np.flatnonzero(sig.buy & ~blocked)
     next_entry = np.append(entries, m)[np.searchsorted(entries, np.arange(m + 1))].tolist()
     vec, j = _jump_trades(out_ext, halt, next_entry, next_entry[k], max(m - h, 0), win)
     while j < m:  # entries too close to the window's end for the vectorised outcome
@@ -1268,6 +1281,7 @@ def replay_day(
     open_position: Position | None = None,
     latency_ms: float | Mapping[int, float] | None = None,
     candidates: CandidateSource | None = None,
+    no_entry: Callable[[pd.Timestamp], bool] | None = None,
 ) -> Replay:
     """:func:`replay` of one UTC day (its 24 hourly candles), the daily step of the guard.
 
@@ -1289,4 +1303,5 @@ def replay_day(
         open_position=open_position,
         latency_ms=latency_ms,
         candidates=candidates,
+        no_entry=no_entry,
     )

@@ -1025,3 +1025,33 @@ def test_hour_labels_equal_the_replays_labels_and_the_labels_module(seed: int, h
     assert got["label"].astype(int).tolist() == tb.loc[got["hour"], "label"].astype(int).tolist()
     with pytest.raises(ValueError, match="last_hour .* is before first_hour"):
         hour_labels(c, last, first, **kw)
+
+
+def test_no_entry_blocks_entries_only_and_keeps_open_positions_to_their_barriers() -> None:
+    """The fail-safe's rule: a BUY in a blocked hour opens nothing; a position opened before
+    the block exits exactly as without it (a halt would close it at the next open)."""
+    c = random_candles(1)
+    feats = build_features(c)
+    first, last = T("2023-12-28"), T("2023-12-30")
+    model = LiveModel(1, "focal", fake_proba, 0.45, T("2023-12-27"))
+    kw: dict[str, Any] = dict(crypto="SOLUSDC", take_profit=0.006, stop_loss=0.004, horizon=6)
+    free = replay(c, feats, first, last, model, **kw).trades
+    long = free[free["exit_time"] - free["entry_time"] >= pd.Timedelta(hours=3)].iloc[0]
+    lo, hi = long["entry_time"] + pd.Timedelta(hours=1), long["entry_time"] + pd.Timedelta(hours=30)
+    blocked = replay(c, feats, first, last, model, no_entry=lambda t: lo <= t <= hi, **kw)
+    got = blocked.trades
+    assert not ((got["entry_time"] >= lo) & (got["entry_time"] <= hi)).any()
+    # the position open when the block started is untouched; before it, nothing changed
+    row = got[got["entry_time"] == long["entry_time"]].iloc[0]
+    assert row["exit_time"] == long["exit_time"] and row["barrier"] == long["barrier"]
+    pd.testing.assert_frame_equal(
+        got[got["entry_time"] <= long["entry_time"]],
+        free[free["entry_time"] <= long["entry_time"]],
+    )
+    assert ((free["entry_time"] >= lo) & (free["entry_time"] <= hi)).sum() >= 3
+    # the signals are still journaled as the model gave them
+    pd.testing.assert_frame_equal(
+        blocked.predictions, replay(c, feats, first, last, model, **kw).predictions
+    )
+    with pytest.raises(ValueError, match="no_entry must be a function"):
+        replay(c, feats, first, last, model, no_entry=3, **kw)
