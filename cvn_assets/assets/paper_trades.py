@@ -198,6 +198,10 @@ def paper_trades(
     done: dict[str, Any] = {}
     blocked: dict[str, tuple[pd.Timestamp, pd.Timestamp]] = {}
     for crypto, days in _days_by_crypto(context).items():
+        if live and not model_registry.history(crypto, "champion"):
+            context.log.info(f"{crypto}: no champion yet, nothing to journal")
+            done[crypto] = {"path": "live: no champion"}
+            continue
         job = _CryptoRun(context, config, sweep, market_data, model_registry, crypto, days)
         done[crypto] = job.journal(newest, now, halt, flags_error, live)
         if job.blocked is not None:
@@ -280,11 +284,18 @@ class _CryptoRun:
     ) -> dict[str, Any]:
         """Journal the closed hours of the run's days; returns the crypto's run summary."""
         days, crypto = self.days, self.crypto
+        try:
+            feed = self.market_data.last_closed_hour(crypto, now)
+        except ValueError as exc:
+            raise Failure(description=f"paper_trades {crypto}: candle feed: {exc}") from exc
         last = min(days[-1] + pd.Timedelta(hours=23), newest)
-        if last < days[0]:
+        if feed is not None:
+            last = min(last, feed)
+        if last < days[0] or feed is None:
             raise Failure(
                 description=f"paper_trades {crypto}: day {days[0]:%Y-%m-%d} has no closed "
-                f"candle yet at {now:%Y-%m-%d %H:%M} UTC (guard clock): its first candle "
+                f"candle yet at {now:%Y-%m-%d %H:%M} UTC (guard clock; the feed's newest: "
+                f"{'none' if feed is None else f'{feed:%Y-%m-%d %H:%M}'}): its first candle "
                 f"closes at {days[0] + _HOUR:%Y-%m-%d %H:%M} UTC"
             )
         state = read_live_state(self.engine, crypto)
