@@ -446,7 +446,7 @@ def stale_message(stale: dict[str, JournalEnd], now: datetime) -> str:
                 f"{e.live_since:%Y-%m-%dT%H:%M}Z, {_hours(lag)} h behind"
             )
     return (
-        f"no new hour journaled for more than {_hours(STALE_AFTER)} h at "
+        f"no new hour journaled for more than {STALE_AFTER / timedelta(hours=1):g} h at "
         f"{now:%Y-%m-%dT%H:%M}Z on {len(stale)} crypto(s): " + "; ".join(parts)
     )
 
