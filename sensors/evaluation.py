@@ -48,6 +48,7 @@ from cvn_assets.guard.drift import (
     expectancy_last_trades,
     expectancy_negative_focal,
     journal_lag,
+    journal_stale,
     sharpness_drift,
     stale_verdict,
 )
@@ -104,8 +105,7 @@ class JournalEnd:
 
     def stale(self, as_of: datetime, after: timedelta = STALE_AFTER) -> bool:
         """Whether the journal is more than ``after`` (2 h) behind ``as_of``."""
-        lag = self.lag(as_of)
-        return lag is not None and lag > after
+        return journal_stale(self.last_hour, self.live_since, as_of, after=after)
 
     def judge(self, verdict: Verdict, as_of: datetime) -> Verdict:
         """``verdict`` (of a window ending at ``as_of``) made ``stale`` when the journal is."""

@@ -147,15 +147,15 @@ trigger in 20 000; bound 2.1 %).
 ---------------------------------------------------
 A crypto's journal ends where its last journaled hour's candle closed (``last_hour + 1 h``;
 an hour is a candle's open time), or, with no hour journaled at all, where its first
-champion went live. :func:`journal_lag` is ``as_of - end``; the journal is **stale** when
-that exceeds :data:`STALE_AFTER` (**2 h**: exactly 2 h is not stale). A window judged on a
-stale journal is not complete, so :func:`stale_verdict` turns an ``ok`` or ``insufficient``
-verdict into ``stale`` (its reason names where the journal stops and how far behind it is;
-``value``, ``threshold``, ``n`` and ``details`` are kept, ``details`` gains ``journal_end``
-and ``hours_behind``). ``warn`` and ``crit`` are kept: the trades already journaled are
-evidence of losses whatever the missing hours hold, and a kill switch must not wait for a
-feed to come back. ``stale`` is not an alarm, and for :class:`SharpnessState` it counts
-like ``insufficient`` (no evidence either way).
+champion went live. :func:`journal_lag` is ``as_of - end``; the journal is **stale**
+(:func:`journal_stale`) when that exceeds :data:`STALE_AFTER` (**2 h**: exactly 2 h is not
+stale). A window judged on a stale journal is not complete, so :func:`stale_verdict` turns
+an ``ok`` or ``insufficient`` verdict into ``stale`` (its reason names where the journal
+stops and how far behind it is; ``value``, ``threshold``, ``n`` and ``details`` are kept,
+``details`` gains ``journal_end`` and ``hours_behind``). ``warn`` and ``crit`` are kept: the
+trades already journaled are evidence of losses whatever the missing hours hold, and a kill
+switch must not wait for a feed to come back. ``stale`` is not an alarm, and for
+:class:`SharpnessState` it counts like ``insufficient`` (no evidence either way).
 
 All bounds assume independent rows; hourly predictions and overlapping trades are
 autocorrelated, which widens the null spread -- read the rates as per-evaluation rates
@@ -206,6 +206,7 @@ __all__ = [
     "expectancy_negative_focal",
     "false_alarm_rate",
     "journal_lag",
+    "journal_stale",
     "sharpness_drift",
     "sharpness_revert",
     "stale_verdict",
@@ -526,6 +527,19 @@ def journal_lag(
     return None
 
 
+def journal_stale(
+    last_hour: datetime | None,
+    live_since: datetime | None,
+    as_of: datetime,
+    *,
+    after: timedelta = STALE_AFTER,
+) -> bool:
+    """Whether the journal is stale at ``as_of``: :func:`journal_lag` > ``after`` (2 h;
+    exactly ``after`` is not stale; an unknown lag is not)."""
+    lag = journal_lag(last_hour, live_since, as_of)
+    return lag is not None and lag > after
+
+
 def _behind(lag: timedelta) -> str:
     minutes = int(lag.total_seconds() // 60)
     return f"{minutes // 60} h {minutes % 60:02d} min"
@@ -544,15 +558,19 @@ def stale_verdict(
     ``verdict`` itself. The stale reason names the journal's last hour (or, with none, the
     first champion's start) and how far behind it is, then the verdict it replaces; its
     ``details`` add ``journal_end`` (ISO) and ``hours_behind``."""
-    lag = journal_lag(last_hour, live_since, as_of)
-    if lag is None or lag <= after or verdict.level not in ("ok", "insufficient"):
+    if verdict.level not in ("ok", "insufficient"):
+        return verdict
+    if not journal_stale(last_hour, live_since, as_of, after=after):
         return verdict
     if last_hour is not None:
         end = last_hour + timedelta(hours=1)
         where = f"journal stops at the hour {last_hour:%Y-%m-%dT%H}:00Z (closed {end:%H:%M}Z)"
-    else:
-        end = live_since  # type: ignore[assignment]  # lag is not None: one of them is set
+    elif live_since is not None:
+        end = live_since
         where = f"no hour journaled since the first champion went live at {end:%Y-%m-%dT%H:%M}Z"
+    else:  # journal_stale is False without either; kept for the type checker
+        return verdict
+    lag = as_of - end
     reason = (
         f"{where}, {_behind(lag)} before {as_of:%Y-%m-%dT%H:%M}Z (> {_behind(after)}): the "
         f"window is not complete; on the rows there: {verdict.level}: {verdict.reason}"
