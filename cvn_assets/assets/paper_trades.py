@@ -52,6 +52,7 @@ flag's audit history).
 
 import math
 from dataclasses import asdict
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,14 @@ from dagster import (
     BackfillPolicy,
     Config,
     Failure,
+    FreshnessPolicy,
     MetadataValue,
     asset,
 )
 from pydantic import Field
 
 from cvn_assets.ablation.identity import module_digest
+from cvn_assets.guard.drift import STALE_AFTER
 from cvn_assets.guard.flags import FlagHistory
 from cvn_assets.guard.live_model import (
     LIVE_WINDOW_BARS,
@@ -121,6 +124,10 @@ _PAPER_CODE = (
     "ablation/calibrated_model.py",
 )
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
+#: Dagster's freshness policy (the UI's "Freshness" on the asset; the FreshnessDaemon): a live
+#: hour materializes the day's partition about a minute after its candle closes, so a healthy
+#: loop is never more than ~1 h behind; the ``guard_stale`` P2 pages on the journal itself at 2 h
+WARN_AFTER = timedelta(hours=1, minutes=30)
 _HOUR = pd.Timedelta(hours=1)
 LABEL_LOOKAHEAD = pd.Timedelta(days=2)
 """Candles loaded after a full run's last day (where they exist), for its last labels."""
@@ -171,6 +178,7 @@ def _read_flags(config_store: ConfigStore) -> tuple[FlagHistory | None, str | No
     deps=[AssetKey(CHAMPION_ASSET)],
     kinds={"sql"},
     code_version=module_digest(*_PAPER_CODE),
+    freshness_policy=FreshnessPolicy.time_window(fail_window=STALE_AFTER, warn_window=WARN_AFTER),
     description="The live loop per crypto x day: every hour whose candle has closed on the "
     "guard clock, decided by the champion live at that hour and journaled (predictions, "
     "trades, labels as they mature); live runs continue from the stored state, backfills "

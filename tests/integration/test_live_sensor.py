@@ -103,3 +103,16 @@ def test_the_sensor_requests_the_missing_hours_and_then_is_quiet(tmp_path, insta
     assert summary.value[CANARY]["path"] == "live"
     assert summary.value[CANARY]["predictions_written"] == 1
     assert last_journaled_hours(registry.engine, [CANARY]) == {CANARY: d2 + 5 * H}
+
+
+def test_paper_trades_carries_dagsters_freshness_policy_at_the_stale_rules_window():
+    """The UI's freshness (FreshnessDaemon) and the guard_stale P2 judge the same 2 hours."""
+    from datetime import timedelta
+
+    from cvn_assets.guard.drift import STALE_AFTER
+
+    (spec,) = defs.resolve_assets_def("paper_trades").specs_by_key.values()
+    policy = spec.freshness_policy
+    assert STALE_AFTER == timedelta(hours=2)
+    assert policy.fail_window.to_timedelta() == STALE_AFTER
+    assert policy.warn_window.to_timedelta() == timedelta(hours=1, minutes=30)
