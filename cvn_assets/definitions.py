@@ -16,7 +16,7 @@ from dagster import (
     define_asset_job,
 )
 
-from cvn_assets.assets import celery_cells, guard, market, results, training
+from cvn_assets.assets import celery_cells, guard, guard_state, market, results, training
 from cvn_assets.execution import executors
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import AlertSink
@@ -118,6 +118,7 @@ defs = Definitions(
         guard.champion_models,
         guard.paper_trades,
         guard.monitoring_metrics,
+        guard_state.guard_state,
     ],
     asset_checks=[
         results.finetune_results_complete,
