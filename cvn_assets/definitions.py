@@ -17,7 +17,7 @@ from dagster import (
     in_process_executor,
 )
 
-from cvn_assets.assets import celery_cells, guard, market, results, training
+from cvn_assets.assets import celery_cells, guard, guard_state, market, results, training
 from cvn_assets.assets.paper_trades import LIVE_TAG
 from cvn_assets.execution import executors
 from cvn_assets.partitions import SETTINGS
@@ -76,7 +76,9 @@ champion_job = define_asset_job(
 
 live_job = define_asset_job(
     LIVE_JOB,
-    selection=AssetSelection.assets(guard.paper_trades, guard.monitoring_metrics),
+    selection=AssetSelection.assets(
+        guard.paper_trades, guard.monitoring_metrics, guard_state.guard_state
+    ),
     tags={LIVE_TAG: "true"},
     executor_def=in_process_executor,
     description="The live loop's run (live_candles sensor): the hours closed since the journal's "
@@ -131,6 +133,7 @@ defs = Definitions(
         guard.champion_models,
         guard.paper_trades,
         guard.monitoring_metrics,
+        guard_state.guard_state,
     ],
     asset_checks=[
         results.finetune_results_complete,

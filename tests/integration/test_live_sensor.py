@@ -103,6 +103,9 @@ def test_the_sensor_requests_the_missing_hours_and_then_is_quiet(tmp_path, insta
     assert summary.value[CANARY]["path"] == "live"
     assert summary.value[CANARY]["predictions_written"] == 1
     assert last_journaled_hours(registry.engine, [CANARY]) == {CANARY: d2 + 5 * H}
+    # the state at a glance, materialized after the hour: the canary is current
+    (state,) = res.asset_materializations_for_node("guard_state")
+    assert state.metadata[f"hours_behind_{CANARY}"].value == 0
 
 
 def test_paper_trades_carries_dagsters_freshness_policy_at_the_stale_rules_window():
