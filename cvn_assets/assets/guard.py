@@ -517,8 +517,9 @@ MONITORING_ASSET = "monitoring_metrics"
 # monitoring_metrics
 # ---------------------------------------------------------------------------------------------
 def _run_records(context: AssetExecutionContext, end: pd.Timestamp) -> list[tuple[Any, ...]]:
-    """Failed runs tagged ``cvn/loss_function`` ending in the day before ``end`` (plain
-    records for :func:`cvn_assets.guard.monitoring.training_failures`)."""
+    """Failed runs tagged ``cvn/loss_function`` updated after ``end - 25 h`` (plain records
+    for :func:`cvn_assets.guard.monitoring.training_failures`, which counts those ending in
+    each window before its day's end)."""
     names = {v.loss_function for v in SETTINGS.variants} | set(LOSS_FUNCTIONS)
     out = []
     for lf in sorted(names):
@@ -553,7 +554,13 @@ def monitoring_metrics(
     engine = model_registry.engine
     prom: dict[str, str] = {}
     live = context.run.tags.get(LIVE_TAG) == "true"
-    for crypto, days in _days_by_crypto(context).items():
+    by_crypto = _days_by_crypto(context)
+    first_end = min(days[0] for days in by_crypto.values()) + pd.Timedelta(days=1)
+    # the failed training runs since the first day's window, read once for every day (each
+    # day's metrics count those in its own windows): a catch-up of months costs no more
+    # instance queries than one day
+    records = _run_records(context, first_end)
+    for crypto, days in by_crypto.items():
         row = None
         for day in days:
             end = day + pd.Timedelta(days=1)
@@ -580,7 +587,7 @@ def monitoring_metrics(
                 buy_proba=preds["buy_proba"].to_numpy(np.float64),
                 trades=trades,
                 latency_ms=preds["latency_ms"].dropna().to_numpy(np.float64),
-                run_records=_run_records(context, end),
+                run_records=records,
                 psi_edges=edges if edges else None,
             )
             replace_monitoring_row(engine, row)
