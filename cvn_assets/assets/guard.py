@@ -24,65 +24,9 @@ For the configured sweep (``sweep.sweep_id``), per crypto partition:
    code), registered as a model version and promoted to ``champion`` (the old champion
    becomes ``previous``).
 
-Then the live loop, per crypto x UTC day (``day_crypto_partitions``; single-run backfills, so a
-month of one crypto is one run):
-
-``paper_trades`` replays the day's hourly candles through the champion live at each hour
-(:mod:`cvn_assets.guard.paper`, the one replay/fill implementation) and writes the ``predictions``
-and ``trades`` journal (:func:`resources.journal.replace_days`: the run's days of a crypto
-are replaced in one transaction, so a re-run never duplicates rows and a ``kill -9`` leaves
-the journal as it was).
-
-* **The model per hour**: the ``champion`` alias history of the registry, each version served
-  from its stored artifact (:func:`cvn_assets.guard.live_model.live_model_from_calibrated`),
-  live from its ``valid_from``; the first champion also stands for the hours before its
-  promotion (a replay of the past: paper trading the hours after its training window). An
-  hour before a model's ``train_end`` is refused (leakage), naming the day and ``train_end``.
-* **Drift inputs** (what the sensors read; they never recompute from candles): each hour's
-  values of the live champion's top-5 features by gain (its registered
-  ``reference_stats["top_features"]``, in order: ``feature_1..5``), and the hour's
-  triple-barrier label with the time it became known (``label``, ``label_known_at``),
-  computed from the candles after the hour where they exist (loaded up to
-  :data:`LABEL_LOOKAHEAD` past the last day; decisions never read them). A label still
-  unresolved when its day is journaled (the day's last ``horizon`` hours, in a live system) is
-  filled in by the run of a later day: it updates the NULL labels of the
-  :data:`LABEL_BACKFILL` before its first day, in the same transaction.
-* **Shadow mode**: the ``candidate`` alias history gives the candidate live at each hour (from
-  its ``valid_from`` to its ``valid_to``; none before the first assignment); its
-  ``buy_proba`` and decision at its own trading threshold are journaled beside the
-  champion's (``candidate_version``, ``candidate_buy_proba``, ``candidate_decision``; NULL
-  where there is none or before its ``train_end``). It never trades and never changes the
-  champion's rows.
-* **The carried position** is re-derived, not stored: every run replays (one vectorised
-  :func:`cvn_assets.guard.paper.replay`, ~0.1 s per year of hours) from the first day after the
-  first champion's training window up to its last day, and journals only its own days. So a day's
-  rows never depend on which runs came before, and a backfill equals day-by-day runs.
-* **trading_halted** (config store): every replayed hour uses the value that held **at that
-  hour's decision** (the candle's close, ``hour + 1 h``) according to the flag's
-  ``config_audit`` history (:meth:`resources.config_store.ConfigStore.history`,
-  :mod:`cvn_assets.guard.flags`), never the value at the time of the run: a day replayed after a
-  halt is not halted before it, a day replayed after a clear is still halted during the
-  halt, and re-running a past day after later changes gives the same journal. A change at
-  exactly a decision time applies to that decision (halt at 15:00: the 14:00 candle, decided
-  at 15:00, opens nothing; clear at 09:00: the 08:00 candle may trade). Before the flag's
-  first change: its seeded initial value (not halted). While halted (spec 6.4, the
-  system-wide kill switch: all trading halts): no new entry, and a position open when the
-  halt starts is closed at the open of the next candle after the first halted decision --
-  the first price after the halt at hourly granularity (barrier ``halt`` in ``trades``),
-  unless that open gaps through a barrier (``tp`` / ``sl`` fill first); a position the halt
-  closed is not re-opened by the clear, only a new BUY after it opens a trade. The day's
-  metadata ``trading_halted`` says at how many decision hours it was halted and which changes
-  fell in the day.
-* **Other flags**: the replay reads no other flag. ``CVN_LOSS_FUNCTION`` acts on training
-  (``champion_models`` / ``shadow_retrain_job`` read it when they train); its effect on the
-  journal is through the champion the rollback re-promotes, and which model is live at an
-  hour comes from the registry's alias history (above), never from the current alias.
-* **Candles** after the sweep's window: :meth:`resources.market_data.MarketDataResource.
-  load_candles_through` (the synthetic market continues with the same seed, bit-identical
-  on the sweep's hours). A day whose candles do not exist yet fails, naming the missing hours.
-* Fees: ``fee_per_side`` (run config, default 0.1 % per side); barriers: the sweep's label
-  strategy; ``latency_ms``: :func:`cvn_assets.guard.live_model.measure_latency` per model
-  version (median of ``latency_runs`` live decisions on the trailing candles).
+Then the live loop, per crypto x UTC day (``day_crypto_partitions``):
+:mod:`cvn_assets.assets.paper_trades` (``paper_trades``: every hour closed on the guard clock,
+journaled from the stored state in live runs, replayed in backfills; re-exported here), and:
 
 ``monitoring_metrics`` computes the five metrics (:func:`cvn_assets.guard.monitoring.metrics_row`)
 of each crypto x day from the journal, the run records tagged ``cvn/loss_function`` and the
