@@ -129,6 +129,7 @@ from cvn_assets.assets.paper_trades import (  # noqa: F401 (re-exported: the gua
     paper_trades,
 )
 from cvn_assets.assets.training import check_market_inputs
+from cvn_assets.config_types import CryptoName, OptionalVariantName
 from cvn_assets.guard.champion import (
     CANARY_DAYS,
     CANARY_MIN_TRADES,
@@ -178,17 +179,21 @@ _CODE = (
 class ChampionConfig(Config):
     """Run config of ``champion_models`` (launchpad: ``ops.champion_models.config``)."""
 
-    canary: str = Field(default="BTCUSDC", description="crypto promoted first")
-    override_variant: str = Field(default="", description="promote this variant instead")
+    canary: CryptoName = Field(default="BTCUSDC", description="crypto promoted first")
+    override_variant: OptionalVariantName = Field(
+        default="", description="promote this variant instead"
+    )
     force_promote: bool = Field(
         default=False, description="promote a non-canary crypto without the canary rule"
     )
     actor: str = Field(default=DEFAULT_ACTOR, description="who promotes (alias history)")
     reason: str = Field(default="", description="why; required with an override")
-    canary_days: int = CANARY_DAYS
-    canary_min_trades: int = CANARY_MIN_TRADES
+    canary_days: int = Field(default=CANARY_DAYS, ge=1)
+    canary_min_trades: int = Field(default=CANARY_MIN_TRADES, ge=0)
     calibration_frac: float = Field(
         default=calibration_share(SETTINGS.n_folds),
+        gt=0.0,
+        lt=1.0,
         description="share of the history (at its end) for calibration; a sweep cell's is 1/K",
     )
     min_trade_share: float = Field(
