@@ -100,6 +100,7 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AutomationCondition,
     BackfillPolicy,
     Config,
     DagsterRunStatus,
@@ -516,6 +517,11 @@ def _model_metadata(cal: CalibratedModel, stats: dict[str, Any]) -> dict[str, An
 
 
 MONITORING_ASSET = "monitoring_metrics"
+#: eager on every day partition (eager alone follows only the latest time window): requested
+#: when paper_trades of a crypto-day was updated by a run that did not also materialize it
+MONITORING_AUTOMATION = AutomationCondition.eager().without(
+    AutomationCondition.in_latest_time_window()
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,9 +554,15 @@ def _run_records(context: AssetExecutionContext, end: pd.Timestamp) -> list[tupl
     deps=[AssetKey(PAPER_ASSET)],
     kinds={"sql", "prometheus"},
     code_version=module_digest("guard/monitoring.py"),
+    # follows a paper_trades partition materialized without it (a UI backfill of paper_trades
+    # alone), any day, not only the latest (sensors/automation.py evaluates it)
+    automation_condition=MONITORING_AUTOMATION,
     description="The five monitoring metrics per crypto x day (training failures per loss, "
     "focal_loss_active, buy_proba quantiles and PSI, net expectancy 24/48 h, latency): "
-    "monitoring_metrics table, asset metadata, $DAGSTER_HOME/metrics/<crypto>.prom.",
+    "monitoring_metrics table, asset metadata, $DAGSTER_HOME/metrics/<crypto>.prom. "
+    "Materialized with paper_trades by paper_job and live_job; a paper_trades partition "
+    "materialized alone (a UI backfill) is followed by this one (automation condition: "
+    "eager on every day, sensor monitoring_follows_paper).",
 )
 def monitoring_metrics(
     context: AssetExecutionContext,
