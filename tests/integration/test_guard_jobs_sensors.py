@@ -14,6 +14,7 @@ from dagster import DagsterInstance, DagsterInvalidConfigError, build_sensor_con
 
 from cvn_assets.ablation.identity import SweepIdentity
 from cvn_assets.definitions import defs
+from cvn_assets.run_errors import run_failure_line
 from resources.alerts import read_alerts
 from resources.config_store import ConfigStore
 from resources.guard_clock import GuardClock
@@ -412,8 +413,5 @@ def test_halt_and_resume_take_effect_when_told_and_refuse_bad_times(home):
     ):
         res = _run("halt_trading_job", {"halt_trading": {"config": {**who, "effective_at": when}}})
         assert not res.success
-        failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")
-        assert needle in str(failure.event_specific_data.error.message) or needle in str(
-            failure.event_specific_data.user_failure_data.description
-        )
+        assert needle in run_failure_line(res)
     assert store.get("trading_halted") == ("false", 3)
