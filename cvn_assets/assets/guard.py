@@ -44,6 +44,7 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AutomationCondition,
     BackfillPolicy,
     Config,
     DagsterRunStatus,
@@ -73,6 +74,7 @@ from cvn_assets.assets.paper_trades import (  # noqa: F401 (re-exported: the gua
     paper_trades,
 )
 from cvn_assets.assets.training import check_market_inputs
+from cvn_assets.config_types import CryptoName, OptionalVariantName
 from cvn_assets.guard.champion import (
     CANARY_DAYS,
     CANARY_MIN_TRADES,
@@ -122,17 +124,21 @@ _CODE = (
 class ChampionConfig(Config):
     """Run config of ``champion_models`` (launchpad: ``ops.champion_models.config``)."""
 
-    canary: str = Field(default="BTCUSDC", description="crypto promoted first")
-    override_variant: str = Field(default="", description="promote this variant instead")
+    canary: CryptoName = Field(default="BTCUSDC", description="crypto promoted first")
+    override_variant: OptionalVariantName = Field(
+        default="", description="promote this variant instead"
+    )
     force_promote: bool = Field(
         default=False, description="promote a non-canary crypto without the canary rule"
     )
     actor: str = Field(default=DEFAULT_ACTOR, description="who promotes (alias history)")
     reason: str = Field(default="", description="why; required with an override")
-    canary_days: int = CANARY_DAYS
-    canary_min_trades: int = CANARY_MIN_TRADES
+    canary_days: int = Field(default=CANARY_DAYS, ge=1)
+    canary_min_trades: int = Field(default=CANARY_MIN_TRADES, ge=0)
     calibration_frac: float = Field(
         default=calibration_share(SETTINGS.n_folds),
+        gt=0.0,
+        lt=1.0,
         description="share of the history (at its end) for calibration; a sweep cell's is 1/K",
     )
     min_trade_share: float = Field(
@@ -455,6 +461,11 @@ def _model_metadata(cal: CalibratedModel, stats: dict[str, Any]) -> dict[str, An
 
 
 MONITORING_ASSET = "monitoring_metrics"
+#: eager on every day partition (eager alone follows only the latest time window): requested
+#: when paper_trades of a crypto-day was updated by a run that did not also materialize it
+MONITORING_AUTOMATION = AutomationCondition.eager().without(
+    AutomationCondition.in_latest_time_window()
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,9 +498,15 @@ def _run_records(context: AssetExecutionContext, end: pd.Timestamp) -> list[tupl
     deps=[AssetKey(PAPER_ASSET)],
     kinds={"sql", "prometheus"},
     code_version=module_digest("guard/monitoring.py"),
+    # follows a paper_trades partition materialized without it (a UI backfill of paper_trades
+    # alone), any day, not only the latest (sensors/automation.py evaluates it)
+    automation_condition=MONITORING_AUTOMATION,
     description="The five monitoring metrics per crypto x day (training failures per loss, "
     "focal_loss_active, buy_proba quantiles and PSI, net expectancy 24/48 h, latency): "
-    "monitoring_metrics table, asset metadata, $DAGSTER_HOME/metrics/<crypto>.prom.",
+    "monitoring_metrics table, asset metadata, $DAGSTER_HOME/metrics/<crypto>.prom. "
+    "Materialized with paper_trades by paper_job and live_job; a paper_trades partition "
+    "materialized alone (a UI backfill) is followed by this one (automation condition: "
+    "eager on every day, sensor monitoring_follows_paper).",
 )
 def monitoring_metrics(
     context: AssetExecutionContext,
