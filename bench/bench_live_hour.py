@@ -12,7 +12,8 @@ cryptos, monitoring_metrics, guard_state), timed by the process's CPU time
 (``time.process_time``, XGBoost's threads included) and wall time. Prints the medians and the
 ratio 2 years / 7 days.
 
-Run: ``.venv/bin/python bench/bench_live_hour.py`` (about 10 minutes: the 2-year catch-up is a full replay of 3,650 crypto-days, their metadata and monitoring metrics).
+Run: ``.venv/bin/python bench/bench_live_hour.py`` (about 10-15 minutes: the 2-year catch-up
+journals 3,650 crypto-days in one run, mostly Dagster's event-log writes; not timed).
 """
 
 import argparse
