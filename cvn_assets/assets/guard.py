@@ -89,6 +89,9 @@ of each crypto x day from the journal, the run records tagged ``cvn/loss_functio
 live champion's reference statistics (the PSI's training deciles), writes them to the
 ``monitoring_metrics`` table, as asset metadata (plotted over the partitions by the UI), and
 as ``$DAGSTER_HOME/metrics/<crypto>.prom`` (Prometheus text format; the latest day written).
+Its four asset checks (:mod:`cvn_assets.assets.monitoring_checks`) judge spec 6.1's warn / crit
+thresholds on the crypto-days of the run: one result per check and run, naming the worst
+crypto-day and listing every crossing.
 """
 
 from dataclasses import asdict
@@ -104,6 +107,7 @@ from dagster import (
     Config,
     DagsterRunStatus,
     Failure,
+    MaterializeResult,
     MetadataValue,
     RunsFilter,
     asset,
@@ -116,6 +120,7 @@ from cvn_assets.ablation.identity import SweepIdentity, digest, module_digest
 from cvn_assets.ablation.metrics import MIN_TRADE_SHARE
 from cvn_assets.ablation.variants import Variant
 from cvn_assets.assets._util import identity_metadata, instance_home, prepare_sweep
+from cvn_assets.assets.monitoring_checks import MonitoringJudge, monitoring_check_specs
 from cvn_assets.assets.paper_trades import (  # noqa: F401 (re-exported: the guard's assets)
     LABEL_BACKFILL,
     LABEL_LOOKAHEAD,
@@ -543,14 +548,16 @@ def _run_records(context: AssetExecutionContext, end: pd.Timestamp) -> list[tupl
     deps=[AssetKey(PAPER_ASSET)],
     kinds={"sql", "prometheus"},
     code_version=module_digest("guard/monitoring.py"),
+    check_specs=monitoring_check_specs(),
     description="The five monitoring metrics per crypto x day (training failures per loss, "
     "focal_loss_active, buy_proba quantiles and PSI, net expectancy 24/48 h, latency): "
-    "monitoring_metrics table, asset metadata, $DAGSTER_HOME/metrics/<crypto>.prom.",
+    "monitoring_metrics table, asset metadata, $DAGSTER_HOME/metrics/<crypto>.prom. "
+    "Checks: spec 6.1's warn/crit thresholds.",
 )
 def monitoring_metrics(
     context: AssetExecutionContext,
     model_registry: ModelRegistry,
-) -> None:
+) -> MaterializeResult:
     engine = model_registry.engine
     prom: dict[str, str] = {}
     live = context.run.tags.get(LIVE_TAG) == "true"
@@ -560,6 +567,7 @@ def monitoring_metrics(
     # day's metrics count those in its own windows): a catch-up of months costs no more
     # instance queries than one day
     records = _run_records(context, first_end)
+    judge = MonitoringJudge(records)  # spec 6.1's thresholds, one check result per run
     for crypto, days in by_crypto.items():
         row = None
         for day in days:
@@ -591,6 +599,7 @@ def monitoring_metrics(
                 psi_edges=edges if edges else None,
             )
             replace_monitoring_row(engine, row)
+            judge.add(crypto, day, row, trades)
             context.add_asset_metadata(
                 {k: v for k, v in row.items() if k not in ("crypto", "day") and v is not None},
                 partition_key=f"{crypto}|{day:%Y-%m-%d}",
@@ -598,6 +607,7 @@ def monitoring_metrics(
         if row is not None:
             prom[crypto] = str(write_prom_file(metrics_dir(_home(context)), crypto, row))
     context.log.info(f"monitoring_metrics: .prom files {prom}")
+    return MaterializeResult(check_results=judge.results())
 
 
 def _home(context: AssetExecutionContext) -> str | None:
