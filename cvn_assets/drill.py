@@ -23,7 +23,8 @@ Scenarios (``T`` = the first replayed day + ``--turn-day`` days):
   and every trade pays its fees for nothing), and from ``T + 2 days`` it falls 25 % over 10
   days (``CRASH_HOURS``, volatility doubled meanwhile): trades opened in the fall mostly hit
   their stop loss. Expected: >= 2 P1 alerts, exactly one rollback run, ``CVN_LOSS_FUNCTION =
-  binary:logistic``, audit rows.
+  binary:logistic``, audit rows, and after the rollback at least one
+  ``expectancy_negative_any`` P2 on the baseline champions (the P1 is then "focal not active").
 
   Why not a *reversed* edge (``edge_multiplier = -1``) and a 48-hour crash (the first
   version): measured with the drill's focal champions, their trades after a reversal still
@@ -74,6 +75,9 @@ DRILL_ACTOR = "drill"
 DRILL_TRADE_SHARE = 0.3
 #: the P1 rule whose alerts the drill counts
 P1_RULE = "expectancy_negative_focal"
+#: the P2 over every live champion: after the crash drill's rollback it must page on the
+#: baselines (issue 21: the P1 says "focal not active" then)
+ANY_RULE = "expectancy_negative_any"
 
 
 def _market_config(scenario: str, turn: pd.Timestamp, edge: float) -> dict[str, Any]:
@@ -322,8 +326,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary["hours_turn_to_rollback"] = _hours_since(turn, loop.rollback_runs[0]["at"])
     else:
         summary["p1_per_30_days"] = round(len(p1) * 30 / days, 3)
+    after = _p2_after_rollback(loop.alerts, loop.rollback_runs)
+    summary["p2_any_after_rollback"] = len(after)
+    if after:
+        summary["hours_turn_to_first_p2_after_rollback"] = _hours_since(turn, after[0]["at"])
     print(json.dumps(summary))
-    return 0 if _passed(args.scenario, p1, len(loop.rollback_runs), flag, turn) else 1
+    passed = _passed(args.scenario, p1, len(loop.rollback_runs), flag, turn)
+    return 0 if passed and (args.scenario != "crash" or after) else 1
+
+
+def _p2_after_rollback(
+    alerts: list[dict[str, Any]], rollback_runs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The ``expectancy_negative_any`` P2s at hours after the first rollback (none without
+    one): the guard is not blind once the baselines are the champions."""
+    if not rollback_runs:
+        return []
+    at = pd.Timestamp(rollback_runs[0]["at"])
+    return [
+        a
+        for a in alerts
+        if a["name"] == ANY_RULE and a["severity"] == "P2" and pd.Timestamp(a["at"]) > at
+    ]
 
 
 def _passed(

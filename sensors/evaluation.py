@@ -39,6 +39,7 @@ import pandas as pd
 from cvn_assets.ablation.guardrails import FOCAL
 from cvn_assets.ablation.metrics import classification_metrics
 from cvn_assets.guard.drift import (
+    EXPECTANCY_ANY_MIN_CRYPTOS,
     EXPECTANCY_MIN_TRADES,
     STALE_AFTER,
     Verdict,
@@ -46,6 +47,7 @@ from cvn_assets.guard.drift import (
     data_drift,
     expectancy_alert,
     expectancy_last_trades,
+    expectancy_negative_any,
     expectancy_negative_focal,
     journal_lag,
     journal_stale,
@@ -67,9 +69,11 @@ __all__ = [
     "SPARSE_LOOKBACK",
     "DriftEvaluation",
     "RowWindow",
+    "ChampionsExpectancy",
     "ExpectancyEvaluation",
     "JournalEnd",
     "SparseExpectancy",
+    "evaluate_any_expectancy",
     "evaluate_drift",
     "evaluate_expectancy",
     "evaluate_sparse_expectancy",
@@ -143,6 +147,32 @@ def _pct(x: float) -> str:
     return f"{100.0 * x:+.3f} %"
 
 
+def _crypto_figures(crypto: str, cv: Verdict, version: int | None) -> dict[str, Any]:
+    """``<crypto>_*`` figures of one crypto's expectancy verdict: model version, level, trade
+    counts, means and critical means (fractions), and how far behind a stale journal is."""
+    out: dict[str, Any] = {
+        f"{crypto}_model_version": version,
+        f"{crypto}_level": cv.level,
+        f"{crypto}_n_48h": int(cv.details["n_48h"]),
+        f"{crypto}_n_24h": int(cv.details["n_24h"]),
+    }
+    for k in ("mean_48h", "critical_48h", "mean_24h", "critical_24h", "hours_behind"):
+        if k in cv.details:
+            out[f"{crypto}_{k}"] = round(float(cv.details[k]), 6)
+    if "journal_end" in cv.details:
+        out[f"{crypto}_journal_end"] = cv.details["journal_end"]
+    return out
+
+
+def _evidence(crypto: str, cv: Verdict) -> str:
+    """``<crypto> 48 h mean ... < critical ... (n ...)`` (24 h for a warn)."""
+    w = "48h" if cv.level == "crit" else "24h"
+    return (
+        f"{crypto} {w[:2]} h mean {_pct(cv.details[f'mean_{w}'])} < critical "
+        f"{_pct(cv.details[f'critical_{w}'])} (n {cv.details[f'n_{w}']})"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class ExpectancyEvaluation:
     """The P1 rule's inputs and verdict at ``as_of`` (spec 6.2: net expectancy over the last
@@ -160,6 +190,9 @@ class ExpectancyEvaluation:
     focal_cryptos: tuple[str, ...]  # cryptos whose live champion is focal-trained
     versions: Mapping[str, int] = dataclasses.field(default_factory=dict)
     min_trades: int = EXPECTANCY_MIN_TRADES
+    #: crypto -> the live champion's variant and loss function (every crypto with one)
+    variants: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    losses: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def figures(self) -> dict[str, Any]:
         """Flat JSON scalars for the alert: the two windows' bounds and, per focal crypto,
@@ -175,25 +208,11 @@ class ExpectancyEvaluation:
             "focal_cryptos": ",".join(self.focal_cryptos),
         }
         for crypto in self.focal_cryptos:
-            cv = self.per_crypto[crypto]
-            out[f"{crypto}_model_version"] = self.versions.get(crypto)
-            out[f"{crypto}_level"] = cv.level
-            out[f"{crypto}_n_48h"] = int(cv.details["n_48h"])
-            out[f"{crypto}_n_24h"] = int(cv.details["n_24h"])
-            for k in ("mean_48h", "critical_48h", "mean_24h", "critical_24h", "hours_behind"):
-                if k in cv.details:
-                    out[f"{crypto}_{k}"] = round(float(cv.details[k]), 6)
-            if "journal_end" in cv.details:
-                out[f"{crypto}_journal_end"] = cv.details["journal_end"]
+            out.update(_crypto_figures(crypto, self.per_crypto[crypto], self.versions.get(crypto)))
         return out
 
     def _evidence(self, crypto: str) -> str:
-        cv = self.per_crypto[crypto]
-        w = "48h" if cv.level == "crit" else "24h"
-        return (
-            f"{crypto} {w[:2]} h mean {_pct(cv.details[f'mean_{w}'])} < critical "
-            f"{_pct(cv.details[f'critical_{w}'])} (n {cv.details[f'n_{w}']})"
-        )
+        return _evidence(crypto, self.per_crypto[crypto])
 
     def message(self) -> str:
         """One line stating the windows and, per alarming focal crypto, its evidence."""
@@ -262,7 +281,98 @@ def evaluate_expectancy(
         {c: per[c] for c in focal}, bool(focal), min_cryptos=min_cryptos
     )
     k = EXPECTANCY_MIN_TRADES if min_trades is None else min_trades
-    return ExpectancyEvaluation(as_of, verdict, per, focal, versions, k)
+    variants = {c: str(v["variant"]) for c, v in live.items() if v is not None}
+    losses = {c: str(v["loss_function"]) for c, v in live.items() if v is not None}
+    return ExpectancyEvaluation(as_of, verdict, per, focal, versions, k, variants, losses)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChampionsExpectancy:
+    """``expectancy_negative_any`` (P2) at ``as_of``: the P1's per-crypto verdicts
+    (:class:`ExpectancyEvaluation`, the same reads) combined over **every** live champion,
+    whatever its loss (:func:`cvn_assets.guard.drift.expectancy_negative_any`). Never a
+    rollback."""
+
+    evaluation: ExpectancyEvaluation
+    verdict: Verdict  # expectancy_negative_any over every live champion
+
+    @property
+    def as_of(self) -> datetime:
+        return self.evaluation.as_of
+
+    @property
+    def cryptos(self) -> tuple[str, ...]:
+        """Every crypto with a live champion, sorted."""
+        return tuple(sorted(self.evaluation.per_crypto))
+
+    def alarming(self) -> list[str]:
+        """The cryptos at the verdict's level (crit: crit ones; warn: warn-or-crit)."""
+        v, per = self.verdict, self.evaluation.per_crypto
+        if v.level == "crit":
+            return [c for c in self.cryptos if per[c].level == "crit"]
+        if v.level == "warn":
+            return [c for c in self.cryptos if per[c].alarm]
+        return []
+
+    def figures(self) -> dict[str, Any]:
+        """Flat JSON scalars for the alert: the windows' bounds, the counts, and per live
+        champion (every crypto that has one) its version, variant, loss, level, trade counts,
+        means and critical means (fractions)."""
+        ev, v = self.evaluation, self.verdict
+        out: dict[str, Any] = {
+            "window_48h_start": _iso(ev.as_of - WINDOW_48H),
+            "window_24h_start": _iso(ev.as_of - WINDOW_24H),
+            "window_end": _iso(ev.as_of),
+            "min_trades": ev.min_trades,
+            "crypto_count": int(v.value) if math.isfinite(v.value) else None,
+            "crypto_count_needed": int(v.threshold) if math.isfinite(v.threshold) else None,
+            "live_cryptos": ",".join(self.cryptos),
+            "focal_cryptos": ",".join(ev.focal_cryptos),
+        }
+        for c in self.cryptos:
+            out.update(_crypto_figures(c, ev.per_crypto[c], ev.versions.get(c)))
+            out[f"{c}_variant"] = ev.variants.get(c)
+            out[f"{c}_loss_function"] = ev.losses.get(c)
+        return out
+
+    def _row(self, crypto: str) -> str:
+        ev = self.evaluation
+        return (
+            f"{_evidence(crypto, ev.per_crypto[crypto])} [v{ev.versions.get(crypto)} "
+            f"{ev.variants.get(crypto)}, {ev.losses.get(crypto)}]"
+        )
+
+    def message(self) -> str:
+        """One line: the window and, per alarming champion, its evidence, version, variant
+        and loss; how many of them are focal (the P1's) and how many cross-entropy."""
+        ev, v = self.evaluation, self.verdict
+        end = f"{ev.as_of:%Y-%m-%dT%H:%M}Z"
+        alarming = self.alarming()
+        if not alarming:
+            return f"{v.level}: {v.reason} (48 h window to {end})"
+        n_focal = sum(ev.losses.get(c) == FOCAL for c in alarming)
+        split = f"{n_focal} focal, {len(alarming) - n_focal} other loss"
+        if v.level == "crit":
+            head = (
+                f"P2: net expectancy < 0 over the 48 h to {end} (trades exiting in "
+                f"({ev.as_of - WINDOW_48H:%Y-%m-%dT%H:%M}Z, {end}]) on {len(alarming)} live "
+                f"champions, whatever their loss ({split}): "
+            )
+        else:
+            head = (
+                f"net expectancy < 0 on {len(alarming)} live champions (48 h or 24 h windows "
+                f"to {end}; {split}): "
+            )
+        return head + "; ".join(self._row(c) for c in alarming)
+
+
+def evaluate_any_expectancy(
+    ev: ExpectancyEvaluation, *, min_cryptos: int = EXPECTANCY_ANY_MIN_CRYPTOS
+) -> ChampionsExpectancy:
+    """``expectancy_negative_any`` on the per-crypto verdicts of ``ev`` (every live
+    champion's, as :func:`evaluate_expectancy` judged them: same windows, trades of the live
+    champion only, stale journals ``stale``)."""
+    return ChampionsExpectancy(ev, expectancy_negative_any(ev.per_crypto, min_cryptos=min_cryptos))
 
 
 @dataclasses.dataclass(frozen=True)

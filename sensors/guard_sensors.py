@@ -7,7 +7,8 @@ Hygiene, common to all of them:
 * **Clock**: the ``guard_clock`` resource (wall clock; a fixed time in drills and tests).
 * **Cursor**: JSON holding timestamps (the last evaluated hour or day, recent P1 times,
   consecutive sharpness triggers). Dagster stores a cursor only when the tick succeeds, so a
-  failed tick does not advance it. ``expectancy_negative_focal`` catches up: a tick
+  failed tick does not advance it. ``expectancy_negative_focal`` (and
+  ``expectancy_negative_any``, its P2 over every live champion) catches up: a tick
   evaluates every hour after the cursor's ``evaluated_hour`` up to the current one, at most
   the last 2 (:data:`P1_MEMORY`), oldest first, so an hour skipped by a late tick (an
   accelerated drill clock, a busy daemon) is still judged and two P1s an hour apart still
@@ -16,7 +17,8 @@ Hygiene, common to all of them:
   ever, so a key without a bucket would fire once in the sensor's life.
 * **Cost**: bounded windows (<= 48 h of trades, <= 14 days of predictions per crypto), so a
   tick does not grow with the journal (``bench/bench_sensors.py``).
-* **Default status**: ``focal_training_crash``, ``guard_stale`` (no hour journaled for a
+* **Default status**: ``expectancy_negative_any`` (P2: >= 2 live champions losing, whatever
+  their loss), ``focal_training_crash``, ``guard_stale`` (no hour journaled for a
   crypto for more than 2 h), ``rollback_confirmation`` and ``alert_delivery`` (retries
   undelivered alerts) only send alerts and are ``RUNNING`` by default;
   ``expectancy_negative_focal`` (can flip the kill switch) and ``model_drift`` (launches
@@ -50,9 +52,11 @@ from resources.guard_clock import GuardClock
 from resources.model_registry import ModelRegistry
 from resources.rollbacks import RollbackLog
 from sensors.evaluation import (
+    ChampionsExpectancy,
     DriftEvaluation,
     ExpectancyEvaluation,
     JournalEnd,
+    evaluate_any_expectancy,
     evaluate_drift,
     evaluate_expectancy,
     evaluate_sparse_expectancy,
@@ -300,6 +304,68 @@ def sparse_expectancy_requests(model_registry: ModelRegistry, hour: datetime) ->
             )
         )
     return requests
+
+
+# ------------------------------------------------------------------- P2 every live champion
+@sensor(
+    name="expectancy_negative_any",
+    jobs=[alert_job],
+    minimum_interval_seconds=300,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="P2: net expectancy < 0 over 48 h on >= 2 live champions whatever their loss "
+    "(the P1's per-crypto test: one-sided t, >= 10 trades in 48 h; stale journals stale); "
+    "warn at 24 h. Watches the baseline after a rollback; never a rollback (its runbook: "
+    "halt). Each tick judges every hour since the last one evaluated (at most the last 2).",
+)
+def expectancy_negative_any(
+    context: SensorEvaluationContext, guard_clock: GuardClock, model_registry: ModelRegistry
+):
+    """Each tick evaluates the hour buckets after the cursor's ``evaluated_hour`` up to the
+    current one (at most the last 2, oldest first: :func:`hours_to_evaluate`, as the P1), with
+    :func:`sensors.evaluation.evaluate_any_expectancy`. An alarming hour requests one
+    ``alert_job`` run per severity, set of losing cryptos and day (run key
+    ``alert:expectancy_negative_any:<P2|warn>:<CRYPTO+CRYPTO>:<YYYY-MM-DD>``). Only alerts:
+    RUNNING by default, so "halt if the cross-entropy cryptos lose too" has a signal even
+    while the P1 sensor (which can flip the kill switch) is off."""
+    now = guard_clock.now()
+    cursor = _cursor(context)
+    hours = hours_to_evaluate(cursor.get("evaluated_hour"), _bucket(now, "h"))
+    if not hours:
+        return SkipReason(f"hour {_bucket(now, 'h').isoformat()} already evaluated")
+    requests: list[RunRequest] = []
+    lines: list[str] = []
+    for hour in hours:
+        ev = evaluate_any_expectancy(evaluate_expectancy(model_registry, SETTINGS.universe, hour))
+        if ev.verdict.alarm:
+            req = _any_alert_request(ev, hour)
+            if req.run_key not in {r.run_key for r in requests}:  # caught-up hours, one day
+                requests.append(req)
+        lines.append(f"{hour.isoformat()}: {ev.verdict.level}: {ev.verdict.reason}")
+        context.log.info(lines[-1])
+    new_cursor = json.dumps({"evaluated_hour": hours[-1].isoformat()})
+    if not requests:
+        return SensorResult(skip_reason=SkipReason(" | ".join(lines)), cursor=new_cursor)
+    return SensorResult(run_requests=requests, cursor=new_cursor)
+
+
+def _any_alert_request(ev: ChampionsExpectancy, hour: datetime) -> RunRequest:
+    """The P2 (``crit``) or ``warn`` alert of ``expectancy_negative_any`` for ``hour``: one
+    page per severity, set of losing cryptos and UTC day (run key and incident hold the set
+    and the day): a loss that persists pages again the next day, or when another champion
+    joins it, not every hour (the crash drill: 5 pages after the rollback instead of 117)."""
+    name = "expectancy_negative_any"
+    severity = "P2" if ev.verdict.level == "crit" else "warn"
+    cryptos = ev.alarming()
+    day = _bucket(hour, "D")
+    inc = incident_id(name, cryptos, day)
+    return RunRequest(
+        run_key=_key("alert", name, severity, "+".join(sorted(cryptos)), f"{day:%Y-%m-%d}"),
+        job_name=alert_job.name,
+        run_config=alert_run_config(
+            name, severity, cryptos, ev.figures(), inc, ev.message(), hour
+        ),  # fmt: skip
+        tags={"cvn/alert": name, "cvn/severity": severity},
+    )
 
 
 # ---------------------------------------------------------------------------- P2 training crash
@@ -715,6 +781,7 @@ def revert_to_baseline_request(
 #: the sensors that need nothing from the asset definitions (``model_drift`` is built there)
 GUARD_SENSORS = [
     expectancy_negative_focal,
+    expectancy_negative_any,
     focal_training_crash,
     guard_stale,
     rollback_confirmation,

@@ -57,6 +57,12 @@ from cvn_assets.guard.champion import (
     effective_variant,
     rollback_plan,
 )
+from cvn_assets.guard.thresholds import (
+    BUY_PROBA_DRIFT,
+    CHECK_ASSET,
+    NET_EXPECTANCY,
+    TRAINING_FAILURES,
+)
 from cvn_assets.guard.training import (
     calibration_share,
     dataset_through,
@@ -80,6 +86,7 @@ from resources.sweep_settings import SweepSettings
 RUNBOOKS = {
     "expectancy_negative_focal": "runbooks/runbook_focal_loss_negative_expectancy.md",
     "expectancy_negative_sparse": "runbooks/runbook_focal_loss_negative_expectancy.md",
+    "expectancy_negative_any": "runbooks/runbook_negative_expectancy_all.md",
     "focal_training_crash": "runbooks/runbook_focal_training_crash.md",
     "guard_stale": "runbooks/runbook_guard_stale.md",
     "guard_flags_unreadable": "runbooks/runbook_guard_flags_unreadable.md",
@@ -88,6 +95,16 @@ RUNBOOKS = {
     "output_sharpness": "runbooks/runbook_output_sharpness_drift.md",
     "rollback": "runbooks/runbook_focal_loss_negative_expectancy.md",
     "rollback_unconfirmed": "runbooks/runbook_focal_loss_negative_expectancy.md",
+}
+
+#: alert name -> the ``monitoring_metrics`` asset check that shows its metric per crypto-day
+#: (spec 6.1's thresholds; named in the ``alert_job`` run's metadata)
+ALERT_CHECKS = {
+    "expectancy_negative_focal": NET_EXPECTANCY,
+    "expectancy_negative_sparse": NET_EXPECTANCY,
+    "expectancy_negative_any": NET_EXPECTANCY,
+    "focal_training_crash": TRAINING_FAILURES,
+    "output_sharpness": BUY_PROBA_DRIFT,
 }
 
 
@@ -131,11 +148,21 @@ def send_alert(
     )
     out = alert_sink.send(alert, now=guard_clock.now(), dagster_run_id=context.run.run_id)
     _report_delivery(context, out)
+    check = ALERT_CHECKS.get(alert.name)
+    link = (
+        {
+            "asset_check": f"{CHECK_ASSET}:{check}",
+            "asset_check_ui": f"Assets -> {CHECK_ASSET} -> Checks -> {check}",
+        }
+        if check
+        else {}
+    )
     context.add_output_metadata(
         {
             "recorded_now": out.recorded_now,
             "incident_id": alert.incident_id,
             "runbook": alert.runbook,
+            **link,
             **out.metadata(),
         }
     )
@@ -607,16 +634,40 @@ class PromoteCandidateConfig(Config):
 
 @op
 def promote_candidate(
-    context: OpExecutionContext, config: PromoteCandidateConfig, model_registry: ModelRegistry
+    context: OpExecutionContext,
+    config: PromoteCandidateConfig,
+    model_registry: ModelRegistry,
+    config_store: ConfigStore,
 ) -> None:
-    """Promote the ``candidate`` of a crypto to champion (the champion becomes previous)."""
+    """Promote the ``candidate`` of a crypto to champion (the champion becomes previous).
+    Refused (:class:`Failure`, before any change) while the kill switch ``CVN_LOSS_FUNCTION``
+    is ``binary:logistic`` and the candidate was trained with the focal loss: promoting it
+    would put focal back live behind the kill switch's back."""
     _who(config, "promote_candidate_job")
+    _check_kill_switch(config.crypto, model_registry, config_store)
     out = model_registry.promote_candidate(
         config.crypto, actor=config.actor, reason=config.reason,
         incident_id=config.incident_id or None, run_id=context.run.run_id,
     )  # fmt: skip
     context.log.info(f"{config.crypto}: candidate promoted: {out}")
     context.add_output_metadata({"aliases": MetadataValue.json(out)})
+
+
+def _check_kill_switch(crypto: str, registry: ModelRegistry, store: ConfigStore) -> None:
+    """:class:`Failure` naming the flag, its value and the candidate's loss when the candidate
+    of ``crypto`` is focal-trained while ``CVN_LOSS_FUNCTION`` is ``binary:logistic``."""
+    candidate = registry.alias(crypto, "candidate")
+    if candidate is None or candidate["loss_function"] == CROSS_ENTROPY:
+        return  # no candidate: promote_candidate says so; a cross-entropy one is allowed
+    flag, version = store.get(LOSS_FLAG)
+    if flag == CROSS_ENTROPY:
+        raise Failure(
+            description=f"promote_candidate_job: refused: {LOSS_FLAG}={flag!r} (kill switch, "
+            f"version {version}) but the candidate of {crypto} (version {candidate['id']}, "
+            f"variant {candidate['variant']!r}) was trained with loss "
+            f"{candidate['loss_function']!r}; retrain it (shadow_retrain_job trains with "
+            f"{flag} now) or set {LOSS_FLAG} back first (audited)"
+        )
 
 
 @job(tags={"cvn/guard": "promote_candidate"}, description="Promote a shadow candidate.")

@@ -33,6 +33,9 @@ of each crypto x day from the journal, the run records tagged ``cvn/loss_functio
 live champion's reference statistics (the PSI's training deciles), writes them to the
 ``monitoring_metrics`` table, as asset metadata (plotted over the partitions by the UI), and
 as ``$DAGSTER_HOME/metrics/<crypto>.prom`` (Prometheus text format; the latest day written).
+Its four asset checks (:mod:`cvn_assets.assets.monitoring_checks`) judge spec 6.1's warn / crit
+thresholds on the crypto-days of the run: one result per check and run, naming the worst
+crypto-day and listing every crossing.
 """
 
 from dataclasses import asdict
@@ -49,6 +52,7 @@ from dagster import (
     Config,
     DagsterRunStatus,
     Failure,
+    MaterializeResult,
     MetadataValue,
     RunsFilter,
     asset,
@@ -61,6 +65,7 @@ from cvn_assets.ablation.identity import SweepIdentity, digest, module_digest
 from cvn_assets.ablation.metrics import MIN_TRADE_SHARE
 from cvn_assets.ablation.variants import Variant
 from cvn_assets.assets._util import identity_metadata, instance_home, prepare_sweep
+from cvn_assets.assets.monitoring_checks import MonitoringJudge, monitoring_check_specs
 from cvn_assets.assets.paper_trades import (  # noqa: F401 (re-exported: the guard's assets)
     LABEL_BACKFILL,
     LABEL_LOOKAHEAD,
@@ -501,17 +506,19 @@ def _run_records(context: AssetExecutionContext, end: pd.Timestamp) -> list[tupl
     # follows a paper_trades partition materialized without it (a UI backfill of paper_trades
     # alone), any day, not only the latest (sensors/automation.py evaluates it)
     automation_condition=MONITORING_AUTOMATION,
+    check_specs=monitoring_check_specs(),
     description="The five monitoring metrics per crypto x day (training failures per loss, "
     "focal_loss_active, buy_proba quantiles and PSI, net expectancy 24/48 h, latency): "
     "monitoring_metrics table, asset metadata, $DAGSTER_HOME/metrics/<crypto>.prom. "
     "Materialized with paper_trades by paper_job and live_job; a paper_trades partition "
     "materialized alone (a UI backfill) is followed by this one (automation condition: "
-    "eager on every day, sensor monitoring_follows_paper).",
+    "eager on every day, sensor monitoring_follows_paper). Checks: spec 6.1's warn/crit "
+    "thresholds.",
 )
 def monitoring_metrics(
     context: AssetExecutionContext,
     model_registry: ModelRegistry,
-) -> None:
+) -> MaterializeResult:
     engine = model_registry.engine
     prom: dict[str, str] = {}
     live = context.run.tags.get(LIVE_TAG) == "true"
@@ -521,6 +528,7 @@ def monitoring_metrics(
     # day's metrics count those in its own windows): a catch-up of months costs no more
     # instance queries than one day
     records = _run_records(context, first_end)
+    judge = MonitoringJudge(records)  # spec 6.1's thresholds, one check result per run
     for crypto, days in by_crypto.items():
         row = None
         for day in days:
@@ -552,6 +560,7 @@ def monitoring_metrics(
                 psi_edges=edges if edges else None,
             )
             replace_monitoring_row(engine, row)
+            judge.add(crypto, day, row, trades)
             context.add_asset_metadata(
                 {k: v for k, v in row.items() if k not in ("crypto", "day") and v is not None},
                 partition_key=f"{crypto}|{day:%Y-%m-%d}",
@@ -559,6 +568,7 @@ def monitoring_metrics(
         if row is not None:
             prom[crypto] = str(write_prom_file(metrics_dir(_home(context)), crypto, row))
     context.log.info(f"monitoring_metrics: .prom files {prom}")
+    return MaterializeResult(check_results=judge.results())
 
 
 def _home(context: AssetExecutionContext) -> str | None:

@@ -69,6 +69,25 @@ Measured false-alarm rates (zero true mean, iid trades; ``tests/unit/test_drift.
   and :func:`auto_kill_switch` adds little protection against it; lower ``alpha`` if pages
   are too frequent.
 
+1b. Every live champion (``expectancy_negative_any``, P2; issue 21)
+-----------------------------------------------------------------
+The P1 watches focal champions only (spec 6.2), so after a rollback to the baseline nothing
+judged the champions that trade. :func:`expectancy_negative_any` combines the same
+per-crypto :func:`expectancy_alert` verdicts (same 48 h / 24 h windows, >= 10 trades,
+one-sided t-test at alpha 0.05, same stale handling) over **every** live champion whatever
+its loss: **crit** (the P2) when >= :data:`EXPECTANCY_ANY_MIN_CRYPTOS` (**2**) champions are
+crit, warn when >= 2 are warn-or-crit. It never requests a rollback: rolling back to the
+baseline does not help when the baseline loses (its runbook's answer is the system-wide
+halt, an operator's decision).
+
+Why 2 and not 1: the same breadth as the P1 gives the same per-evaluation false-alarm rate
+(**2.26 %** for 5 independent cryptos under zero mean, binomial as above), where 1 of 5
+would page on **22.6 %** of hourly evaluations (``1 - 0.95^5``); and the decision it serves,
+halting all trading (spec 6.4's system-wide kill switch), is about the edge being gone across
+the book ("halt if the cross-entropy cryptos lose too"), not one crypto. One crypto losing
+alone is shown by the ``net_expectancy`` asset check of ``monitoring_metrics`` (WARN / ERROR
+per crypto-day), not paged.
+
 2. Data drift (spec 6.3)
 ------------------------
 :func:`data_drift`: per top-5 feature (by gain), the PSI of the 7-day window against the
@@ -191,6 +210,7 @@ __all__ = [
     "CONCEPT_MIN_ROWS",
     "DATA_DRIFT_MIN_ROWS",
     "EXPECTANCY_ALPHA",
+    "EXPECTANCY_ANY_MIN_CRYPTOS",
     "EXPECTANCY_MIN_TRADES",
     "SHARPNESS_MIN_ROWS",
     "STALE_AFTER",
@@ -203,6 +223,7 @@ __all__ = [
     "data_drift",
     "expectancy_alert",
     "expectancy_last_trades",
+    "expectancy_negative_any",
     "expectancy_negative_focal",
     "false_alarm_rate",
     "journal_lag",
@@ -219,6 +240,8 @@ _RANK: dict[str, int] = {"stale": -2, "insufficient": -1, "ok": 0, "warn": 1, "c
 
 EXPECTANCY_MIN_TRADES = 10
 EXPECTANCY_ALPHA = 0.05
+#: ``expectancy_negative_any`` (P2) pages from this many significantly negative champions
+EXPECTANCY_ANY_MIN_CRYPTOS = 2
 DATA_DRIFT_MIN_ROWS = 100
 CONCEPT_MIN_ROWS = 168
 CONCEPT_MIN_POSITIVES = 30
@@ -410,6 +433,64 @@ def expectancy_last_trades(
     )
 
 
+def _count_levels(
+    per_crypto_verdicts: Mapping[str, Verdict],
+) -> tuple[dict[str, list[str]], int]:
+    """``(cryptos per level, number evaluable)`` of per-crypto expectancy verdicts (evaluable:
+    neither ``insufficient`` nor ``stale``); raises ``ValueError`` on a non-Verdict."""
+    by_level: dict[str, list[str]] = {lv: [] for lv in _RANK}
+    for crypto, v in per_crypto_verdicts.items():
+        if not isinstance(v, Verdict):
+            raise ValueError(f"per_crypto_verdicts[{crypto!r}] must be a Verdict, got {v!r}")
+        by_level[v.level].append(crypto)
+    details = {lv: sorted(c) for lv, c in by_level.items()}
+    n_eval = len(per_crypto_verdicts) - len(by_level["insufficient"]) - len(by_level["stale"])
+    return details, n_eval
+
+
+def _combine_expectancy(
+    per_crypto_verdicts: Mapping[str, Verdict],
+    k: int,
+    *,
+    crit_reason: str,
+    warn_reason: str,
+    stale_what: str,
+) -> Verdict:
+    """Crit when >= ``k`` cryptos crit, warn when >= ``k`` warn-or-crit, stale when any is
+    stale, insufficient when fewer than ``k`` evaluable, else ok (shared by the P1 and
+    ``expectancy_negative_any``). ``crit_reason`` / ``warn_reason`` are formatted with
+    ``n`` (the count) and ``cryptos`` (the crit list); ``stale_what`` names the cryptos."""
+    details, n_eval = _count_levels(per_crypto_verdicts)
+    n_crit = len(details["crit"])
+    n_neg = n_crit + len(details["warn"])
+    if n_crit >= k:
+        why = crit_reason.format(n=n_crit, cryptos=details["crit"])
+        return Verdict("crit", float(n_crit), float(k), n_eval, why, details)
+    if n_neg >= k:
+        return Verdict("warn", float(n_neg), float(k), n_eval, warn_reason.format(n=n_neg), details)
+    if details["stale"]:
+        stale = details["stale"]
+        return Verdict(
+            "stale",
+            float(n_crit),
+            float(k),
+            n_eval,
+            f"journal stale on {len(stale)} {stale_what}, their 48 h window is not complete: "
+            + "; ".join(f"{c}: {per_crypto_verdicts[c].reason}" for c in stale),
+            details,
+        )
+    if n_eval < k:
+        return Verdict(
+            "insufficient",
+            float(n_crit),
+            float(k),
+            n_eval,
+            f"only {n_eval} cryptos with enough trades (< {k}): the rule cannot fire",
+            details,
+        )
+    return Verdict("ok", float(n_crit), float(k), n_eval, f"{n_crit} cryptos crit < {k}", details)
+
+
 def expectancy_negative_focal(
     per_crypto_verdicts: Mapping[str, Verdict],
     focal_active: bool,
@@ -427,57 +508,45 @@ def expectancy_negative_focal(
     k = _count("min_cryptos", min_cryptos, minimum=1)
     if not isinstance(focal_active, bool | np.bool_):
         raise ValueError(f"focal_active must be a bool, got {focal_active!r}")
-    by_level: dict[str, list[str]] = {lv: [] for lv in _RANK}
-    for crypto, v in per_crypto_verdicts.items():
-        if not isinstance(v, Verdict):
-            raise ValueError(f"per_crypto_verdicts[{crypto!r}] must be a Verdict, got {v!r}")
-        by_level[v.level].append(crypto)
-    details = {lv: sorted(c) for lv, c in by_level.items()}
-    n_eval = len(per_crypto_verdicts) - len(by_level["insufficient"]) - len(by_level["stale"])
-    n_crit = len(by_level["crit"])
-    n_neg = n_crit + len(by_level["warn"])
     if not focal_active:
-        return Verdict("ok", float(n_crit), float(k), n_eval, "focal not active", details)
-    if n_crit >= k:
-        return Verdict(
-            "crit",
-            float(n_crit),
-            float(k),
-            n_eval,
-            f"P1: net expectancy < 0 over 48 h on {n_crit} cryptos {details['crit']} "
-            f"while focal is active",
-            details,
-        )
-    if n_neg >= k:
-        return Verdict(
-            "warn",
-            float(n_neg),
-            float(k),
-            n_eval,
-            f"net expectancy < 0 on {n_neg} cryptos (24 h or 48 h) while focal is active",
-            details,
-        )
-    if by_level["stale"]:
-        stale = sorted(by_level["stale"])
-        return Verdict(
-            "stale",
-            float(n_crit),
-            float(k),
-            n_eval,
-            f"journal stale on {len(stale)} focal cryptos, their 48 h window is not complete: "
-            + "; ".join(f"{c}: {per_crypto_verdicts[c].reason}" for c in stale),
-            details,
-        )
-    if n_eval < k:
-        return Verdict(
-            "insufficient",
-            float(n_crit),
-            float(k),
-            n_eval,
-            f"only {n_eval} cryptos with enough trades (< {k}): the rule cannot fire",
-            details,
-        )
-    return Verdict("ok", float(n_crit), float(k), n_eval, f"{n_crit} cryptos crit < {k}", details)
+        details, n_eval = _count_levels(per_crypto_verdicts)
+        n_crit = float(len(details["crit"]))
+        return Verdict("ok", n_crit, float(k), n_eval, "focal not active", details)
+    return _combine_expectancy(
+        per_crypto_verdicts,
+        k,
+        crit_reason="P1: net expectancy < 0 over 48 h on {n} cryptos {cryptos} "
+        "while focal is active",
+        warn_reason="net expectancy < 0 on {n} cryptos (24 h or 48 h) while focal is active",
+        stale_what="focal cryptos",
+    )
+
+
+def expectancy_negative_any(
+    per_crypto_verdicts: Mapping[str, Verdict],
+    *,
+    min_cryptos: int = EXPECTANCY_ANY_MIN_CRYPTOS,
+) -> Verdict:
+    """``expectancy_negative_any`` (P2, section 1b): the P1's combination over **every** live
+    champion, whatever its loss (no "focal active" condition).
+
+    ``per_crypto_verdicts``: crypto -> :func:`expectancy_alert` verdict of its live champion
+    (every crypto that has one). Crit when >= ``min_cryptos`` (default 2) are crit; warn when
+    >= ``min_cryptos`` are warn-or-crit; then stale, insufficient, ok as the P1. No live
+    champion at all: ``ok`` ("no live champion"). ``value``, ``threshold``, ``n`` and
+    ``details`` as :func:`expectancy_negative_focal`. Never a rollback (the caller's rule).
+    """
+    k = _count("min_cryptos", min_cryptos, minimum=1)
+    if not per_crypto_verdicts:
+        return Verdict("ok", 0.0, float(k), 0, "no live champion", _count_levels({})[0])
+    return _combine_expectancy(
+        per_crypto_verdicts,
+        k,
+        crit_reason="P2: net expectancy < 0 over 48 h on {n} live champions {cryptos}, "
+        "whatever their loss",
+        warn_reason="net expectancy < 0 on {n} live champions (24 h or 48 h), whatever their loss",
+        stale_what="cryptos",
+    )
 
 
 def auto_kill_switch(

@@ -22,6 +22,7 @@ from cvn_assets.guard.drift import (
     concept_drift,
     data_drift,
     expectancy_alert,
+    expectancy_negative_any,
     expectancy_negative_focal,
     false_alarm_rate,
     journal_lag,
@@ -443,3 +444,27 @@ def test_expectancy_rule_reports_stale_never_as_an_alarm() -> None:
 def test_sharpness_state_leaves_the_count_unchanged_on_stale() -> None:
     stale = Verdict("stale", 0.9, 0.7, 48, "journal stale")
     assert SharpnessState(1).update(stale) == SharpnessState(1)
+
+
+def test_expectancy_any_combines_every_champion_whatever_its_loss() -> None:
+    """The P2 is the P1's combination without the focal condition (issue 21, item 4): >= 2
+    crit -> crit, >= 2 warn-or-crit -> warn, then stale, insufficient, ok."""
+    crit, warn, ok = _v("crit"), _v("warn"), _v("ok")
+    v = expectancy_negative_any({"BTC": crit, "ETH": crit, "SOL": ok})
+    assert (v.level, v.value, v.threshold, v.n) == ("crit", 2.0, 2.0, 3)
+    assert v.reason.startswith("P2: net expectancy < 0 over 48 h on 2 live champions")
+    assert v.details["crit"] == ["BTC", "ETH"]
+    # the same verdicts: the P1 off (no focal champion) says ok, the P2 does not
+    assert expectancy_negative_focal({"BTC": crit, "ETH": crit}, False).reason == "focal not active"
+    assert expectancy_negative_any({"BTC": crit, "ETH": warn}).level == "warn"
+    assert expectancy_negative_any({"BTC": crit, "ETH": ok}).level == "ok"  # one alone: no page
+    assert expectancy_negative_any({"BTC": crit}, min_cryptos=1).level == "crit"
+    stale = Verdict("stale", 0.0, 0.0, 20, "journal stops at the hour 2026-03-01T08:00Z")
+    v = expectancy_negative_any({"BTC": ok, "ETH": ok, "SOL": stale})
+    assert v.level == "stale" and "journal stale on 1 cryptos" in v.reason
+    assert expectancy_negative_any({"BTC": ok, "ETH": _v("insufficient")}).level == "insufficient"
+    assert expectancy_negative_any({}).reason == "no live champion"
+    with pytest.raises(ValueError, match="min_cryptos must be an integer >= 1, got 0"):
+        expectancy_negative_any({"BTC": crit}, min_cryptos=0)
+    with pytest.raises(ValueError, match=r"per_crypto_verdicts\['BTC'\] must be a Verdict"):
+        expectancy_negative_any({"BTC": "crit"})  # type: ignore[dict-item]
