@@ -493,6 +493,12 @@ def _who_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--incident-id", default="", help="the incident id of the alert (audited)")
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m cvn_assets.ops", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="JSON instead of text tables")
@@ -502,13 +508,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", default="", help="ISO time with offset: alerts at or after it")
     p.add_argument("--state", nargs="+", choices=DELIVERY_STATES, help="delivery states")
     p.add_argument("--name", default="", help="one rule's alerts")
-    p.add_argument("--limit", type=int, default=20, help="the last N (default 20)")
+    p.add_argument("--limit", type=_positive, default=20, help="the last N (default 20)")
     p = sub.add_parser("audit", help="the kill-switch audit (config_audit)")
     p.add_argument("--flag", default=None, help="CVN_LOSS_FUNCTION or trading_halted")
-    p.add_argument("--limit", type=int, default=20, help="the last N (default 20)")
+    p.add_argument("--limit", type=_positive, default=20, help="the last N (default 20)")
     p = sub.add_parser("models", help="champion / previous / candidate per crypto")
     p.add_argument("--crypto", default="")
-    p.add_argument("--history", type=int, default=0, help="also the last N alias changes")
+    p.add_argument("--history", type=_positive, default=0, help="also the last N alias changes")
     p = sub.add_parser("evaluate", help="the expectancy P1 rule at an hour (read-only)")
     p.add_argument("--as-of", default="", help="ISO time with offset (default: the clock)")
     p.add_argument("--champions-at", default="", help="judge the champions live then")
@@ -523,17 +529,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="rollback_job (manual)")
     _who_options(p)
     p.add_argument("--cryptos", nargs="+", default=[], help="default: every focal champion")
-    for name in ("halt", "resume"):
-        p = sub.add_parser(name, help=f"{name}_trading_job")
+    for p in (
+        sub.add_parser("halt", help="halt_trading_job: no new position from --effective-at"),
+        sub.add_parser("resume", help="resume_trading_job: clear the halt"),
+    ):
         _who_options(p)
         p.add_argument("--effective-at", default="", help="ISO time with offset (default now)")
     p = sub.add_parser("confirm", help="confirm_rollback_job")
     _who_options(p)
-    for name in ("promote", "retrain"):
-        p = sub.add_parser(name, help=f"{name} the candidate of a crypto")
+    for p in (
+        sub.add_parser("promote", help="promote_candidate_job: the candidate becomes champion"),
+        sub.add_parser("retrain", help="shadow_retrain_job: a new candidate (never promoted)"),
+    ):
         p.add_argument("--crypto", required=True)
         _who_options(p)
-        if name == "retrain":
+        if p.prog.endswith("retrain"):
             p.add_argument("--through", default="", help="ISO end of the history (default now)")
     p = sub.add_parser("deliver", help="alert_delivery_job")
     p.add_argument("alerts", nargs="*", help="'<name>:<incident_id>' (default: every due one)")
