@@ -46,7 +46,6 @@ from typing import Any, NoReturn
 
 from cvn_assets.settings import SettingsError
 
-HOURS_STALE = 2  # cvn_assets.guard.drift.STALE_AFTER, in closed candles behind
 _INCIDENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")  # resources.alerts' rule
 DELIVERY_STATES = ("none", "pending", "delivered", "failed")
 
@@ -135,8 +134,8 @@ def _jsonable(obj: Any) -> Any:
 def status_view() -> dict[str, Any]:
     """What ``status`` shows: ``{"now", "dagster_home", "results", "flags", "cryptos",
     "rollbacks_open", "alerts_undelivered"}`` (the rows of :mod:`cvn_assets.guard.state`, each
-    crypto with ``stale``: more than 2 closed hours behind; rollbacks ``pending`` / ``held``;
-    alerts ``pending`` / ``failed``)."""
+    crypto with ``stale``: its journal ends more than 2 h before now, the ``guard_stale``
+    rule; rollbacks ``pending`` / ``held``; alerts ``pending`` / ``failed``)."""
     from cvn_assets.assets.guard_state import FLAGS, read_flags, read_rows
     from resources.alerts import AlertSink
     from resources.config_store import ConfigStore
@@ -144,14 +143,15 @@ def status_view() -> dict[str, Any]:
     from resources.home_source import home_dir
     from resources.model_registry import ModelRegistry
     from resources.rollbacks import RollbackLog
+    from sensors.evaluation import journal_ends
 
     now = GuardClock().now()
     store, registry = ConfigStore(), ModelRegistry()
     flags = read_flags(store)
     rows = read_rows(registry, _universe(), now)
-    for r in rows:
-        behind = r["hours_behind"]
-        r["stale"] = r["champion"] is not None and behind is not None and behind > HOURS_STALE
+    ends = journal_ends(registry, [r["crypto"] for r in rows if r["champion"] is not None])
+    for r in rows:  # the guard_stale sensor's rule: the journal ends > 2 h before now
+        r["stale"] = r["crypto"] in ends and ends[r["crypto"]].stale(now)
     return {
         "now": now,
         "dagster_home": str(home_dir()),

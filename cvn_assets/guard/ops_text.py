@@ -165,7 +165,7 @@ def status_text(view: Mapping[str, Any]) -> str:
             _flag_rows(view["flags"]),
         ),
         "",
-        "CHAMPIONS (hours behind: closed hourly candles not yet journaled; STALE: > 2 h)",
+        "CHAMPIONS (behind: closed candles not yet journaled; STALE: journal ends > 2 h ago)",
         table(
             [
                 "crypto",
