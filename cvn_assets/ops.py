@@ -11,6 +11,8 @@
 - ``alerts [--since ISO] [--state S ...] [--name RULE] [--limit N]``: the recorded alerts;
 - ``audit [--flag NAME] [--limit N]``: the kill-switch audit (``config_audit``);
 - ``models [--crypto C] [--history N]``: champion / previous / candidate, the alias history;
+- ``trades --crypto C [--end ISO] [--hours 48]``: the trades exiting in the window, their mean;
+- ``events [--crypto C]``: the live loop's events (``live_events``: e.g. flags unreadable);
 - ``evaluate [--as-of ISO] [--champions-at ISO | --before-rollback [INCIDENT]]``: the
   expectancy P1 rule as the sensor evaluates it at the hour of ``--as-of``; after a rollback
   the champions live at that hour are the rolled-back ones ("focal not active"), so
@@ -214,6 +216,46 @@ def _cmd_models(args: argparse.Namespace) -> int:
         history = sorted(history, key=lambda h: (h["valid_from"], h["id"]))[-args.history :]
     view = {"models": models, "history": history}
     _emit(args, view, lambda v: models_text(v["models"], v["history"]))
+    return 0
+
+
+def _frame_rows(frame: Any) -> list[dict[str, Any]]:
+    return [
+        {k: (None if v != v else v) for k, v in row.items()}  # NaN / NaT -> None
+        for row in frame.to_dict("records")
+    ]
+
+
+def _cmd_trades(args: argparse.Namespace) -> int:
+    from cvn_assets.guard.ops_text import trades_text
+    from resources.guard_clock import GuardClock
+    from resources.journal import read_trades
+    from resources.model_registry import ModelRegistry
+
+    crypto = _crypto(args.crypto, _universe())
+    end = _time("--end", args.end) if args.end else GuardClock().now()
+    start = end - timedelta(hours=args.hours)
+    frame = read_trades(ModelRegistry().engine, crypto, start, end)
+    view = {
+        "crypto": crypto,
+        "start": start,
+        "end": end,
+        "n": len(frame),
+        "mean_net": None if frame.empty else float(frame["net_return"].mean()),
+        "trades": _frame_rows(frame),
+    }
+    _emit(args, view, trades_text)
+    return 0
+
+
+def _cmd_events(args: argparse.Namespace) -> int:
+    from cvn_assets.guard.ops_text import events_text
+    from resources.live_state import read_events
+    from resources.model_registry import ModelRegistry
+
+    crypto = _crypto(args.crypto, _universe()) if args.crypto else None
+    rows = _frame_rows(read_events(ModelRegistry().engine, crypto))[-args.limit :]
+    _emit(args, rows, events_text)
     return 0
 
 
@@ -515,6 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="champion / previous / candidate per crypto")
     p.add_argument("--crypto", default="")
     p.add_argument("--history", type=_positive, default=0, help="also the last N alias changes")
+    p = sub.add_parser("trades", help="one crypto's trades exiting in a window")
+    p.add_argument("--crypto", required=True)
+    p.add_argument("--end", default="", help="ISO time with offset (default: the clock)")
+    p.add_argument("--hours", type=_positive, default=48, help="window length (default 48)")
+    p = sub.add_parser("events", help="what the live loop journaled beside the hours")
+    p.add_argument("--crypto", default="")
+    p.add_argument("--limit", type=_positive, default=20, help="the last N (default 20)")
     p = sub.add_parser("evaluate", help="the expectancy P1 rule at an hour (read-only)")
     p.add_argument("--as-of", default="", help="ISO time with offset (default: the clock)")
     p.add_argument("--champions-at", default="", help="judge the champions live then")
@@ -558,6 +607,8 @@ _READS = {
     "alerts": _cmd_alerts,
     "audit": _cmd_audit,
     "models": _cmd_models,
+    "trades": _cmd_trades,
+    "events": _cmd_events,
     "evaluate": _cmd_evaluate,
 }
 

@@ -28,10 +28,12 @@ __all__ = [
     "audit_text",
     "deadline_text",
     "evaluation_text",
+    "events_text",
     "models_text",
     "status_text",
     "table",
     "text_time",
+    "trades_text",
 ]
 
 
@@ -292,3 +294,38 @@ def evaluation_text(ev: Mapping[str, Any]) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def trades_text(view: Mapping[str, Any]) -> str:
+    """``ops trades``: the window, the trades (entry, exit, barrier, net, model), the mean."""
+    mean = view["mean_net"]
+    head = (
+        f"{view['crypto']}: {view['n']} trades exiting in [{text_time(view['start'])}, "
+        f"{text_time(view['end'])}], mean net {NONE if mean is None else f'{mean:+.5f}'}"
+    )
+    rows = [
+        [
+            text_time(t["entry_time"]),
+            text_time(t["exit_time"]),
+            t["barrier"],
+            f"{t['net_return']:+.5f}",
+            f"v{t['model_version']}",
+            t["loss_function"],
+        ]
+        for t in view["trades"]
+    ]
+    return head + "\n" + table(["entry", "exit", "barrier", "net", "model", "loss"], rows)
+
+
+def events_text(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``ops events``: the live loop's events, oldest first."""
+    keys = ("at", "crypto", "kind", "first_hour", "last_hour", "message")
+    return table(
+        list(keys),
+        [
+            [text_time(r.get(k)) if k in ("at", "first_hour", "last_hour") else r.get(k, "")
+             for k in keys]
+            for r in rows
+        ],
+        width=72,
+    )  # fmt: skip

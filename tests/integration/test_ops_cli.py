@@ -149,6 +149,19 @@ def test_reads_alerts_audit_models(shared, capsys):
         home["ids"]["BTCUSDC"]["baseline"], home["ids"]["BTCUSDC"]["focal"],
     )  # fmt: skip
     assert len(view["history"]) == 3
+    # trades: the hand-made losing trades of the focal champion, mean = numpy's
+    end = home["hour"].isoformat()
+    rc, out, _ = _ops(capsys, "trades", "--crypto", "ETHUSDC", "--end", end, "--json")
+    view = json.loads(out)
+    assert rc == 0 and view["n"] == 12
+    assert view["mean_net"] == pytest.approx(np.mean(home["nets"]["ETHUSDC"]), abs=1e-12)
+    assert {t["model_version"] for t in view["trades"]} == {home["ids"]["ETHUSDC"]["focal"]}
+    rc, out, _ = _ops(capsys, "trades", "--crypto", "ETHUSDC", "--end", end, "--hours", "3")
+    assert rc == 0 and out.startswith("ETHUSDC: 2 trades exiting in [")  # 10:00, 12:00
+    rc, out, _ = _ops(capsys, "events", "--json")
+    (event,) = json.loads(out)
+    assert (event["crypto"], event["kind"]) == ("SOLUSDC", "flags_unreadable")
+    assert event["first_hour"] == (home["hour"] - timedelta(hours=12)).isoformat()
 
 
 def test_actions_run_the_jobs_and_are_audited(home, capsys):
@@ -247,6 +260,9 @@ BAD = [
      "--crypto: BNBUSDC has no champion to shadow"),
     (["deliver", "rollback:INC-nope"], "alert: 'rollback:INC-nope' is not a recorded"),
     (["audit", "--flag", "loss"], "--flag: 'loss' is not a flag"),
+    (["trades", "--crypto", "BTCUSDC", "--end", "yesterday"], "--end: 'yesterday' is not an ISO"),
+    (["trades", "--crypto", "BTCUSDC", "--hours", "0"], "argument --hours: '0' is not a whole"),
+    (["events", "--crypto", "DOGE"], "--crypto: 'DOGE' is not in the universe"),
     (["evaluate", "--as-of", "2999-01-01T00:00Z"], "--as-of: 2999-01-01T00:00:00+00:00 is in"),
     (["evaluate", "--before-rollback", "INC-none"], "--before-rollback: no rollback 'INC-none'"),
     (["alerts", "--state", "lost"], "argument --state: invalid choice: 'lost'"),

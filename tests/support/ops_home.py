@@ -12,7 +12,8 @@ At the fixed guard clock ``now`` (``H + 10 min``, ``H`` an hour two hours before
   second P1's hour): the loss flag is ``binary:logistic``, both focal champions rolled back to
   the baseline, the incident pending until ``H + 15 min``, its ``rollback`` alert recorded;
 * two more alerts: the P1 ``expectancy_negative_focal`` at ``H`` (delivery ``none``) and a
-  ``guard_stale`` P2 on ``SOLUSDC`` whose delivery ``failed`` (set by hand).
+  ``guard_stale`` P2 on ``SOLUSDC`` whose delivery ``failed`` (set by hand);
+* a ``flags_unreadable`` live event on ``SOLUSDC`` (hours ``H - 12 h .. H - 11 h``).
 
 :func:`build_home` returns the truth the tests compare the command's output with.
 """
@@ -31,6 +32,7 @@ from resources.alert_store import alerts_table
 from resources.alerts import Alert, AlertSink, incident_id
 from resources.instance_storage import default_instance_yaml
 from resources.journal import replace_days
+from resources.live_state import record_event_in
 from resources.model_registry import ModelRegistry
 from resources.results_store import ResultsStore
 from tests.support.journal_hours import journal_hours
@@ -131,6 +133,12 @@ def build_home(home: Path, instance: Any = None) -> dict[str, Any]:
         ids[crypto]["focal"] = focal
         nets[crypto] = _trades(reg.engine, crypto, focal, hour, seed=k)
         journal_hours(reg.url, crypto, focal, hour - timedelta(hours=6), hour - timedelta(hours=1))
+    with reg.engine.begin() as conn:  # the live loop could not read the flags for 2 hours
+        record_event_in(
+            conn, "SOLUSDC", hour - timedelta(hours=12), hour - timedelta(hours=11),
+            "flags_unreadable", "OperationalError: no such table: ftf_config",
+            now=hour - timedelta(hours=10), run_id=None,
+        )  # fmt: skip
     cand = _version(reg, "BTCUSDC", "baseline", hour - timedelta(days=1))
     reg.set_alias("BTCUSDC", "candidate", cand, actor="drill", reason="shadow", at=hour)
     ids["BTCUSDC"]["candidate"] = cand
