@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install sweep paper drill test lint dev bench clean-home
+.PHONY: install sweep paper drill ops test lint dev bench clean-home
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ paper: install
 SCENARIO ?= crash
 drill: install
 	$(PY) -m cvn_assets.drill --scenario $(SCENARIO) $(DRILL_ARGS)
+
+## The guard's operator command: OPS_ARGS="status" (default), "alerts", "halt --actor ... --reason ...";
+## see python -m cvn_assets.ops --help and README "Operator command".
+OPS_ARGS ?= status
+ops: install
+	$(PY) -m cvn_assets.ops $(OPS_ARGS)
 
 ## Lint + the full test suite (unit, integration, PostgreSQL, webserver).
 test: install

@@ -74,6 +74,7 @@ class Command:
     argv: list[str]
     heredoc: str | None = None  # body fed on stdin / written by cat
     line: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # ``VAR=value`` prefixes (unexpanded)
 
 
 def bash_blocks(text: str) -> list[str]:
@@ -82,7 +83,7 @@ def bash_blocks(text: str) -> list[str]:
 
 def commands(block: str) -> Iterator[Command]:
     """Logical command lines of a bash block: continuations joined, heredocs attached,
-    ``VAR=value`` prefixes dropped, pipelines and ``&&`` lists split."""
+    ``VAR=value`` prefixes moved to :attr:`Command.env`, pipelines and ``&&`` lists split."""
     lines = block.splitlines()
     i = 0
     while i < len(lines):
@@ -107,10 +108,12 @@ def commands(block: str) -> Iterator[Command]:
         part: list[str] = []
         for tok in [*tokens, "&&"]:
             if tok in ("|", "&&", "||", ";"):
+                env: dict[str, str] = {}
                 while part and re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", part[0]):
-                    part.pop(0)
+                    name, _, value = part.pop(0).partition("=")
+                    env[name] = value
                 if part:
-                    yield Command(part, heredoc if heredoc is not None else None, line.strip())
+                    yield Command(part, heredoc, line.strip(), env)
                     heredoc = None
                 part = []
             else:
@@ -433,11 +436,24 @@ def test_every_runbook_command_exists(path, checker):
     assert checker.checked > 0
 
 
+#: the guard jobs an operator runs, and the operator command's action that runs each
+OPS_ACTIONS = {
+    "rollback_job": "rollback", "confirm_rollback_job": "confirm",
+    "halt_trading_job": "halt", "resume_trading_job": "resume",
+    "shadow_retrain_job": "retrain", "promote_candidate_job": "promote",
+}  # fmt: skip
+
+
 def test_runbooks_cover_the_guard_jobs(defs):
+    from cvn_assets import ops
+
     text = "\n".join(p.read_text(encoding="utf-8") for p in _runbooks())
-    for job in ("rollback_job", "confirm_rollback_job", "halt_trading_job",
-                "resume_trading_job", "shadow_retrain_job", "promote_candidate_job"):  # fmt: skip
-        assert re.search(rf"-j {job}\b", text), f"no runbook shows how to run {job}"
+    for job, action in OPS_ACTIONS.items():
+        shown = re.search(rf"-j {job}\b", text) or re.search(
+            rf"-m cvn_assets\.ops (--json )?{action}\b", text
+        )
+        assert shown, f"no runbook shows how to run {job}"
+        assert f"``{action}" in (ops.__doc__ or "") and job in (ops.__doc__ or ""), action
 
 
 SYNTHETIC = """
