@@ -444,19 +444,11 @@ _PLANS = {
 
 
 def innermost_cause(result: Any) -> str:
-    """The innermost error of the run's first failed step, in one line (``Type: message``)."""
-    for event in result.all_events:
-        if event.event_type_value != "STEP_FAILURE":
-            continue
-        err = event.step_failure_data.error
-        while err is not None and err.cause is not None:
-            err = err.cause
-        if err is None:
-            break
-        text = " ".join(err.message.split())
-        head, sep, rest = text.partition(": ")
-        return f"{err.cls_name}: {rest if sep and head.endswith(err.cls_name) else text}"
-    return "the run failed (see its log in the UI)"
+    """The innermost cause of the run's failed steps in one line
+    (:func:`cvn_assets.run_errors.run_failure_line`, shared with ``make paper``)."""
+    from cvn_assets.run_errors import run_failure_line
+
+    return run_failure_line(result) or "the run failed (see its log in the UI)"
 
 
 def _execute(job_name: str, op_name: str, cfg: dict[str, Any], command: str) -> Any:

@@ -298,14 +298,18 @@ def test_confirm_without_an_id_needs_exactly_one_open_incident(home, capsys):
 
 
 def test_a_failed_job_is_its_innermost_cause_in_one_line(shared):
-    rc = {**QUIET, "ops": {"rollback": {"config": {"actor": "a", "reason": "r",
-                                                   "trigger": "automatic"}}}}  # fmt: skip
-    result = defs.resolve_job_def("rollback_job").execute_in_process(
+    # a month 13 passes the schema (a string) and is refused when the op starts
+    rc = {**QUIET, "ops": {"halt_trading": {"config": {"actor": "a", "reason": "r",
+          "effective_at": "2026-13-01T00:00:00+00:00"}}}}  # fmt: skip
+    result = defs.resolve_job_def("halt_trading_job").execute_in_process(
         run_config=rc, instance=DagsterInstance.ephemeral(), raise_on_error=False
     )
     assert not result.success
     line = ops.innermost_cause(result)
-    assert line == "Failure: rollback_job: trigger must be auto|manual, got 'automatic'"
+    assert line == (
+        "halt_trading: effective_at: '2026-13-01T00:00:00+00:00' is not an ISO time "
+        "(month must be in 1..12)"
+    )
 
 
 def test_the_module_runs_as_a_command(shared):
