@@ -42,7 +42,7 @@ from cvn_assets.guard.monitoring import LOSS_FUNCTION_TAG
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import AlertSink, incident_id
 from resources.config_store import LOSS_FLAG, ConfigStore
-from resources.guard_clock import GuardClock
+from resources.guard_clock import GuardClock, guard_interval
 from resources.model_registry import ModelRegistry
 from resources.rollbacks import RollbackLog
 from sensors.evaluation import (
@@ -111,7 +111,7 @@ def _in_flight(context: SensorEvaluationContext, job_name: str, tags: dict | Non
 @sensor(
     name="expectancy_negative_focal",
     jobs=[alert_job, rollback_job],
-    minimum_interval_seconds=300,
+    minimum_interval_seconds=guard_interval(300),
     default_status=DefaultSensorStatus.STOPPED,
     description="P1: net expectancy < 0 over 48 h on >= 2 focal cryptos (one-sided t-test, "
     ">= 10 trades in the 48 h; fewer: insufficient); warn at 24 h. Two consecutive P1s within "
@@ -259,7 +259,7 @@ def sparse_expectancy_requests(model_registry: ModelRegistry, hour: datetime) ->
 @sensor(
     name="focal_training_crash",
     jobs=[alert_job],
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=guard_interval(60),
     default_status=DefaultSensorStatus.RUNNING,
     description=f"P2: more than 5 failed runs tagged {LOSS_FUNCTION_TAG}={FOCAL} in the last hour.",
 )
@@ -323,7 +323,7 @@ ESCALATION_RETRY = "15min"
 @sensor(
     name="rollback_confirmation",
     jobs=[escalate_rollback_job],
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=guard_interval(60),
     default_status=DefaultSensorStatus.RUNNING,
     description="An automatic rollback not confirmed within 15 min is held (stays in force) "
     "and escalated (escalate_rollback_job); asked again every 15 min while still pending.",
@@ -363,7 +363,7 @@ FAILED_SHOWN_FOR = timedelta(days=7)
 @sensor(
     name="alert_delivery",
     jobs=[alert_delivery_job],
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=guard_interval(60),
     default_status=DefaultSensorStatus.RUNNING,
     description="Retries the delivery of recorded alerts that are due (alert_delivery_job); "
     "its skip reason names the alerts pending and those whose delivery gave up.",
@@ -436,7 +436,7 @@ def build_model_drift_sensor(champion_job: Any) -> Any:
     @sensor(
         name="model_drift",
         jobs=[alert_job, shadow_retrain_job, champion_job],
-        minimum_interval_seconds=600,
+        minimum_interval_seconds=guard_interval(600),
         default_status=DefaultSensorStatus.STOPPED,
         description="Daily per crypto: data drift (PSI top-5 features, 7 d), concept drift "
         "(f1_buy gap, 14 d matured labels), output sharpness (7 d). Crit drift: shadow "
