@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install sweep paper drill test lint dev bench clean-home
+.PHONY: install sweep paper drill live-drill test lint dev bench clean-home
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ paper: install
 SCENARIO ?= crash
 drill: install
 	$(PY) -m cvn_assets.drill --scenario $(SCENARIO) $(DRILL_ARGS)
+
+## The same drill under the real daemon (dagster dev, accelerated guard clock; only watches).
+live-drill: install
+	$(PY) -m cvn_assets.live_drill --scenario $(SCENARIO) $(LIVE_DRILL_ARGS)
 
 ## Lint + the full test suite (unit, integration, PostgreSQL, webserver).
 test: install
