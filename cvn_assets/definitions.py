@@ -14,9 +14,11 @@ from dagster import (
     AssetSelection,
     Definitions,
     define_asset_job,
+    in_process_executor,
 )
 
-from cvn_assets.assets import celery_cells, guard, market, results, training
+from cvn_assets.assets import celery_cells, guard, guard_state, market, results, training
+from cvn_assets.assets.paper_trades import LIVE_TAG
 from cvn_assets.execution import executors
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import AlertSink
@@ -30,6 +32,7 @@ from resources.rollbacks import RollbackLog
 from resources.sweep_settings import SweepProgress, SweepSettings
 from sensors.guard_sensors import GUARD_SENSORS, build_model_drift_sensor
 from sensors.jobs import GUARD_JOBS
+from sensors.live import LIVE_JOB, build_live_sensor
 
 # in process: two assets per variant; CVN_EXECUTOR=celery: one graph-backed asset per variant
 # (both keys), one step per cell
@@ -69,6 +72,18 @@ champion_job = define_asset_job(
     selection=AssetSelection.assets(guard.champion_models),
     description="Champion per crypto: retrain the chosen variant on the whole history, "
     "register and promote it (canary first; the kill switch CVN_LOSS_FUNCTION is honoured).",
+)
+
+live_job = define_asset_job(
+    LIVE_JOB,
+    selection=AssetSelection.assets(
+        guard.paper_trades, guard.monitoring_metrics, guard_state.guard_state
+    ),
+    tags={LIVE_TAG: "true"},
+    executor_def=in_process_executor,
+    description="The live loop's run (live_candles sensor): the hours closed since the journal's "
+    "last one, journaled from the stored state, then their days' monitoring metrics. In process: "
+    "one hour costs the same after 7 days or 2 years of operation (bench/bench_live_hour.py).",
 )
 
 paper_job = define_asset_job(
@@ -118,13 +133,22 @@ defs = Definitions(
         guard.champion_models,
         guard.paper_trades,
         guard.monitoring_metrics,
+        guard_state.guard_state,
     ],
     asset_checks=[
         results.finetune_results_complete,
         results.verdicts_consistent,
     ],
-    jobs=[market_job, *variant_jobs, results_job, champion_job, paper_job, *GUARD_JOBS],
-    sensors=[*GUARD_SENSORS, build_model_drift_sensor(champion_job)],
+    jobs=[
+        market_job,
+        *variant_jobs,
+        results_job,
+        champion_job,
+        paper_job,
+        live_job,
+        *GUARD_JOBS,
+    ],  # fmt: skip
+    sensors=[*GUARD_SENSORS, build_model_drift_sensor(champion_job), build_live_sensor(live_job)],
     resources=build_resources(),
     executor=executors.sweep_executor(),
 )

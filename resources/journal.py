@@ -36,6 +36,7 @@ of :func:`cvn_assets.guard.monitoring.metrics_row` (``MONITORING_COLUMNS``); wri
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -61,6 +62,7 @@ __all__ = [
     "last_journaled_hours",
     "replace_day",
     "replace_days",
+    "replace_hours",
     "replace_monitoring_row",
     "trades_table",
 ]
@@ -463,6 +465,7 @@ def replace_days(
     trades: pd.DataFrame,
     *,
     label_updates: pd.DataFrame | None = None,
+    on_write: Callable[[sa.Connection], None] | None = None,
 ) -> tuple[int, int]:
     """Replace ``crypto``'s ``predictions`` (by ``hour``) and ``trades`` (by ``exit_time``) of
     every UTC day of ``days`` with the given rows, all in **one** transaction (a crash leaves
@@ -472,15 +475,56 @@ def replace_days(
     ``label_updates`` (columns ``hour``, ``label``, ``label_known_at``; hours outside
     ``days``): labels resolved since their rows were journaled (the last hours of an earlier
     day); written, in the same transaction, into the rows of those hours whose ``label`` is
-    still NULL (a journaled label is never changed; a missing row is skipped)."""
-    bounds = [_day_bounds(d) for d in days]
+    still NULL (a journaled label is never changed; a missing row is skipped).
+    ``on_write(conn)``: more writes in the same transaction (the live state)."""
+    return _replace(
+        engine, crypto, [_day_bounds(d) for d in days], predictions, trades, label_updates,
+        on_write, "days",
+    )  # fmt: skip
+
+
+def replace_hours(
+    engine: sa.Engine,
+    crypto: str,
+    first_hour: Any,
+    last_hour: Any,
+    predictions: pd.DataFrame,
+    trades: pd.DataFrame,
+    *,
+    label_updates: pd.DataFrame | None = None,
+    on_write: Callable[[sa.Connection], None] | None = None,
+) -> tuple[int, int]:
+    """:func:`replace_days` for the hours ``first_hour .. last_hour`` (candle open times,
+    inclusive): the live loop's write of the hours it journals, ``predictions`` by ``hour``
+    and ``trades`` by ``exit_time`` in that range, label updates (hours before it) and
+    ``on_write`` in one transaction."""
+    lo = utc_param("first_hour", first_hour)
+    hi = utc_param("last_hour", last_hour)
+    if hi < lo:
+        raise ValueError(f"last_hour {hi.isoformat()} is before first_hour {lo.isoformat()}")
+    return _replace(
+        engine, crypto, [(lo, hi + timedelta(hours=1))], predictions, trades, label_updates,
+        on_write, "hours",
+    )  # fmt: skip
+
+
+def _replace(
+    engine: sa.Engine,
+    crypto: str,
+    bounds: list[tuple[datetime, datetime]],
+    predictions: pd.DataFrame,
+    trades: pd.DataFrame,
+    label_updates: pd.DataFrame | None,
+    on_write: Callable[[sa.Connection], None] | None,
+    what: str,
+) -> tuple[int, int]:
     batches = []
     for table, rows in ((predictions_table, predictions), (trades_table, trades)):
         col = table.c[_DAY_COLUMN[table.name]]
         batch = _Batch(table, crypto, rows)
         bad = batch.outside(col.name, bounds)
         if bad is not None:
-            raise ValueError(f"{table.name}: {col.name} {bad} is outside the days being replaced")
+            raise ValueError(f"{table.name}: {col.name} {bad} is outside the {what} being replaced")
         batches.append((table, col, batch))
     spans: list[tuple[datetime, datetime]] = []  # contiguous days merged: one DELETE each
     for lo, hi in sorted(bounds):
@@ -508,6 +552,8 @@ def replace_days(
                 .values(label=sa.bindparam("b_label"), label_known_at=sa.bindparam("b_known")),
                 updates,
             )
+        if on_write is not None:
+            on_write(conn)
     return batches[0][2].n, batches[1][2].n
 
 

@@ -290,6 +290,19 @@ class MarketDataResource(ConfigurableResource):
             edge=g["edge"],
         )[symbol]
 
+    def last_closed_hour(self, symbol: str, now: str | pd.Timestamp) -> pd.Timestamp | None:
+        """The feed's newest candle closed at ``now`` (its open time, aware UTC): the newest
+        one opening before ``floor(now, hour)``; None when there is none. Synthetic: that
+        hour itself (the market is continued up to the current hour). CSV: the files' newest
+        row before it (a file that grows is re-read: the cache is keyed on size and mtime)."""
+        cutoff = _utc(now, "now").floor("h")
+        if self.data_source == "csv":
+            frame = self.load_candles_through(symbol, cutoff)
+            return None if frame.empty else pd.Timestamp(frame.index[-1])
+        self.check_config()
+        top = min(cutoff, pd.Timestamp.now(tz="UTC").floor("h")) - pd.Timedelta(hours=1)
+        return top if top >= _utc(self.start, "start") else None
+
     @property
     def paper_dir(self) -> str | None:
         """Folder of the candles *after* the sweep's files (paper trading on real data):

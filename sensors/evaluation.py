@@ -10,6 +10,14 @@ OOS f1_buy, f1 threshold: ``model_versions.reference_stats_json``) are compared 
 served, and after a rollback the new champion starts from an empty window ("insufficient",
 never a false alarm caused by the rollback itself).
 
+**Stale journals** (issue 20): a window is judged complete only when the crypto's journal
+reaches ``as_of``: :func:`journal_ends` reads each crypto's last journaled hour
+(:func:`resources.journal.last_journaled_hours`) and, for a crypto with none, when its first
+champion went live (the registry's alias history); :func:`cvn_assets.guard.drift.stale_verdict`
+then turns an ``ok`` / ``insufficient`` verdict on a journal more than 2 h behind into
+``stale`` (expectancy per crypto, and each drift detector). The ``guard_stale`` sensor pages
+on the same :class:`JournalEnd`.
+
 Reads per crypto and evaluation: <= 48 h of trades, <= 14 days of predictions (336 rows):
 the cost of a tick does not grow with the journal (see ``bench/bench_sensors.py``). The reads
 are the journal's (:func:`resources.journal.read_model_trades`,
@@ -32,15 +40,24 @@ from cvn_assets.ablation.guardrails import FOCAL
 from cvn_assets.ablation.metrics import classification_metrics
 from cvn_assets.guard.drift import (
     EXPECTANCY_MIN_TRADES,
+    STALE_AFTER,
     Verdict,
     concept_drift,
     data_drift,
     expectancy_alert,
     expectancy_last_trades,
     expectancy_negative_focal,
+    journal_lag,
+    journal_stale,
     sharpness_drift,
+    stale_verdict,
 )
-from resources.journal import N_TOP_FEATURES, read_model_predictions, read_model_trades
+from resources.journal import (
+    N_TOP_FEATURES,
+    last_journaled_hours,
+    read_model_predictions,
+    read_model_trades,
+)
 from resources.model_registry import ModelRegistry
 
 __all__ = [
@@ -51,10 +68,12 @@ __all__ = [
     "DriftEvaluation",
     "RowWindow",
     "ExpectancyEvaluation",
+    "JournalEnd",
     "SparseExpectancy",
     "evaluate_drift",
     "evaluate_expectancy",
     "evaluate_sparse_expectancy",
+    "journal_ends",
     "live_champions",
 ]
 
@@ -68,6 +87,45 @@ def live_champions(
 ) -> dict[str, dict[str, Any] | None]:
     """crypto -> the version that was champion at ``as_of`` (None before the first one)."""
     return {c: registry.live_at(c, as_of) for c in cryptos}
+
+
+@dataclasses.dataclass(frozen=True)
+class JournalEnd:
+    """Where a crypto's journal stops: ``last_hour`` (its last journaled ``predictions.hour``,
+    a candle's open time, aware UTC; None: no hour journaled) and ``live_since`` (when its
+    first champion went live; read only when ``last_hour`` is None)."""
+
+    crypto: str
+    last_hour: datetime | None
+    live_since: datetime | None = None
+
+    def lag(self, as_of: datetime) -> timedelta | None:
+        """:func:`cvn_assets.guard.drift.journal_lag` at ``as_of``."""
+        return journal_lag(self.last_hour, self.live_since, as_of)
+
+    def stale(self, as_of: datetime, after: timedelta = STALE_AFTER) -> bool:
+        """Whether the journal is more than ``after`` (2 h) behind ``as_of``."""
+        return journal_stale(self.last_hour, self.live_since, as_of, after=after)
+
+    def judge(self, verdict: Verdict, as_of: datetime) -> Verdict:
+        """``verdict`` (of a window ending at ``as_of``) made ``stale`` when the journal is."""
+        return stale_verdict(verdict, self.last_hour, self.live_since, as_of)
+
+
+def journal_ends(registry: ModelRegistry, cryptos: Iterable[str]) -> dict[str, JournalEnd]:
+    """crypto -> its :class:`JournalEnd`: one indexed ``MAX(hour)`` per crypto, and the
+    champion alias history of the cryptos with no hour journaled."""
+    cryptos = list(cryptos)
+    last = last_journaled_hours(registry.engine, cryptos)
+    out: dict[str, JournalEnd] = {}
+    for c in cryptos:
+        hour = last.get(c)
+        if hour is not None:
+            out[c] = JournalEnd(c, hour.to_pydatetime())
+            continue
+        starts = [r["valid_from"] for r in registry.history(c, "champion")]
+        out[c] = JournalEnd(c, None, min(starts) if starts else None)
+    return out
 
 
 #: the P1's window (spec 6.2) and the warn window (spec 6.1)
@@ -122,9 +180,11 @@ class ExpectancyEvaluation:
             out[f"{crypto}_level"] = cv.level
             out[f"{crypto}_n_48h"] = int(cv.details["n_48h"])
             out[f"{crypto}_n_24h"] = int(cv.details["n_24h"])
-            for k in ("mean_48h", "critical_48h", "mean_24h", "critical_24h"):
+            for k in ("mean_48h", "critical_48h", "mean_24h", "critical_24h", "hours_behind"):
                 if k in cv.details:
                     out[f"{crypto}_{k}"] = round(float(cv.details[k]), 6)
+            if "journal_end" in cv.details:
+                out[f"{crypto}_journal_end"] = cv.details["journal_end"]
         return out
 
     def _evidence(self, crypto: str) -> str:
@@ -174,7 +234,11 @@ def evaluate_expectancy(
     judges older trades than its 48 h (sparse traders have their own P2 rule,
     :func:`evaluate_sparse_expectancy`). "Focal active" is per crypto: its live champion was
     trained with the focal loss; only those cryptos count towards the ``min_cryptos`` (2) of
-    the P1, so a crypto already rolled back to cross-entropy does not.
+    the P1, so a crypto already rolled back to cross-entropy does not. A crypto whose journal
+    stops more than 2 h before ``as_of`` (:class:`JournalEnd`) is ``stale`` instead of
+    ``ok`` / ``insufficient`` (its ``warn`` / ``crit`` stand), and so is the rule when no two
+    focal cryptos are crit or warn (never an alarm; the reason names each stale crypto's
+    journal end).
     """
     kwargs: dict[str, Any] = {}
     if min_trades is not None:
@@ -182,6 +246,7 @@ def evaluate_expectancy(
     if alpha is not None:
         kwargs["alpha"] = alpha
     live = live_champions(registry, cryptos, as_of)
+    ends = journal_ends(registry, [c for c, v in live.items() if v is not None])
     per: dict[str, Verdict] = {}
     versions: dict[str, int] = {}
     with registry.engine.connect() as conn:
@@ -191,7 +256,7 @@ def evaluate_expectancy(
             vid = versions[crypto] = int(version["id"])
             r48 = read_model_trades(conn, crypto, vid, as_of - WINDOW_48H, as_of).net_returns
             r24 = read_model_trades(conn, crypto, vid, as_of - WINDOW_24H, as_of).net_returns
-            per[crypto] = expectancy_alert(r48, r24, **kwargs)
+            per[crypto] = ends[crypto].judge(expectancy_alert(r48, r24, **kwargs), as_of)
     focal = tuple(sorted(c for c, v in live.items() if v and v["loss_function"] == FOCAL))
     verdict = expectancy_negative_focal(
         {c: per[c] for c in focal}, bool(focal), min_cryptos=min_cryptos
@@ -426,7 +491,9 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
     * ``output_sharpness``: mean of max(p, 1 - p) over the last 7 days against the training
       mean + 0.10.
 
-    Each verdict comes with the :class:`RowWindow` of the rows it used (for the alert).
+    Each verdict comes with the :class:`RowWindow` of the rows it used (for the alert). A
+    crypto whose journal stops more than 2 h before ``as_of`` (:class:`JournalEnd`) gets
+    ``stale`` instead of ``ok`` / ``insufficient`` (warn and crit stand).
     """
     version = registry.live_at(crypto, as_of)
     if version is None:
@@ -438,10 +505,11 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
         rows = read_model_predictions(conn, crypto, vid, lo14, as_of)
     week = rows[rows["hour"] >= lo7]
     matured = rows[rows["label"].notna() & (rows["label_known_at"] <= pd.Timestamp(as_of))]
+    end = journal_ends(registry, [crypto])[crypto]
     verdicts = {
-        "data_drift": _data_drift(week, ref),
-        "concept_drift": _concept_drift(matured, ref),
-        "output_sharpness": _sharpness(week, ref),
+        "data_drift": end.judge(_data_drift(week, ref), as_of),
+        "concept_drift": end.judge(_concept_drift(matured, ref), as_of),
+        "output_sharpness": end.judge(_sharpness(week, ref), as_of),
     }
     windows = {
         "data_drift": RowWindow.of(week["hour"], lo7, as_of, "hourly predictions"),

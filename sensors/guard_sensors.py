@@ -7,17 +7,21 @@ Hygiene, common to all of them:
 * **Clock**: the ``guard_clock`` resource (wall clock; a fixed time in drills and tests).
 * **Cursor**: JSON holding timestamps (the last evaluated hour or day, recent P1 times,
   consecutive sharpness triggers). Dagster stores a cursor only when the tick succeeds, so a
-  failed tick does not advance it; a tick evaluates the **latest** bucket only, so missed
-  ticks are not replayed.
+  failed tick does not advance it. ``expectancy_negative_focal`` catches up: a tick
+  evaluates every hour after the cursor's ``evaluated_hour`` up to the current one, at most
+  the last 2 (:data:`P1_MEMORY`), oldest first, so an hour skipped by a late tick (an
+  accelerated drill clock, a busy daemon) is still judged and two P1s an hour apart still
+  meet; ``model_drift`` evaluates the latest day only.
 * **run_key**: every key holds a time bucket (``...:2026-12-01T13``): a run_key is deduped for
   ever, so a key without a bucket would fire once in the sensor's life.
 * **Cost**: bounded windows (<= 48 h of trades, <= 14 days of predictions per crypto), so a
   tick does not grow with the journal (``bench/bench_sensors.py``).
-* **Default status**: ``focal_training_crash``, ``rollback_confirmation`` and
-  ``alert_delivery`` (retries undelivered alerts) only send alerts and are ``RUNNING`` by
-  default; ``expectancy_negative_focal`` (can flip the kill switch)
-  and ``model_drift`` (launches retrains and reverts) are ``STOPPED`` until an operator turns
-  them on (UI: Automation; CLI: ``dagster sensor start <name>``).
+* **Default status**: ``focal_training_crash``, ``guard_stale`` (no hour journaled for a
+  crypto for more than 2 h), ``rollback_confirmation`` and ``alert_delivery`` (retries
+  undelivered alerts) only send alerts and are ``RUNNING`` by default;
+  ``expectancy_negative_focal`` (can flip the kill switch) and ``model_drift`` (launches
+  retrains and reverts) are ``STOPPED`` until an operator turns them on (UI: Automation;
+  CLI: ``dagster sensor start <name>``).
 """
 
 import json
@@ -37,7 +41,7 @@ from dagster import (
 )
 
 from cvn_assets.ablation.guardrails import CROSS_ENTROPY, FOCAL
-from cvn_assets.guard.drift import SharpnessState, Verdict, auto_kill_switch
+from cvn_assets.guard.drift import STALE_AFTER, SharpnessState, auto_kill_switch
 from cvn_assets.guard.monitoring import LOSS_FUNCTION_TAG
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import AlertSink, incident_id
@@ -48,9 +52,11 @@ from resources.rollbacks import RollbackLog
 from sensors.evaluation import (
     DriftEvaluation,
     ExpectancyEvaluation,
+    JournalEnd,
     evaluate_drift,
     evaluate_expectancy,
     evaluate_sparse_expectancy,
+    journal_ends,
 )
 from sensors.jobs import (
     alert_delivery_job,
@@ -114,9 +120,11 @@ def _in_flight(context: SensorEvaluationContext, job_name: str, tags: dict | Non
     minimum_interval_seconds=guard_interval(300),
     default_status=DefaultSensorStatus.STOPPED,
     description="P1: net expectancy < 0 over 48 h on >= 2 focal cryptos (one-sided t-test, "
-    ">= 10 trades in the 48 h; fewer: insufficient); warn at 24 h. Two consecutive P1s within "
-    "1 h launch rollback_job. Separately, P2 expectancy_negative_sparse: a focal crypto with too "
-    "few trades in 48 h losing over its last 10 trades within 7 days (never a rollback).",
+    ">= 10 trades in the 48 h; fewer: insufficient; journal > 2 h behind: stale); warn at "
+    "24 h. Two consecutive P1s within 1 h launch rollback_job. Each tick judges every hour "
+    "since the last one evaluated (at most the last 2). Separately, P2 "
+    "expectancy_negative_sparse: a focal crypto with too few trades in 48 h losing over its "
+    "last 10 trades within 7 days (never a rollback).",
 )
 def expectancy_negative_focal(
     context: SensorEvaluationContext,
@@ -124,28 +132,61 @@ def expectancy_negative_focal(
     model_registry: ModelRegistry,
     config_store: ConfigStore,
 ):
+    """Each tick evaluates the hour buckets after the cursor's ``evaluated_hour`` up to the
+    current one, at most the last ``P1_MEMORY`` (2) of them, oldest first (none evaluated
+    yet: the current hour only). Each hour has its own run keys; its P1 joins the cursor's
+    P1 times before the next hour is judged, so two P1s an hour apart launch the rollback
+    even when the tick between them was skipped (one rollback request per tick at most).
+    The cursor then holds the current hour and the P1 times of the last ``P1_MEMORY``."""
     now = guard_clock.now()
-    hour = _bucket(now, "h")
     cursor = _cursor(context)
-    if cursor.get("evaluated_hour") and pd.Timestamp(cursor["evaluated_hour"]) >= hour:
-        return SkipReason(f"hour {hour.isoformat()} already evaluated")
-    ev = evaluate_expectancy(model_registry, SETTINGS.universe, hour)
-    v = ev.verdict
+    hours = hours_to_evaluate(cursor.get("evaluated_hour"), _bucket(now, "h"))
+    if not hours:
+        return SkipReason(f"hour {_bucket(now, 'h').isoformat()} already evaluated")
     p1_times = [pd.Timestamp(t) for t in cursor.get("p1_times", [])]
-    p1_times = [t for t in p1_times if t >= hour - P1_MEMORY]
     requests: list[RunRequest] = []
-    cryptos = list(v.details.get(v.level, [])) if v.alarm else []
-    if v.level == "crit":
-        p1_times.append(pd.Timestamp(hour))
-    if v.alarm:
-        requests.append(_expectancy_alert_request(ev, cryptos, hour))
-    if v.level == "crit" and auto_kill_switch(p1_times, hour):
-        rollback = _auto_rollback_request(context, config_store, p1_times, cryptos, hour)
-        if rollback is not None:
-            requests.append(rollback)
-    requests += sparse_expectancy_requests(model_registry, hour)
-    context.log.info(f"{hour.isoformat()}: {v.level}: {v.reason}")
-    return _expectancy_result(requests, v, hour, p1_times)
+    lines: list[str] = []
+    for hour in hours:
+        ev = evaluate_expectancy(model_registry, SETTINGS.universe, hour)
+        v = ev.verdict
+        p1_times = [t for t in p1_times if t >= hour - P1_MEMORY]
+        cryptos = list(v.details.get(v.level, [])) if v.alarm else []
+        if v.level == "crit":
+            p1_times.append(pd.Timestamp(hour))
+        if v.alarm:
+            requests.append(_expectancy_alert_request(ev, cryptos, hour))
+        rolling_back = any(r.job_name == rollback_job.name for r in requests)
+        if v.level == "crit" and not rolling_back and auto_kill_switch(p1_times, hour):
+            rollback = _auto_rollback_request(context, config_store, p1_times, cryptos, hour)
+            if rollback is not None:
+                requests.append(rollback)
+        requests += sparse_expectancy_requests(model_registry, hour)
+        lines.append(f"{hour.isoformat()}: {v.level}: {v.reason}")
+        context.log.info(lines[-1])
+    return _expectancy_result(_unique(requests), " | ".join(lines), hours[-1], p1_times)
+
+
+def hours_to_evaluate(evaluated_hour: str | None, hour: datetime) -> list[datetime]:
+    """The hour buckets a tick at ``hour`` (the current bucket) evaluates, oldest first: those
+    after ``evaluated_hour`` (the cursor's; None: only ``hour``) up to ``hour``, at most the
+    last ``P1_MEMORY / 1 h`` (2). Empty when ``hour`` was already evaluated."""
+    if not evaluated_hour:
+        return [hour]
+    last = pd.Timestamp(evaluated_hour).to_pydatetime()
+    n = min(int((hour - last) / timedelta(hours=1)), int(P1_MEMORY / timedelta(hours=1)))
+    return [hour - timedelta(hours=k) for k in range(n - 1, -1, -1)]
+
+
+def _unique(requests: list[RunRequest]) -> list[RunRequest]:
+    """``requests`` without repeated run keys (the sparse P2 of one trade can be requested
+    by two hours of a tick), first kept."""
+    seen: set[str | None] = set()
+    out = []
+    for r in requests:
+        if r.run_key not in seen:
+            seen.add(r.run_key)
+            out.append(r)
+    return out
 
 
 def _expectancy_alert_request(
@@ -213,19 +254,16 @@ def _auto_rollback_request(
 
 
 def _expectancy_result(
-    requests: list[RunRequest], v: Verdict, hour: datetime, p1_times: list[pd.Timestamp]
+    requests: list[RunRequest], verdicts: str, hour: datetime, p1_times: list[pd.Timestamp]
 ) -> SensorResult:
-    """The tick's result: its run requests (or a skip reason stating the verdict) and the
-    new cursor (the evaluated hour, the P1 times kept)."""
+    """The tick's result: its run requests (or a skip reason stating each evaluated hour's
+    verdict, ``verdicts``) and the new cursor (the last evaluated hour, the P1 times kept)."""
     new_cursor = {
         "evaluated_hour": hour.isoformat(),
         "p1_times": [t.isoformat() for t in p1_times],
     }
     if not requests:
-        return SensorResult(
-            skip_reason=SkipReason(f"{hour.isoformat()}: {v.level}: {v.reason}"),
-            cursor=json.dumps(new_cursor),
-        )
+        return SensorResult(skip_reason=SkipReason(verdicts), cursor=json.dumps(new_cursor))
     return SensorResult(run_requests=requests, cursor=json.dumps(new_cursor))
 
 
@@ -311,6 +349,105 @@ def focal_training_crash(context: SensorEvaluationContext, guard_clock: GuardClo
             )
         ],
         cursor=json.dumps(cursor),
+    )
+
+
+# ------------------------------------------------------------------------------ P2 stale journal
+@sensor(
+    name="guard_stale",
+    jobs=[alert_job],
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="P2: a crypto with a live champion whose journal's last hour closed more "
+    "than 2 h ago (or, with no hour journaled, whose first champion went live more than 2 h "
+    "ago): feed down, daemon stopped or the live run failing. One page per set of stale "
+    "cryptos and clock hour.",
+)
+def guard_stale(
+    context: SensorEvaluationContext, guard_clock: GuardClock, model_registry: ModelRegistry
+):
+    """At ``now``: the cryptos of the universe that have a champion and whose
+    :class:`sensors.evaluation.JournalEnd` is more than 2 h behind (``now - (last_hour + 1 h)
+    > 2 h``; exactly 2 h is not stale). Stale: one ``guard_stale`` P2 through ``alert_job``,
+    run key ``alert:guard_stale:<cryptos joined by +>:<hour>`` (pages once per set of stale
+    cryptos and clock hour: a still-stale journal pages again every hour)."""
+    now = guard_clock.now()
+    hour = _bucket(now, "h")
+    live = [c for c in SETTINGS.universe if model_registry.alias(c, "champion") is not None]
+    ends = journal_ends(model_registry, live)
+    stale = {c: e for c, e in ends.items() if e.stale(now)}
+    cursor = json.dumps({"evaluated_at": now.isoformat(), "stale": sorted(stale)})
+    if not stale:
+        behind = {c: e.lag(now) for c, e in ends.items()}
+        shown = ", ".join(
+            f"{c} {_hours(lag)} h" if lag is not None else f"{c} never" for c, lag in behind.items()
+        )
+        why = f"journals current ({shown})" if live else "no crypto has a champion"
+        return SensorResult(skip_reason=SkipReason(why), cursor=cursor)
+    cryptos = sorted(stale)
+    inc = incident_id("guard_stale", cryptos, hour)
+    return SensorResult(
+        run_requests=[
+            RunRequest(
+                run_key=_key("alert", "guard_stale", "+".join(cryptos), hour),
+                job_name=alert_job.name,
+                run_config=alert_run_config(
+                    "guard_stale",
+                    "P2",
+                    cryptos,
+                    stale_figures(stale, now),
+                    inc,
+                    stale_message(stale, now),
+                    now,
+                ),  # fmt: skip
+                tags={"cvn/alert": "guard_stale", "cvn/severity": "P2"},
+            )
+        ],
+        cursor=cursor,
+    )
+
+
+def _hours(lag: timedelta | None) -> str:
+    return "-" if lag is None else f"{lag / timedelta(hours=1):.2f}"
+
+
+def stale_figures(stale: dict[str, JournalEnd], now: datetime) -> dict[str, Any]:
+    """Flat JSON scalars of a ``guard_stale`` alert: the evaluation time, the bound (hours)
+    and, per stale crypto, its last journaled hour (ISO; None when none), the first
+    champion's start when nothing is journaled, and the hours behind."""
+    out: dict[str, Any] = {
+        "evaluated_at": now.isoformat(),
+        "stale_after_hours": STALE_AFTER / timedelta(hours=1),
+        "stale_cryptos": ",".join(sorted(stale)),
+    }
+    for c, e in sorted(stale.items()):
+        lag = e.lag(now)
+        out[f"{c}_last_hour"] = e.last_hour.isoformat() if e.last_hour else None
+        if e.last_hour is None:
+            out[f"{c}_live_since"] = e.live_since.isoformat() if e.live_since else None
+        out[f"{c}_hours_behind"] = round(lag / timedelta(hours=1), 4) if lag else None
+    return out
+
+
+def stale_message(stale: dict[str, JournalEnd], now: datetime) -> str:
+    """One line: per stale crypto, its last journaled hour (or none since its first
+    champion) and how far behind ``now`` its journal is."""
+    parts = []
+    for c, e in sorted(stale.items()):
+        lag = e.lag(now)
+        if e.last_hour is not None:
+            parts.append(
+                f"{c} last journaled hour {e.last_hour:%Y-%m-%dT%H}:00Z (closed "
+                f"{e.last_hour + timedelta(hours=1):%H:%M}Z), {_hours(lag)} h behind"
+            )
+        else:
+            parts.append(
+                f"{c} no hour journaled since its first champion went live at "
+                f"{e.live_since:%Y-%m-%dT%H:%M}Z, {_hours(lag)} h behind"
+            )
+    return (
+        f"no new hour journaled for more than {STALE_AFTER / timedelta(hours=1):g} h at "
+        f"{now:%Y-%m-%dT%H:%M}Z on {len(stale)} crypto(s): " + "; ".join(parts)
     )
 
 
@@ -570,6 +707,7 @@ def revert_to_baseline_request(
 GUARD_SENSORS = [
     expectancy_negative_focal,
     focal_training_crash,
+    guard_stale,
     rollback_confirmation,
     alert_delivery,
 ]

@@ -80,6 +80,8 @@ RUNBOOKS = {
     "expectancy_negative_focal": "runbooks/runbook_focal_loss_negative_expectancy.md",
     "expectancy_negative_sparse": "runbooks/runbook_focal_loss_negative_expectancy.md",
     "focal_training_crash": "runbooks/runbook_focal_training_crash.md",
+    "guard_stale": "runbooks/runbook_guard_stale.md",
+    "guard_flags_unreadable": "runbooks/runbook_guard_flags_unreadable.md",
     "data_drift": "runbooks/runbook_data_drift.md",
     "concept_drift": "runbooks/runbook_concept_drift.md",
     "output_sharpness": "runbooks/runbook_output_sharpness_drift.md",

@@ -93,7 +93,6 @@ as ``$DAGSTER_HOME/metrics/<crypto>.prom`` (Prometheus text format; the latest d
 
 from dataclasses import asdict
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,6 +116,18 @@ from cvn_assets.ablation.identity import SweepIdentity, digest, module_digest
 from cvn_assets.ablation.metrics import MIN_TRADE_SHARE
 from cvn_assets.ablation.variants import Variant
 from cvn_assets.assets._util import identity_metadata, instance_home, prepare_sweep
+from cvn_assets.assets.paper_trades import (  # noqa: F401 (re-exported: the guard's assets)
+    LABEL_BACKFILL,
+    LABEL_LOOKAHEAD,
+    LIVE_TAG,
+    PAPER_ASSET,
+    PaperConfig,
+    _days_by_crypto,
+    candidate_schedule_of,
+    champion_schedule,
+    halt_history,
+    paper_trades,
+)
 from cvn_assets.assets.training import check_market_inputs
 from cvn_assets.guard.champion import (
     CANARY_DAYS,
@@ -126,20 +137,7 @@ from cvn_assets.guard.champion import (
     effective_variant,
     jsonable_stats,
 )
-from cvn_assets.guard.flags import FlagHistory
-from cvn_assets.guard.live_model import (
-    LIVE_WINDOW_BARS,
-    CandidateSchedule,
-    LiveModel,
-    ModelSchedule,
-    candidate_schedule,
-    live_model_from_calibrated,
-    measure_latency,
-    model_schedule,
-    top_feature_names,
-)
 from cvn_assets.guard.monitoring import LOSS_FUNCTION_TAG, LOSS_FUNCTIONS, metrics_row
-from cvn_assets.guard.paper import DEFAULT_FEE_PER_SIDE, Replay, replay
 from cvn_assets.guard.training import (
     calibration_share,
     history_plan,
@@ -148,20 +146,19 @@ from cvn_assets.guard.training import (
     training_window,
 )
 from cvn_assets.market.folds import FoldPlan
-from cvn_assets.partitions import SETTINGS, crypto_partitions, day_crypto_partitions, split_day_key
-from resources.config_store import HALT_FLAG, LOSS_FLAG, ConfigStore
-from resources.db import as_utc, utc_now
+from cvn_assets.partitions import SETTINGS, crypto_partitions, day_crypto_partitions
+from resources.config_store import LOSS_FLAG, ConfigStore
+from resources.db import utc_now
 from resources.guard_clock import GuardClock
 from resources.journal import (
     read_predictions,
     read_trades,
-    replace_days,
     replace_monitoring_row,
 )
 from resources.market_data import MarketDataResource
 from resources.metrics_export import metrics_dir, write_prom_file
 from resources.model_registry import ModelRegistry
-from resources.model_store import ArtifactStore, Stamped, read_value
+from resources.model_store import ArtifactStore, Stamped
 from resources.results_store import ResultsStore
 from resources.sweep_settings import SweepSettings
 
@@ -513,300 +510,7 @@ def _model_metadata(cal: CalibratedModel, stats: dict[str, Any]) -> dict[str, An
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# paper_trades
-# ---------------------------------------------------------------------------------------------
-PAPER_ASSET = "paper_trades"
 MONITORING_ASSET = "monitoring_metrics"
-_PAPER_CODE = (
-    "guard/paper.py",
-    "guard/live_model.py",
-    "guard/flags.py",
-    "market/trading.py",
-    "market/features.py",
-    "ablation/calibrated_model.py",
-)
-_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
-LABEL_LOOKAHEAD = pd.Timedelta(days=2)
-"""Candles loaded after a run's last day, for the labels of its last hours only."""
-LABEL_BACKFILL = pd.Timedelta(days=2)
-"""How far before a run's first day it fills labels that were still NULL."""
-
-
-class PaperConfig(Config):
-    """Run config of ``paper_trades`` (launchpad: ``ops.paper_trades.config``)."""
-
-    fee_per_side: float = Field(
-        default=DEFAULT_FEE_PER_SIDE, description="fee per side as a fraction (0.001 = 0.1 %)"
-    )
-    latency_runs: int = Field(default=20, description="timed live decisions per model version")
-
-
-def _days_by_crypto(context: AssetExecutionContext) -> dict[str, list[pd.Timestamp]]:
-    out: dict[str, set[pd.Timestamp]] = {}
-    for key in context.partition_keys:
-        crypto, day = split_day_key(key)
-        out.setdefault(crypto, set()).add(pd.Timestamp(day, tz="UTC"))
-    return {c: sorted(d) for c, d in sorted(out.items())}
-
-
-def _served(
-    registry: ModelRegistry,
-    v: int,
-    models: dict[int, LiveModel],
-    versions: dict[int, dict[str, Any]],
-) -> LiveModel:
-    """Model version ``v`` served from its stored artifact (cached in ``models``), with its
-    registered loss function, ``train_end`` and top features (``reference_stats``)."""
-    if v not in models:
-        version = registry.get_version(v)
-        if version is None:
-            raise Failure(description=f"model version {v} is not in the registry")
-        cal = read_value(Path(version["artifact_uri"]))
-        models[v] = live_model_from_calibrated(
-            cal,
-            version=v,
-            train_end=pd.Timestamp(as_utc(version["train_end"])),
-            loss_function=version["loss_function"],
-            top_features=top_feature_names(version["reference_stats"]),
-        )
-        versions[v] = version
-    return models[v]
-
-
-def champion_schedule(
-    registry: ModelRegistry,
-    crypto: str,
-    models: dict[int, LiveModel] | None = None,
-) -> tuple[ModelSchedule, dict[int, dict[str, Any]]]:
-    """The champion live at each hour, from the alias history and the stored artifacts.
-
-    Each version is live from its ``valid_from``; the first one also from before (hours
-    replayed before the first promotion). ``models``: a cache of served versions (filled).
-    Returns the schedule and the versions by id."""
-    history = registry.history(crypto, "champion")
-    if not history:
-        raise Failure(
-            description=f"{crypto} has no champion: materialize champion_models for it first"
-        )
-    versions: dict[int, dict[str, Any]] = {}
-    models = {} if models is None else models
-    changes: list[tuple[pd.Timestamp, LiveModel]] = []
-    for row in history:
-        v = int(row["version_id"])
-        _served(registry, v, models, versions)
-        when = _EPOCH if not changes else pd.Timestamp(row["valid_from"])
-        if changes and changes[-1][1].version == v:
-            continue
-        if changes and when <= changes[-1][0]:
-            changes[-1] = (changes[-1][0], models[v])
-        else:
-            changes.append((when, models[v]))
-    return model_schedule(changes), versions
-
-
-def candidate_schedule_of(
-    registry: ModelRegistry,
-    crypto: str,
-    models: dict[int, LiveModel] | None = None,
-) -> tuple[CandidateSchedule, dict[int, dict[str, Any]]]:
-    """The ``candidate`` (shadow mode) live at each hour, from the alias history: each
-    version from its ``valid_from`` to its ``valid_to`` (none after a ``valid_to`` that no new
-    assignment follows, none before the first). ``models``: a cache of served versions.
-    Returns the schedule (empty: never a candidate) and the candidate versions by id."""
-    versions: dict[int, dict[str, Any]] = {}
-    models = {} if models is None else models
-    changes: list[tuple[pd.Timestamp, LiveModel | None]] = []
-
-    def at(when: pd.Timestamp, model: LiveModel | None) -> None:
-        if changes and when <= changes[-1][0]:
-            changes[-1] = (changes[-1][0], model)  # same instant: the later change wins
-        else:
-            changes.append((when, model))
-
-    for row in registry.history(crypto, "candidate"):
-        at(
-            pd.Timestamp(row["valid_from"]),
-            _served(registry, int(row["version_id"]), models, versions),
-        )
-        if row["valid_to"] is not None:
-            at(pd.Timestamp(row["valid_to"]), None)
-    return candidate_schedule(changes), versions
-
-
-def halt_history(config_store: ConfigStore) -> FlagHistory:
-    """``trading_halted`` over time, from its ``config_audit`` history (never the run-time
-    value): the replay's ``halted`` is ``halt_history(...).is_value("true")``, the value at
-    each hour's decision (:mod:`cvn_assets.guard.flags`)."""
-    try:
-        return config_store.history(HALT_FLAG)
-    except ValueError as exc:
-        raise Failure(description=f"paper_trades: {HALT_FLAG} audit history: {exc}") from exc
-
-
-def _halt_metadata(history: FlagHistory, day: pd.Timestamp) -> str:
-    """How the halt applied on ``day``: halted decision hours and the changes in the day."""
-    hours = pd.date_range(day, periods=24, freq="h")
-    n = int((history.at_decisions(hours) == "true").sum())
-    changes = history.changes_within(day, day + pd.Timedelta(days=1))
-    what = ", ".join(f"{t:%H:%M:%S} -> {v}" for t, v in changes)
-    return f"halted at {n}/24 decision hours" + (f" (changes: {what})" if what else "")
-
-
-def _summary(trades: pd.DataFrame, preds: pd.DataFrame) -> dict[str, Any]:
-    net = trades["net_return"].astype(float)
-    return {
-        "predictions": len(preds),
-        "buy_signals": int((preds["decision"] == "BUY").sum()),
-        "trades": len(trades),
-        "hit_rate": round(float((net > 0).mean()), 4) if len(net) else None,
-        "net_expectancy": round(float(net.mean()), 6) if len(net) else None,
-        "halt_exits": int((trades["barrier"] == "halt").sum()),
-    }
-
-
-@asset(
-    name=PAPER_ASSET,
-    group_name="guard",
-    partitions_def=day_crypto_partitions,
-    backfill_policy=BackfillPolicy.single_run(),
-    deps=[AssetKey(ASSET)],
-    kinds={"sql"},
-    code_version=module_digest(*_PAPER_CODE),
-    description="Paper trading per crypto x day: the day's hourly candles replayed through the "
-    "champion live at each hour; predictions and trades journaled (a day replaced, never "
-    "duplicated); trading_halted honoured.",
-)
-def paper_trades(
-    context: AssetExecutionContext,
-    config: PaperConfig,
-    sweep: SweepSettings,
-    market_data: MarketDataResource,
-    config_store: ConfigStore,
-    model_registry: ModelRegistry,
-) -> None:
-    done: dict[str, Any] = {}
-    for crypto, days in _days_by_crypto(context).items():
-        served: dict[int, LiveModel] = {}
-        schedule, versions = champion_schedule(model_registry, crypto, served)
-        shadow, cand_versions = candidate_schedule_of(model_registry, crypto, served)
-        anchor = schedule.models[0].train_end.ceil("D")
-        first, last = min(anchor, days[0]), days[-1]
-        halt = halt_history(config_store)
-        rep, latency = _replay_crypto(
-            config, sweep, market_data, crypto, days, first, schedule, shadow, halt
-        )
-        own = pd.DatetimeIndex(days)
-        preds = rep.predictions[rep.predictions["hour"].dt.normalize().isin(own)]
-        trades = rep.trades[rep.trades["exit_time"].dt.normalize().isin(own)]
-        hour = rep.predictions["hour"]
-        late = rep.predictions[
-            (hour < days[0]) & (hour >= days[0] - LABEL_BACKFILL) & rep.predictions["label"].notna()
-        ]
-        n_p, n_t = replace_days(
-            model_registry.engine, crypto, days, preds, trades, label_updates=late
-        )
-        context.log.info(
-            f"{crypto}: {len(days)} day(s) {days[0]:%Y-%m-%d}..{last:%Y-%m-%d} journaled: "
-            f"{n_p} predictions, {n_t} trades (replayed from {first:%Y-%m-%d}); "
-            f"{HALT_FLAG} as the audit history recorded it at each hour"
-        )
-        done[crypto] = {
-            "days": len(days),
-            "first_day": f"{days[0]:%Y-%m-%d}",
-            "last_day": f"{last:%Y-%m-%d}",
-            "replayed_from": f"{first:%Y-%m-%d}",
-            **_summary(trades, preds),
-            "model_versions": sorted(int(v) for v in preds["model_version"].unique()),
-            "candidate_versions": sorted(
-                int(v) for v in preds["candidate_version"].dropna().unique()
-            ),
-            "labels_known": int(preds["label"].notna().sum()),
-            "latency_ms": {int(v): round(x, 3) for v, x in latency.items()},
-            "open_position_at_end": rep.open_position is not None,
-        }
-        for day in days:
-            d_p = preds[preds["hour"].dt.normalize() == day]
-            d_t = trades[trades["exit_time"].dt.normalize() == day]
-            context.add_asset_metadata(
-                _day_metadata(d_p, d_t, halt, day, config, versions, cand_versions),
-                partition_key=f"{crypto}|{day:%Y-%m-%d}",
-            )
-    context.add_asset_metadata({"run_summary": MetadataValue.json(done)})
-
-
-def _replay_crypto(
-    config: PaperConfig,
-    sweep: SweepSettings,
-    market_data: MarketDataResource,
-    crypto: str,
-    days: list[pd.Timestamp],
-    first: pd.Timestamp,
-    schedule: ModelSchedule,
-    shadow: CandidateSchedule,
-    halt: FlagHistory,
-) -> tuple[Replay, dict[int, float]]:
-    """One :func:`replay` of ``crypto`` from ``first`` to its last day, and the measured
-    latency per model version; a ``ValueError`` becomes a :class:`Failure` naming the crypto."""
-    label = sweep.label
-    last = days[-1]
-    try:
-        # candles after the last day (where they exist yet) feed only the labels
-        candles = market_data.load_candles_through(
-            crypto, last + pd.Timedelta(days=1) + LABEL_LOOKAHEAD
-        )
-        before = candles[candles.index < days[0]].iloc[-LIVE_WINDOW_BARS:]
-        latency = {
-            m.version: measure_latency(m, None, before, n=config.latency_runs).median_ms
-            for m in schedule.models
-        }
-        rep = replay(
-            candles,
-            None,
-            first,
-            last,
-            schedule,
-            crypto=crypto,
-            take_profit=label.take_profit,
-            stop_loss=label.stop_loss,
-            horizon=label.horizon,
-            fee_per_side=config.fee_per_side,
-            halted=halt.is_value("true"),
-            latency_ms=latency,
-            candidates=shadow,
-        )
-    except ValueError as exc:
-        raise Failure(description=f"paper_trades {crypto}: {exc}") from exc
-    return rep, latency
-
-
-def _variants_of(versions: pd.Series, registered: dict[int, dict[str, Any]]) -> str:
-    """The registered variants of the model versions in ``versions``, sorted, comma-joined."""
-    return ",".join(sorted({str(registered[int(v)]["variant"]) for v in versions.unique()}))
-
-
-def _day_metadata(
-    d_p: pd.DataFrame,
-    d_t: pd.DataFrame,
-    halt: FlagHistory,
-    day: pd.Timestamp,
-    config: PaperConfig,
-    versions: dict[int, dict[str, Any]],
-    cand_versions: dict[int, dict[str, Any]],
-) -> dict[str, Any]:
-    """One day's asset metadata: its summary, the halt, the models and candidates live."""
-    candidates = d_p["candidate_version"].dropna()
-    return {
-        **_summary(d_t, d_p),
-        "buy_proba_mean": round(float(d_p["buy_proba"].mean()), 4) if len(d_p) else None,
-        HALT_FLAG: _halt_metadata(halt, day),
-        "fee_per_side": config.fee_per_side,
-        "model_version": ",".join(str(v) for v in sorted(d_p["model_version"].unique())),
-        "variant": _variants_of(d_p["model_version"], versions),
-        "candidate_version": ",".join(str(int(v)) for v in sorted(candidates.unique())),
-        "candidate_variant": _variants_of(candidates, cand_versions),
-        "labels_known": int(d_p["label"].notna().sum()),
-    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -848,10 +552,15 @@ def monitoring_metrics(
 ) -> None:
     engine = model_registry.engine
     prom: dict[str, str] = {}
+    live = context.run.tags.get(LIVE_TAG) == "true"
     for crypto, days in _days_by_crypto(context).items():
+        row = None
         for day in days:
             end = day + pd.Timedelta(days=1)
             preds = read_predictions(engine, crypto, day, end - pd.Timedelta(microseconds=1))
+            if preds.empty and live:  # a live run's rectangle: a crypto not journaled that day
+                context.log.info(f"{crypto} {day:%Y-%m-%d}: nothing journaled, no metrics")
+                continue
             if preds.empty:
                 raise Failure(
                     description=f"monitoring_metrics {crypto} {day:%Y-%m-%d}: no predictions "
@@ -879,7 +588,8 @@ def monitoring_metrics(
                 {k: v for k, v in row.items() if k not in ("crypto", "day") and v is not None},
                 partition_key=f"{crypto}|{day:%Y-%m-%d}",
             )
-        prom[crypto] = str(write_prom_file(metrics_dir(_home(context)), crypto, row))
+        if row is not None:
+            prom[crypto] = str(write_prom_file(metrics_dir(_home(context)), crypto, row))
     context.log.info(f"monitoring_metrics: .prom files {prom}")
 
 

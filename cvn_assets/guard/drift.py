@@ -11,7 +11,8 @@ re-measure them and fail when they leave the stated tolerance.
 Verdict
 -------
 ``Verdict(level, value, threshold, n, reason, details)``: ``level`` is ``"ok"``,
-``"warn"``, ``"crit"`` or ``"insufficient"``; ``value`` the statistic that decided,
+``"warn"``, ``"crit"``, ``"insufficient"`` or ``"stale"`` (section 5: the window stops
+short of the evaluation time; never an alarm); ``value`` the statistic that decided,
 ``threshold`` the bound it was compared with (for the level reached, or the warn bound
 when ``ok``), ``n`` the sample size behind it, ``reason`` one human sentence, ``details``
 per-item numbers (per feature, per window, per crypto). NaN ``value``/``threshold`` when
@@ -40,12 +41,14 @@ normal approximation of skewed TP/SL returns is poor.
 
 :func:`expectancy_negative_focal` combines the per-crypto verdicts: not focal active ->
 ``ok``; ``>= 2`` cryptos crit -> **crit (P1)**; ``>= 2`` cryptos warn-or-crit -> **warn**;
-fewer than 2 cryptos with enough trades -> ``insufficient`` (the rule cannot fire); else
-``ok``. :func:`auto_kill_switch`: True when at least 2 distinct P1 alert times lie in the
-last hour ``[now - 1 h, now]`` (so the two latest alerts are at most 1 h apart, the latter
-not after ``now``; closed at both ends because the sensor evaluates once per hour, so two
-consecutive P1 evaluations are exactly 1 h apart; a duplicated record of one alert -- same
-timestamp -- counts once).
+a focal crypto ``stale`` (its journal stops short, section 5) -> ``stale`` (naming each
+such crypto's journal end; never an alarm, never a rollback); fewer than 2 cryptos with
+enough trades -> ``insufficient`` (the rule cannot fire); else ``ok``.
+:func:`auto_kill_switch`: True when at least 2 distinct P1 alert times lie in the last hour
+``[now - 1 h, now]`` (so the two latest alerts are at most 1 h apart, the latter not after
+``now``; closed at both ends because the sensor evaluates once per hour, so two consecutive
+P1 evaluations are exactly 1 h apart; a duplicated record of one alert -- same timestamp --
+counts once).
 
 The P1 judges only the 48 h window the spec names: a crypto with fewer than ``min_trades``
 trades in it is ``insufficient``, never crit, whatever its older trades did. Sparse traders
@@ -140,6 +143,20 @@ consecutive triggers: revert that crypto to the baseline model.
 Measured (no drift, 48 rows of p ~ Beta(2, 5); 20 000 windows, seed 7): **0 %** (no
 trigger in 20 000; bound 2.1 %).
 
+5. Stale journals (issue 20, "silence is an alert")
+---------------------------------------------------
+A crypto's journal ends where its last journaled hour's candle closed (``last_hour + 1 h``;
+an hour is a candle's open time), or, with no hour journaled at all, where its first
+champion went live. :func:`journal_lag` is ``as_of - end``; the journal is **stale**
+(:func:`journal_stale`) when that exceeds :data:`STALE_AFTER` (**2 h**: exactly 2 h is not
+stale). A window judged on a stale journal is not complete, so :func:`stale_verdict` turns
+an ``ok`` or ``insufficient`` verdict into ``stale`` (its reason names where the journal
+stops and how far behind it is; ``value``, ``threshold``, ``n`` and ``details`` are kept,
+``details`` gains ``journal_end`` and ``hours_behind``). ``warn`` and ``crit`` are kept: the
+trades already journaled are evidence of losses whatever the missing hours hold, and a kill
+switch must not wait for a feed to come back. ``stale`` is not an alarm, and for
+:class:`SharpnessState` it counts like ``insufficient`` (no evidence either way).
+
 All bounds assume independent rows; hourly predictions and overlapping trades are
 autocorrelated, which widens the null spread -- read the rates as per-evaluation rates
 under independence.
@@ -152,6 +169,7 @@ import functools
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -175,6 +193,7 @@ __all__ = [
     "EXPECTANCY_ALPHA",
     "EXPECTANCY_MIN_TRADES",
     "SHARPNESS_MIN_ROWS",
+    "STALE_AFTER",
     "FalseAlarmRate",
     "Level",
     "SharpnessState",
@@ -186,14 +205,17 @@ __all__ = [
     "expectancy_last_trades",
     "expectancy_negative_focal",
     "false_alarm_rate",
+    "journal_lag",
+    "journal_stale",
     "sharpness_drift",
     "sharpness_revert",
+    "stale_verdict",
 ]
 
-Level = Literal["ok", "warn", "crit", "insufficient"]
+Level = Literal["ok", "warn", "crit", "insufficient", "stale"]
 #: Levels that count as an alarm in :func:`false_alarm_rate`.
 ALARM_LEVELS: tuple[Level, ...] = ("warn", "crit")
-_RANK: dict[str, int] = {"insufficient": -1, "ok": 0, "warn": 1, "crit": 2}
+_RANK: dict[str, int] = {"stale": -2, "insufficient": -1, "ok": 0, "warn": 1, "crit": 2}
 
 EXPECTANCY_MIN_TRADES = 10
 EXPECTANCY_ALPHA = 0.05
@@ -204,6 +226,8 @@ SHARPNESS_MIN_ROWS = 48
 KILL_SWITCH_WINDOW_H = 1.0
 KILL_SWITCH_ALERTS = 2
 SHARPNESS_REVERT_AFTER = 2
+#: a journal whose end (last candle close) is more than this before the evaluation is stale
+STALE_AFTER = timedelta(hours=2)
 _NS_PER_HOUR = 3_600_000_000_000
 
 
@@ -396,7 +420,9 @@ def expectancy_negative_focal(
 
     ``per_crypto_verdicts``: crypto -> :func:`expectancy_alert` verdict. ``value`` is the
     number of crit cryptos (warn-or-crit for ``warn``), ``threshold`` ``min_cryptos``,
-    ``n`` the number of cryptos with enough trades; ``details`` lists the cryptos per level.
+    ``n`` the number of cryptos with enough trades (and a journal that is not stale);
+    ``details`` lists the cryptos per level. Order: crit, warn, stale (any crypto stale: its
+    reason is each stale crypto's), insufficient, ok.
     """
     k = _count("min_cryptos", min_cryptos, minimum=1)
     if not isinstance(focal_active, bool | np.bool_):
@@ -407,7 +433,7 @@ def expectancy_negative_focal(
             raise ValueError(f"per_crypto_verdicts[{crypto!r}] must be a Verdict, got {v!r}")
         by_level[v.level].append(crypto)
     details = {lv: sorted(c) for lv, c in by_level.items()}
-    n_eval = len(per_crypto_verdicts) - len(by_level["insufficient"])
+    n_eval = len(per_crypto_verdicts) - len(by_level["insufficient"]) - len(by_level["stale"])
     n_crit = len(by_level["crit"])
     n_neg = n_crit + len(by_level["warn"])
     if not focal_active:
@@ -429,6 +455,17 @@ def expectancy_negative_focal(
             float(k),
             n_eval,
             f"net expectancy < 0 on {n_neg} cryptos (24 h or 48 h) while focal is active",
+            details,
+        )
+    if by_level["stale"]:
+        stale = sorted(by_level["stale"])
+        return Verdict(
+            "stale",
+            float(n_crit),
+            float(k),
+            n_eval,
+            f"journal stale on {len(stale)} focal cryptos, their 48 h window is not complete: "
+            + "; ".join(f"{c}: {per_crypto_verdicts[c].reason}" for c in stale),
             details,
         )
     if n_eval < k:
@@ -463,6 +500,87 @@ def auto_kill_switch(
     lo = hi - round(h * _NS_PER_HOUR)
     times = {_utc_ns(f"p1_alert_times[{i}]", t) for i, t in enumerate(p1_alert_times)}
     return sum(1 for t in times if lo <= t <= hi) >= k
+
+
+# --------------------------------------------------------------------------- stale journal
+
+
+def _aware(name: str, t: datetime) -> datetime:
+    if not isinstance(t, datetime) or t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime, got {t!r}")
+    return t
+
+
+def journal_lag(
+    last_hour: datetime | None, live_since: datetime | None, as_of: datetime
+) -> timedelta | None:
+    """How far a crypto's journal is behind ``as_of``: ``as_of - (last_hour + 1 h)``
+    (``last_hour``: the last journaled hour, a candle's open time), or ``as_of - live_since``
+    when no hour is journaled (``live_since``: when its first champion went live); None when
+    neither is known. Negative when the journal reaches past ``as_of`` (a replay). Times are
+    aware datetimes (naive: ValueError naming the argument)."""
+    now = _aware("as_of", as_of)
+    if last_hour is not None:
+        return now - (_aware("last_hour", last_hour) + timedelta(hours=1))
+    if live_since is not None:
+        return now - _aware("live_since", live_since)
+    return None
+
+
+def journal_stale(
+    last_hour: datetime | None,
+    live_since: datetime | None,
+    as_of: datetime,
+    *,
+    after: timedelta = STALE_AFTER,
+) -> bool:
+    """Whether the journal is stale at ``as_of``: :func:`journal_lag` > ``after`` (2 h;
+    exactly ``after`` is not stale; an unknown lag is not)."""
+    lag = journal_lag(last_hour, live_since, as_of)
+    return lag is not None and lag > after
+
+
+def _behind(lag: timedelta) -> str:
+    minutes = int(lag.total_seconds() // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def stale_verdict(
+    verdict: Verdict,
+    last_hour: datetime | None,
+    live_since: datetime | None,
+    as_of: datetime,
+    *,
+    after: timedelta = STALE_AFTER,
+) -> Verdict:
+    """``verdict`` of a window ending at ``as_of``, made ``stale`` when the journal it read is
+    (:func:`journal_lag` > ``after``) and the verdict is ``ok`` or ``insufficient``; else
+    ``verdict`` itself. The stale reason names the journal's last hour (or, with none, the
+    first champion's start) and how far behind it is, then the verdict it replaces; its
+    ``details`` add ``journal_end`` (ISO) and ``hours_behind``."""
+    if verdict.level not in ("ok", "insufficient"):
+        return verdict
+    if not journal_stale(last_hour, live_since, as_of, after=after):
+        return verdict
+    if last_hour is not None:
+        end = last_hour + timedelta(hours=1)
+        where = f"journal stops at the hour {last_hour:%Y-%m-%dT%H}:00Z (closed {end:%H:%M}Z)"
+    elif live_since is not None:
+        end = live_since
+        where = f"no hour journaled since the first champion went live at {end:%Y-%m-%dT%H:%M}Z"
+    else:  # journal_stale is False without either; kept for the type checker
+        return verdict
+    lag = as_of - end
+    reason = (
+        f"{where}, {_behind(lag)} before {as_of:%Y-%m-%dT%H:%M}Z (> {_behind(after)}): the "
+        f"window is not complete; on the rows there: {verdict.level}: {verdict.reason}"
+    )
+    details = {
+        **verdict.details,
+        "journal_end": end.isoformat(),
+        "hours_behind": lag / timedelta(hours=1),
+    }
+    return dataclasses.replace(verdict, level="stale", reason=reason, details=details)
 
 
 # --------------------------------------------------------------------------- data drift
@@ -725,7 +843,7 @@ class SharpnessState:
     consecutive: int = 0
 
     def update(self, verdict: Verdict) -> SharpnessState:
-        """Trigger -> +1; ok -> 0; insufficient -> unchanged."""
+        """Trigger -> +1; ok -> 0; insufficient or stale -> unchanged."""
         if verdict.alarm:
             return SharpnessState(self.consecutive + 1)
         if verdict.level == "ok":

@@ -130,8 +130,10 @@ __all__ = [
     "TRADE_COLUMNS",
     "Position",
     "Replay",
+    "hour_labels",
     "replay",
     "replay_day",
+    "replay_hours",
 ]
 
 BUY = "BUY"
@@ -366,6 +368,11 @@ def _feature_rows(
 _Groups: TypeAlias = list[tuple[LiveModel, NDArray[np.int64]]]
 
 
+def _when(start: pd.Timestamp) -> str:
+    """A window's start in messages: its day at midnight, else the hour."""
+    return f"{start:%Y-%m-%d}" if start == start.normalize() else fmt_utc(start)
+
+
 def _model_groups(models: Any, hours: pd.DatetimeIndex, start: pd.Timestamp) -> _Groups:
     """(model, row positions) per model version, in order of first use; refuses an hour before
     its model's ``train_end`` (leakage) and two different models claiming one version."""
@@ -419,7 +426,7 @@ def _model_groups(models: Any, hours: pd.DatetimeIndex, start: pd.Timestamp) -> 
         first = hours[rows[0]]
         if first < model.train_end:
             raise ValueError(
-                f"leakage: the replay window starting {start:%Y-%m-%d} "
+                f"leakage: the replay window starting {_when(start)} "
                 f"reaches hour {fmt_utc(first)}, "
                 f"before the end of the training window of model version {v} "
                 f"({model.loss_function}) at {fmt_utc(model.train_end)}; those hours are in its "
@@ -578,6 +585,51 @@ def _labels(
     return label, known
 
 
+def hour_labels(
+    candles: pd.DataFrame,
+    first_hour: Any,
+    last_hour: Any,
+    *,
+    take_profit: float,
+    stop_loss: float,
+    horizon: int,
+) -> pd.DataFrame:
+    """The triple-barrier ``label`` and ``label_known_at`` of the candles opening in
+    ``first_hour .. last_hour`` (inclusive), from the candles after them in ``candles`` -- what
+    a replay writes for those hours, for hours journaled before their label resolved.
+
+    ``candles``: as :func:`replay`'s (UTC open times, ``open, high, low, close``), from
+    ``first_hour`` on. Returns columns ``hour``, ``label`` (Int8, NA while unresolved) and
+    ``label_known_at`` (NaT while unresolved), one row per candle in the range (none for a
+    range without candles). Raises ``ValueError`` naming the field for bad barriers, hours
+    off the hour or not in order, or bad prices."""
+    check_barriers(take_profit, stop_loss, horizon)
+    start = _hour_timestamp("first_hour", first_hour)
+    last = _hour_timestamp("last_hour", last_hour)
+    if last < start:
+        raise ValueError(f"last_hour {fmt_utc(last)} is before first_hour {fmt_utc(start)}")
+    idx = candles.index
+    if not isinstance(idx, pd.DatetimeIndex) or idx.tz is None:
+        raise ValueError("candles must be indexed by a UTC DatetimeIndex of open times")
+    i0 = int(idx.searchsorted(start, side="left"))
+    i1 = int(idx.searchsorted(last, side="right"))
+    h = int(horizon)
+    i2 = min(len(idx), i1 + h)
+    hours = idx[i0:i2].tz_convert("UTC").as_unit(_TS_UNIT)
+    prices = _check_prices(candles.iloc[i0:i2], hours)
+    o, hi, lo, c = (prices[k] for k in _PRICE_COLUMNS)
+    tp, sl = float(take_profit), float(stop_loss)
+    out = simulate_long_trades(o, hi, lo, c, tp, sl, h) if len(c) > h else None
+    label, known = _labels(o, hi, lo, c, hours.as_unit("ns").asi8, i1 - i0, out, tp, sl, h)
+    return pd.DataFrame(
+        {
+            "hour": pd.DatetimeIndex(hours[: i1 - i0], dtype=_TS_DTYPE),
+            "label": pd.arrays.IntegerArray(label, label < 0),
+            "label_known_at": _utc_times(known),
+        }
+    )
+
+
 def _latencies(latency_ms: Any, versions: Sequence[int]) -> dict[int, float]:
     if latency_ms is None:
         return {v: math.nan for v in versions}
@@ -629,6 +681,7 @@ def replay(
     open_position: Position | None = None,
     latency_ms: float | Mapping[int, float] | None = None,
     candidates: CandidateSource | None = None,
+    no_entry: Callable[[pd.Timestamp], bool] | None = None,
 ) -> Replay:
     """Paper-trade the UTC days ``first_day .. last_day`` (inclusive) of one crypto.
 
@@ -649,7 +702,9 @@ def replay(
     :func:`cvn_assets.guard.live_model.measure_latency`), written in ``predictions.latency_ms``
     (NaN where absent). ``candidates``: the ``candidate`` model live at each hour for shadow
     mode (:data:`CandidateSource`; ``None``: no candidate): its predictions fill the
-    ``candidate_*`` columns and change nothing else.
+    ``candidate_*`` columns and change nothing else. ``no_entry(hour)``: a BUY at that hour's
+    decision opens nothing, while an open position keeps its barriers (unlike a halt, which
+    closes it): the live loop's fail-safe for hours whose ``trading_halted`` could not be read.
 
     Returns the journal rows (module docstring) and the position still open at the end.
     Raises ``ValueError`` before any prediction for bad input, a window not yet complete in
@@ -662,6 +717,55 @@ def replay(
         crypto, take_profit, stop_loss, horizon, fee_per_side, first_day, last_day, halted,
         open_position,
     )  # fmt: skip
+    return _run(a, candles, features, models, halted, latency_ms, candidates, no_entry)
+
+
+def replay_hours(
+    candles: pd.DataFrame,
+    features: pd.DataFrame | None,
+    first_hour: Any,
+    last_hour: Any,
+    models: ModelSource,
+    *,
+    crypto: str,
+    take_profit: float,
+    stop_loss: float,
+    horizon: int,
+    fee_per_side: float = DEFAULT_FEE_PER_SIDE,
+    halted: Callable[[pd.Timestamp], bool] | None = None,
+    open_position: Position | None = None,
+    latency_ms: float | Mapping[int, float] | None = None,
+    candidates: CandidateSource | None = None,
+    no_entry: Callable[[pd.Timestamp], bool] | None = None,
+) -> Replay:
+    """:func:`replay` of the hours ``first_hour .. last_hour`` (candle open times, inclusive,
+    on the hour): the live loop's step, journaling each hour once its candle has closed.
+
+    Same arguments, rules and errors as :func:`replay` with hours for days: ``candles`` must
+    reach ``last_hour``; ``open_position`` must have been carried from the replay that ended
+    right before ``first_hour``. Replaying consecutive hour windows with the position carried
+    gives exactly the rows of one replay over all of them, given the same ``features``
+    (tested), so a day journaled hour by hour equals the day journaled at once."""
+    a = _check_args(
+        crypto, take_profit, stop_loss, horizon, fee_per_side, first_hour, last_hour, halted,
+        open_position, hours=True,
+    )  # fmt: skip
+    return _run(a, candles, features, models, halted, latency_ms, candidates, no_entry)
+
+
+def _run(
+    a: _Args,
+    candles: Any,
+    features: Any,
+    models: Any,
+    halted: Any,
+    latency_ms: Any,
+    candidates: Any,
+    no_entry: Any = None,
+) -> Replay:
+    """The replay's steps over the checked window ``a``."""
+    if no_entry is not None and not callable(no_entry):
+        raise ValueError(f"no_entry must be a function of the hour or None, got {no_entry!r}")
     win = _candle_window(candles, a)
     values = _feature_rows(features, candles, win.i0, win.i1, win.hours)
     groups = _model_groups(models, win.hours, a.start)
@@ -670,7 +774,8 @@ def replay(
     cand_groups = _candidate_groups(candidates, win.hours)
     signals = _champion_signals(groups, values, win.hours, lat)
     shadow = _candidate_signals(cand_groups, values, win.hours)
-    trades, open_out, out_ext = _position_walk(a, win, signals, halt)
+    blocked = _halt_flags(no_entry, win.hours) | halt
+    trades, open_out, out_ext = _position_walk(a, win, signals, halt, blocked)
     predictions = _predictions_frame(a, win, signals, shadow, out_ext)
     return Replay(predictions=predictions, trades=trades, open_position=open_out)
 
@@ -690,6 +795,7 @@ class _Args:
     last: pd.Timestamp
     end: pd.Timestamp
     pos_in: Position | None
+    window: str = ""  # the window in messages: "day D", "days D1 .. D2", "hours H1 .. H2"
 
 
 def _check_args(
@@ -702,6 +808,7 @@ def _check_args(
     last_day: Any,
     halted: Any,
     open_position: Any,
+    hours: bool = False,
 ) -> _Args:
     if not (isinstance(crypto, str) and crypto.strip()):
         raise ValueError(f"crypto must be a non-empty string, got {crypto!r}")
@@ -709,16 +816,27 @@ def _check_args(
     h = int(horizon)
     if not (is_real(fee_per_side) and 0.0 <= fee_per_side < 0.5):
         raise ValueError(f"fee_per_side must be a fraction in [0, 0.5), got {fee_per_side!r}")
-    start = _day("first_day", first_day)
-    last = _day("last_day", last_day)
-    if last < start:
-        raise ValueError(f"last_day {last:%Y-%m-%d} is before first_day {start:%Y-%m-%d}")
+    if hours:
+        start = _hour_timestamp("first_hour", first_day)
+        last = _hour_timestamp("last_hour", last_day)
+        if last < start:
+            raise ValueError(f"last_hour {fmt_utc(last)} is before first_hour {fmt_utc(start)}")
+        end, window = last + _HOUR, f"hours {fmt_utc(start)} .. {fmt_utc(last)}"
+    else:
+        start = _day("first_day", first_day)
+        last = _day("last_day", last_day)
+        if last < start:
+            raise ValueError(f"last_day {last:%Y-%m-%d} is before first_day {start:%Y-%m-%d}")
+        end = last + _DAY
+        window = (
+            f"day {last:%Y-%m-%d}" if last == start else f"days {start:%Y-%m-%d} .. {last:%Y-%m-%d}"
+        )
     if halted is not None and not callable(halted):
         raise ValueError(f"halted must be a function of the hour or None, got {halted!r}")
     pos_in = None if open_position is None else _check_position(open_position, crypto, h)
     return _Args(
         crypto, float(take_profit), float(stop_loss), h, float(fee_per_side), start, last,
-        last + _DAY, pos_in,
+        end, pos_in, window,
     )  # fmt: skip
 
 
@@ -748,19 +866,16 @@ def _candle_window(candles: Any, a: _Args) -> _Window:
         raise ValueError("candles is empty")
     if not (idx.is_monotonic_increasing and idx.is_unique):
         raise ValueError("candles' open times must be unique and in time order")
-    start, last, end = a.start, a.last, a.end
+    start, end = a.start, a.end
     if idx[0] > start:
         raise ValueError(
             f"candles start at {fmt_utc(idx[0])}, after the replay window's first hour "
-            f"{fmt_utc(start)}: pass the candles from {start:%Y-%m-%d} 00:00 UTC (or earlier)"
+            f"{fmt_utc(start)}: pass the candles from {fmt_utc(start)} (or earlier)"
         )
     if idx[-1] < end - _HOUR:
-        days = (
-            f"day {last:%Y-%m-%d}" if last == start else f"days {start:%Y-%m-%d} .. {last:%Y-%m-%d}"
-        )
         raise ValueError(
             _missing_hours_message(
-                f"{days} cannot be replayed yet: candles end at {fmt_utc(idx[-1])}",
+                f"{a.window} cannot be replayed yet: candles end at {fmt_utc(idx[-1])}",
                 max(idx[-1] + _HOUR, start),
                 end - _HOUR,
             )
@@ -789,7 +904,7 @@ def _check_continuity(pos: Position, idx: pd.DatetimeIndex, i0: int, start: pd.T
     if pos.last_hour >= start:
         raise ValueError(
             f"open_position.last_hour {fmt_utc(pos.last_hour)} is not before the replay "
-            f"window {start:%Y-%m-%d}: it was carried from a later replay"
+            f"window {_when(start)}: it was carried from a later replay"
         )
     j = int(idx.searchsorted(pos.last_hour, side="right"))
     if j < i0:
@@ -972,10 +1087,15 @@ class _VectorTrades:
 
 
 def _position_walk(
-    a: _Args, win: _Window, sig: _Signals, halt: NDArray[np.bool_]
+    a: _Args,
+    win: _Window,
+    sig: _Signals,
+    halt: NDArray[np.bool_],
+    blocked: NDArray[np.bool_],
 ) -> tuple[pd.DataFrame, Position | None, TradeOutcomes | None]:
     """The one-position walk over the window: the trades frame, the position still open
-    after it, and the outcomes of a long entered at every candle (for the labels)."""
+    after it, and the outcomes of a long entered at every candle (for the labels).
+    ``blocked``: hours whose BUY opens nothing (halted, or ``no_entry``)."""
     m, h = len(win.hours), a.h
     hours_ns = win.hours.as_unit("ns").asi8
     c = win.prices["close"]
@@ -987,7 +1107,7 @@ def _position_walk(
     walker = _Walker(a, win, halt)
     open_out, k = _walk_carried(walker, a.pos_in)
     n_before = len(walker.exits)
-    entries = np.flatnonzero(sig.buy & ~halt)
+    entries = np.flatnonzero(sig.buy & ~blocked)
     next_entry = np.append(entries, m)[np.searchsorted(entries, np.arange(m + 1))].tolist()
     vec, j = _jump_trades(out_ext, halt, next_entry, next_entry[k], max(m - h, 0), win)
     while j < m:  # entries too close to the window's end for the vectorised outcome
@@ -1161,6 +1281,7 @@ def replay_day(
     open_position: Position | None = None,
     latency_ms: float | Mapping[int, float] | None = None,
     candidates: CandidateSource | None = None,
+    no_entry: Callable[[pd.Timestamp], bool] | None = None,
 ) -> Replay:
     """:func:`replay` of one UTC day (its 24 hourly candles), the daily step of the guard.
 
@@ -1182,4 +1303,5 @@ def replay_day(
         open_position=open_position,
         latency_ms=latency_ms,
         candidates=candidates,
+        no_entry=no_entry,
     )

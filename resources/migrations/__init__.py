@@ -22,6 +22,8 @@ Revisions (``versions/``), oldest first:
   (:mod:`resources.rollbacks`).
 * ``0009_alerts``: ``alerts``, every alert of the guard with its delivery state
   (:mod:`resources.alert_store`).
+* ``0010_live_state``: ``live_state`` (the live loop's last journaled hour, open position and
+  measured latencies per crypto) and ``live_events`` (:mod:`resources.live_state`).
 
 A change to a ``Table`` of the results store, the config store or the model registry needs a
 new revision here: ``tests/integration/test_migrations.py`` compares the migrated schema
@@ -68,7 +70,7 @@ __all__ = [
 
 HERE = Path(__file__).resolve().parent
 #: the newest revision (checked against the scripts by the tests)
-HEAD = "0009_alerts"
+HEAD = "0010_live_state"
 BASELINE = "0001_results_baseline"
 SWEEPS = "0002_sweeps"
 #: tables created before migrations existed (abe7750), and their later ``sweeps`` table

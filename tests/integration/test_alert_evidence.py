@@ -30,6 +30,7 @@ from resources.results_store import ResultsStore
 from resources.rollbacks import RollbackLog
 from sensors.evaluation import evaluate_drift, evaluate_expectancy
 from sensors.guard_sensors import drift_alert_requests
+from tests.support.journal_hours import journal_until
 
 CRYPTOS = ("BTCUSDC", "ETHUSDC")
 T0 = datetime(2026, 3, 2, 0, tzinfo=UTC)  # promotions happen before, trades after
@@ -129,6 +130,7 @@ def test_thin_48h_window_is_insufficient_never_a_p1_or_rollback_and_pages_a_spar
     net = [-0.01] * 8 + [0.003] * 2
     for c in CRYPTOS:
         _write_trades(url, c, old + recent, net, ids[c]["focal"])
+        journal_until(url, c, ids[c]["focal"], now)  # the journal is current: not stale
     ev = evaluate_expectancy(ModelRegistry(database_url=url), CRYPTOS, now)
     assert ev.verdict.level == "insufficient"
     assert {c: v.level for c, v in ev.per_crypto.items()} == dict.fromkeys(CRYPTOS, "insufficient")

@@ -41,11 +41,13 @@ def _reset_signals() -> None:
 
 def _setup_registry(url: str, now: datetime) -> dict[str, dict[str, int]]:
     """Per crypto: a baseline champion (5 days ago) replaced by a focal one (3 days ago), and
-    14 losing trades (net ~ -0.4 %) exiting every 2 h up to the current clock hour."""
+    14 losing trades (net ~ -0.4 %) exiting every 2 h up to the current clock hour, and the
+    journal's hours up to the clock (not stale)."""
     from cvn_assets.ablation.identity import SweepIdentity
     from resources.journal import replace_days
     from resources.model_registry import ModelRegistry
     from resources.results_store import ResultsStore
+    from tests.support.journal_hours import journal_until
 
     ResultsStore(database_url=url).register_sweep(
         "s", SweepIdentity({"eta": 0.05}, {"universe": list(CRYPTOS)}, {"source": "x"}, {})
@@ -87,6 +89,8 @@ def _setup_registry(url: str, now: datetime) -> dict[str, dict[str, int]]:
         )
         days = sorted({pd.Timestamp(e).normalize() for e in exits})
         replace_days(reg.engine, crypto, days, None, trades)
+        # the journal's hours reach the clock: guard_stale (RUNNING by default) stays quiet
+        journal_until(url, crypto, ids[crypto]["focal"], now)
     return ids
 
 

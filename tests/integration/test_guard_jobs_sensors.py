@@ -21,6 +21,7 @@ from resources.journal import replace_days
 from resources.model_registry import ModelRegistry
 from resources.results_store import ResultsStore
 from resources.rollbacks import RollbackLog
+from tests.support.journal_hours import journal_until
 
 CRYPTOS = ("BTCUSDC", "ETHUSDC")
 T0 = datetime(2026, 3, 2, 0, tzinfo=UTC)  # promotions happen before, trades after
@@ -246,7 +247,8 @@ def test_halt_and_resume_are_audited_and_idempotent(home):
 
 
 def _losing_trades(url: str, crypto: str, version: int, end: datetime, n: int, seed: int):
-    """``n`` trades exiting every 2 h up to ``end``, net returns ~ -0.4 % +- 0.1 %."""
+    """``n`` trades exiting every 2 h up to ``end``, net returns ~ -0.4 % +- 0.1 %; the
+    journal's hours reach ``end`` (not stale)."""
     rng = np.random.default_rng(seed)
     exits = [end - timedelta(hours=2 * i) for i in range(n)][::-1]
     net = -0.004 + 0.001 * rng.standard_normal(n)
@@ -266,6 +268,7 @@ def _losing_trades(url: str, crypto: str, version: int, end: datetime, n: int, s
     )
     days = sorted({pd.Timestamp(e).normalize() for e in exits})
     replace_days(ModelRegistry(database_url=url).engine, crypto, days, None, frame)
+    journal_until(url, crypto, version, end)
     return net
 
 
@@ -362,6 +365,7 @@ def test_sparse_traders_get_their_own_p2_on_their_last_trades_of_the_live_model(
         )  # fmt: skip
         days = sorted({pd.Timestamp(e).normalize() for e in exits})
         replace_days(ModelRegistry(database_url=url).engine, c, days, None, frame)
+        journal_until(url, c, ids[c]["focal"], now)  # the journal is current: not stale
     from sensors.evaluation import evaluate_expectancy, evaluate_sparse_expectancy
 
     reg = ModelRegistry(database_url=url)

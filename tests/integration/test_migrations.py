@@ -23,6 +23,7 @@ from resources.alert_store import ALERTS_METADATA
 from resources.config_store import CONFIG_METADATA, ConfigStore
 from resources.db import sqlite_foreign_keys
 from resources.journal import JOURNAL_METADATA
+from resources.live_state import LIVE_METADATA
 from resources.migrations import (
     HEAD,
     LegacySchemaError,
@@ -43,10 +44,11 @@ ALL_METADATA = [
     JOURNAL_METADATA,
     rollbacks_table.metadata,
     ALERTS_METADATA,
+    LIVE_METADATA,
 ]
 GUARD_TABLES = {"ftf_config", "config_audit", "model_versions", "model_aliases"}
 GUARD_TABLES |= {"model_alias_history", "predictions", "trades", "monitoring_metrics"}
-GUARD_TABLES |= {"rollbacks", "alerts"}
+GUARD_TABLES |= {"rollbacks", "alerts", "live_state", "live_events"}
 RESULT_TABLES = ("finetune_results", "oos_returns", "gate_verdicts")
 _ADDED_BY_0004 = {"trading_threshold", "expectancy_trading", "n_trades_trading"}
 PLACEHOLDER = ("0000000000000000", '{"note": "registered before sweep identities existed"}')
@@ -292,6 +294,7 @@ def test_the_revisions_form_one_chain_ending_at_head():
         "0007_drift_inputs",
         "0008_rollbacks",
         "0009_alerts",
+        "0010_live_state",
     ]
     assert head_revision() == HEAD == chain[-1]
 

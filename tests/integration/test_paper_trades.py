@@ -83,7 +83,7 @@ def _errors(result) -> str:
     return "\n".join(out)
 
 
-def _paper(tmp_path, instance, first, last=None):
+def _paper(tmp_path, instance, first, last=None, clock=None, tags=None, resources=None):
     kw = (
         {"partition_key": f"{CANARY}|{first}"}
         if last is None
@@ -94,8 +94,15 @@ def _paper(tmp_path, instance, first, last=None):
             }
         }
     )
+    cfg = _cfg(tmp_path)
+    if clock is not None:
+        cfg["resources"]["guard_clock"] = {"config": {"fixed_now": pd.Timestamp(clock).isoformat()}}
+    if tags:
+        kw["tags"] = {**kw.get("tags", {}), **tags}
+    for name, value in (resources or {}).items():
+        cfg["resources"][name] = value
     return defs.resolve_job_def("paper_job").execute_in_process(
-        run_config=_cfg(tmp_path), instance=instance, raise_on_error=False, **kw
+        run_config=cfg, instance=instance, raise_on_error=False, **kw
     )
 
 
@@ -208,10 +215,19 @@ def test_paper_trades_journal_leakage_halt_and_monitoring(tmp_path, instance):
     again = read_trades(engine, CANARY, f"{d3}T00:00+00:00", f"{d3} 23:59+00:00")
     pd.testing.assert_frame_equal(again, t3)
 
-    # today: its last candles do not exist yet: refused, naming the missing hours
-    future = f"{pd.Timestamp.now(tz='UTC'):%Y-%m-%d}"
-    res = _paper(tmp_path, instance, future)
-    assert not res.success and "missing" in _errors(res) and "hour(s)" in _errors(res)
+    # a day in progress on the guard clock (d4 10:30): its 10 closed hours (00:00 .. 09:00),
+    # and the partition's metadata says so; a day with no closed candle yet is refused
+    d4_ = pd.Timestamp(d4, tz="UTC")
+    res = _paper(tmp_path, instance, d4, clock=d4_ + pd.Timedelta(hours=10, minutes=30))
+    assert res.success, _errors(res)
+    day4 = read_predictions(engine, CANARY, d4_, d4_ + pd.Timedelta(hours=23))
+    assert day4["hour"].tolist() == list(pd.date_range(d4_, periods=10, freq="h"))
+    (meta,) = [m.metadata for m in res.asset_materializations_for_node("paper_trades")]
+    assert meta["hours_journaled"].value == 10
+    assert meta["last_journaled_hour"].value == f"{d4} 09:00"
+    res = _paper(tmp_path, instance, d4, clock=d4_ + pd.Timedelta(minutes=59))
+    assert not res.success and f"day {d4} has no closed candle yet" in _errors(res)
+    assert len(read_predictions(engine, CANARY, d4_, d4_ + pd.Timedelta(hours=23))) == 10
 
 
 def test_paper_trades_journals_the_drift_inputs_and_shadows_a_candidate(tmp_path, instance):

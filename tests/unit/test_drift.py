@@ -15,6 +15,7 @@ import pytest
 from scipy import stats
 
 from cvn_assets.guard.drift import (
+    STALE_AFTER,
     SharpnessState,
     Verdict,
     auto_kill_switch,
@@ -23,8 +24,10 @@ from cvn_assets.guard.drift import (
     expectancy_alert,
     expectancy_negative_focal,
     false_alarm_rate,
+    journal_lag,
     sharpness_drift,
     sharpness_revert,
+    stale_verdict,
 )
 from cvn_assets.guard.monitoring import psi_null_quantile
 
@@ -380,3 +383,63 @@ def test_expectancy_last_trades_is_the_one_sided_t_test_of_exactly_its_trades():
         expectancy_last_trades([-0.01] * 10, min_trades=1)
     with pytest.raises(ValueError, match="net_returns"):
         expectancy_last_trades([-0.01, float("nan")] * 5)
+
+
+# --------------------------------------------------------------------------- stale journal
+
+
+def test_journal_lag_is_now_minus_the_last_candle_close_or_the_first_champion() -> None:
+    h = dt.timedelta(hours=1)
+    last = NOW - 4 * h  # the hour 08:00, its candle closed at 09:00: 3 h before 12:00
+    assert journal_lag(last, None, NOW) == 3 * h
+    assert journal_lag(last, NOW - 50 * h, NOW) == 3 * h  # a journaled hour wins
+    assert journal_lag(None, NOW - 5 * h, NOW) == 5 * h  # nothing journaled: since live
+    assert journal_lag(None, None, NOW) is None
+    assert journal_lag(NOW, None, NOW) == -h  # a replay: the journal is ahead
+    with pytest.raises(ValueError, match="last_hour must be a timezone-aware"):
+        journal_lag(dt.datetime(2026, 3, 1, 8), None, NOW)
+    with pytest.raises(ValueError, match="as_of must be a timezone-aware"):
+        journal_lag(last, None, dt.datetime(2026, 3, 1, 12))
+
+
+def test_stale_verdict_bounds_and_the_levels_it_replaces() -> None:
+    assert STALE_AFTER == dt.timedelta(hours=2)
+    h, s = dt.timedelta(hours=1), dt.timedelta(seconds=1)
+    ok = Verdict("ok", 0.001, -0.002, 12, "48 h mean fine", {"n_48h": 12})
+    # last hour 09:00 closed at 10:00: exactly 2 h before 12:00 is not stale, 2 h + 1 s is
+    assert stale_verdict(ok, NOW - 3 * h, None, NOW) is ok
+    v = stale_verdict(ok, NOW - 3 * h, None, NOW + s)
+    assert v.level == "stale" and not v.alarm
+    assert (v.value, v.threshold, v.n) == (ok.value, ok.threshold, ok.n)
+    assert v.details["n_48h"] == 12 and v.details["journal_end"] == (NOW - 2 * h).isoformat()
+    assert v.details["hours_behind"] == pytest.approx(2 + 1 / 3600)
+    assert "2026-03-01T09:00Z" in v.reason and "2 h 00 min" in v.reason
+    assert "ok: 48 h mean fine" in v.reason  # the verdict it replaces
+    thin = Verdict("insufficient", math.nan, math.nan, 3, "3 trades in 48 h < min_trades 10")
+    v = stale_verdict(thin, None, NOW - 5 * h, NOW)
+    assert v.level == "stale" and "no hour journaled" in v.reason and "5 h 00 min" in v.reason
+    # warn and crit stand: the trades already journaled are evidence whatever is missing
+    for level in ("warn", "crit"):
+        alarm = _v(level)
+        assert stale_verdict(alarm, NOW - 10 * h, None, NOW) is alarm
+    assert stale_verdict(ok, None, None, NOW) is ok  # nothing known: nothing to say
+
+
+def test_expectancy_rule_reports_stale_never_as_an_alarm() -> None:
+    stale = Verdict("stale", 0.0, 0.0, 20, "journal stops at the hour 2026-03-01T08:00Z")
+    # two crit cryptos: the P1 stands whatever a third crypto's journal does
+    p1 = expectancy_negative_focal({"BTC": _v("crit"), "ETH": _v("crit"), "SOL": stale}, True)
+    assert p1.level == "crit" and p1.n == 2 and p1.details["stale"] == ["SOL"]
+    assert expectancy_negative_focal({"BTC": _v("warn"), "ETH": _v("crit"), "SOL": stale},
+                                     True).level == "warn"  # fmt: skip
+    # otherwise stale rather than ok or insufficient, naming the crypto and its journal end
+    for others in ({"BTC": _v("ok"), "ETH": _v("ok")}, {"BTC": _v("insufficient")}):
+        v = expectancy_negative_focal({**others, "SOL": stale}, True)
+        assert v.level == "stale" and not v.alarm
+        assert "SOL: journal stops at the hour 2026-03-01T08:00Z" in v.reason
+    assert expectancy_negative_focal({"SOL": stale}, False).level == "ok"  # focal not active
+
+
+def test_sharpness_state_leaves_the_count_unchanged_on_stale() -> None:
+    stale = Verdict("stale", 0.9, 0.7, 48, "journal stale")
+    assert SharpnessState(1).update(stale) == SharpnessState(1)

@@ -34,8 +34,10 @@ from cvn_assets.guard.paper import (
     PREDICTION_COLUMNS,
     TRADE_COLUMNS,
     Position,
+    hour_labels,
     replay,
     replay_day,
+    replay_hours,
 )
 from cvn_assets.market.dataset import assemble_dataset
 from cvn_assets.market.features import FEATURE_NAMES, build_features
@@ -953,3 +955,103 @@ def test_shadow_mode_logs_the_candidate_beside_an_unchanged_champion() -> None:
     with pytest.raises(ValueError, match="strictly increasing"):
         candidate_schedule([(T("2023-12-29"), cand), (T("2023-12-29"), None)])
     assert candidate_schedule([])(T("2024-01-01")) is None
+
+
+# --------------------------------------------------------------------------- hour windows (live)
+@pytest.mark.parametrize(("seed", "h", "cuts"), [(0, 4, (5, 6, 30, 31)), (5, 8, (1, 23, 24, 47))])
+def test_hour_windows_with_the_position_carried_equal_one_replay(
+    seed: int, h: int, cuts: tuple[int, ...]
+) -> None:
+    """The live loop's steps: consecutive hour windows (1 hour, across midnight, a day), each
+    carrying the previous one's position, give exactly the rows, trades and final position of
+    one replay over the days (which the per-hour oracle above checks), with a halt inside."""
+    c = random_candles(seed)
+    feats = build_features(c)
+    first, last = T("2023-12-28"), T("2023-12-30")
+    model = LiveModel(1, "focal", fake_proba, 0.45, T("2023-12-27"))
+    kw: dict[str, Any] = dict(crypto="SOLUSDC", take_profit=0.006, stop_loss=0.004, horizon=h)
+    free = replay(c, feats, first, last, model, **kw).trades  # a halt where a position is open
+    long = free[free["exit_time"] - free["entry_time"] >= pd.Timedelta(hours=3)].iloc[0]
+    halt_at = {
+        long["entry_time"] + pd.Timedelta(hours=1),
+        long["entry_time"] + pd.Timedelta(hours=2),
+    }
+    kw["halted"] = lambda t: t in halt_at
+    whole = replay(c, feats, first, last, model, **kw)
+    assert len(whole.trades) >= 5 and "halt" in set(whole.trades["barrier"])
+    hours = whole.predictions["hour"]
+    bounds = [0, *cuts, len(hours)]
+    parts, trades, pos = [], [], None
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        r = replay_hours(
+            c, feats, hours.iloc[lo], hours.iloc[hi - 1], model, open_position=pos, **kw
+        )
+        parts.append(r.predictions)
+        trades.append(r.trades)
+        pos = r.open_position
+    got = pd.concat(parts, ignore_index=True)
+    pd.testing.assert_frame_equal(got[NON_LABEL], whole.predictions[NON_LABEL])
+    pd.testing.assert_frame_equal(pd.concat(trades, ignore_index=True), whole.trades)
+    assert pos == whole.open_position
+
+
+def test_replay_hours_refuses_bad_hours_and_missing_candles() -> None:
+    c = random_candles(0)
+    model = LiveModel(1, "focal", fake_proba, 0.45, T("2023-12-27"))
+    kw: dict[str, Any] = dict(crypto="SOLUSDC", take_profit=0.006, stop_loss=0.004, horizon=4)
+    with pytest.raises(ValueError, match="first_hour .*10:30.* is not on the hour"):
+        replay_hours(c, None, T("2023-12-28 10:30"), T("2023-12-28 11:00"), model, **kw)
+    with pytest.raises(ValueError, match="last_hour .* is before first_hour"):
+        replay_hours(c, None, T("2023-12-28 10:00"), T("2023-12-28 09:00"), model, **kw)
+    end = c.index[-1]
+    with pytest.raises(ValueError, match=r"hours .* cannot be replayed yet: .*missing 2 hour"):
+        replay_hours(c, None, end - pd.Timedelta(hours=3), end + pd.Timedelta(hours=2), model, **kw)
+
+
+@pytest.mark.parametrize(("seed", "h"), [(0, 4), (3, 12)])
+def test_hour_labels_equal_the_replays_labels_and_the_labels_module(seed: int, h: int) -> None:
+    c = random_candles(seed)
+    first, last = T("2023-12-28 20:00"), T("2023-12-29 03:00")
+    model = LiveModel(1, "focal", fake_proba, 0.45, T("2023-12-27"))
+    kw: dict[str, Any] = dict(take_profit=TP, stop_loss=SL, horizon=h)
+    tb = triple_barrier_labels(c, **kw)
+    for cut in (last + pd.Timedelta(hours=2), last + pd.Timedelta(days=2)):
+        cut_c = c[c.index <= cut]
+        got = hour_labels(cut_c, first, last, **kw)
+        want = replay_hours(cut_c, None, first, last, model, crypto="X", **kw).predictions
+        assert got["hour"].tolist() == want["hour"].tolist()
+        pd.testing.assert_series_equal(got["label"], want["label"])
+        pd.testing.assert_series_equal(got["label_known_at"], want["label_known_at"])
+    assert got["label"].astype(int).tolist() == tb.loc[got["hour"], "label"].astype(int).tolist()
+    with pytest.raises(ValueError, match="last_hour .* is before first_hour"):
+        hour_labels(c, last, first, **kw)
+
+
+def test_no_entry_blocks_entries_only_and_keeps_open_positions_to_their_barriers() -> None:
+    """The fail-safe's rule: a BUY in a blocked hour opens nothing; a position opened before
+    the block exits exactly as without it (a halt would close it at the next open)."""
+    c = random_candles(1)
+    feats = build_features(c)
+    first, last = T("2023-12-28"), T("2023-12-30")
+    model = LiveModel(1, "focal", fake_proba, 0.45, T("2023-12-27"))
+    kw: dict[str, Any] = dict(crypto="SOLUSDC", take_profit=0.006, stop_loss=0.004, horizon=6)
+    free = replay(c, feats, first, last, model, **kw).trades
+    long = free[free["exit_time"] - free["entry_time"] >= pd.Timedelta(hours=3)].iloc[0]
+    lo, hi = long["entry_time"] + pd.Timedelta(hours=1), long["entry_time"] + pd.Timedelta(hours=30)
+    blocked = replay(c, feats, first, last, model, no_entry=lambda t: lo <= t <= hi, **kw)
+    got = blocked.trades
+    assert not ((got["entry_time"] >= lo) & (got["entry_time"] <= hi)).any()
+    # the position open when the block started is untouched; before it, nothing changed
+    row = got[got["entry_time"] == long["entry_time"]].iloc[0]
+    assert row["exit_time"] == long["exit_time"] and row["barrier"] == long["barrier"]
+    pd.testing.assert_frame_equal(
+        got[got["entry_time"] <= long["entry_time"]],
+        free[free["entry_time"] <= long["entry_time"]],
+    )
+    assert ((free["entry_time"] >= lo) & (free["entry_time"] <= hi)).sum() >= 3
+    # the signals are still journaled as the model gave them
+    pd.testing.assert_frame_equal(
+        blocked.predictions, replay(c, feats, first, last, model, **kw).predictions
+    )
+    with pytest.raises(ValueError, match="no_entry must be a function"):
+        replay(c, feats, first, last, model, no_entry=3, **kw)
