@@ -301,7 +301,7 @@ class MarketDataResource(ConfigurableResource):
             return None if frame.empty else pd.Timestamp(frame.index[-1])
         self.check_config()
         top = min(cutoff, pd.Timestamp.now(tz="UTC").floor("h")) - pd.Timedelta(hours=1)
-        return top if top >= _utc(self.start, "start") else None
+        return top if top >= _utc(self.generator()["start"], "start") else None
 
     @property
     def paper_dir(self) -> str | None:

@@ -356,7 +356,7 @@ def focal_training_crash(context: SensorEvaluationContext, guard_clock: GuardClo
 @sensor(
     name="guard_stale",
     jobs=[alert_job],
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=guard_interval(60),
     default_status=DefaultSensorStatus.RUNNING,
     description="P2: a crypto with a live champion whose journal's last hour closed more "
     "than 2 h ago (or, with no hour journaled, whose first champion went live more than 2 h "

@@ -200,16 +200,22 @@ def test_the_guard_sensors_tick_as_often_as_the_speed_asks():
         "rollback_confirmation": 60,
         "alert_delivery": 60,
         "model_drift": 600,
+        "guard_stale": 60,
+        "live_candles": 30,
     }
     got = _sensor_intervals({})
     assert {k: got[k] for k in wall_intervals} == wall_intervals
     env = {START: "2026-01-19T21:00:00Z", ORIGIN: "2026-12-07T12:00:00Z", SPEED: "60"}
     got = _sensor_intervals(env)
-    # 300 / 60 = 5, 60 / 60 = 1, 600 / 60 = 10
+    # 300 / 60 = 5, 60 / 60 = 1, 600 / 60 = 10, 30 / 60 = 0.5 -> at least 1
     assert {k: got[k] for k in wall_intervals} == {
         "expectancy_negative_focal": 5,
         "focal_training_crash": 1,
         "rollback_confirmation": 1,
         "alert_delivery": 1,
         "model_drift": 10,
+        "guard_stale": 1,
+        "live_candles": 1,
     }
+    # every sensor of the definitions is covered (a new one must use guard_interval too)
+    assert set(got) == set(wall_intervals)
