@@ -7,7 +7,8 @@
    this 2-core machine) and evaluates sensors in threads;
 2. the default sweep and the drill's champions exactly as ``make drill``
    (:mod:`cvn_assets.drill_setup`), on the scenario's market; the turn ``T`` lies
-   ``--turn-hours`` after the first day past the sweep's window (just after the champions');
+   ``--turn-hours`` after the first day past the sweep's window (default: ``make drill``'s
+   day 20, see :data:`TURN_HOURS`; the live loop's first run journals those days in one go);
 3. ``dagster dev -w workspace.yaml`` (webserver, daemon, code server) on 127.0.0.1 and a free
    port, in its own process group, with the scenario's market in ``$CVN_SYNTHETIC_MARKET``
    and the **accelerated guard clock** (``$CVN_GUARD_CLOCK_*``: market time
@@ -67,6 +68,12 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 #: the guard's sensors that are STOPPED by default; the live drill turns them on
 OFF_BY_DEFAULT = ("expectancy_negative_focal", "model_drift")
+#: the turn's default place: 20 days after the first day past the sweep's window, as in
+#: ``make drill`` (same market, same champions: the live journal is the replay's). Measured
+#: with the turn one day after it instead: the scenario's market then gives 7-11 trades per
+#: crypto in the 48 h after the turn (the P1 needs >= 10 on >= 2 cryptos: "insufficient"
+#: for a day and a half) and the first P1 came at turn + 80 h; at day 20, at turn + 39 h.
+TURN_HOURS = 480
 POLL_S = 2.0
 
 
@@ -80,12 +87,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument("--edge", type=float, default=4.0, help="the market's drift (as make drill)")
     p.add_argument(
-        "--turn-hours", type=int, default=24,
-        help="the turn, in hours after the first day past the sweep's window (default 24)",
+        "--turn-hours", type=int, default=TURN_HOURS,
+        help=f"the turn, in hours after the first day past the sweep's window (default "
+        f"{TURN_HOURS}: make drill's day 20)",
     )  # fmt: skip
     p.add_argument(
-        "--lead-hours", type=int, default=6,
-        help="the guard clock starts this many market hours before the turn (default 6)",
+        "--lead-hours", type=int, default=3,
+        help="the guard clock starts this many market hours before the turn (default 3)",
     )  # fmt: skip
     p.add_argument(
         "--hour-seconds", type=float, default=5.0,
@@ -97,7 +105,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument(
         "--deadline", type=float, default=None,
-        help="wall seconds the watch may last (default: crash 420, calm the calm hours + 120)",
+        help="wall seconds the daemon phase may last (default: crash 480, calm the calm "
+        "hours x --hour-seconds + 120)",
     )  # fmt: skip
     p.add_argument("--max-runs", type=int, default=2, help="runs at once (default 2)")
     p.add_argument("--port", type=int, default=0, help="the webserver's port (default: free)")
@@ -318,7 +327,7 @@ class Plan:
         turn = first_day + pd.Timedelta(hours=a.turn_hours)
         start = turn - pd.Timedelta(hours=a.lead_hours)
         deadline = a.deadline or (
-            420.0 if a.scenario == "crash" else a.calm_hours * a.hour_seconds + 120.0
+            480.0 if a.scenario == "crash" else a.calm_hours * a.hour_seconds + 120.0
         )
         return cls(
             a.scenario, first_day, turn, start, 3600.0 / a.hour_seconds,
@@ -374,11 +383,12 @@ def run_daemon(
     except KeyboardInterrupt as exc:
         why = f"interrupted ({exc})"
     finally:
+        in_flight = watcher.in_flight()  # the runs the stop will end (not failures)
         left = dev.stop() if dev is not None else []
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
     state = watcher.poll()
-    summary = watcher.summary(state, plan.scenario, plan.turn)
+    summary = watcher.summary(state, plan.scenario, plan.turn, ended_by_stop=in_flight)
     summary["stopped"], summary["left_running"] = why, left
     summary["clock"] = {"start": plan.clock_start.isoformat(), "speed": plan.speed}
     if plan.scenario == "calm":

@@ -6,6 +6,7 @@ the kill-switch flag, the champions) of a drill's home. :func:`passed_checks` st
 scenario's checks on what it read.
 """
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from dagster import DagsterInstance, DagsterRunStatus
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.scheduler.instigation import InstigatorType
 
 from cvn_assets.ablation.guardrails import CROSS_ENTROPY, FOCAL
@@ -77,14 +78,13 @@ def _alert(run: Any) -> dict[str, Any]:
 
 
 def _key_time(run: Any) -> str | None:
-    """The market time in a run's run key (``...:2026-01-01T13`` or ``...T1315``)."""
-    last = run.tags.get("dagster/run_key", "").rsplit(":", 1)[-1]
-    for fmt in ("%Y-%m-%dT%H%M", "%Y-%m-%dT%H"):
-        try:
-            return pd.Timestamp(datetime.strptime(last, fmt), tz="UTC").isoformat()
-        except ValueError:
-            continue
-    return None
+    """The market time at the end of a run's run key (``...:2026-01-01T13`` or
+    ``...:2026-01-01T1315``), ISO; None without one."""
+    m = re.search(r"(\d{4}-\d{2}-\d{2})T(\d{2})(\d{2})?$", run.tags.get("dagster/run_key", ""))
+    if m is None:
+        return None
+    day, hour, minute = m.groups()
+    return pd.Timestamp(f"{day}T{hour}:{minute or '00'}", tz="UTC").isoformat()
 
 
 def journaled_through(s: State, end: pd.Timestamp) -> bool:
@@ -170,25 +170,32 @@ class Watcher:
             and bool(s.of("escalate_rollback_job", ok))
         )
 
-    def progress_line(self, s: State, every_s: float = 20.0) -> str | None:
-        """A status line when something changed or every ``every_s`` seconds, else None."""
+    def progress_line(self, s: State, every_s: float = 15.0) -> str | None:
+        """A status line when an event of the chain happened (an alert, a rollback run's
+        status, the flag, a champion, an escalation, a failed run) or every ``every_s``
+        seconds, else None."""
         last = [j["last_hour"] for j in s.journal.values()]
         journaled = min((h for h in last if h), default=None)
         flight = sum(r.status in IN_FLIGHT for r in s.runs)
         failed = len([r for r in s.runs if r.status == DagsterRunStatus.FAILURE])
-        key = (
-            f"journaled to {journaled or '-'} ({sum(j['hours'] for j in s.journal.values())} h, "
-            f"{sum(j['trades'] for j in s.journal.values())} trades) | P1 {len(s.p1)} | "
-            f"rollback {[r.status.value for r in s.auto_rollbacks] or '-'} | flag {s.flag} | "
+        events = (
+            f"alerts {len(s.alerts)} (P1 {len(s.p1)}) | rollback "
+            f"{[r.status.value for r in s.auto_rollbacks] or '-'} | flag {s.flag} | "
             f"baseline champions {sum(v == self.baseline for v in s.champions.values())}/"
-            f"{len(s.champions)} | escalations {len(s.of('escalate_rollback_job'))} | runs "
-            f"{len(s.runs)} ({flight} queued/running, {failed} failed)"
+            f"{len(s.champions)} | escalations {len(s.of('escalate_rollback_job'))} | "
+            f"failed runs {failed}"
         )
         now = s.wall.timestamp()
-        if key == self._printed[1] and now - self._printed[0] < every_s:
+        if events == self._printed[1] and now - self._printed[0] < every_s:
             return None
-        self._printed = (now, key)
-        return f"[{s.wall:%H:%M:%S}] market {s.market:%Y-%m-%d %H:%M} | {key}"
+        self._printed = (now, events)
+        hours = sum(j["hours"] for j in s.journal.values())
+        trades = sum(j["trades"] for j in s.journal.values())
+        return (
+            f"[{s.wall:%H:%M:%S}] market {s.market:%Y-%m-%d %H:%M} | journaled to "
+            f"{journaled or '-'} ({hours} h, {trades} trades) | {events} | runs {len(s.runs)} "
+            f"({flight} queued/running)"
+        )
 
     # ------------------------------------------------------------------ the summary
     def ticks(self) -> dict[str, dict[str, int]]:
@@ -200,10 +207,21 @@ class Watcher:
             out[st.instigator_name] = {"total": len(ticks), **dict(sorted(counts.items()))}
         return dict(sorted(out.items()))
 
-    def failures(self, s: State, n: int = 10) -> list[dict[str, str]]:
-        """The first ``n`` failed runs: job, run id and the last line of their first error."""
+    def in_flight(self) -> dict[str, str]:
+        """Run id -> job of the runs queued or running now (empty if the instance cannot be
+        read)."""
+        try:
+            recs = self.instance.get_run_records(RunsFilter(statuses=list(IN_FLIGHT)))
+        except Exception:  # the summary reports what it can
+            return {}
+        return {r.dagster_run.run_id: r.dagster_run.job_name for r in recs}
+
+    def failures(self, s: State, skip: set[str], n: int = 10) -> list[dict[str, str]]:
+        """The first ``n`` failed runs not in ``skip``: job, run id and the last line of their
+        first error."""
         out = []
-        for r in [r for r in reversed(s.runs) if r.status == DagsterRunStatus.FAILURE][:n]:
+        failed = [r for r in reversed(s.runs) if r.status == DagsterRunStatus.FAILURE]
+        for r in [r for r in failed if r.run_id not in skip][:n]:
             msg = ""
             for ev in self.instance.all_logs(r.run_id):
                 data = ev.dagster_event.event_specific_data if ev.dagster_event else None
@@ -213,7 +231,11 @@ class Watcher:
             out.append({"job": r.job_name, "run_id": r.run_id, "error": msg[:300]})
         return out
 
-    def summary(self, s: State, scenario: str, turn: pd.Timestamp) -> dict[str, Any]:
+    def summary(
+        self, s: State, scenario: str, turn: pd.Timestamp, ended_by_stop: dict[str, str]
+    ) -> dict[str, Any]:
+        """The JSON summary of what was read (``ended_by_stop``: the runs in flight when
+        the drill stopped ``dagster dev``, reported apart from the failures)."""
         runs = Counter(f"{r.job_name}:{r.status.value}" for r in s.runs)
         out: dict[str, Any] = {
             "scenario": scenario,
@@ -229,7 +251,8 @@ class Watcher:
             ],
             "sensor_ticks": self.ticks(),
             "runs": dict(sorted(runs.items())),
-            "failed_runs": self.failures(s),
+            "failed_runs": self.failures(s, set(ended_by_stop)),
+            "in_flight_at_stop": sorted(ended_by_stop.values()),
             "turn": turn.isoformat(),
             "market_time_at_stop": s.market.isoformat(),
             "audit_rows": len(self.config_store.audit(LOSS_FLAG)),

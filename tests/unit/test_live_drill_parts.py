@@ -103,13 +103,36 @@ def test_the_plan_places_the_clock_before_the_turn():
     from cvn_assets.live_drill import Plan, _parse_args
 
     plan = Plan.of(_parse_args(["--scenario", "crash"]))
-    # the default window ends 2025-12-29T12:00: the first day is 12-30, the turn a day later
+    # the default window ends 2025-12-29T12:00: the first day is 12-30; the turn 20 days
+    # later (make drill's day 20), the clock 3 h before it
     assert plan.first_day == pd.Timestamp("2025-12-30", tz="UTC")
-    assert plan.turn == pd.Timestamp("2025-12-31", tz="UTC")
-    assert plan.clock_start == pd.Timestamp("2025-12-30T18:00", tz="UTC")
-    assert plan.speed == 720.0 and plan.deadline_s == 420.0
-    assert plan.market_cfg["edge_shift_at"] == "2025-12-31T00:00:00+00:00"
-    calm = Plan.of(_parse_args(["--scenario", "calm", "--hour-seconds", "2"]))
+    assert plan.turn == pd.Timestamp("2026-01-19", tz="UTC")
+    assert plan.clock_start == pd.Timestamp("2026-01-18T21:00", tz="UTC")
+    assert plan.speed == 720.0 and plan.deadline_s == 480.0
+    assert plan.market_cfg["edge_shift_at"] == "2026-01-19T00:00:00+00:00"
+    assert plan.market_cfg["crash_at"] == "2026-01-21T00:00:00+00:00"
+    calm = Plan.of(_parse_args(["--scenario", "calm", "--hour-seconds", "2", "--turn-hours", "24"]))
     assert calm.speed == 1800.0 and calm.deadline_s == 48 * 2 + 120
-    assert calm.calm_end == pd.Timestamp("2026-01-01T18:00", tz="UTC")
+    assert calm.clock_start == pd.Timestamp("2025-12-30T21:00", tz="UTC")
+    assert calm.calm_end == pd.Timestamp("2026-01-01T21:00", tz="UTC")
     assert calm.market_cfg == {"edge": 4.0}
+
+
+@pytest.mark.parametrize(
+    "run_key, at",
+    [
+        ("rollback:auto:2026-01-20T22", "2026-01-20T22:00:00+00:00"),
+        (
+            "escalation:INC-20260120T1500-rollback-ETHUSDC:2026-01-20T2245",
+            "2026-01-20T22:45:00+00:00",
+        ),
+        ("alert_delivery", None),
+    ],
+)
+def test_the_market_time_of_a_run_key(run_key, at):
+    from dagster import DagsterRun
+
+    from cvn_assets.live_watch import _key_time
+
+    run = DagsterRun(job_name="rollback_job", tags={"dagster/run_key": run_key})
+    assert _key_time(run) == at
