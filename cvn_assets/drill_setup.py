@@ -97,12 +97,19 @@ class Runner:
         )
         if not res.success:
             errs = [
-                e.event_specific_data.error.message.strip().splitlines()[-1]
+                _root(e.event_specific_data.error)
                 for e in res.all_events
                 if getattr(e.event_specific_data, "error", None) is not None
             ]
-            raise RuntimeError(f"{job} failed: {'; '.join(errs) or res.run_id}")
+            raise RuntimeError(f"{job} failed: {'; '.join(dict.fromkeys(errs)) or res.run_id}")
         return res
+
+
+def _root(error: Any) -> str:
+    """The last line of the innermost cause of a Dagster error (what the op raised)."""
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip().splitlines()[-1]
 
 
 def promote_champions(

@@ -28,7 +28,6 @@ pytestmark = [pytest.mark.webserver, pytest.mark.slow]
 CRYPTOS = ["BTCUSDC", "ETHUSDC"]
 #: 2023-07-01 + 3,012 h = 2023-11-03T12:00: the window ends mid-day, the first day is 11-04
 MARKET = {"hours": 3012, "edge": 2.0}
-SMALL = {"num_boost_round": 30, "early_stopping_rounds": 10}
 HOUR_SECONDS = 4.0
 CALM_HOURS = 6
 
@@ -68,16 +67,13 @@ def _setup(home: Path, monkeypatch) -> tuple[str, pd.Timestamp]:
     window_end = pd.Timestamp("2023-07-01", tz="UTC") + pd.Timedelta(hours=MARKET["hours"])
     first_day = window_end.ceil("D")
     with DagsterInstance.from_config(str(home)) as instance:
-        small = {"resources": {"sweep": {"config": SMALL}}}
         for crypto in CRYPTOS:
             res = defs.resolve_job_def("market_job").execute_in_process(
-                run_config=small, instance=instance, partition_key=crypto
+                instance=instance, partition_key=crypto
             )
             assert res.success
         results = ResultsStore()
-        results.register_sweep(
-            "default", sweep_identity(SweepSettings(**SMALL), MarketDataResource())
-        )
+        results.register_sweep("default", sweep_identity(SweepSettings(), MarketDataResource()))
         results.replace_verdicts(
             "default",
             [{"variant": v.name, "is_baseline": v is baseline, "lock": v is locked,
