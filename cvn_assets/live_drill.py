@@ -156,7 +156,7 @@ def daemon_env(
             SYNTHETIC_MARKET_ENV: json.dumps(market_cfg),
             CLOCK_START_ENV: clock_start.isoformat(),
             CLOCK_ORIGIN_ENV: datetime.now(UTC).isoformat(),
-            CLOCK_SPEED_ENV: f"{speed:g}",
+            CLOCK_SPEED_ENV: repr(float(speed)),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), base.get("PYTHONPATH")])),
         }
     )
@@ -379,11 +379,12 @@ def run_daemon(
         signal.signal(sig, _on_signal)
     try:
         dev = DagsterDev(env, port, home / "dagster_dev.log")
+        print(f"dagster dev: process group {dev.proc.pid} (stopped by this command)", flush=True)
         why = _watch(watcher, dev, plan.scenario, t_daemon + plan.deadline_s, plan.calm_end)
     except KeyboardInterrupt as exc:
         why = f"interrupted ({exc})"
     finally:
-        in_flight = watcher.in_flight()  # the runs the stop will end (not failures)
+        in_flight = watcher.mark_stop()  # the runs the stop will end (not failures)
         left = dev.stop() if dev is not None else []
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)

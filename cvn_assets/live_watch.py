@@ -7,6 +7,7 @@ scenario's checks on what it read.
 """
 
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,6 +113,7 @@ class Watcher:
         )  # fmt: skip
         self.registry, self.config_store = ModelRegistry(), ConfigStore()
         self._printed = (0.0, "")
+        self.stopping_at = float("inf")
 
     def _journal(self) -> dict[str, dict[str, Any]]:
         p, t = predictions_table, trades_table
@@ -199,17 +201,26 @@ class Watcher:
 
     # ------------------------------------------------------------------ the summary
     def ticks(self) -> dict[str, dict[str, int]]:
-        """Per sensor: the daemon's ticks by status (from the instance's tick storage)."""
+        """Per sensor: the daemon's ticks by status (from the instance's tick storage); a
+        tick that failed once the drill was stopping ``dagster dev`` (the code server goes
+        first: "Location ... does not exist") counts as ``FAILURE_DURING_STOP``."""
         out: dict[str, dict[str, int]] = {}
         for st in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
             ticks = self.instance.get_ticks(st.instigator_origin_id, st.selector_id)
-            counts = Counter(t.status.value for t in ticks)
+            counts = Counter(
+                "FAILURE_DURING_STOP"
+                if t.status.value == "FAILURE" and t.timestamp >= self.stopping_at
+                else t.status.value
+                for t in ticks
+            )
             out[st.instigator_name] = {"total": len(ticks), **dict(sorted(counts.items()))}
         return dict(sorted(out.items()))
 
-    def in_flight(self) -> dict[str, str]:
-        """Run id -> job of the runs queued or running now (empty if the instance cannot be
-        read)."""
+    def mark_stop(self) -> dict[str, str]:
+        """Note that ``dagster dev`` is being stopped now; returns run id -> job of the runs
+        queued or running (the stop ends them: not failures). Empty if the instance cannot
+        be read."""
+        self.stopping_at = time.time()
         try:
             recs = self.instance.get_run_records(RunsFilter(statuses=list(IN_FLIGHT)))
         except Exception:  # the summary reports what it can
