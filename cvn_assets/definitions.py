@@ -30,6 +30,7 @@ from resources.model_store import ArtifactStore, CvnIOManager
 from resources.results_store import ResultsStore
 from resources.rollbacks import RollbackLog
 from resources.sweep_settings import SweepProgress, SweepSettings
+from sensors.automation import monitoring_follows_paper
 from sensors.guard_sensors import GUARD_SENSORS, build_model_drift_sensor
 from sensors.jobs import GUARD_JOBS
 from sensors.live import LIVE_JOB, build_live_sensor
@@ -148,7 +149,12 @@ defs = Definitions(
         live_job,
         *GUARD_JOBS,
     ],  # fmt: skip
-    sensors=[*GUARD_SENSORS, build_model_drift_sensor(champion_job), build_live_sensor(live_job)],
+    sensors=[
+        *GUARD_SENSORS,
+        build_model_drift_sensor(champion_job),
+        build_live_sensor(live_job),
+        monitoring_follows_paper,
+    ],
     resources=build_resources(),
     executor=executors.sweep_executor(),
 )

@@ -322,9 +322,19 @@ class MarketDataResource(ConfigurableResource):
         patterns = [self.filename_pattern] + [
             p for p in DEFAULT_FILENAME_PATTERNS if p != self.filename_pattern
         ]
-        path = resolve_candle_file(folder, file_symbol, patterns)
-        stat = path.stat()
-        return _read_cached(str(path), stat.st_mtime_ns, stat.st_size).copy()
+        try:
+            path: Path | None = resolve_candle_file(folder, file_symbol, patterns)
+        except FileNotFoundError:
+            path = None
+        parts = sorted(Path(folder).glob(f"{file_symbol}_1h-*.csv"))
+        if path is None and not parts:
+            # the error lists every file name tried
+            resolve_candle_file(folder, file_symbol, patterns)
+        frames = []
+        for f in ([path] if path is not None else []) + parts:
+            stat = f.stat()
+            frames.append((f.name, _read_cached(str(f), stat.st_mtime_ns, stat.st_size)))
+        return _join_parts(frames, symbol)
 
     def data_identity(self, cryptos: list[str] | tuple[str, ...]) -> dict[str, Any]:
         """What the candles of ``cryptos`` are, for the sweep identity (JSON-able).
@@ -380,6 +390,28 @@ class MarketDataResource(ConfigurableResource):
             "edge": g["edge"],
             "scenario": None if scenario is None else repr(scenario),
         }
+
+
+def _join_parts(frames: list[tuple[str, pd.DataFrame]], symbol: str) -> pd.DataFrame:
+    """The candles of a growing folder: the symbol's file and its appended parts
+    (``<FILE_SYMBOL>_1h-<anything>.csv``, e.g. one per month), in time order. An hour in two
+    files must agree exactly; a conflict is refused naming the hour and both files."""
+    out = frames[0][1].copy()
+    seen = {t: frames[0][0] for t in out.index}
+    for name, frame in frames[1:]:
+        common = out.index.intersection(frame.index)
+        if len(common):
+            a, b = out.loc[common], frame.loc[common, out.columns]
+            diff = ~(a.to_numpy() == b.to_numpy()).all(axis=1)
+            if diff.any():
+                t = common[diff][0]
+                raise CandleValidationError(
+                    symbol, f"{name} and {seen[t]} disagree on the candle at {t}"
+                )
+        new = frame.loc[~frame.index.isin(out.index), out.columns]
+        seen.update({t: name for t in new.index})
+        out = pd.concat([out, new]).sort_index()
+    return out
 
 
 def _extend(frame: pd.DataFrame, later: pd.DataFrame, symbol: str) -> pd.DataFrame:

@@ -157,7 +157,9 @@ def expectancy_negative_focal(
             requests.append(_expectancy_alert_request(ev, cryptos, hour))
         rolling_back = any(r.job_name == rollback_job.name for r in requests)
         if v.level == "crit" and not rolling_back and auto_kill_switch(p1_times, hour):
-            rollback = _auto_rollback_request(context, config_store, p1_times, cryptos, hour)
+            rollback = _auto_rollback_request(
+                context, config_store, model_registry, p1_times, cryptos, hour
+            )
             if rollback is not None:
                 requests.append(rollback)
         requests += sparse_expectancy_requests(model_registry, hour)
@@ -215,13 +217,15 @@ def _expectancy_alert_request(
 def _auto_rollback_request(
     context: SensorEvaluationContext,
     config_store: ConfigStore,
+    model_registry: ModelRegistry,
     p1_times: list[pd.Timestamp],
     cryptos: list[str],
     hour: datetime,
 ) -> RunRequest | None:
     """The kill switch's ``rollback_job`` run (two consecutive P1s within 1 h), or None
     (logged) when the loss flag is already cross-entropy or a rollback run is in flight.
-    The incident is named after the first P1 of the hour."""
+    The rollback carries the incident id of the first of the two P1s (the same id as its
+    ``expectancy_negative_focal`` alert); its reason names both P1 incidents."""
     flag, _ = config_store.get(LOSS_FLAG)
     in_flight = _in_flight(context, rollback_job.name)
     if flag == CROSS_ENTROPY or in_flight:
@@ -231,7 +235,12 @@ def _auto_rollback_request(
         )
         return None
     first = min(t for t in p1_times if t >= pd.Timestamp(hour) - timedelta(hours=1))
-    inc = incident_id("rollback", cryptos, first.to_pydatetime())
+    # named after the first P1's incident (its cryptos re-read from the journal at its hour,
+    # a pure function of the trades closed before it); the second P1 is referenced too
+    ev = evaluate_expectancy(model_registry, SETTINGS.universe, first.to_pydatetime())
+    first_cryptos = list(ev.verdict.details.get("crit", [])) or cryptos
+    inc = incident_id("expectancy_negative_focal", first_cryptos, first.to_pydatetime())
+    second = incident_id("expectancy_negative_focal", cryptos, hour)
     return RunRequest(
         run_key=_key("rollback", "auto", hour),
         job_name=rollback_job.name,
@@ -241,7 +250,7 @@ def _auto_rollback_request(
                     "config": {
                         "actor": "sensor:expectancy_negative_focal",
                         "reason": "two consecutive P1 expectancy_negative_focal "
-                        f"alerts within 1 h ({', '.join(cryptos)})",
+                        f"alerts within 1 h ({', '.join(cryptos)}): {inc}, {second}",
                         "incident_id": inc,
                         "trigger": "auto",
                         "cryptos": [],

@@ -38,7 +38,7 @@ history for promotions, ``rollbacks`` for rollback incidents).
 import dataclasses
 import hashlib
 import json
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from dagster import Config, Failure, MetadataValue, OpExecutionContext, job, op
@@ -49,6 +49,7 @@ from cvn_assets.ablation.guardrails import CROSS_ENTROPY
 from cvn_assets.ablation.identity import digest, module_digest
 from cvn_assets.ablation.metrics import MIN_TRADE_SHARE
 from cvn_assets.ablation.variants import Variant
+from cvn_assets.config_types import CryptoEnum, CryptoName, IsoTime
 from cvn_assets.guard.champion import (
     AliasPair,
     RegistryVersion,
@@ -66,14 +67,14 @@ from cvn_assets.guard.training import (
 )
 from cvn_assets.market.folds import FoldPlan
 from cvn_assets.partitions import SETTINGS
-from resources.alerts import Alert, AlertSink, Delivery
+from resources.alerts import SEVERITIES, Alert, AlertSink, Delivery
 from resources.config_store import HALT_FLAG, LOSS_FLAG, ConfigConflict, ConfigStore
 from resources.db import utc_param
 from resources.guard_clock import GuardClock, parse_utc
 from resources.market_data import MarketDataResource
 from resources.model_registry import ModelRegistry
 from resources.model_store import ArtifactStore
-from resources.rollbacks import RollbackLog
+from resources.rollbacks import NoRollback, RollbackLog
 from resources.sweep_settings import SweepSettings
 
 RUNBOOKS = {
@@ -101,14 +102,14 @@ def _who(config: Any, what: str) -> None:
 class AlertConfig(Config):
     """One alert (what a sensor requests; see :class:`resources.alerts.Alert`)."""
 
-    name: str
-    severity: str
-    cryptos: list[str] = Field(default_factory=list)
+    name: Literal[tuple(RUNBOOKS)] = Field(description="the rule")  # type: ignore[valid-type]
+    severity: Literal[SEVERITIES] = Field(description="P1 | P2 | crit | warn | info")  # type: ignore[valid-type]
+    cryptos: list[CryptoEnum] = Field(default_factory=list)
     figures_json: str = Field(default="{}", description="JSON object of the firing figures")
     incident_id: str
     runbook: str
     message: str
-    at: str = Field(description="ISO UTC time of the evaluation that fired it")
+    at: IsoTime = Field(description="ISO UTC time of the evaluation that fired it")
 
 
 @op
@@ -121,7 +122,7 @@ def send_alert(
     alert = Alert(
         name=config.name,
         severity=config.severity,
-        cryptos=tuple(config.cryptos),
+        cryptos=tuple(str(c) for c in config.cryptos),
         figures=json.loads(config.figures_json),
         incident_id=config.incident_id,
         runbook=config.runbook,
@@ -202,11 +203,14 @@ class RollbackConfig(Config):
     actor: str = Field(description="who rolls back (audited)")
     reason: str = Field(description="why (audited)")
     incident_id: str = Field(default="", description="default: INC-manual-<run id>")
-    trigger: str = Field(default="manual", description="auto (sensor) | manual")
-    cryptos: list[str] = Field(
+    trigger: Literal["manual", "auto"] = Field(
+        default="manual",
+        description="manual (an operator's) | auto (the expectancy_negative_focal sensor's only)",
+    )
+    cryptos: list[CryptoEnum] = Field(
         default_factory=list, description="default: every crypto whose champion is focal"
     )
-    effective_at: str = Field(
+    effective_at: IsoTime = Field(
         default="", description="ISO time of the alias change (drills); default: the clock"
     )
 
@@ -232,7 +236,7 @@ def rollback(
         parse_utc("effective_at", config.effective_at) if config.effective_at else guard_clock.now()
     )
     flag, version = config_store.get(LOSS_FLAG)
-    cryptos = config.cryptos or list(SETTINGS.universe)
+    cryptos = [str(c) for c in config.cryptos] or list(SETTINGS.universe)
     plan = rollback_plan(flag, _alias_pairs(model_registry, cryptos), cryptos)
     # 1. the kill switch (compare-and-set: of concurrent runs exactly one flips)
     flipped = plan.flip and _flip_loss_flag(context, config_store, config, version, incident)
@@ -246,15 +250,9 @@ def rollback(
 
 
 def _check_rollback_config(config: RollbackConfig) -> None:
-    """Bad run config: :class:`Failure` naming the field, before anything is read."""
+    """Bad run config: :class:`Failure` naming the field, before anything is read (the
+    trigger and the cryptos are refused earlier, by the config schema)."""
     _who(config, "rollback_job")
-    if config.trigger not in ("auto", "manual"):
-        raise Failure(
-            description=f"rollback_job: trigger must be auto|manual, got {config.trigger!r}"
-        )
-    unknown = sorted(set(config.cryptos) - set(SETTINGS.universe))
-    if unknown:
-        raise Failure(description=f"rollback_job: cryptos {unknown} not in the universe")
 
 
 def _alias_pairs(registry: ModelRegistry, cryptos: list[str]) -> dict[str, AliasPair]:
@@ -417,6 +415,15 @@ class ConfirmConfig(Config):
     incident_id: str = Field(default="", description="default: the latest pending/held one")
 
 
+def _open_rollbacks(rollback_log: RollbackLog) -> str:
+    """The pending / held incident ids, for a refusal's hint."""
+    try:
+        open_ = [r["incident_id"] for r in rollback_log.all() if r["state"] in ("pending", "held")]
+    except Exception:  # the hint is best effort; the refusal stands without it
+        return ""
+    return f" (open: {', '.join(open_)})" if open_ else " (none is pending or held)"
+
+
 @op
 def confirm_rollback(
     context: OpExecutionContext,
@@ -426,9 +433,17 @@ def confirm_rollback(
 ) -> None:
     """Confirm a pending (or held) rollback."""
     _who(config, "confirm_rollback_job")
-    row = rollback_log.confirm(
-        config.incident_id or None, actor=config.actor, reason=config.reason, at=guard_clock.now()
-    )
+    try:
+        row = rollback_log.confirm(
+            config.incident_id or None,
+            actor=config.actor,
+            reason=config.reason,
+            at=guard_clock.now(),
+        )
+    except NoRollback as exc:
+        raise Failure(
+            description=f"confirm_rollback_job: incident_id: {exc}{_open_rollbacks(rollback_log)}"
+        ) from None
     context.log.info(f"rollback {row['incident_id']} confirmed by {row['confirmed_by']}")
     context.add_output_metadata({"incident_id": row["incident_id"], "state": row["state"]})
 
@@ -510,7 +525,7 @@ class FlagChangeConfig(Config):
     actor: str
     reason: str
     incident_id: str = ""
-    effective_at: str = Field(
+    effective_at: IsoTime = Field(
         default="",
         description="when the change takes effect (ISO time with offset); default: the guard "
         "clock's now. Not in the future, not before the flag's last change.",
@@ -584,7 +599,7 @@ def resume_trading_job():
 
 # ------------------------------------------------------------------------- candidate promotion
 class PromoteCandidateConfig(Config):
-    crypto: str
+    crypto: CryptoName
     actor: str
     reason: str
     incident_id: str = ""
@@ -596,10 +611,6 @@ def promote_candidate(
 ) -> None:
     """Promote the ``candidate`` of a crypto to champion (the champion becomes previous)."""
     _who(config, "promote_candidate_job")
-    if config.crypto not in SETTINGS.universe:
-        raise Failure(
-            description=f"promote_candidate_job: crypto {config.crypto!r} not in the universe"
-        )
     out = model_registry.promote_candidate(
         config.crypto, actor=config.actor, reason=config.reason,
         incident_id=config.incident_id or None, run_id=context.run.run_id,
@@ -620,11 +631,11 @@ SHADOW_ASSET_DIR = "shadow_candidates"  # artifact store folder of the candidate
 class ShadowRetrainConfig(Config):
     """Run config of ``shadow_retrain_job`` (launchpad: ``ops.shadow_retrain.config``)."""
 
-    crypto: str
+    crypto: CryptoName
     actor: str
     reason: str
     incident_id: str = ""
-    through: str = Field(default="", description="ISO end of the history; default: the clock")
+    through: IsoTime = Field(default="", description="ISO end of the history; default: the clock")
 
 
 @op
@@ -642,8 +653,6 @@ def shadow_retrain(
     ``candidate`` (never promoted here)."""
     _who(config, "shadow_retrain_job")
     crypto = config.crypto
-    if crypto not in SETTINGS.universe:
-        raise Failure(description=f"shadow_retrain_job: crypto {crypto!r} not in the universe")
     through = parse_utc("through", config.through) if config.through else guard_clock.now()
     champ = _champion_to_shadow(model_registry, crypto)
     flag, _ = config_store.get(LOSS_FLAG)

@@ -852,20 +852,54 @@ def gate_verdict_rows(verdicts: pd.DataFrame) -> list[dict[str, str]]:
     return rows
 
 
-def gate_verdicts_markdown(verdicts: pd.DataFrame) -> str:
-    """Render :func:`evaluate_gates` output as a GitHub-flavoured Markdown table.
+#: the Markdown table's columns, narrow: what a reader needs first on the left (the variant,
+#: the lock, which gates failed, the effect and its p-values), short headers (the legend
+#: below the table spells them out)
+MARKDOWN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("variant", "variant"),
+    ("lock", "lock"),
+    ("failed", "failed gates"),
+    ("bootstrap_ci", "Δ f1_buy [95% CI]"),
+    ("significance", "p_BH fold / cells"),
+    ("cohens_d", "d_av"),
+    ("cryptos_improving", "cryptos up"),
+    ("delta_ece_hold", "Δ ECE_HOLD"),
+    ("pbo", "PBO"),
+)
+_GATE_SHORT = {
+    "gate_significance": "p",
+    "gate_bootstrap_ci": "CI",
+    "gate_effect_size": "d",
+    "gate_per_asset": "cryptos",
+    "gate_ece": "ECE",
+    "gate_pbo": "PBO",
+}
 
-    One line per variant with each gate's figure and PASS/FAIL and the lock decision (from
-    :func:`gate_verdict_rows`), followed by the PBO source note.
+
+def gate_verdicts_markdown(verdicts: pd.DataFrame) -> str:
+    """Render :func:`evaluate_gates` output as a narrow GitHub-flavoured Markdown table.
+
+    One line per variant (:data:`MARKDOWN_COLUMNS`): the variant, the lock decision, the
+    failed gates by short name, then each gate's figure with PASS/FAIL (from
+    :func:`gate_verdict_rows`); then a legend of the columns and the PBO source note.
     """
     rows = gate_verdict_rows(verdicts)
-    header = [h for _, h in VERDICT_TABLE_COLUMNS]
+    header = [h for _, h in MARKDOWN_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row[k].replace("|", "\\|") for k, _ in VERDICT_TABLE_COLUMNS]
+    for row, (_, r) in zip(rows, verdicts.iterrows(), strict=True):
+        failed = [short for g, short in _GATE_SHORT.items() if str(r.get(g)) == "FAIL"]
+        row = {**row, "failed": "-" if bool(r["is_baseline"]) else ", ".join(failed) or "none"}
+        cells = [row[k].replace("|", "\\|") for k, _ in MARKDOWN_COLUMNS]
         if cells[1] == "LOCK":
             cells[1] = "**LOCK**"
         lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(
+        "Gates: p = significance (min p_BH over folds and p_BH over cells, both <= 0.05); "
+        "CI = bootstrap 95% CI of the mean delta f1_buy above 0; d = Cohen's d_av; cryptos = "
+        "cryptos improving; ECE = delta ECE_HOLD within tolerance; PBO = probability of "
+        "backtest overfitting. LOCK when every gate passes."
+    )
     first = verdicts.iloc[0]
     if "pbo_source" in verdicts.columns:
         lines.append("")

@@ -24,65 +24,9 @@ For the configured sweep (``sweep.sweep_id``), per crypto partition:
    code), registered as a model version and promoted to ``champion`` (the old champion
    becomes ``previous``).
 
-Then the live loop, per crypto x UTC day (``day_crypto_partitions``; single-run backfills, so a
-month of one crypto is one run):
-
-``paper_trades`` replays the day's hourly candles through the champion live at each hour
-(:mod:`cvn_assets.guard.paper`, the one replay/fill implementation) and writes the ``predictions``
-and ``trades`` journal (:func:`resources.journal.replace_days`: the run's days of a crypto
-are replaced in one transaction, so a re-run never duplicates rows and a ``kill -9`` leaves
-the journal as it was).
-
-* **The model per hour**: the ``champion`` alias history of the registry, each version served
-  from its stored artifact (:func:`cvn_assets.guard.live_model.live_model_from_calibrated`),
-  live from its ``valid_from``; the first champion also stands for the hours before its
-  promotion (a replay of the past: paper trading the hours after its training window). An
-  hour before a model's ``train_end`` is refused (leakage), naming the day and ``train_end``.
-* **Drift inputs** (what the sensors read; they never recompute from candles): each hour's
-  values of the live champion's top-5 features by gain (its registered
-  ``reference_stats["top_features"]``, in order: ``feature_1..5``), and the hour's
-  triple-barrier label with the time it became known (``label``, ``label_known_at``),
-  computed from the candles after the hour where they exist (loaded up to
-  :data:`LABEL_LOOKAHEAD` past the last day; decisions never read them). A label still
-  unresolved when its day is journaled (the day's last ``horizon`` hours, in a live system) is
-  filled in by the run of a later day: it updates the NULL labels of the
-  :data:`LABEL_BACKFILL` before its first day, in the same transaction.
-* **Shadow mode**: the ``candidate`` alias history gives the candidate live at each hour (from
-  its ``valid_from`` to its ``valid_to``; none before the first assignment); its
-  ``buy_proba`` and decision at its own trading threshold are journaled beside the
-  champion's (``candidate_version``, ``candidate_buy_proba``, ``candidate_decision``; NULL
-  where there is none or before its ``train_end``). It never trades and never changes the
-  champion's rows.
-* **The carried position** is re-derived, not stored: every run replays (one vectorised
-  :func:`cvn_assets.guard.paper.replay`, ~0.1 s per year of hours) from the first day after the
-  first champion's training window up to its last day, and journals only its own days. So a day's
-  rows never depend on which runs came before, and a backfill equals day-by-day runs.
-* **trading_halted** (config store): every replayed hour uses the value that held **at that
-  hour's decision** (the candle's close, ``hour + 1 h``) according to the flag's
-  ``config_audit`` history (:meth:`resources.config_store.ConfigStore.history`,
-  :mod:`cvn_assets.guard.flags`), never the value at the time of the run: a day replayed after a
-  halt is not halted before it, a day replayed after a clear is still halted during the
-  halt, and re-running a past day after later changes gives the same journal. A change at
-  exactly a decision time applies to that decision (halt at 15:00: the 14:00 candle, decided
-  at 15:00, opens nothing; clear at 09:00: the 08:00 candle may trade). Before the flag's
-  first change: its seeded initial value (not halted). While halted (spec 6.4, the
-  system-wide kill switch: all trading halts): no new entry, and a position open when the
-  halt starts is closed at the open of the next candle after the first halted decision --
-  the first price after the halt at hourly granularity (barrier ``halt`` in ``trades``),
-  unless that open gaps through a barrier (``tp`` / ``sl`` fill first); a position the halt
-  closed is not re-opened by the clear, only a new BUY after it opens a trade. The day's
-  metadata ``trading_halted`` says at how many decision hours it was halted and which changes
-  fell in the day.
-* **Other flags**: the replay reads no other flag. ``CVN_LOSS_FUNCTION`` acts on training
-  (``champion_models`` / ``shadow_retrain_job`` read it when they train); its effect on the
-  journal is through the champion the rollback re-promotes, and which model is live at an
-  hour comes from the registry's alias history (above), never from the current alias.
-* **Candles** after the sweep's window: :meth:`resources.market_data.MarketDataResource.
-  load_candles_through` (the synthetic market continues with the same seed, bit-identical
-  on the sweep's hours). A day whose candles do not exist yet fails, naming the missing hours.
-* Fees: ``fee_per_side`` (run config, default 0.1 % per side); barriers: the sweep's label
-  strategy; ``latency_ms``: :func:`cvn_assets.guard.live_model.measure_latency` per model
-  version (median of ``latency_runs`` live decisions on the trailing candles).
+Then the live loop, per crypto x UTC day (``day_crypto_partitions``):
+:mod:`cvn_assets.assets.paper_trades` (``paper_trades``: every hour closed on the guard clock,
+journaled from the stored state in live runs, replayed in backfills; re-exported here), and:
 
 ``monitoring_metrics`` computes the five metrics (:func:`cvn_assets.guard.monitoring.metrics_row`)
 of each crypto x day from the journal, the run records tagged ``cvn/loss_function`` and the
@@ -100,6 +44,7 @@ import pandas as pd
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AutomationCondition,
     BackfillPolicy,
     Config,
     DagsterRunStatus,
@@ -129,6 +74,7 @@ from cvn_assets.assets.paper_trades import (  # noqa: F401 (re-exported: the gua
     paper_trades,
 )
 from cvn_assets.assets.training import check_market_inputs
+from cvn_assets.config_types import CryptoName, OptionalVariantName
 from cvn_assets.guard.champion import (
     CANARY_DAYS,
     CANARY_MIN_TRADES,
@@ -178,17 +124,21 @@ _CODE = (
 class ChampionConfig(Config):
     """Run config of ``champion_models`` (launchpad: ``ops.champion_models.config``)."""
 
-    canary: str = Field(default="BTCUSDC", description="crypto promoted first")
-    override_variant: str = Field(default="", description="promote this variant instead")
+    canary: CryptoName = Field(default="BTCUSDC", description="crypto promoted first")
+    override_variant: OptionalVariantName = Field(
+        default="", description="promote this variant instead"
+    )
     force_promote: bool = Field(
         default=False, description="promote a non-canary crypto without the canary rule"
     )
     actor: str = Field(default=DEFAULT_ACTOR, description="who promotes (alias history)")
     reason: str = Field(default="", description="why; required with an override")
-    canary_days: int = CANARY_DAYS
-    canary_min_trades: int = CANARY_MIN_TRADES
+    canary_days: int = Field(default=CANARY_DAYS, ge=1)
+    canary_min_trades: int = Field(default=CANARY_MIN_TRADES, ge=0)
     calibration_frac: float = Field(
         default=calibration_share(SETTINGS.n_folds),
+        gt=0.0,
+        lt=1.0,
         description="share of the history (at its end) for calibration; a sweep cell's is 1/K",
     )
     min_trade_share: float = Field(
@@ -511,14 +461,20 @@ def _model_metadata(cal: CalibratedModel, stats: dict[str, Any]) -> dict[str, An
 
 
 MONITORING_ASSET = "monitoring_metrics"
+#: eager on every day partition (eager alone follows only the latest time window): requested
+#: when paper_trades of a crypto-day was updated by a run that did not also materialize it
+MONITORING_AUTOMATION = AutomationCondition.eager().without(
+    AutomationCondition.in_latest_time_window()
+)
 
 
 # ---------------------------------------------------------------------------------------------
 # monitoring_metrics
 # ---------------------------------------------------------------------------------------------
 def _run_records(context: AssetExecutionContext, end: pd.Timestamp) -> list[tuple[Any, ...]]:
-    """Failed runs tagged ``cvn/loss_function`` ending in the day before ``end`` (plain
-    records for :func:`cvn_assets.guard.monitoring.training_failures`)."""
+    """Failed runs tagged ``cvn/loss_function`` updated after ``end - 25 h`` (plain records
+    for :func:`cvn_assets.guard.monitoring.training_failures`, which counts those ending in
+    each window before its day's end)."""
     names = {v.loss_function for v in SETTINGS.variants} | set(LOSS_FUNCTIONS)
     out = []
     for lf in sorted(names):
@@ -542,9 +498,15 @@ def _run_records(context: AssetExecutionContext, end: pd.Timestamp) -> list[tupl
     deps=[AssetKey(PAPER_ASSET)],
     kinds={"sql", "prometheus"},
     code_version=module_digest("guard/monitoring.py"),
+    # follows a paper_trades partition materialized without it (a UI backfill of paper_trades
+    # alone), any day, not only the latest (sensors/automation.py evaluates it)
+    automation_condition=MONITORING_AUTOMATION,
     description="The five monitoring metrics per crypto x day (training failures per loss, "
     "focal_loss_active, buy_proba quantiles and PSI, net expectancy 24/48 h, latency): "
-    "monitoring_metrics table, asset metadata, $DAGSTER_HOME/metrics/<crypto>.prom.",
+    "monitoring_metrics table, asset metadata, $DAGSTER_HOME/metrics/<crypto>.prom. "
+    "Materialized with paper_trades by paper_job and live_job; a paper_trades partition "
+    "materialized alone (a UI backfill) is followed by this one (automation condition: "
+    "eager on every day, sensor monitoring_follows_paper).",
 )
 def monitoring_metrics(
     context: AssetExecutionContext,
@@ -553,7 +515,13 @@ def monitoring_metrics(
     engine = model_registry.engine
     prom: dict[str, str] = {}
     live = context.run.tags.get(LIVE_TAG) == "true"
-    for crypto, days in _days_by_crypto(context).items():
+    by_crypto = _days_by_crypto(context)
+    first_end = min(days[0] for days in by_crypto.values()) + pd.Timedelta(days=1)
+    # the failed training runs since the first day's window, read once for every day (each
+    # day's metrics count those in its own windows): a catch-up of months costs no more
+    # instance queries than one day
+    records = _run_records(context, first_end)
+    for crypto, days in by_crypto.items():
         row = None
         for day in days:
             end = day + pd.Timedelta(days=1)
@@ -580,7 +548,7 @@ def monitoring_metrics(
                 buy_proba=preds["buy_proba"].to_numpy(np.float64),
                 trades=trades,
                 latency_ms=preds["latency_ms"].dropna().to_numpy(np.float64),
-                run_records=_run_records(context, end),
+                run_records=records,
                 psi_edges=edges if edges else None,
             )
             replace_monitoring_row(engine, row)

@@ -4,7 +4,10 @@ Each run journals, for every crypto of its partitions, the hours whose candle ha
 on the guard clock (``guard_clock.now()``: the wall clock in production): the decision of the
 champion live at that hour, the trades (a position carries over between hours and runs; it
 exits when its barrier's candle has closed), the labels as they mature, and the day's
-metadata (today's partition shows its hours so far). Two paths, one replay
+metadata (today's partition shows its hours so far; ``missing_hours`` / ``missing_hour_list``:
+the day's hours without a candle -- an exchange outage or a row missing from the CSV -- also
+logged as a warning: no decision at such an hour, and an open position meets the next candle
+that exists, :mod:`cvn_assets.guard.paper`). Two paths, one replay
 (:func:`cvn_assets.guard.paper.replay_hours`):
 
 * **Live** (runs tagged ``cvn/live=true``: the ``live_candles`` sensor's): from the crypto's
@@ -91,6 +94,7 @@ from cvn_assets.guard.paper import (
     hour_labels,
     replay_hours,
 )
+from cvn_assets.market.candles_io import missing_hours
 from cvn_assets.partitions import day_crypto_partitions, split_day_key
 from resources.alerts import Alert, AlertSink, incident_id
 from resources.config_store import HALT_FLAG, ConfigStore
@@ -280,6 +284,8 @@ class _CryptoRun:
         self.shadow, self.cand_versions = candidate_schedule_of(registry, crypto, served)
         self.blocked: tuple[pd.Timestamp, pd.Timestamp] | None = None
         self.latency: dict[int, float] = {}
+        #: open times of the candles this run loaded (None: it loaded none)
+        self.candle_index: pd.DatetimeIndex | None = None
 
     # ------------------------------------------------------------------ the run
     def journal(
@@ -327,11 +333,14 @@ class _CryptoRun:
             f"{crypto}: {path}; {n_p} predictions, {n_t} trades journaled"
             + ("" if first is None else f" (replayed {first:%Y-%m-%d %H:%M} .. {last:%H:%M})")
         )
+        gaps = self._gaps(days, first, last)
         for day in days:
-            self.context.add_asset_metadata(
-                self._day_metadata(day, halt, flags_error, path),
-                partition_key=f"{crypto}|{day:%Y-%m-%d}",
-            )
+            meta = self._day_metadata(day, halt, flags_error, path)
+            if self.candle_index is not None:
+                missing = gaps.get(day, [])
+                meta["missing_hours"] = len(missing)
+                meta["missing_hour_list"] = ",".join(f"{h:%H:%M}" for h in missing) or "none"
+            self.context.add_asset_metadata(meta, partition_key=f"{crypto}|{day:%Y-%m-%d}")
         return {
             "path": path,
             "days": len(days),
@@ -343,7 +352,32 @@ class _CryptoRun:
             "trades_written": n_t,
             "latency_ms": {int(v): round(x, 3) for v, x in self.latency.items()},
             "flags": "unreadable: no new position" if flags_error else "read",
+            "missing_hours": sum(len(v) for v in gaps.values()),
         }
+
+    def _gaps(
+        self, days: list[pd.Timestamp], first: pd.Timestamp | None, last: pd.Timestamp
+    ) -> dict[pd.Timestamp, list[pd.Timestamp]]:
+        """Day -> the hours of the run's days up to ``last`` that have no candle (an outage,
+        or a row missing from the CSV), logged as one warning per crypto. The replay treats
+        bars positionally: no decision at a missing hour, and an open position meets the next
+        candle that exists (:mod:`cvn_assets.guard.paper`, rules)."""
+        if self.candle_index is None or first is None:
+            return {}
+        missing = missing_hours(self.candle_index, days[0], last)
+        out: dict[pd.Timestamp, list[pd.Timestamp]] = {}
+        for h in missing:
+            if h.normalize() in days:
+                out.setdefault(h.normalize(), []).append(h)
+        n = sum(len(v) for v in out.values())
+        if n:
+            shown = ", ".join(f"{h:%Y-%m-%d %H:%M}" for v in out.values() for h in v[:5])
+            self.context.log.warning(
+                f"{self.crypto}: {n} replayed hour(s) have no candle ({shown}"
+                f"{', ...' if n > 5 else ''}): no decision there; an open position meets the "
+                "next candle that exists"
+            )
+        return out
 
     def _anchor(self) -> pd.Timestamp:
         """The first day after the first champion's training window."""
@@ -456,9 +490,11 @@ class _CryptoRun:
     def _candles(self, end: pd.Timestamp) -> pd.DataFrame:
         """Closed candles with open time before ``end``; a ValueError becomes a Failure."""
         try:
-            return self.market_data.load_candles_through(self.crypto, end)
+            frame = self.market_data.load_candles_through(self.crypto, end)
         except ValueError as exc:
             raise Failure(description=f"paper_trades {self.crypto}: {exc}") from exc
+        self.candle_index = pd.DatetimeIndex(frame.index)
+        return frame
 
     def _latencies(self, known: dict[int, float], before: pd.DataFrame) -> dict[int, float]:
         """Decision latency per champion version: stored ones reused, new ones measured once

@@ -660,3 +660,20 @@ def gap_report(frame: pd.DataFrame) -> dict[str, Any]:
         "n_zero_volume": int((vol == 0).sum()),
         "gaps": gaps,
     }
+
+
+def missing_hours(
+    index: pd.DatetimeIndex, first: pd.Timestamp, last: pd.Timestamp
+) -> list[pd.Timestamp]:
+    """The hourly open times in ``[first, last]`` (both on the hour, UTC) with no candle in
+    ``index`` -- the replayed hours an exchange outage (or a deleted row) left out, as
+    :func:`gap_report` counts them for a whole frame. Empty when ``last < first``. Raises
+    ``ValueError`` naming the argument for a time that is not on the hour."""
+    for name, t in (("first", first), ("last", last)):
+        if pd.Timestamp(t) != pd.Timestamp(t).floor("h"):
+            raise ValueError(f"missing_hours: {name} {t} is not on the hour")
+    if last < first:
+        return []
+    want = pd.date_range(first, last, freq="h")
+    have = pd.DatetimeIndex(index).as_unit("us")
+    return list(want.as_unit("us").difference(have))

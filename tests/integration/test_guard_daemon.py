@@ -274,4 +274,13 @@ def test_daemon_ticks_the_p1_sensor_and_runs_the_rollback(tmp_path):
     p1 = next(a for a in alerts if a["name"] == SENSOR)
     assert sorted(p1["cryptos"]) == sorted(CRYPTOS)
     assert next(a for a in alerts if a["name"] == "rollback")["incident_id"] == incident
+    # the rollback carries the first P1's incident id (the preset previous hour's), and its
+    # reason names the second P1's (this hour's alert) too
+    from resources.alerts import incident_id
+
+    assert incident == incident_id(SENSOR, CRYPTOS, prev)
+    assert (
+        p1["incident_id"] == incident_id(SENSOR, CRYPTOS, hour)
+        and p1["incident_id"] in cfg["reason"]
+    )
     print(f"daemon test: {time.monotonic() - started:.1f} s, rollback run {rb.run_id}")

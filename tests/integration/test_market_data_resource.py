@@ -338,3 +338,47 @@ def test_a_bad_environment_scenario_fails_the_run_before_the_asset_runs(
         dg.materialize([uses_market], resources={"market_data": MarketDataResource()})
     assert "CVN_SYNTHETIC_MARKET" in str(err.value.__cause__)
     assert not ran
+
+
+def test_a_growing_csv_folder_is_the_live_feed(tmp_path, monkeypatch) -> None:
+    """The live feed on CSV: rows appended to the file and part files appended to the folder
+    (``<SYMBOL>_1h-<anything>.csv``) move ``last_closed_hour``; a candle not closed at ``now``
+    is not offered; two files that disagree on an hour are refused naming both."""
+    import os
+
+    from cvn_assets.market.synthetic_market import synthetic_candles
+
+    full = synthetic_candles(["BTCUSDC", "ETHUSDC"], hours=600, seed=5)["BTCUSDC"]
+    for d in ("sweep", "paper"):
+        (tmp_path / d).mkdir()
+    _write_headed(tmp_path / "sweep" / "BTCUSDC_1h.csv", full.iloc[:300])
+    live = tmp_path / "paper" / "BTCUSDC_1h.csv"
+    _write_headed(live, full.iloc[300:400])
+    monkeypatch.setenv("CVN_PAPER_CSV_DIR", str(tmp_path / "paper"))
+    res = MarketDataResource(source="csv", csv_dir=str(tmp_path / "sweep"))
+    far = full.index[-1] + pd.Timedelta(days=30)
+    assert res.last_closed_hour("BTCUSDC", far) == full.index[399]
+    # the clock in the middle of the 350th candle: the newest closed one is the 349th
+    assert (
+        res.last_closed_hour("BTCUSDC", full.index[350] + pd.Timedelta(minutes=20))
+        == (full.index[349])
+    )
+    # rows appended to the file (same inode, new size: read again)
+    with live.open("a") as f:
+        extra = full.iloc[400:450].reset_index()
+        extra["open_time"] = extra["open_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        extra.to_csv(f, header=False, index=False)
+    os.utime(live, ns=(1, live.stat().st_mtime_ns + 1_000))
+    assert res.last_closed_hour("BTCUSDC", far) == full.index[449]
+    # a part file appended to the folder (overlapping by 5 hours, which agree)
+    _write_headed(tmp_path / "paper" / "BTCUSDC_1h-part2.csv", full.iloc[445:520])
+    assert res.last_closed_hour("BTCUSDC", far) == full.index[519]
+    got = res.load_candles_through("BTCUSDC", far)
+    pd.testing.assert_frame_equal(got, full.iloc[:520], check_freq=False)
+    # a part that contradicts another file on an hour: refused, naming both files
+    bad = full.iloc[515:560].copy()
+    bad.iloc[0, bad.columns.get_loc("volume")] *= 1.01
+    _write_headed(tmp_path / "paper" / "BTCUSDC_1h-part3.csv", bad)
+    msg = "BTCUSDC_1h-part3.csv and BTCUSDC_1h-part2.csv disagree on the candle at "
+    with pytest.raises(CandleValidationError, match=re.escape(f"{msg}{full.index[515]}")):
+        res.last_closed_hour("BTCUSDC", far)

@@ -579,6 +579,14 @@ def test_markdown_table(verdicts: pd.DataFrame) -> None:
     assert "**LOCK**" in win and "FAIL" not in win and win.count("PASS") == 6
     three = next(ln for ln in table if ln.startswith("| focal_three "))
     assert "3/5 (need 4) FAIL" in three
+    # narrow: what a reader needs first on the left, short headers, the legend below
+    assert lines[0] == (
+        "| variant | lock | failed gates | Δ f1_buy [95% CI] | p_BH fold / cells | d_av "
+        "| cryptos up | Δ ECE_HOLD | PBO |"
+    )
+    assert win.split(" | ")[2] == "none"
+    assert "cryptos" in three.split(" | ")[2].split(", ")
+    assert any(ln.startswith("Gates: p = significance") for ln in lines)
     assert "dropped" in lines[-1] and "f1_buy" in lines[-1]
     with pytest.raises(ValueError, match="missing column"):
         gate_verdicts_markdown(verdicts.drop(columns=["lock"]))

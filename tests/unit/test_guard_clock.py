@@ -217,5 +217,6 @@ def test_the_guard_sensors_tick_as_often_as_the_speed_asks():
         "guard_stale": 1,
         "live_candles": 1,
     }
-    # every sensor of the definitions is covered (a new one must use guard_interval too)
-    assert set(got) == set(wall_intervals)
+    # every sensor on the guard clock is covered (a new one must use guard_interval too);
+    # the automation sensor reacts to materializations, not to the clock
+    assert set(got) - {"monitoring_follows_paper"} == set(wall_intervals)

@@ -1055,3 +1055,34 @@ def test_no_entry_blocks_entries_only_and_keeps_open_positions_to_their_barriers
     )
     with pytest.raises(ValueError, match="no_entry must be a function"):
         replay(c, feats, first, last, model, no_entry=3, **kw)
+
+
+def test_a_time_out_across_an_outage_counts_candles_not_hours() -> None:
+    """The rule across a gap (bars are positional): a long bought at the 10:00 close with
+    an outage 11:00-12:59 meets 13:00, 14:00, 15:00, 16:00 -- its ``horizon`` (4) candles that
+    exist -- and times out at the close of 16:00 (by the clock it would be 14:00)."""
+    c = flat_candles()
+    c = c.drop(pd.date_range(T("2024-01-01 11:00"), periods=2, freq="h"))  # outage
+    for hour, px in (("13:00", 100.3), ("14:00", 99.8), ("15:00", 100.6), ("16:00", 100.2)):
+        put(c, f"2024-01-01 {hour}", px, px + 0.1, px - 0.1, px)  # inside 99.5 .. 101
+    for h in range(17, 24):
+        put(c, f"2024-01-01 {h:02d}:00", 100.2, 100.2, 100.2, 100.2)
+    model, _ = scripted(["2024-01-01 10:00"])
+    r = run_day(c, D1, model)
+    t = only_trade(r)
+    assert (t["barrier"], t["exit_time"]) == ("time", T("2024-01-01 16:00"))
+    assert t["exit_price"] == 100.2
+    assert t["gross_return"] == pytest.approx(0.002, abs=1e-14)  # (100.2 - 100) / 100
+    assert t["net_return"] == pytest.approx(0.0, abs=1e-14)  # 0.002 - 2 * 0.001
+    assert len(r.predictions) == 22  # no decision at the two missing hours
+
+
+def test_missing_hours_lists_the_hours_without_a_candle() -> None:
+    from cvn_assets.market.candles_io import missing_hours
+
+    c = flat_candles(n_days=2).drop([T("2024-01-01 05:00"), T("2024-01-02 23:00")])
+    assert missing_hours(c.index, T(D1), T("2024-01-02 22:00")) == [T("2024-01-01 05:00")]
+    assert missing_hours(c.index, T(D1), T("2024-01-02 23:00"))[-1] == T("2024-01-02 23:00")
+    assert missing_hours(c.index, T(D2), T(D1)) == []
+    with pytest.raises(ValueError, match="first 2024-01-01 00:30:00"):
+        missing_hours(c.index, T("2024-01-01 00:30"), T(D2))
