@@ -75,6 +75,8 @@ OFF_BY_DEFAULT = ("expectancy_negative_focal", "model_drift")
 #: for a day and a half) and the first P1 came at turn + 80 h; at day 20, at turn + 39 h.
 TURN_HOURS = 480
 POLL_S = 2.0
+#: the signals that stop the drill (and, through its ``finally``, what it started)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -222,16 +224,20 @@ def descendants(pid: int) -> set[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
+def _start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` (clock ticks since boot, /proc/<pid>/stat field
+    22), None when it is gone or a zombie: with the PID it names one process, never a
+    later process that reused the PID."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    try:  # a zombie is dead, only not yet reaped
-        return stat.read_text().split(") ")[1][0] != "Z"
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
-        return False
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _alive(pid: int, started: int) -> bool:
+    """Whether the process ``pid`` that started at ``started`` still runs."""
+    return _start_time(pid) == started
 
 
 class DagsterDev:
@@ -247,12 +253,16 @@ class DagsterDev:
             cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_reset_signals,
         )  # fmt: skip
-        self.seen: set[int] = set()
+        self.seen: dict[int, int] = {}  # PID -> start time
 
     def note_descendants(self) -> None:
-        """Remember the descendants alive now (a run's worker may leave the group)."""
+        """Remember the descendants alive now (a run's worker may leave the group), each
+        with its start time (a PID reused later by another process is never signalled)."""
         if self.proc.poll() is None:
-            self.seen |= descendants(self.proc.pid)
+            for pid in descendants(self.proc.pid) - set(self.seen):
+                started = _start_time(pid)
+                if started is not None:
+                    self.seen[pid] = started
 
     def stop(self) -> list[int]:
         self.note_descendants()
@@ -265,17 +275,21 @@ class DagsterDev:
                 self.proc.wait(timeout=10)
             except ProcessLookupError:
                 pass
+
+        def left() -> list[int]:
+            return sorted(p for p, started in self.seen.items() if _alive(p, started))
+
         deadline = time.monotonic() + 15
-        while any(_alive(p) for p in self.seen) and time.monotonic() < deadline:
+        while left() and time.monotonic() < deadline:
             time.sleep(0.5)
-        for pid in [p for p in self.seen if _alive(p)]:
+        for pid in left():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         time.sleep(0.5)
         self.log.close()
-        return sorted(p for p in self.seen if _alive(p))
+        return left()
 
     def tail(self, n: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-n:]
@@ -375,8 +389,7 @@ def run_daemon(
         flush=True,
     )
     dev: DagsterDev | None = None
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in STOP_SIGNALS}
     try:
         dev = DagsterDev(env, port, home / "dagster_dev.log")
         print(f"dagster dev: process group {dev.proc.pid} (stopped by this command)", flush=True)
@@ -386,8 +399,8 @@ def run_daemon(
     finally:
         in_flight = watcher.mark_stop()  # the runs the stop will end (not failures)
         left = dev.stop() if dev is not None else []
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_DFL)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     state = watcher.poll()
     summary = watcher.summary(state, plan.scenario, plan.turn, ended_by_stop=in_flight)
     summary["stopped"], summary["left_running"] = why, left

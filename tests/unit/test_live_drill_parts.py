@@ -136,3 +136,17 @@ def test_the_market_time_of_a_run_key(run_key, at):
 
     run = DagsterRun(job_name="rollback_job", tags={"dagster/run_key": run_key})
     assert _key_time(run) == at
+
+
+def test_a_process_is_named_by_its_pid_and_start_time():
+    from cvn_assets.live_drill import _alive, _start_time
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        started = _start_time(proc.pid)
+        assert started is not None and _alive(proc.pid, started)
+        assert not _alive(proc.pid, started + 1)  # the same PID, another process: not it
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    assert _start_time(proc.pid) is None and not _alive(proc.pid, started)
