@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: install sweep paper drill ops test lint dev bench clean-home
+.PHONY: install sweep paper drill live-drill ops test lint dev bench clean-home
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ drill: install
 OPS_ARGS ?= status
 ops: install
 	$(PY) -m cvn_assets.ops $(OPS_ARGS)
+
+## The same drill under the real daemon (dagster dev, accelerated guard clock; only watches).
+live-drill: install
+	$(PY) -m cvn_assets.live_drill --scenario $(SCENARIO) $(LIVE_DRILL_ARGS)
 
 ## Lint + the full test suite (unit, integration, PostgreSQL, webserver).
 test: install

@@ -41,56 +41,33 @@ turn to the first P1 and to the rollback (crash) and the P1 rate per 30 days (ca
 
 import argparse
 import json
-import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from dagster import DagsterInstance, RunRequest, SensorDefinition, build_sensor_context
+from dagster import RunRequest, SensorDefinition, build_sensor_context
 
 from cvn_assets import sweep
 from cvn_assets.ablation.guardrails import CROSS_ENTROPY, FOCAL
-from cvn_assets.market.synthetic_market import DEFAULT_HOURS, DEFAULT_START
+from cvn_assets.drill_setup import (
+    P1_RULE,
+    Runner,
+    first_day_after_window,
+    fresh_home,
+    hours_since,
+    market_config,
+    sweep_and_champions,
+)
 from resources.config_store import LOSS_FLAG, ConfigStore
 from resources.guard_clock import GuardClock
 from resources.model_registry import ModelRegistry
 from resources.rollbacks import RollbackLog
 
-FOCAL_VARIANT = "focal_g2_a025"
-#: the crash's length: -25 % spread over 10 days (a bear leg) rather than 48 h
-CRASH_HOURS = 240
-DRILL_ACTOR = "drill"
-#: the drill's champions trade in >= 30 % of their calibration hours (champion_models'
-#: ``min_trade_share``; the sweep's cells keep 10 %). The P1 judges only the trades of the
-#: last 48 h and needs >= 10 of them on >= 2 cryptos; at 10 % the champions trade ~5 times in
-#: 48 h (scripts/drill_probe.py: 5-12 trades per crypto in the 2 days after the crash starts),
-#: so the P1 could never hold its sample. At 30 % and the drill's edge 4.0 (``--edge``): 9-16
-#: trades per crypto in each 2 days after the turn at -0.3 to -0.5 % each, and +0.2 to +0.4 %
-#: per trade before it (at edge 2.0 and 30 %, BTC and SOL lost before the turn: a P1 4 days
-#: early, measured).
-DRILL_TRADE_SHARE = 0.3
-#: the P1 rule whose alerts the drill counts
-P1_RULE = "expectancy_negative_focal"
 #: the P2 over every live champion: after the crash drill's rollback it must page on the
 #: baselines (issue 21: the P1 says "focal not active" then)
 ANY_RULE = "expectancy_negative_any"
-
-
-def _market_config(scenario: str, turn: pd.Timestamp, edge: float) -> dict[str, Any]:
-    if scenario == "calm":
-        return {"edge": edge}
-    return {
-        "edge": edge,
-        "edge_shift_at": turn.isoformat(),
-        "edge_multiplier": 0.0,
-        "crash_at": (turn + pd.Timedelta(days=2)).isoformat(),
-        "crash_pct": 0.25,
-        "crash_hours": CRASH_HOURS,
-    }
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -111,84 +88,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _fresh_home(args: argparse.Namespace) -> Path:
-    """The drill's Dagster home, wiped and made, set as ``$DAGSTER_HOME``."""
-    home = Path(args.home or f".dagster_home_drill_{args.scenario}").resolve()
-    if home.exists():
-        shutil.rmtree(home)
-    home.mkdir(parents=True)
-    os.environ["DAGSTER_HOME"] = str(home)
-    return home
-
-
-class _Runner:
-    """Runs a job in process on the drill's instance, its market and a fixed guard clock;
-    a failed run raises ``RuntimeError`` naming the job and its errors."""
-
-    def __init__(self, defs: Any, instance: DagsterInstance, market_cfg: dict[str, Any]):
-        self.defs, self.instance, self.market_cfg = defs, instance, market_cfg
-
-    def __call__(
-        self, job: str, config: dict[str, Any] | None, clock: pd.Timestamp, **kw: Any
-    ) -> Any:
-        rc = {
-            "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
-            **(config or {}),
-            "resources": {
-                "market_data": {"config": self.market_cfg},
-                "guard_clock": {"config": {"fixed_now": clock.isoformat()}},
-            },
-        }
-        res = self.defs.resolve_job_def(job).execute_in_process(
-            run_config=rc, instance=self.instance, raise_on_error=False, **kw
-        )
-        if not res.success:
-            errs = [
-                e.event_specific_data.error.message.strip().splitlines()[-1]
-                for e in res.all_events
-                if getattr(e.event_specific_data, "error", None) is not None
-            ]
-            raise RuntimeError(f"{job} failed: {'; '.join(errs) or res.run_id}")
-        return res
-
-
-def _promote_champions(
-    run: _Runner, baseline: str, cryptos: list[str], first_day: pd.Timestamp
-) -> None:
-    """Champions through ``champion_job``: the baseline, then a focal one by audited override
-    (so the P1 rule can apply and a rollback has a baseline previous to re-promote)."""
-    for variant, at, why in (
-        (baseline, first_day - pd.Timedelta(hours=2), "drill: the baseline champion first"),
-        (
-            FOCAL_VARIANT,
-            first_day - pd.Timedelta(hours=1),
-            "drill: a focal champion by override so the P1 rule can apply (audited)",
-        ),
-    ):
-        for crypto in cryptos:
-            cfg = {
-                "override_variant": variant,
-                "force_promote": True,
-                "actor": DRILL_ACTOR,
-                "reason": why,
-                "min_trade_share": DRILL_TRADE_SHARE,
-            }
-            run(
-                "champion_job",
-                {"ops": {"champion_models": {"config": cfg}}},
-                at,
-                partition_key=crypto,
-            )
-    print(f"champions: {FOCAL_VARIANT} (previous: {baseline}) for {cryptos}", flush=True)
-
-
 class _SensorLoop:
     """Every sensor evaluated as the daemon would: cursors carried from tick to tick, the
     guard clock at the tick, Dagster's run-key dedupe; requested runs executed in process.
     Collects the alerts and the rollback runs launched."""
 
     def __init__(
-        self, run: _Runner, sensors: dict[str, SensorDefinition], resources: dict[str, Any]
+        self, run: Runner, sensors: dict[str, SensorDefinition], resources: dict[str, Any]
     ) -> None:
         self.run, self.sensors, self.resources = run, sensors, resources
         self.cursors: dict[str, str | None] = {name: None for name in sensors}
@@ -248,7 +154,7 @@ def sensor_resources(
 
 
 def _replay_days(
-    run: _Runner, loop: _SensorLoop, cryptos: list[str], first_day: pd.Timestamp, days: int
+    run: Runner, loop: _SensorLoop, cryptos: list[str], first_day: pd.Timestamp, days: int
 ) -> None:
     """Day by day: ``paper_job`` for the day (all cryptos), then the sensors every hour."""
     for d in range(days):
@@ -264,10 +170,6 @@ def _replay_days(
             loop.tick(day + pd.Timedelta(hours=h))
 
 
-def _hours_since(turn: pd.Timestamp, at: str) -> float:
-    return (pd.Timestamp(at) - turn) / pd.Timedelta(hours=1)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     days = args.days or (40 if args.scenario == "crash" else 180)
@@ -277,29 +179,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    _fresh_home(args)
+    fresh_home(args.home, f".dagster_home_drill_{args.scenario}")
     t_start = time.perf_counter()
-    window_end = pd.Timestamp(DEFAULT_START, tz="UTC") + pd.Timedelta(hours=DEFAULT_HOURS)
-    first_day = window_end.ceil("D")
+    first_day = first_day_after_window()
     turn = first_day + pd.Timedelta(days=args.turn_day)
-    market_cfg = _market_config(args.scenario, turn, args.edge)
+    market_cfg = market_config(args.scenario, turn, args.edge)
 
-    # 1. the default sweep on the scenario's market
-    rc = sweep.main(["--quiet", "--resource-config", json.dumps({"market_data": market_cfg})])
-    if rc != 0:
-        print(f"STOPPED: the sweep did not complete (exit status {rc})", file=sys.stderr)
-        return rc
-    # imported here, after the sweep: they validate every CVN_* variable when they load
-    # (SettingsError), which sweep.main reports as one line and exit status 2
-    from cvn_assets.definitions import defs
-    from cvn_assets.partitions import SETTINGS
-
-    run = _Runner(defs, DagsterInstance.get(), market_cfg)
-    registry, config_store = ModelRegistry(), ConfigStore()
-    # 2. champions: the baseline, then a focal one by audited override
-    baseline = next(v.name for v in SETTINGS.variants if v.loss_function == CROSS_ENTROPY)
-    cryptos = list(SETTINGS.universe)
-    _promote_champions(run, baseline, cryptos, first_day)
+    # 1. the default sweep on the scenario's market; 2. champions: the baseline, then a
+    # focal one by audited override
+    prep = sweep_and_champions(market_cfg, first_day)
+    if isinstance(prep, int):
+        return prep
+    defs, run, registry, config_store = prep.defs, prep.run, prep.registry, prep.config_store
+    cryptos = prep.cryptos
     # 3. the replay, day by day, with the sensors ticking every hour
     sensors = {s.name: s for s in defs.get_repository_def().sensor_defs}
     loop = _SensorLoop(run, sensors, sensor_resources(defs, registry, config_store))
@@ -321,15 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.scenario == "crash":
         summary["turn"] = turn.isoformat()
         if p1:
-            summary["hours_turn_to_first_p1"] = _hours_since(turn, p1[0]["at"])
+            summary["hours_turn_to_first_p1"] = hours_since(turn, p1[0]["at"])
         if loop.rollback_runs:
-            summary["hours_turn_to_rollback"] = _hours_since(turn, loop.rollback_runs[0]["at"])
+            summary["hours_turn_to_rollback"] = hours_since(turn, loop.rollback_runs[0]["at"])
     else:
         summary["p1_per_30_days"] = round(len(p1) * 30 / days, 3)
     after = _p2_after_rollback(loop.alerts, loop.rollback_runs)
     summary["p2_any_after_rollback"] = len(after)
     if after:
-        summary["hours_turn_to_first_p2_after_rollback"] = _hours_since(turn, after[0]["at"])
+        summary["hours_turn_to_first_p2_after_rollback"] = hours_since(turn, after[0]["at"])
     print(json.dumps(summary))
     passed = _passed(args.scenario, p1, len(loop.rollback_runs), flag, turn)
     return 0 if passed and (args.scenario != "crash" or after) else 1

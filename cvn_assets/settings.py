@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cvn_assets.ablation.variants import DEFAULT_VARIANTS, Variant, build_variant_matrix
+from cvn_assets.guard.clock import accelerated_clock
+from cvn_assets.market.market_env import SYNTHETIC_MARKET_ENV, parse_synthetic_market
 
 DEFAULT_UNIVERSE: tuple[str, ...] = ("BTCUSDC", "ETHUSDC", "SOLUSDC", "BNBUSDC", "XRPUSDC")
 DEFAULT_N_FOLDS = 5
@@ -135,6 +137,11 @@ KNOWN_ENV: tuple[str, ...] = (
     "CVN_ALERTS_PATH",  # the alert sink's JSONL file (absolute)
     "CVN_SLACK_WEBHOOK_URL",  # the alert sink's Slack incoming webhook (a secret)
     "CVN_GUARD_NOW",  # tests: a fixed guard clock for a code location (resources.guard_clock)
+    # the accelerated guard clock of the live drill (cvn_assets.guard.clock)
+    "CVN_GUARD_CLOCK_START",
+    "CVN_GUARD_CLOCK_ORIGIN",
+    "CVN_GUARD_CLOCK_SPEED",
+    "CVN_SYNTHETIC_MARKET",  # the synthetic market's generator settings (JSON; market_env)
 )
 
 
@@ -147,8 +154,8 @@ def check_environment(env: Mapping[str, str]) -> None:
     folder; required for csv), ``CVN_SYMBOL_MAP`` (a JSON object), ``CVN_DATABASE_URL`` (a
     SQLAlchemy URL with a scheme), ``CVN_STORE_DIR`` (not an existing file),
     ``CVN_ALERTS_PATH`` (absolute, not a directory), ``CVN_SLACK_WEBHOOK_URL`` (http(s); the
-    message never shows it). Raises
-    :class:`SettingsError`.
+    message never shows it), ``CVN_GUARD_CLOCK_*`` (the accelerated guard clock) and
+    ``CVN_SYNTHETIC_MARKET`` (the generator's settings). Raises :class:`SettingsError`.
     """
     import difflib
 
@@ -207,6 +214,11 @@ def check_environment(env: Mapping[str, str]) -> None:
             "CVN_SLACK_WEBHOOK_URL: not an http(s) URL with a host (value hidden, it is a "
             "secret); expected https://hooks.slack.com/services/..."
         )
+    try:
+        accelerated_clock(env)
+        parse_synthetic_market(env.get(SYNTHETIC_MARKET_ENV))
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> ProjectSettings:

@@ -23,6 +23,11 @@ from cvn_assets.market.candles_io import (
     read_candles_csv,
     resolve_candle_file,
 )
+from cvn_assets.market.market_env import (
+    GENERATOR_DEFAULTS,
+    SYNTHETIC_MARKET_ENV,
+    parse_synthetic_market,
+)
 from cvn_assets.market.synthetic_market import (
     DEFAULT_EDGE,
     DEFAULT_HOURS,
@@ -84,17 +89,31 @@ class MarketDataResource(ConfigurableResource):
         default=None,
         description="synthetic universe generated jointly (correlated); unset: $CVN_UNIVERSE",
     )
-    seed: int = Field(default=DEFAULT_SEED, description="synthetic market seed")
-    start: str = Field(default=DEFAULT_START, description="first synthetic open time (UTC)")
-    hours: int = Field(default=DEFAULT_HOURS, description="synthetic candles per symbol")
-    edge: float = Field(default=DEFAULT_EDGE, description="strength of the predictable drift")
+    # the generator's settings: unset (None) takes $CVN_SYNTHETIC_MARKET's value, else the
+    # default (cvn_assets.market.market_env.GENERATOR_DEFAULTS); see :meth:`generator`
+    seed: int | None = Field(default=None, description=f"synthetic market seed ({DEFAULT_SEED})")
+    start: str | None = Field(
+        default=None, description=f"first synthetic open time, UTC ({DEFAULT_START})"
+    )
+    hours: int | None = Field(
+        default=None, description=f"synthetic candles per symbol ({DEFAULT_HOURS})"
+    )
+    edge: float | None = Field(
+        default=None, description=f"strength of the predictable drift ({DEFAULT_EDGE})"
+    )
     crash_at: str | None = Field(default=None, description="scenario: crash start (UTC)")
-    crash_pct: float = Field(default=0.25, description="scenario: crash depth (0.25 = -25 %)")
-    crash_hours: int = Field(default=24, description="scenario: crash duration in hours")
+    crash_pct: float | None = Field(
+        default=None, description="scenario: crash depth (0.25 = -25 %, the default)"
+    )
+    crash_hours: int | None = Field(
+        default=None, description="scenario: crash duration in hours (24)"
+    )
     vol_shift_at: str | None = Field(default=None, description="scenario: vol shift date")
-    vol_multiplier: float = Field(default=2.0, description="scenario: vol multiplier")
+    vol_multiplier: float | None = Field(default=None, description="scenario: vol multiplier (2)")
     edge_shift_at: str | None = Field(default=None, description="scenario: edge change date")
-    edge_multiplier: float = Field(default=0.0, description="scenario: edge multiplier after")
+    edge_multiplier: float | None = Field(
+        default=None, description="scenario: edge multiplier after (0)"
+    )
     scenario_symbols: list[str] | None = Field(
         default=None, description="scenario: symbols affected (default all)"
     )
@@ -129,6 +148,18 @@ class MarketDataResource(ConfigurableResource):
             return list(self.symbols)
         return list(parse_universe(os.environ.get("CVN_UNIVERSE")))
 
+    def generator(self) -> dict[str, Any]:
+        """The synthetic generator's settings in effect (the keys of
+        :data:`~cvn_assets.market.market_env.GENERATOR_DEFAULTS`): each field set here (run
+        config or constructor), else ``$CVN_SYNTHETIC_MARKET``'s value, else the default.
+        ValueError naming the variable, the key and the value for a bad variable."""
+        env = parse_synthetic_market(os.environ.get(SYNTHETIC_MARKET_ENV))
+        out = {}
+        for key, default in GENERATOR_DEFAULTS.items():
+            value = getattr(self, key)
+            out[key] = value if value is not None else env.get(key, default)
+        return out
+
     # ---------------------------------------------------------------- configuration checks
     def setup_for_execution(self, context: InitResourceContext) -> None:
         """Refuse a bad configuration when the run starts, before any asset works."""
@@ -153,28 +184,31 @@ class MarketDataResource(ConfigurableResource):
                     f"got {self.filename_pattern!r}"
                 )
         else:
-            if self.hours < 1:
-                raise ValueError(f"market_data.hours must be >= 1, got {self.hours}")
-            if self.seed < 0:
-                raise ValueError(f"market_data.seed must be >= 0, got {self.seed}")
+            g = self.generator()
+            if g["hours"] < 1:
+                raise ValueError(f"market_data.hours must be >= 1, got {g['hours']}")
+            if g["seed"] < 0:
+                raise ValueError(f"market_data.seed must be >= 0, got {g['seed']}")
             if not self.universe:
                 raise ValueError("market_data.symbols is empty")
             self.scenario()  # validates the scenario knobs
 
     def scenario(self) -> Scenario | None:
         """The :class:`Scenario` the knobs describe, or ``None`` when no event is set."""
-        if self.crash_at is None and self.vol_shift_at is None and self.edge_shift_at is None:
+        g = self.generator()
+        if g["crash_at"] is None and g["vol_shift_at"] is None and g["edge_shift_at"] is None:
             return None
+        symbols = g["scenario_symbols"]
         try:
             return Scenario(
-                crash_at=self.crash_at,
-                crash_pct=self.crash_pct,
-                crash_hours=self.crash_hours,
-                vol_shift_at=self.vol_shift_at,
-                vol_multiplier=self.vol_multiplier,
-                edge_shift_at=self.edge_shift_at,
-                edge_multiplier=self.edge_multiplier,
-                symbols=None if self.scenario_symbols is None else tuple(self.scenario_symbols),
+                crash_at=g["crash_at"],
+                crash_pct=g["crash_pct"],
+                crash_hours=g["crash_hours"],
+                vol_shift_at=g["vol_shift_at"],
+                vol_multiplier=g["vol_multiplier"],
+                edge_shift_at=g["edge_shift_at"],
+                edge_multiplier=g["edge_multiplier"],
+                symbols=None if symbols is None else tuple(symbols),
             )
         except ValueError as exc:
             raise ValueError(f"market_data scenario: {exc}") from exc
@@ -212,15 +246,7 @@ class MarketDataResource(ConfigurableResource):
             stat = path.stat()
             frame = _read_cached(str(path), stat.st_mtime_ns, stat.st_size).copy()
         else:
-            universe = tuple(self.universe) if symbol in self.universe else (symbol,)
-            frame = synthetic_candles(
-                universe,
-                start=self.start,
-                hours=self.hours,
-                seed=self.seed,
-                scenario=self.scenario(),
-                edge=self.edge,
-            )[symbol]
+            frame = self._synthetic(symbol, None)
         return _select(frame, symbol, start, end)
 
     def load_candles_through(self, symbol: str, end: str | pd.Timestamp) -> pd.DataFrame:
@@ -243,20 +269,26 @@ class MarketDataResource(ConfigurableResource):
             if later is None:
                 return frame
             return _select(_extend(frame, later, symbol), symbol, None, hi)
-        first = _utc(self.start, "start")
+        g = self.generator()
+        first = _utc(g["start"], "start")
         now = pd.Timestamp.now(tz="UTC").floor("h")
         stop = min(hi, now)
-        hours = max(self.hours, int((stop - first) / pd.Timedelta(hours=1)))
+        hours = max(g["hours"], int((stop - first) / pd.Timedelta(hours=1)))
+        return _select(self._synthetic(symbol, hours), symbol, None, hi)
+
+    def _synthetic(self, symbol: str, hours: int | None) -> pd.DataFrame:
+        """The synthetic candles of ``symbol`` (generated jointly with the universe), for
+        ``hours`` candles (None: the generator's ``hours``)."""
+        g = self.generator()
         universe = tuple(self.universe) if symbol in self.universe else (symbol,)
-        frame = synthetic_candles(
+        return synthetic_candles(
             universe,
-            start=self.start,
-            hours=hours,
-            seed=self.seed,
+            start=g["start"],
+            hours=g["hours"] if hours is None else hours,
+            seed=g["seed"],
             scenario=self.scenario(),
-            edge=self.edge,
+            edge=g["edge"],
         )[symbol]
-        return _select(frame, symbol, None, hi)
 
     def last_closed_hour(self, symbol: str, now: str | pd.Timestamp) -> pd.Timestamp | None:
         """The feed's newest candle closed at ``now`` (its open time, aware UTC): the newest
@@ -269,7 +301,7 @@ class MarketDataResource(ConfigurableResource):
             return None if frame.empty else pd.Timestamp(frame.index[-1])
         self.check_config()
         top = min(cutoff, pd.Timestamp.now(tz="UTC").floor("h")) - pd.Timedelta(hours=1)
-        return top if top >= _utc(self.start, "start") else None
+        return top if top >= _utc(self.generator()["start"], "start") else None
 
     @property
     def paper_dir(self) -> str | None:
@@ -325,11 +357,7 @@ class MarketDataResource(ConfigurableResource):
         return {
             "source": "synthetic",
             "symbols": self.universe,
-            "seed": self.seed,
-            "start": self.start,
-            "hours": self.hours,
-            "edge": self.edge,
-            "scenario": None if self.scenario() is None else repr(self.scenario()),
+            **self._generator_summary(),
         }
 
     def home_source(self) -> dict[str, str]:
@@ -349,11 +377,18 @@ class MarketDataResource(ConfigurableResource):
             return {"source": "csv", "file": str(self.candle_file(symbol))}
         return {
             "source": "synthetic",
-            "seed": self.seed,
-            "start": self.start,
-            "hours": self.hours,
-            "edge": self.edge,
-            "scenario": None if self.scenario() is None else repr(self.scenario()),
+            **self._generator_summary(),
+        }
+
+    def _generator_summary(self) -> dict[str, Any]:
+        """seed, start, hours, edge and the scenario's repr (None without one) in effect."""
+        g, scenario = self.generator(), self.scenario()
+        return {
+            "seed": g["seed"],
+            "start": g["start"],
+            "hours": g["hours"],
+            "edge": g["edge"],
+            "scenario": None if scenario is None else repr(scenario),
         }
 
 

@@ -48,7 +48,7 @@ from cvn_assets.guard.monitoring import LOSS_FUNCTION_TAG
 from cvn_assets.partitions import SETTINGS
 from resources.alerts import AlertSink, incident_id
 from resources.config_store import LOSS_FLAG, ConfigStore
-from resources.guard_clock import GuardClock
+from resources.guard_clock import GuardClock, guard_interval
 from resources.model_registry import ModelRegistry
 from resources.rollbacks import RollbackLog
 from sensors.evaluation import (
@@ -121,7 +121,7 @@ def _in_flight(context: SensorEvaluationContext, job_name: str, tags: dict | Non
 @sensor(
     name="expectancy_negative_focal",
     jobs=[alert_job, rollback_job],
-    minimum_interval_seconds=300,
+    minimum_interval_seconds=guard_interval(300),
     default_status=DefaultSensorStatus.STOPPED,
     description="P1: net expectancy < 0 over 48 h on >= 2 focal cryptos (one-sided t-test, "
     ">= 10 trades in the 48 h; fewer: insufficient; journal > 2 h behind: stale); warn at "
@@ -372,7 +372,7 @@ def _any_alert_request(ev: ChampionsExpectancy, hour: datetime) -> RunRequest:
 @sensor(
     name="focal_training_crash",
     jobs=[alert_job],
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=guard_interval(60),
     default_status=DefaultSensorStatus.RUNNING,
     description=f"P2: more than 5 failed runs tagged {LOSS_FUNCTION_TAG}={FOCAL} in the last hour.",
 )
@@ -431,7 +431,7 @@ def focal_training_crash(context: SensorEvaluationContext, guard_clock: GuardClo
 @sensor(
     name="guard_stale",
     jobs=[alert_job],
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=guard_interval(60),
     default_status=DefaultSensorStatus.RUNNING,
     description="P2: a crypto with a live champion whose journal's last hour closed more "
     "than 2 h ago (or, with no hour journaled, whose first champion went live more than 2 h "
@@ -535,7 +535,7 @@ ESCALATION_RETRY = "15min"
 @sensor(
     name="rollback_confirmation",
     jobs=[escalate_rollback_job],
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=guard_interval(60),
     default_status=DefaultSensorStatus.RUNNING,
     description="An automatic rollback not confirmed within 15 min is held (stays in force) "
     "and escalated (escalate_rollback_job); asked again every 15 min while still pending.",
@@ -575,7 +575,7 @@ FAILED_SHOWN_FOR = timedelta(days=7)
 @sensor(
     name="alert_delivery",
     jobs=[alert_delivery_job],
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=guard_interval(60),
     default_status=DefaultSensorStatus.RUNNING,
     description="Retries the delivery of recorded alerts that are due (alert_delivery_job); "
     "its skip reason names the alerts pending and those whose delivery gave up.",
@@ -648,7 +648,7 @@ def build_model_drift_sensor(champion_job: Any) -> Any:
     @sensor(
         name="model_drift",
         jobs=[alert_job, shadow_retrain_job, champion_job],
-        minimum_interval_seconds=600,
+        minimum_interval_seconds=guard_interval(600),
         default_status=DefaultSensorStatus.STOPPED,
         description="Daily per crypto: data drift (PSI top-5 features, 7 d), concept drift "
         "(f1_buy gap, 14 d matured labels), output sharpness (7 d). Crit drift: shadow "

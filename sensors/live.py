@@ -39,7 +39,7 @@ from dagster._core.storage.tags import (
 
 from cvn_assets.partitions import SETTINGS
 from resources.db import as_utc
-from resources.guard_clock import GuardClock
+from resources.guard_clock import GuardClock, guard_interval
 from resources.journal import last_journaled_hours
 from resources.market_data import MarketDataResource
 from resources.model_registry import ModelRegistry
@@ -119,7 +119,7 @@ def build_live_sensor(live_job: Any) -> Any:
     @sensor(
         name=LIVE_SENSOR,
         job=live_job,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=guard_interval(30),
         default_status=DefaultSensorStatus.RUNNING,
         description="The live loop: when a new hourly candle has closed (guard clock) and is "
         "in the feed, one live_job run journals every closed hour not yet journaled, from the "

@@ -228,6 +228,118 @@ def test_paper_candles_extend_the_sweep_files(tmp_path, monkeypatch) -> None:
         res.load_candles_through("BTCUSDC", end)
 
 
+# ------------------------------------------------------------ the scenario from the environment
+#: a scenario after a 1,000-hour window (2023-07-01 + 1000 h = 2023-08-11T16:00Z)
+AFTER = {
+    "edge": 4.0,
+    "edge_shift_at": "2023-08-12T00:00:00+00:00",
+    "edge_multiplier": 0.0,
+    "crash_at": "2023-08-14T00:00:00+00:00",
+    "crash_pct": 0.25,
+    "crash_hours": 240,
+}
+
+
+def test_the_environment_scenario_reaches_an_unconfigured_resource(monkeypatch) -> None:
+    import json
+
+    monkeypatch.setenv("CVN_SYNTHETIC_MARKET", json.dumps({**AFTER, "hours": 1400}))
+    res = MarketDataResource()
+    g = res.generator()
+    assert (g["hours"], g["edge"], g["crash_hours"], g["seed"]) == (1400, 4.0, 240, 7)
+    scenario = Scenario(
+        crash_at=AFTER["crash_at"], crash_pct=0.25, crash_hours=240,
+        edge_shift_at=AFTER["edge_shift_at"], edge_multiplier=0.0,
+    )  # fmt: skip
+    assert res.scenario() == scenario
+    expected = synthetic_candles(DEFAULT_UNIVERSE, hours=1400, scenario=scenario, edge=4.0)
+    pd.testing.assert_frame_equal(res.load_candles("ETHUSDC"), expected["ETHUSDC"])
+    # a field set on the resource (run config) wins over the environment, key by key
+    res = MarketDataResource(hours=1000, edge=2.0)
+    assert (res.generator()["hours"], res.generator()["edge"]) == (1000, 2.0)
+    assert res.generator()["crash_at"] == AFTER["crash_at"]
+
+
+def test_the_window_stays_bit_identical_when_the_scenario_lies_after_it(monkeypatch) -> None:
+    import json
+
+    # the same market without the scenario, from the generator itself (the resource would
+    # read the variable too)
+    n = 1000 + 8 * 24 + 8  # to 2023-08-20T00:00Z
+    plain = synthetic_candles(DEFAULT_UNIVERSE, hours=n, edge=4.0)
+    monkeypatch.setenv("CVN_SYNTHETIC_MARKET", json.dumps(AFTER))
+    drilled = MarketDataResource(hours=1000)
+    end = pd.Timestamp("2023-08-20T00:00:00Z")  # 6 days of the scenario after the window
+    for sym in DEFAULT_UNIVERSE:
+        b = plain[sym]
+        pd.testing.assert_frame_equal(drilled.load_candles(sym), b.iloc[:1000], check_exact=True)
+        a = drilled.load_candles_through(sym, end)
+        assert len(a) == n
+        pd.testing.assert_frame_equal(a.iloc[:1000], b.iloc[:1000], check_exact=True)
+        # the scenario is in effect after the window: in the crash, the closes differ
+        late = a.index > pd.Timestamp(AFTER["crash_at"])
+        assert (a.loc[late, "close"] != b.loc[late, "close"]).all(), sym
+    # the sweep's identity is the same whether the scenario comes from the environment or
+    # from run config (the drill passes it as run config, the live drill by the variable)
+    monkeypatch.delenv("CVN_SYNTHETIC_MARKET")
+    by_config = MarketDataResource(hours=1000, **AFTER)
+    monkeypatch.setenv("CVN_SYNTHETIC_MARKET", json.dumps(AFTER))
+    assert drilled.data_identity(list(DEFAULT_UNIVERSE)) == by_config.data_identity(
+        list(DEFAULT_UNIVERSE)
+    )
+
+
+def test_a_partial_run_config_keeps_the_environment_scenario(monkeypatch) -> None:
+    """Dagster rebuilds a resource from run config with every field at its default (measured
+    for the source); the scenario fields must still come from the environment."""
+    import json
+
+    monkeypatch.setenv("CVN_SYNTHETIC_MARKET", json.dumps(AFTER))
+
+    @dg.asset
+    def market_seen(market_data: MarketDataResource) -> dict:
+        return market_data.describe("BTCUSDC")
+
+    result = dg.materialize(
+        [market_seen],
+        resources={"market_data": MarketDataResource()},
+        run_config={"resources": {"market_data": {"config": {"hours": 240}}}},
+    )
+    seen = result.output_for_node("market_seen")
+    assert (seen["hours"], seen["edge"]) == (240, 4.0)
+    assert "edge_shift_at='2023-08-12T00:00:00+00:00'" in seen["scenario"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "msg"),
+    [
+        ('{"edgee": 4.0}', "unknown key 'edgee' \\(value 4.0\\)"),
+        ('{"crash_pct": 2}', "crash_pct=2 must be in \\(0, 1\\)"),
+        ('{"hours": "1000"}', 'hours="1000" is not an integer'),
+        ('{"edge_shift_at": "soon"}', 'edge_shift_at="soon" is not an ISO time'),
+        ("[1, 2]", "expected a JSON object"),
+        ("{edge: 4}", "not valid JSON"),
+    ],
+)
+def test_a_bad_environment_scenario_fails_the_run_before_the_asset_runs(
+    monkeypatch, raw: str, msg: str
+) -> None:
+    monkeypatch.setenv("CVN_SYNTHETIC_MARKET", raw)
+    with pytest.raises(ValueError, match="CVN_SYNTHETIC_MARKET: .*" + msg):
+        MarketDataResource().check_config()
+    ran: list[bool] = []
+
+    @dg.asset
+    def uses_market(market_data: MarketDataResource) -> int:
+        ran.append(True)
+        return 0
+
+    with pytest.raises(dg.DagsterResourceFunctionError) as err:
+        dg.materialize([uses_market], resources={"market_data": MarketDataResource()})
+    assert "CVN_SYNTHETIC_MARKET" in str(err.value.__cause__)
+    assert not ran
+
+
 def test_a_growing_csv_folder_is_the_live_feed(tmp_path, monkeypatch) -> None:
     """The live feed on CSV: rows appended to the file and part files appended to the folder
     (``<SYMBOL>_1h-<anything>.csv``) move ``last_closed_hour``; a candle not closed at ``now``
