@@ -49,6 +49,7 @@ from cvn_assets.partitions import SETTINGS
 from resources.alerts import AlertSink, incident_id
 from resources.config_store import LOSS_FLAG, ConfigStore
 from resources.guard_clock import GuardClock, guard_interval
+from resources.journal import last_journaled_hours
 from resources.model_registry import ModelRegistry
 from resources.rollbacks import RollbackLog
 from sensors.evaluation import (
@@ -74,6 +75,8 @@ from sensors.jobs import (
 
 #: P2 when more than this many focal training runs failed in the last hour (spec 6.2)
 CRASH_MAX_FAILURES_PER_HOUR = 5
+#: run priority of the guard's responses (rollback, escalation): dequeued before alert runs
+RESPONSE_PRIORITY = "10"
 P1_MEMORY = timedelta(hours=2)  # P1 times kept in the cursor (the kill-switch window is 1 h)
 
 
@@ -144,9 +147,10 @@ def expectancy_negative_focal(
     The cursor then holds the current hour and the P1 times of the last ``P1_MEMORY``."""
     now = guard_clock.now()
     cursor = _cursor(context)
-    hours = hours_to_evaluate(cursor.get("evaluated_hour"), _bucket(now, "h"))
+    target = judged_through(model_registry, _bucket(now, "h"))
+    hours = hours_to_evaluate(cursor.get("evaluated_hour"), target)
     if not hours:
-        return SkipReason(f"hour {_bucket(now, 'h').isoformat()} already evaluated")
+        return SkipReason(_waiting(target, now))
     p1_times = [pd.Timestamp(t) for t in cursor.get("p1_times", [])]
     requests: list[RunRequest] = []
     lines: list[str] = []
@@ -170,6 +174,35 @@ def expectancy_negative_focal(
         lines.append(f"{hour.isoformat()}: {v.level}: {v.reason}")
         context.log.info(lines[-1])
     return _expectancy_result(_unique(requests), " | ".join(lines), hours[-1], p1_times)
+
+
+def judged_through(model_registry: ModelRegistry, hour: datetime) -> datetime:
+    """The last hour bucket the expectancy rules may judge at the current bucket ``hour``:
+    the journal's frontier -- every crypto with a champion journaled up to it (its last
+    journaled candle opened an hour before) -- so an hour is judged on its complete journal,
+    not while the live run that journals its last candle is still on its way (measured in
+    the live drill: judged 1-2 h short, the P1 came 6 h late). A frontier more than
+    ``STALE_AFTER`` (2 h) behind is not waited for: the hour is judged, and the rules say
+    ``stale`` for the cryptos behind. No journal at all: ``hour``."""
+    cryptos = [c for c in SETTINGS.universe if model_registry.alias(c, "champion")]
+    ends = last_journaled_hours(model_registry.engine, cryptos) if cryptos else {}
+    known = [pd.Timestamp(t) + pd.Timedelta(hours=1) for t in ends.values() if t is not None]
+    if not known:
+        return hour
+    frontier = min(known).to_pydatetime()
+    if hour - frontier > STALE_AFTER:
+        return hour
+    return min(hour, frontier)
+
+
+def _waiting(target: datetime, now: datetime) -> str:
+    hour = _bucket(now, "h")
+    if target < hour:
+        return (
+            f"hour {target.isoformat()} already evaluated; waiting for the journal to reach "
+            f"{hour.isoformat()}"
+        )
+    return f"hour {hour.isoformat()} already evaluated"
 
 
 def hours_to_evaluate(evaluated_hour: str | None, hour: datetime) -> list[datetime]:
@@ -262,7 +295,8 @@ def _auto_rollback_request(
                 }
             }
         },
-        tags={"cvn/incident": inc},
+        # ahead of queued alert runs (QueuedRunCoordinator: higher priority dequeues first)
+        tags={"cvn/incident": inc, "dagster/priority": RESPONSE_PRIORITY},
     )
 
 
@@ -329,9 +363,10 @@ def expectancy_negative_any(
     while the P1 sensor (which can flip the kill switch) is off."""
     now = guard_clock.now()
     cursor = _cursor(context)
-    hours = hours_to_evaluate(cursor.get("evaluated_hour"), _bucket(now, "h"))
+    target = judged_through(model_registry, _bucket(now, "h"))
+    hours = hours_to_evaluate(cursor.get("evaluated_hour"), target)
     if not hours:
-        return SkipReason(f"hour {_bucket(now, 'h').isoformat()} already evaluated")
+        return SkipReason(_waiting(target, now))
     requests: list[RunRequest] = []
     lines: list[str] = []
     for hour in hours:
@@ -558,7 +593,11 @@ def rollback_confirmation(
                 run_key=_minute_key("escalation", inc, bucket),
                 job_name=escalate_rollback_job.name,
                 run_config={"ops": {"escalate_rollback": {"config": {"incident_id": inc}}}},
-                tags={"cvn/incident": inc, "cvn/severity": "P1"},
+                tags={
+                    "cvn/incident": inc,
+                    "cvn/severity": "P1",
+                    "dagster/priority": RESPONSE_PRIORITY,
+                },
             )
         )
     cursor = json.dumps({"evaluated_at": now.isoformat()})

@@ -137,6 +137,8 @@ def test_thin_48h_window_is_insufficient_never_a_p1_or_rollback_and_pages_a_spar
     assert ev.figures()["BTCUSDC_n_48h"] == 2 and "BTCUSDC_mean_48h" not in ev.figures()
 
     first = _tick("expectancy_negative_focal", now, url)
+    for c in CRYPTOS:  # the live loop journals the next hour before it is judged
+        journal_until(url, c, ids[c]["focal"], now + timedelta(hours=1))
     second = _tick("expectancy_negative_focal", now + timedelta(hours=1), url, first.cursor)
     for res in (first, second):
         assert all(r.job_name == "alert_job" for r in res.run_requests)

@@ -122,8 +122,13 @@ def test_baselines_losing_after_a_rollback_page_the_p2_not_the_p1(home):  # noqa
 
 def test_the_p2_pages_once_per_set_of_cryptos_and_day(home):  # noqa: F811
     url, _ = home
-    _, now, _ = _after_rollback(url)
+    ids, now, _ = _after_rollback(url)
     instance = DagsterInstance.ephemeral()
+
+    def journal_to(end):  # the live loop journaling up to end's last closed candle
+        for c in CRYPTOS:
+            journal_until(url, c, ids[c]["baseline"], end)
+
     first = _tick(ANY, now, url, instance=instance)
     (req,) = first.run_requests
     cryptos = "+".join(sorted(req.run_config["ops"]["send_alert"]["config"]["cryptos"]))
@@ -138,10 +143,12 @@ def test_the_p2_pages_once_per_set_of_cryptos_and_day(home):  # noqa: F811
     # the next hour, same losing set, same day: the same key (no second page that day)
     later = now + timedelta(hours=1)
     assert later.date() == now.date(), "the fixture's hour must leave room in its day"
+    journal_to(later)
     nxt = _tick(ANY, later, url, first.cursor, instance=instance)
     assert [r.run_key for r in nxt.run_requests] == [key]
     # a catch-up of two hours of one day: one request, the cursor at the last hour
     late = now + timedelta(hours=3)
+    journal_to(late)
     caught = _tick(ANY, late, url, nxt.cursor, instance=instance)
     want = f"alert:{ANY}:P2:{cryptos}:{late:%Y-%m-%d}"
     assert [r.run_key for r in caught.run_requests] == [want]

@@ -295,8 +295,13 @@ def test_expectancy_p1_twice_within_an_hour_requests_one_rollback(home):
     # the same hour again: nothing (the cursor holds the evaluated hour)
     again = _tick("expectancy_negative_focal", now + timedelta(minutes=20), url, first.cursor)
     assert not again.run_requests
-    # the next hour: a second P1 within 1 h -> the rollback
+    # the next hour, not yet journaled: not judged yet (the rule waits for the journal)
     later = now + timedelta(hours=1)
+    waiting = _tick("expectancy_negative_focal", later, url, first.cursor)
+    assert not waiting.run_requests and "waiting for the journal" in waiting.skip_message
+    # journaled: a second P1 within 1 h -> the rollback
+    for c in CRYPTOS:
+        journal_until(url, c, ids[c]["focal"], later)
     second = _tick("expectancy_negative_focal", later, url, first.cursor)
     assert sorted(r.job_name for r in second.run_requests) == ["alert_job", "rollback_job"]
     rb = next(r for r in second.run_requests if r.job_name == "rollback_job")

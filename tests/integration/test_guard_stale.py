@@ -192,6 +192,8 @@ def test_a_tick_after_two_skipped_hours_judges_both_and_the_p1_pair_rolls_back(h
     for net in nets:
         assert stats.ttest_1samp(net, 0.0, alternative="less").pvalue < 0.05
     assert np.all([len(n) == 12 for n in nets])
+    for c in CRYPTOS:  # the live loop journaled up to now (the candle of now - 1 h)
+        journal_until(url, c, ids[c]["focal"], now)
     # the last tick evaluated now - 3 h; the ticks of now - 2 h and now - 1 h never came
     cursor = json.dumps({"evaluated_hour": (now - 3 * H).isoformat(), "p1_times": []})
     res = _tick("expectancy_negative_focal", now, url, cursor)
