@@ -399,3 +399,73 @@ def test_the_halt_applies_as_it_was_at_each_hour_whenever_the_day_runs(tmp_path,
     res = _paper(tmp_path, instance, f"{d1:%Y-%m-%d}", f"{d2:%Y-%m-%d}")
     assert res.success, _errors(res)
     _same_journal(_journal(engine, [d1, d2]), want)
+
+
+def test_a_missing_hour_in_the_paper_csv_is_reported_and_has_no_decision(tmp_path, instance):
+    """Issue 21, item 6: a row deleted from the paper-trading CSV. The replay has no decision
+    at that hour (bars are positional), the day's metadata says which hour is missing, and the
+    run summary counts it."""
+    from cvn_assets.market.synthetic_market import synthetic_candles
+
+    full = synthetic_candles(list(SETTINGS.universe), hours=3000 + 24 * 5, edge=EDGE)
+    sweep_dir, paper_dir = tmp_path / "sweep", tmp_path / "paper"
+    sweep_dir.mkdir()
+    paper_dir.mkdir()
+    for sym, frame in full.items():
+        out = frame.reset_index()
+        out["open_time"] = out["open_time"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        out.iloc[:3000].to_csv(sweep_dir / f"{sym}_1h.csv", index=False)
+        later = out.iloc[3000:]
+        if sym == CANARY:
+            later = later.drop(later.index[24 + 10])  # the second paper day's 10:00 candle
+        later.to_csv(paper_dir / f"{sym}_1h.csv", index=False)
+    csv = {"source": "csv", "csv_dir": str(sweep_dir), "paper_csv_dir": str(paper_dir)}
+
+    def cfg():
+        c = _cfg(tmp_path)
+        c["resources"]["market_data"] = {"config": csv}
+        return c
+
+    res = defs.resolve_job_def("market_job").execute_in_process(
+        run_config=cfg(), instance=instance, partition_key=CANARY
+    )
+    assert res.success, _errors(res)
+    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
+    identity = sweep_identity(
+        SweepSettings(num_boost_round=30, early_stopping_rounds=10), MarketDataResource(**csv)
+    )
+    results = ResultsStore(database_url=url)
+    results.register_sweep("default", identity)
+    results.replace_verdicts(
+        "default",
+        [{"variant": v.name, "is_baseline": v is BASELINE, "lock": v is LOCKED,
+          "mean_delta": 0.0 if v is BASELINE else 0.01} for v in SETTINGS.variants],
+    )  # fmt: skip
+    res = defs.resolve_job_def("champion_job").execute_in_process(
+        run_config=cfg(), instance=instance, partition_key=CANARY
+    )
+    assert res.success, _errors(res)
+    champ = ModelRegistry(database_url=url).alias(CANARY, "champion")
+    d1 = pd.Timestamp(champ["train_end"]).ceil("D")
+    d2 = d1 + pd.Timedelta(days=1)
+    gap = full[CANARY].index[3000 + 24 + 10]
+    assert gap.normalize() == d2 and gap.hour == 10  # the window ends at midnight here
+    res = defs.resolve_job_def("paper_job").execute_in_process(
+        run_config=cfg(),
+        instance=instance,
+        raise_on_error=False,
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: f"{CANARY}|{d1:%Y-%m-%d}",
+            ASSET_PARTITION_RANGE_END_TAG: f"{CANARY}|{d2:%Y-%m-%d}",
+        },
+    )
+    assert res.success, _errors(res)
+    meta = {m.partition: m.metadata for m in res.asset_materializations_for_node("paper_trades")}
+    day2 = meta[f"{CANARY}|{d2:%Y-%m-%d}"]
+    assert day2["missing_hours"].value == 1 and day2["missing_hour_list"].value == "10:00"
+    assert meta[f"{CANARY}|{d1:%Y-%m-%d}"]["missing_hours"].value == 0
+    assert day2["hours_journaled"].value == 23
+    preds = read_predictions(
+        ModelRegistry(database_url=url).engine, CANARY, d2, d2 + pd.Timedelta(hours=23)
+    )
+    assert gap not in set(preds["hour"]) and len(preds) == 23
