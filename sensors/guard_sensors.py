@@ -344,7 +344,7 @@ def sparse_expectancy_requests(model_registry: ModelRegistry, hour: datetime) ->
 @sensor(
     name="expectancy_negative_any",
     jobs=[alert_job],
-    minimum_interval_seconds=300,
+    minimum_interval_seconds=guard_interval(300),
     default_status=DefaultSensorStatus.RUNNING,
     description="P2: net expectancy < 0 over 48 h on >= 2 live champions whatever their loss "
     "(the P1's per-crypto test: one-sided t, >= 10 trades in 48 h; stale journals stale); "

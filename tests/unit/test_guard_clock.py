@@ -196,6 +196,7 @@ def _sensor_intervals(env: dict[str, str]) -> dict[str, int]:
 def test_the_guard_sensors_tick_as_often_as_the_speed_asks():
     wall_intervals = {
         "expectancy_negative_focal": 300,
+        "expectancy_negative_any": 300,
         "focal_training_crash": 60,
         "rollback_confirmation": 60,
         "alert_delivery": 60,
@@ -210,6 +211,7 @@ def test_the_guard_sensors_tick_as_often_as_the_speed_asks():
     # 300 / 60 = 5, 60 / 60 = 1, 600 / 60 = 10, 30 / 60 = 0.5 -> at least 1
     assert {k: got[k] for k in wall_intervals} == {
         "expectancy_negative_focal": 5,
+        "expectancy_negative_any": 5,
         "focal_training_crash": 1,
         "rollback_confirmation": 1,
         "alert_delivery": 1,
