@@ -49,7 +49,6 @@ from cvn_assets.partitions import SETTINGS
 from resources.alerts import AlertSink, incident_id
 from resources.config_store import LOSS_FLAG, ConfigStore
 from resources.guard_clock import GuardClock, guard_interval
-from resources.journal import last_journaled_hours
 from resources.model_registry import ModelRegistry
 from resources.rollbacks import RollbackLog
 from sensors.evaluation import (
@@ -72,6 +71,7 @@ from sensors.jobs import (
     rollback_job,
     shadow_retrain_job,
 )
+from sensors.runs import in_flight as _in_flight
 
 #: P2 when more than this many focal training runs failed in the last hour (spec 6.2)
 CRASH_MAX_FAILURES_PER_HOUR = 5
@@ -96,27 +96,9 @@ def _key(*parts: Any) -> str:
     return ":".join(p.strftime("%Y-%m-%dT%H") if isinstance(p, datetime) else str(p) for p in parts)
 
 
-#: the run statuses of a run still in flight (queued or running)
-_IN_FLIGHT = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.NOT_STARTED,
-]
-
-
 def _minute_key(*parts: Any) -> str:
     return ":".join(
         p.strftime("%Y-%m-%dT%H%M") if isinstance(p, datetime) else str(p) for p in parts
-    )
-
-
-def _in_flight(context: SensorEvaluationContext, job_name: str, tags: dict | None = None) -> bool:
-    """Whether a run of ``job_name`` (with ``tags``) is queued or running."""
-    return bool(
-        context.instance.get_run_records(
-            RunsFilter(job_name=job_name, statuses=_IN_FLIGHT, tags=tags or {}), limit=1
-        )
     )
 
 
@@ -185,14 +167,13 @@ def judged_through(model_registry: ModelRegistry, hour: datetime) -> datetime:
     ``STALE_AFTER`` (2 h) behind is not waited for: the hour is judged, and the rules say
     ``stale`` for the cryptos behind. No journal at all: ``hour``."""
     cryptos = [c for c in SETTINGS.universe if model_registry.alias(c, "champion")]
-    ends = last_journaled_hours(model_registry.engine, cryptos) if cryptos else {}
-    known = [pd.Timestamp(t) + pd.Timedelta(hours=1) for t in ends.values() if t is not None]
-    if not known:
+    ends = [e for e in journal_ends(model_registry, cryptos).values() if e.last_hour is not None]
+    if not ends:
         return hour
-    frontier = min(known).to_pydatetime()
-    if hour - frontier > STALE_AFTER:
+    slowest = min(ends, key=lambda e: e.last_hour)
+    if slowest.stale(hour):
         return hour
-    return min(hour, frontier)
+    return min(hour, slowest.last_hour + timedelta(hours=1))
 
 
 def _waiting(target: datetime, now: datetime) -> str:

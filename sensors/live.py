@@ -24,10 +24,8 @@ from typing import Any
 
 import pandas as pd
 from dagster import (
-    DagsterRunStatus,
     DefaultSensorStatus,
     RunRequest,
-    RunsFilter,
     SensorEvaluationContext,
     SkipReason,
     sensor,
@@ -43,17 +41,12 @@ from resources.guard_clock import GuardClock, guard_interval
 from resources.journal import last_journaled_hours
 from resources.market_data import MarketDataResource
 from resources.model_registry import ModelRegistry
+from sensors.runs import in_flight
 
 LIVE_JOB = "live_job"
 LIVE_SENSOR = "live_candles"
 RETRY_BUCKET = "10min"
 _HOUR = pd.Timedelta(hours=1)
-_IN_FLIGHT = [
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-]
 
 
 def behind(
@@ -145,9 +138,7 @@ def build_live_sensor(live_job: Any) -> Any:
         if not todo:
             tops = {c: f"{t:%Y-%m-%d %H:%M}" for c, t in newest.items() if t is not None}
             return SkipReason(f"every crypto journaled through its newest closed candle {tops}")
-        if context.instance.get_run_records(
-            RunsFilter(job_name=LIVE_JOB, statuses=_IN_FLIGHT), limit=1
-        ):
+        if in_flight(context, LIVE_JOB):
             return SkipReason(f"a {LIVE_JOB} run is in flight; behind: {sorted(todo)}")
         requests = []
         for block in crypto_blocks(anchors):  # the cryptos with a champion

@@ -54,12 +54,16 @@ def instance(tmp_path):
 EDGE = 2.0
 
 
-def _cfg(tmp_path, ops=None):
+#: the market of the tests' champions: 3000 synthetic hours at EDGE
+MARKET = {"hours": 3000, "edge": EDGE}
+
+
+def _cfg(tmp_path, ops=None, market=None):
     store = str(tmp_path / "store")
     db = {"config": {"database_url": f"sqlite:///{tmp_path / 'r.sqlite'}"}}
     cfg = {
         "resources": {
-            "market_data": {"config": {"hours": 3000, "edge": EDGE}},
+            "market_data": {"config": market or MARKET},
             "sweep": {"config": {"num_boost_round": 30, "early_stopping_rounds": 10}},
             "results_store": db,
             "config_store": db,
@@ -111,17 +115,17 @@ def _count(engine, table):
         return conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
 
 
-def _canary_champion(tmp_path, instance) -> tuple[str, ModelRegistry]:
-    """The market and a canary champion (the focal variant locked); returns the results
-    database URL and the registry."""
+def _canary_champion(tmp_path, instance, market=None) -> tuple[str, ModelRegistry]:
+    """The market (``market``: market_data's config, default :data:`MARKET`) and a canary
+    champion (the focal variant locked); returns the results database URL and the registry."""
     res = defs.resolve_job_def("market_job").execute_in_process(
-        run_config=_cfg(tmp_path), instance=instance, partition_key=CANARY
+        run_config=_cfg(tmp_path, market=market), instance=instance, partition_key=CANARY
     )
     assert res.success, _errors(res)
     url = f"sqlite:///{tmp_path / 'r.sqlite'}"
     identity = sweep_identity(
         SweepSettings(num_boost_round=30, early_stopping_rounds=10),
-        MarketDataResource(hours=3000, edge=EDGE),
+        MarketDataResource(**(market or MARKET)),
     )
     results = ResultsStore(database_url=url)
     results.register_sweep("default", identity)
@@ -131,7 +135,7 @@ def _canary_champion(tmp_path, instance) -> tuple[str, ModelRegistry]:
           "mean_delta": 0.0 if v is BASELINE else 0.01} for v in SETTINGS.variants],
     )  # fmt: skip
     res = defs.resolve_job_def("champion_job").execute_in_process(
-        run_config=_cfg(tmp_path), instance=instance, partition_key=CANARY
+        run_config=_cfg(tmp_path, market=market), instance=instance, partition_key=CANARY
     )
     assert res.success, _errors(res)
     return url, ModelRegistry(database_url=url)
@@ -420,52 +424,19 @@ def test_a_missing_hour_in_the_paper_csv_is_reported_and_has_no_decision(tmp_pat
             later = later.drop(later.index[24 + 10])  # the second paper day's 10:00 candle
         later.to_csv(paper_dir / f"{sym}_1h.csv", index=False)
     csv = {"source": "csv", "csv_dir": str(sweep_dir), "paper_csv_dir": str(paper_dir)}
-
-    def cfg():
-        c = _cfg(tmp_path)
-        c["resources"]["market_data"] = {"config": csv}
-        return c
-
-    res = defs.resolve_job_def("market_job").execute_in_process(
-        run_config=cfg(), instance=instance, partition_key=CANARY
-    )
-    assert res.success, _errors(res)
-    url = f"sqlite:///{tmp_path / 'r.sqlite'}"
-    identity = sweep_identity(
-        SweepSettings(num_boost_round=30, early_stopping_rounds=10), MarketDataResource(**csv)
-    )
-    results = ResultsStore(database_url=url)
-    results.register_sweep("default", identity)
-    results.replace_verdicts(
-        "default",
-        [{"variant": v.name, "is_baseline": v is BASELINE, "lock": v is LOCKED,
-          "mean_delta": 0.0 if v is BASELINE else 0.01} for v in SETTINGS.variants],
-    )  # fmt: skip
-    res = defs.resolve_job_def("champion_job").execute_in_process(
-        run_config=cfg(), instance=instance, partition_key=CANARY
-    )
-    assert res.success, _errors(res)
-    champ = ModelRegistry(database_url=url).alias(CANARY, "champion")
+    url, registry = _canary_champion(tmp_path, instance, market=csv)
+    champ = registry.alias(CANARY, "champion")
     d1 = pd.Timestamp(champ["train_end"]).ceil("D")
     d2 = d1 + pd.Timedelta(days=1)
     gap = full[CANARY].index[3000 + 24 + 10]
     assert gap.normalize() == d2 and gap.hour == 10  # the window ends at midnight here
-    res = defs.resolve_job_def("paper_job").execute_in_process(
-        run_config=cfg(),
-        instance=instance,
-        raise_on_error=False,
-        tags={
-            ASSET_PARTITION_RANGE_START_TAG: f"{CANARY}|{d1:%Y-%m-%d}",
-            ASSET_PARTITION_RANGE_END_TAG: f"{CANARY}|{d2:%Y-%m-%d}",
-        },
-    )
+    market = {"market_data": {"config": csv}}
+    res = _paper(tmp_path, instance, f"{d1:%Y-%m-%d}", f"{d2:%Y-%m-%d}", resources=market)
     assert res.success, _errors(res)
     meta = {m.partition: m.metadata for m in res.asset_materializations_for_node("paper_trades")}
     day2 = meta[f"{CANARY}|{d2:%Y-%m-%d}"]
     assert day2["missing_hours"].value == 1 and day2["missing_hour_list"].value == "10:00"
     assert meta[f"{CANARY}|{d1:%Y-%m-%d}"]["missing_hours"].value == 0
     assert day2["hours_journaled"].value == 23
-    preds = read_predictions(
-        ModelRegistry(database_url=url).engine, CANARY, d2, d2 + pd.Timedelta(hours=23)
-    )
+    preds = read_predictions(registry.engine, CANARY, d2, d2 + pd.Timedelta(hours=23))
     assert gap not in set(preds["hour"]) and len(preds) == 23
