@@ -47,7 +47,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
-from dagster import RunRequest, SensorDefinition, build_sensor_context
+from dagster import (
+    AutomationConditionSensorDefinition,
+    RunRequest,
+    SensorDefinition,
+    build_sensor_context,
+)
 
 from cvn_assets import sweep
 from cvn_assets.ablation.guardrails import CROSS_ENTROPY, FOCAL
@@ -139,6 +144,18 @@ class _SensorLoop:
             print(f"  {now.isoformat()}  {job} {req.partition_key or ''}", flush=True)
 
 
+def tickable_sensors(defs: Any) -> dict[str, SensorDefinition]:
+    """The sensors the drill ticks: every user-space sensor of the definitions. The
+    automation-condition sensor (``monitoring_follows_paper``) is the daemon's own and
+    cannot be evaluated by hand (Dagster raises ``NotImplementedError``); ``paper_job``
+    materializes ``monitoring_metrics`` with ``paper_trades``, so it would request nothing."""
+    return {
+        s.name: s
+        for s in defs.get_repository_def().sensor_defs
+        if not isinstance(s, AutomationConditionSensorDefinition)
+    }
+
+
 def sensor_resources(
     defs: Any, registry: ModelRegistry, config_store: ConfigStore
 ) -> dict[str, Any]:
@@ -193,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     defs, run, registry, config_store = prep.defs, prep.run, prep.registry, prep.config_store
     cryptos = prep.cryptos
     # 3. the replay, day by day, with the sensors ticking every hour
-    sensors = {s.name: s for s in defs.get_repository_def().sensor_defs}
+    sensors = tickable_sensors(defs)
     loop = _SensorLoop(run, sensors, sensor_resources(defs, registry, config_store))
     _replay_days(run, loop, cryptos, first_day, days)
 

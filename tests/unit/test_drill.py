@@ -15,3 +15,32 @@ def test_the_drill_gives_every_sensor_the_resources_it_requires(tmp_path, monkey
     assert {s.name for s in sensors} >= {"alert_delivery", "expectancy_negative_focal"}
     for s in sensors:
         assert s.required_resource_keys <= given, (s.name, s.required_resource_keys - given)
+
+
+def test_the_drill_can_tick_every_sensor_it_ticks(tmp_path, monkeypatch):
+    """Every sensor the drill ticks evaluates by hand on an empty home (the automation
+    sensor cannot: once ticked, it crashed the drill with NotImplementedError)."""
+    from dagster import DagsterInstance, build_sensor_context
+
+    from cvn_assets.definitions import defs
+    from cvn_assets.drill import sensor_resources, tickable_sensors
+    from resources.config_store import ConfigStore
+    from resources.guard_clock import GuardClock
+    from resources.model_registry import ModelRegistry
+
+    monkeypatch.setenv("CVN_DATABASE_URL", f"sqlite:///{tmp_path / 'r.sqlite'}")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    sensors = tickable_sensors(defs)
+    every = {s.name for s in defs.get_repository_def().sensor_defs}
+    assert every - set(sensors) == {"monitoring_follows_paper"}
+    resources = {
+        **sensor_resources(defs, ModelRegistry(), ConfigStore()),
+        "guard_clock": GuardClock(fixed_now="2026-01-05T10:00:00+00:00"),
+    }
+    with DagsterInstance.ephemeral() as instance:
+        for name, sdef in sensors.items():
+            ctx = build_sensor_context(
+                instance=instance, resources=resources, sensor_name=name, definitions=defs
+            )
+            result = sdef.evaluate_tick(ctx)
+            assert not result.run_requests, name  # nothing to do on an empty home
