@@ -37,13 +37,13 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-__all__ = ["DECISION_LAG", "FlagHistory", "flag_history"]
+__all__ = ["DECISION_LAG", "FlagHistory", "flag_history", "utc_instant"]
 
 #: an hourly candle opening at ``hour`` is decided at its close
 DECISION_LAG = pd.Timedelta(hours=1)
 
 
-def _instant(name: str, value: Any) -> pd.Timestamp:
+def utc_instant(name: str, value: Any) -> pd.Timestamp:
     """Aware UTC Timestamp (ns); ValueError naming ``name`` for naive or non-times."""
     try:
         ts = pd.Timestamp(value)
@@ -81,12 +81,12 @@ class FlagHistory:
 
     def value_at(self, when: Any) -> str:
         """The value at the instant ``when`` (changes at exactly ``when`` included)."""
-        ts = _instant(f"{self.flag}: when", when)
+        ts = utc_instant(f"{self.flag}: when", when)
         return str(self.values_at(pd.DatetimeIndex([ts]))[0])
 
     def at_decision(self, hour: Any) -> str:
         """The value the decision of the candle opening at ``hour`` sees (at ``hour + 1 h``)."""
-        return self.value_at(_instant(f"{self.flag}: hour", hour) + DECISION_LAG)
+        return self.value_at(utc_instant(f"{self.flag}: hour", hour) + DECISION_LAG)
 
     def at_decisions(self, hours: Any) -> NDArray[np.object_]:
         """:meth:`at_decision` of every hour (vectorised)."""
@@ -103,7 +103,7 @@ class FlagHistory:
 
     def changes_within(self, start: Any, end: Any) -> list[tuple[pd.Timestamp, str]]:
         """The changes with ``start <= changed_at < end``, in order."""
-        lo, hi = _instant("start", start), _instant("end", end)
+        lo, hi = utc_instant("start", start), utc_instant("end", end)
         return [(t, v) for t, v in zip(self.changed_at, self.values, strict=True) if lo <= t < hi]
 
 
@@ -131,7 +131,7 @@ def flag_history(flag: str, rows: Iterable[Mapping[str, Any]], *, default: str) 
     times: list[pd.Timestamp] = []
     values: list[str] = []
     for j, r in enumerate(steps):
-        ts = _instant(f"{flag}: audit row {j + offset} changed_at", r["changed_at"])
+        ts = utc_instant(f"{flag}: audit row {j + offset} changed_at", r["changed_at"])
         if times and ts < times[-1]:
             raise ValueError(
                 f"{flag}: audit row {j + offset} changed_at {ts.isoformat()} precedes the "

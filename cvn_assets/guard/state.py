@@ -30,6 +30,8 @@ from typing import Any
 
 import pandas as pd
 
+from cvn_assets.guard.flags import utc_instant
+
 __all__ = [
     "NONE",
     "UNKNOWN",
@@ -50,24 +52,11 @@ UNKNOWN = "unknown"
 _HOUR = pd.Timedelta(hours=1)
 
 
-def _utc(name: str, value: Any) -> pd.Timestamp:
-    """Aware UTC Timestamp; ValueError naming ``name`` for a naive time or a non-time."""
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{name}: {value!r} is not a time") from exc
-    if ts is pd.NaT:
-        raise ValueError(f"{name}: {value!r} is not a time")
-    if ts.tzinfo is None:
-        raise ValueError(f"{name}: naive time {value!r} refused: give a UTC offset")
-    return ts.tz_convert("UTC")
-
-
 def _text_time(value: Any) -> str:
     """``YYYY-MM-DD HH:MM UTC`` (seconds kept when not zero), or ``none``."""
     if value is None:
         return NONE
-    ts = _utc("time", value)
+    ts = utc_instant("time", value)
     return ts.strftime("%Y-%m-%d %H:%M:%S UTC" if ts.second else "%Y-%m-%d %H:%M UTC")
 
 
@@ -87,7 +76,9 @@ def flag_state(
         "flag": flag,
         "value": NONE if current is None else str(current[0]),
         "version": None if current is None else int(current[1]),
-        "changed_at": None if last is None else _utc("changed_at", last["changed_at"]).isoformat(),
+        "changed_at": None
+        if last is None
+        else utc_instant("changed_at", last["changed_at"]).isoformat(),
         "actor": NONE if last is None else str(last["actor"]),
         "reason": NONE if last is None else str(last["reason"]),
         "incident_id": None if last is None else last.get("incident_id"),
@@ -121,8 +112,8 @@ def hours_behind(last_hour: Any, now: Any) -> int | None:
     ``last_hour`` is None. Negative: the journal is ahead of ``now``."""
     if last_hour is None:
         return None
-    newest_closed = _utc("now", now).floor("h") - _HOUR
-    return int((newest_closed - _utc("last_hour", last_hour)) // _HOUR)
+    newest_closed = utc_instant("now", now).floor("h") - _HOUR
+    return int((newest_closed - utc_instant("last_hour", last_hour)) // _HOUR)
 
 
 def _model(version: Mapping[str, Any] | None, assigned: Mapping[str, Any] | None) -> dict | None:
@@ -134,7 +125,7 @@ def _model(version: Mapping[str, Any] | None, assigned: Mapping[str, Any] | None
         "loss_function": str(version["loss_function"]),
         "since": None
         if assigned is None
-        else _utc("valid_from", assigned["valid_from"]).isoformat(),
+        else utc_instant("valid_from", assigned["valid_from"]).isoformat(),
         "by": None if assigned is None else str(assigned["actor"]),
         "reason": None if assigned is None else str(assigned["reason"]),
     }
@@ -167,7 +158,7 @@ def crypto_row(
         "candidate": None if registry_error else _model(candidate, candidate_assigned),
         "last_hour": None
         if journal_error or last_hour is None
-        else _utc("last_hour", last_hour).isoformat(),
+        else utc_instant("last_hour", last_hour).isoformat(),
         "hours_behind": None if journal_error else hours_behind(last_hour, now),
         "registry_error": registry_error,
         "journal_error": journal_error,
