@@ -10,6 +10,7 @@ field and the value.
 
 import re
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from dagster import ConfigurableResource, InitResourceContext
@@ -42,7 +43,16 @@ class SweepSettings(ConfigurableResource):
     colsample_bytree: float = 0.8
     min_child_weight: float = 5.0
     reg_lambda: float = 1.0
-    nthread: int = 2
+    #: XGBoost threads per cell: 1, with the cells spread over the cores (``cell_workers``).
+    #: Measured (bench/bench_load.py, README "Threads under load"): a 2-thread team per cell
+    #: waits at every parallel region for a thread the scheduler parked when other processes
+    #: compete for the cores (spinning: up to 17x the CPU; PASSIVE: the wall time), while one
+    #: thread per cell has no team to wait for
+    nthread: int = 1
+    #: cells a ranged run trains / calibrates at once, in threads (XGBoost and NumPy release
+    #: the GIL); 0 = one per core this process may use (``os.sched_getaffinity``), at most
+    #: 4. Not part of the identity: every cell is computed alone, whatever runs beside it
+    cell_workers: int = 0
     seed: int = 0
     #: train every selected cell again even when a model with exactly this cell's fingerprint
     #: (settings, data, code: cvn_assets.ablation.identity) is stored; the run tag
@@ -57,7 +67,7 @@ class SweepSettings(ConfigurableResource):
         return {
             k: getattr(self, k)
             for k in type(self).model_fields
-            if k not in ("sweep_id", "retrain", "replace_sweep")
+            if k not in ("sweep_id", "retrain", "replace_sweep", "cell_workers")
         }
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
@@ -92,6 +102,10 @@ class SweepSettings(ConfigurableResource):
                 f"early_stopping_rounds: {self.early_stopping_rounds!r} outside "
                 f"[1, num_boost_round={self.num_boost_round}]"
             )
+        if isinstance(self.cell_workers, bool) or not 0 <= self.cell_workers <= 64:
+            raise SweepConfigError(
+                f"cell_workers: {self.cell_workers!r} outside [0, 64] (0 = one per core)"
+            )
         try:
             validate_xgb_params(self.xgb_params())
         except ValueError as exc:
@@ -115,12 +129,44 @@ class SweepSettings(ConfigurableResource):
         }
 
 
+@dataclass
+class _Counter:
+    """One progress counter: model cells done and the wall seconds they took (between
+    ticks, so a step's start-up counts), calibrated cells done and theirs."""
+
+    start: float
+    last: float
+    done: int = 0
+    model_s: float = 0.0
+    calibrated: int = 0
+    calibrated_s: float = 0.0
+
+
+def eta_seconds(
+    elapsed: float, total: int, done: int, model_s: float, calibrated: int, calibrated_s: float
+) -> float:
+    """Seconds left for ``total`` cells, each trained then calibrated, after ``done`` trained
+    ones (``model_s`` seconds of steps) and ``calibrated`` calibrated ones (``calibrated_s``).
+
+    The remaining work is weighed by the measured seconds per trained and per calibrated cell
+    (a calibrated cell not yet seen weighs 0), and the time outside the cells (run launches,
+    reading inputs) is spread over it pro rata: ``elapsed * remaining work / done work``.
+    NaN before the first trained cell. Units: seconds."""
+    if done <= 0 or model_s + calibrated_s <= 0:
+        return float("nan")
+    per_model = model_s / done
+    per_calibrated = calibrated_s / calibrated if calibrated else 0.0
+    remaining = max(total - done, 0) * per_model + max(total - calibrated, 0) * per_calibrated
+    return elapsed * remaining / (model_s + calibrated_s)
+
+
 class SweepProgress(ConfigurableResource):
     """k / total with an ETA, logged per training; echoed to stdout by the one command.
 
     With ``total`` > 0 (the one command sets it to the sweep's training count) the counter is
     shared by every run in this process, so the sweep shows k / 125 across its per-variant
-    runs; with ``total`` = 0 (UI launches) each step counts its own partitions.
+    runs, and each calibrated step adds a line (its cells count toward the ETA,
+    :func:`eta_seconds`); with ``total`` = 0 (UI launches) each step counts its own partitions.
     """
 
     echo: bool = False
@@ -129,16 +175,28 @@ class SweepProgress(ConfigurableResource):
     total: int = 0
 
     def tick(self, context: Any, label: str, step_total: int, action: str = "") -> str:
-        key = self._counter_key(context)
+        """One trained (or reused) model cell: ``[k/total] <label> elapsed ETA``."""
         if action:
             _ACTIONS[action] = _ACTIONS.get(action, 0) + 1
+        c = self._counter(context)
+        now = time.perf_counter()
+        c.done, c.model_s, c.last = c.done + 1, c.model_s + (now - c.last), now
         total = self.total if self.total > 0 else step_total
-        start, done = _PROGRESS.get(key, (time.perf_counter(), 0))
-        done += 1
-        _PROGRESS[key] = (start, done)
-        elapsed = time.perf_counter() - start
-        eta = elapsed / done * max(total - done, 0)
-        msg = f"[{done:>3}/{total}] {label}  elapsed {elapsed:6.1f}s  ETA {eta:6.1f}s"
+        return self._emit(context, f"[{c.done:>3}/{total}] {label}", c, total, now)
+
+    def calibrated(self, context: Any, label: str, cells: int, step_total: int) -> str:
+        """A calibrated step's ``cells`` done: one line, and their time toward the ETA."""
+        c = self._counter(context)
+        now = time.perf_counter()
+        c.calibrated, c.calibrated_s = c.calibrated + cells, c.calibrated_s + (now - c.last)
+        c.last = now
+        total = self.total if self.total > 0 else step_total
+        return self._emit(context, f"[{c.done:>3}/{total}] {label}", c, total, now)
+
+    def _emit(self, context: Any, head: str, c: _Counter, total: int, now: float) -> str:
+        elapsed = now - c.start
+        eta = eta_seconds(elapsed, total, c.done, c.model_s, c.calibrated, c.calibrated_s)
+        msg = f"{head}  elapsed {elapsed:6.1f}s  ETA {eta:6.1f}s"
         if self.echo:  # the one command: stdout
             print(msg, flush=True)
         if self.log:  # UI / CLI launches: the run's log in the Dagster UI
@@ -151,9 +209,17 @@ class SweepProgress(ConfigurableResource):
             return "sweep"
         return f"{context.run.run_id}:{context.op_execution_context.op.name}"
 
-    def start(self, context: Any) -> None:
+    def _counter(self, context: Any) -> _Counter:
         key = self._counter_key(context)
-        _PROGRESS.setdefault(key, (time.perf_counter(), 0))
+        if key not in _PROGRESS:
+            now = time.perf_counter()
+            _PROGRESS[key] = _Counter(start=now, last=now)
+        return _PROGRESS[key]
+
+    def start(self, context: Any) -> None:
+        """A step begins: its start-up counts toward the cells it computes."""
+        c = self._counter(context)
+        c.last = time.perf_counter()
 
 
 def reset_progress() -> None:
@@ -166,5 +232,5 @@ def progress_actions() -> dict[str, int]:
     return dict(_ACTIONS)
 
 
-_PROGRESS: dict[str, tuple[float, int]] = {}
+_PROGRESS: dict[str, _Counter] = {}
 _ACTIONS: dict[str, int] = {}

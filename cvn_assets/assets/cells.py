@@ -10,9 +10,12 @@ deterministic: recomputing it would give the same bits.
 """
 
 import os
+import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cvn_assets.ablation.calibrated_model import CalibratedModel
 from cvn_assets.ablation.evaluation import calibrate_and_evaluate, train_cell
@@ -23,6 +26,12 @@ from cvn_assets.market.folds import FoldPlan
 
 #: tests only: a directory through which a test holds cells (see :func:`cell_gate`)
 CELL_GATE_ENV = "CVN_TEST_CELL_GATE"
+_GATE_LOCK = threading.Lock()
+
+#: ``cell_workers = 0`` means one worker per usable core, but never more than this
+MAX_AUTO_CELL_WORKERS = 4
+
+T = TypeVar("T")
 
 #: the calibrated cell's figures recorded as asset metadata (rounded to 4 digits)
 CALIBRATED_FIGURES = (
@@ -60,9 +69,10 @@ def cell_gate(variant: Variant, partition_key: str) -> None:
     label = f"{variant.name}_{mapping_key(partition_key)}"
     pid = os.getpid()
     arrived = Path(gate) / "arrived"
-    arrived.mkdir(parents=True, exist_ok=True)
-    k = len(list(arrived.glob(f"{pid}-*"))) + 1
-    (arrived / f"{pid}-{k}-{label}").touch()
+    with _GATE_LOCK:  # cells of one process arrive from several threads (map_cells)
+        arrived.mkdir(parents=True, exist_ok=True)
+        k = len(list(arrived.glob(f"{pid}-*"))) + 1
+        (arrived / f"{pid}-{k}-{label}").touch()
     hold = Path(gate) / f"hold-{pid}"
     hold = hold if hold.exists() else Path(gate) / "hold"
     while True:
@@ -72,6 +82,44 @@ def cell_gate(variant: Variant, partition_key: str) -> None:
         except (FileNotFoundError, ValueError):
             return
         time.sleep(0.1)
+
+
+def cell_workers(requested: int, cores: int | None = None) -> int:
+    """How many cells a ranged run computes at once: ``requested`` when > 0, else one per core
+    this process may use (``os.sched_getaffinity``; ``cores`` overrides it), at most
+    :data:`MAX_AUTO_CELL_WORKERS`. Raises ValueError for a negative ``requested``."""
+    if requested < 0:
+        raise ValueError(f"cell_workers: {requested!r} must be >= 0 (0 = one per core)")
+    if requested > 0:
+        return requested
+    usable = cores if cores is not None else len(os.sched_getaffinity(0))
+    return max(1, min(usable, MAX_AUTO_CELL_WORKERS))
+
+
+def map_cells(
+    keys: Sequence[str], work: Callable[[str], T], workers: int
+) -> Iterator[tuple[str, T | Exception, float]]:
+    """``(key, work(key) or the exception it raised, seconds it took)`` for every key, in the
+    order of ``keys``, computing up to ``workers`` keys at once in threads (XGBoost's training
+    and NumPy's kernels release the GIL). The caller consumes the results in its own thread,
+    so Dagster's context is only touched there. One worker: plain sequential calls."""
+
+    def timed(key: str) -> tuple[str, T | Exception, float]:
+        t0 = time.perf_counter()
+        try:
+            out: T | Exception = work(key)
+        except Exception as exc:  # isolated per cell; the caller reports it
+            out = exc
+        return key, out, time.perf_counter() - t0
+
+    if workers <= 1 or len(keys) <= 1:
+        yield from (timed(k) for k in keys)
+        return
+    pool = ThreadPoolExecutor(max_workers=min(workers, len(keys)), thread_name_prefix="cell")
+    try:
+        yield from pool.map(timed, keys)
+    finally:  # a consumer that stops (failure, termination) leaves no queued cell behind
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def train_or_reuse(

@@ -2,7 +2,10 @@
 
 Each asset is partitioned by crypto x fold and runs as a single ranged run
 (``BackfillPolicy.single_run()``), looping over ``context.partition_keys``: per-partition
-overhead stays near 0.03 s instead of 0.1-0.6 s for a run per partition.
+overhead stays near 0.03 s instead of 0.1-0.6 s for a run per partition. The cells of a run are
+computed ``cell_workers`` at a time in threads, each booster on one thread (``nthread`` 1;
+:func:`cvn_assets.assets.cells.map_cells`); their metadata, progress lines and results follow
+the order of the partition keys.
 
 Content addressing (:mod:`cvn_assets.ablation.identity`): every cell's booster is stored at once
 under the fingerprint of exactly what it depends on (the crypto's data, the market and training
@@ -14,7 +17,6 @@ sweep with other settings never picks up these models. ``retrain`` (sweep config
 step then fails naming the failed cells.
 """
 
-import time
 from typing import Any
 
 from dagster import (
@@ -43,6 +45,8 @@ from cvn_assets.assets.cells import (
     calibrate_or_reuse,
     calibrated_metadata,
     cell_gate,
+    cell_workers,
+    map_cells,
     model_metadata,
     train_or_reuse,
 )
@@ -184,39 +188,42 @@ def build_model_asset(variant: Variant):
         progress.start(context)
         out: dict[str, Stamped] = {}
         failed: dict[str, str] = {}
-        for key in keys:
+        fingerprints = {k: identity.model_fingerprint(*split_key(k), variant.name) for k in keys}
+
+        def train(key: str) -> tuple[Any, bool]:
             crypto, fold = split_key(key)
-            plan = plans[crypto][fold]
-            fp = identity.model_fingerprint(crypto, fold, variant.name)
-            t0 = time.perf_counter()
             cell_gate(variant, key)  # tests only (CVN_TEST_CELL_GATE)
-            try:
-                model, reused = train_or_reuse(
-                    artifacts,
-                    name,
-                    key,
-                    fp,
-                    variant=variant,
-                    dataset=datasets[crypto],
-                    plan=plan,
-                    sweep=sweep,
-                    retrain=retrain,
-                )
-            except Exception as exc:  # isolate the cell; the step fails at the end
-                context.log.error(f"{name} {key}: {type(exc).__name__}: {exc}")
-                failed[key] = f"{type(exc).__name__}: {exc}"
+            return train_or_reuse(
+                artifacts,
+                name,
+                key,
+                fingerprints[key],
+                variant=variant,
+                dataset=datasets[crypto],
+                plan=plans[crypto][fold],
+                sweep=sweep,
+                retrain=retrain,
+            )
+
+        workers = cell_workers(sweep.cell_workers)
+        for key, result, seconds in map_cells(keys, train, workers):
+            if isinstance(result, Exception):  # isolate the cell; the step fails at the end
+                context.log.error(f"{name} {key}: {type(result).__name__}: {result}")
+                failed[key] = f"{type(result).__name__}: {result}"
                 continue
-            out[key] = Stamped(model, fp)
+            model, reused = result
+            crypto, fold = split_key(key)
+            out[key] = Stamped(model, fingerprints[key])
             meta = model_metadata(
                 model,
-                plan,
-                cell_seconds=time.perf_counter() - t0,
+                plans[crypto][fold],
+                cell_seconds=seconds,
                 reused=reused,
-                fingerprint=fp,
+                fingerprint=fingerprints[key],
                 sweep_fingerprint=identity.fingerprint,
             )
             context.add_asset_metadata(meta, partition_key=key)
-            _tick(context, progress, variant, key, reused, time.perf_counter() - t0, len(keys))
+            _tick(context, progress, variant, key, reused, seconds, len(keys))
         _fail_if_any(context, failed, name, "the others are stored; a re-run trains only these")
         return out
 
@@ -269,6 +276,7 @@ def build_calibrated_asset(variant: Variant):
         results_store: ResultsStore,
         artifacts: ArtifactStore,
         market_data: MarketDataResource,
+        progress: SweepProgress,
     ):
         if warn_if_no_partition(context):
             yield Output({})
@@ -285,30 +293,39 @@ def build_calibrated_asset(variant: Variant):
         stamps: dict[str, str] = {}
         failed: dict[str, str] = {}
         for key in keys:
-            crypto, fold = split_key(key)
             stale = _stale_model(artifacts, identity, variant, key)
             if stale is not None:
                 failed[key] = stale
+            else:
+                stamps[key] = identity.calibrated_fingerprint(*split_key(key), variant.name)
+
+        def calibrate(key: str) -> tuple[CalibratedModel, bool]:
+            crypto, fold = split_key(key)
+            return calibrate_or_reuse(
+                artifacts,
+                name,
+                key,
+                stamps[key],
+                variant=variant,
+                model=models[key],
+                dataset=datasets[crypto],
+                plan=plans[crypto][fold],
+                sweep=sweep,
+                retrain=retrain,
+            )
+
+        todo = [k for k in keys if k in stamps]
+        progress.start(context)
+        for key, result, _ in map_cells(todo, calibrate, cell_workers(sweep.cell_workers)):
+            if isinstance(result, Exception):
+                context.log.error(f"{name} {key}: {type(result).__name__}: {result}")
+                failed[key] = f"{type(result).__name__}: {result}"
                 continue
-            fp = stamps[key] = identity.calibrated_fingerprint(crypto, fold, variant.name)
-            try:
-                out[key], reused = calibrate_or_reuse(
-                    artifacts,
-                    name,
-                    key,
-                    fp,
-                    variant=variant,
-                    model=models[key],
-                    dataset=datasets[crypto],
-                    plan=plans[crypto][fold],
-                    sweep=sweep,
-                    retrain=retrain,
-                )
-            except Exception as exc:
-                context.log.error(f"{name} {key}: {type(exc).__name__}: {exc}")
-                failed[key] = f"{type(exc).__name__}: {exc}"
-                continue
-            _record_calibrated(context, key, out[key], fp, reused=reused)
+            out[key], reused = result
+            _record_calibrated(context, key, out[key], stamps[key], reused=reused)
+        progress.calibrated(
+            context, f"{variant.name:<16} {len(out)} cells calibrated", len(todo), len(keys)
+        )
         # each cell's finetune_results row is upserted as soon as it exists (replace, never
         # duplicate); the fan-in asset re-validates the complete grid
         results_store.replace_results(

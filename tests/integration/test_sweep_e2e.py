@@ -117,7 +117,12 @@ def test_kill_9_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path):
             start_new_session=True,
         )
     deadline = time.time() + 900  # bounds a hang only
-    while len(list((gate / "arrived").glob(f"{proc.pid}-*"))) < 41:
+    # cells run cell_workers at a time: the 41st is held once it arrived, and the first 40
+    # are done once their progress line is out (lines follow the key order)
+    while (
+        len(list((gate / "arrived").glob(f"{proc.pid}-*"))) < 41
+        or "[ 40/125]" not in out_path.read_text()
+    ):
         assert time.time() < deadline and proc.poll() is None, out_path.read_text()[-2000:]
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,103 @@
+"""Is the one command's ETA right? Its prediction after 20 % of the cells against the time the
+sweep actually took from there, idle and beside competing busy processes.
+
+    python bench/bench_eta.py [--loads 0,2] [--universe BTCUSDC,ETHUSDC] [--share 0.2]
+
+Runs ``python -m cvn_assets.sweep`` (progress lines on) into a fresh ``DAGSTER_HOME`` per load
+level, time-stamps every line as it arrives, and reads two ETAs: the one printed with the
+first trained cell at or past ``share`` of the cells (``[ 25/125] ...``), and the one printed
+when those cells' calibrated step finished (``... cells calibrated``). Each is compared with
+the actual remaining time (from that line to the command's exit, results stage included):
+``ETA / actual`` -- target within 25 % (0.75-1.25).
+"""
+
+import argparse
+import multiprocessing as mp
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+LINE = re.compile(r"^\[\s*(\d+)/(\d+)\].*ETA\s+([\d.]+|nan)s")
+TARGET = 0.25
+
+
+def _burn(stop_at: float) -> None:
+    x = 0
+    while time.time() < stop_at:
+        x += 1
+
+
+def timed_sweep(universe: str | None) -> tuple[list[tuple[float, str]], float]:
+    """The sweep's stdout lines with their arrival times, and the exit time."""
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "DAGSTER_HOME": home}
+        for k in ("CVN_DATABASE_URL", "CVN_STORE_DIR", "CVN_MARKET_SOURCE", "CVN_CSV_DIR"):
+            env.pop(k, None)
+        if universe:
+            env["CVN_UNIVERSE"] = universe
+        proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "cvn_assets.sweep"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert proc.stdout is not None
+        lines = [(time.perf_counter(), line.rstrip()) for line in proc.stdout]
+        rc = proc.wait()
+        end = time.perf_counter()
+    if rc != 0:
+        raise SystemExit(f"sweep exited {rc}:\n" + "\n".join(x for _, x in lines[-20:]))
+    return lines, end
+
+
+def eta_points(
+    lines: list[tuple[float, str]], end: float, share: float
+) -> dict[str, tuple[float, float]]:
+    """``{"trained": (eta, actual), "calibrated": (eta, actual)}`` at ``share`` of the cells."""
+    out: dict[str, tuple[float, float]] = {}
+    for t, text in lines:
+        m = LINE.match(text)
+        if not m or int(m.group(1)) < share * int(m.group(2)):
+            continue
+        kind = "calibrated" if "cells calibrated" in text else "trained"
+        if kind not in out:
+            out[kind] = (float(m.group(3)), end - t)
+        if len(out) == 2:
+            break
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--loads", default="0,2", help="busy competing processes per run")
+    ap.add_argument("--universe", default=None, help="comma-separated cryptos (CVN_UNIVERSE)")
+    ap.add_argument("--share", type=float, default=0.2, help="share of cells done (0-1)")
+    args = ap.parse_args()
+    print(f"cores {os.cpu_count()}  universe {args.universe or '(default)'}  share {args.share}")
+    for load in (int(x) for x in args.loads.split(",")):
+        stop = time.time() + 7200
+        burners = [mp.Process(target=_burn, args=(stop,), daemon=True) for _ in range(load)]
+        for b in burners:
+            b.start()
+        try:
+            lines, end = timed_sweep(args.universe)
+        finally:
+            for b in burners:
+                b.terminate()
+                b.join()
+        total = end - lines[0][0]
+        for kind, (eta, actual) in eta_points(lines, end, args.share).items():
+            ratio = eta / actual
+            ok = "ok" if abs(ratio - 1) <= TARGET else "MISSED"
+            print(
+                f"load {load}: sweep {total:6.1f} s; ETA at {kind:<10} line {eta:6.1f} s, "
+                f"actual {actual:6.1f} s: {ratio:4.2f}x ({ok}, target 1 +- {TARGET})",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
