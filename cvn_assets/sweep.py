@@ -299,7 +299,14 @@ class _Sweep:
             "resources": {
                 **{name: {"config": cfg} for name, cfg in self.extra.items()},
                 "sweep": {"config": self.sweep_cfg},
-                "progress": {"config": {"echo": not self.args.quiet, "log": True, "total": total}},
+                "progress": {
+                    "config": {
+                        "echo": not self.args.quiet,
+                        "log": True,
+                        "total": total,
+                        "results_stage": total > 0,
+                    }
+                },
             },
         }
         job = self.defs.resolve_job_def(job_name)

@@ -143,7 +143,13 @@ class _Counter:
 
 
 def eta_seconds(
-    elapsed: float, total: int, done: int, model_s: float, calibrated: int, calibrated_s: float
+    elapsed: float,
+    total: int,
+    done: int,
+    model_s: float,
+    calibrated: int,
+    calibrated_s: float,
+    results_stage: bool = False,
 ) -> float:
     """Seconds left for ``total`` cells, each trained then calibrated, after ``done`` trained
     ones (``model_s`` seconds of steps) and ``calibrated`` calibrated ones (``calibrated_s``).
@@ -151,12 +157,17 @@ def eta_seconds(
     The remaining work is weighed by the measured seconds per trained and per calibrated cell
     (a calibrated cell not yet seen weighs 0), and the time outside the cells (run launches,
     reading inputs) is spread over it pro rata: ``elapsed * remaining work / done work``.
-    NaN before the first trained cell. Units: seconds."""
+    With ``results_stage`` (the one command) the results stage still to come counts as one more
+    calibrated pass over the ``total`` cells: it reads every calibrated cell again for the
+    fan-in, the gates and the report (measured on a 50-cell sweep: 13.8 s against 14.0 s for
+    the five calibrated steps). NaN before the first trained cell. Units: seconds."""
     if done <= 0 or model_s + calibrated_s <= 0:
         return float("nan")
     per_model = model_s / done
     per_calibrated = calibrated_s / calibrated if calibrated else 0.0
     remaining = max(total - done, 0) * per_model + max(total - calibrated, 0) * per_calibrated
+    if results_stage:
+        remaining += total * per_calibrated
     return elapsed * remaining / (model_s + calibrated_s)
 
 
@@ -173,6 +184,8 @@ class SweepProgress(ConfigurableResource):
     #: also write each line to the run's event log (UI launches); the one command turns it off
     log: bool = True
     total: int = 0
+    #: the ETA includes the results stage that follows the cells (the one command)
+    results_stage: bool = False
 
     def tick(self, context: Any, label: str, step_total: int, action: str = "") -> str:
         """One trained (or reused) model cell: ``[k/total] <label> elapsed ETA``."""
@@ -195,8 +208,13 @@ class SweepProgress(ConfigurableResource):
 
     def _emit(self, context: Any, head: str, c: _Counter, total: int, now: float) -> str:
         elapsed = now - c.start
-        eta = eta_seconds(elapsed, total, c.done, c.model_s, c.calibrated, c.calibrated_s)
-        msg = f"{head}  elapsed {elapsed:6.1f}s  ETA {eta:6.1f}s"
+        eta = eta_seconds(
+            elapsed, total, c.done, c.model_s, c.calibrated, c.calibrated_s, self.results_stage
+        )
+        # the one command before its first calibrated step: the cells' calibration and the
+        # results stage are not measured yet, so the figure is a lower bound ("ETA >...")
+        bound = ">" if self.results_stage and c.calibrated == 0 else " "
+        msg = f"{head}  elapsed {elapsed:6.1f}s  ETA{bound}{eta:6.1f}s"
         if self.echo:  # the one command: stdout
             print(msg, flush=True)
         if self.log:  # UI / CLI launches: the run's log in the Dagster UI

@@ -101,3 +101,7 @@ def test_eta_weighs_remaining_cells_by_their_measured_cost():
     # 22 s elapsed -> 22 * 9 / 11 = 18 s
     assert eta_seconds(22.0, 4, 3, 9.0, 1, 2.0) == pytest.approx(18.0)
     assert eta_seconds(40.0, 4, 4, 12.0, 4, 8.0) == 0.0  # all done
+    # the results stage to come: one more calibrated pass over the 4 cells, 4 x 2 s:
+    # 22 * (9 + 8) / 11 = 34 s; once every cell is done, 40 * 8 / 20 = 16 s
+    assert eta_seconds(22.0, 4, 3, 9.0, 1, 2.0, results_stage=True) == pytest.approx(34.0)
+    assert eta_seconds(40.0, 4, 4, 12.0, 4, 8.0, results_stage=True) == pytest.approx(16.0)
