@@ -26,6 +26,9 @@ SMALL = json.dumps(
 )
 
 
+KILL_GRID = {"CVN_UNIVERSE": "BTCUSDC,ETHUSDC", "CVN_N_FOLDS": "3"}
+
+
 def _env(tmp_path) -> dict[str, str]:
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home")}
     for k in ("CVN_DATABASE_URL", "CVN_STORE_DIR", "CVN_MARKET_SOURCE"):
@@ -99,36 +102,39 @@ def test_full_sweep_then_idempotent_rerun(tmp_path):
 
 
 def test_kill_9_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path):
-    # the test-only cell gate holds the sweep at its 41st model cell until the kill, so the
-    # kill lands mid-run however fast the machine is (reading "[ 40/125]" and then killing
-    # raced the sweep: a starved reader could kill it after the run, or after the sweep)
+    # the test-only cell gate holds the sweep at its 11th model cell until the kill, so the
+    # kill lands mid-run however fast the machine is (reading "[ 10/30]" and then killing
+    # raced the sweep: a starved reader could kill it after the run, or after the sweep).
+    # A smaller grid than the full sweep above (2 cryptos x 3 folds x 5 variants = 30 cells):
+    # the kill lands in the second variant's run all the same
     gate = tmp_path / "gate"
     gate.mkdir()
-    (gate / "hold").write_text("40")
+    (gate / "hold").write_text("10")
+    grid = {**_env(tmp_path), **KILL_GRID}
     out_path = tmp_path / "killed.stdout"
     with open(out_path, "w") as out_file:
         proc = subprocess.Popen(
             _sweep_cmd(),
             cwd=REPO,
-            env={**_env(tmp_path), "CVN_TEST_CELL_GATE": str(gate)},
+            env={**grid, "CVN_TEST_CELL_GATE": str(gate)},
             stdout=out_file,
             stderr=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
         )
     deadline = time.time() + 900  # bounds a hang only
-    # cells run cell_workers at a time: the 41st is held once it arrived, and the first 40
+    # cells run cell_workers at a time: the 11th is held once it arrived, and the first 10
     # are done once their progress line is out (lines follow the key order)
     while (
-        len(list((gate / "arrived").glob(f"{proc.pid}-*"))) < 41
-        or "[ 40/125]" not in out_path.read_text()
+        len(list((gate / "arrived").glob(f"{proc.pid}-*"))) < 11
+        or "[ 10/30]" not in out_path.read_text()
     ):
         assert time.time() < deadline and proc.poll() is None, out_path.read_text()[-2000:]
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    assert "[ 40/125]" in out_path.read_text()
-    assert _rows(tmp_path) < 125
+    assert "[ 10/30]" in out_path.read_text()
+    assert _rows(tmp_path) < 30
 
     from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
@@ -137,16 +143,16 @@ def test_kill_9_mid_sweep_then_rerun_finishes_only_what_is_missing(tmp_path):
     assert len(stuck) == 1  # the killed run was left STARTED
 
     out = subprocess.run(
-        _sweep_cmd(), cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=1200
+        _sweep_cmd(), cwd=REPO, env=grid, capture_output=True, text=True, timeout=1200
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert _rows(tmp_path) == 125
+    assert _rows(tmp_path) == 30
     assert f"marked 1 run(s) of a dead earlier sweep as failed: ['{stuck[0].run_id}']" in out.stdout
     with DagsterInstance.from_config(str(tmp_path / "home")) as instance:
         assert instance.get_run_by_id(stuck[0].run_id).status == DagsterRunStatus.FAILURE
         assert not instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED]))
     trained = out.stdout.count(" trained ")
     reused = out.stdout.count(" reused ")
-    # the killed run had finished >= 40 trainings: they are not trained again
-    assert trained <= 125 - 40 + 1
-    assert trained + reused >= 85
+    # the killed run had finished >= 10 trainings: they are not trained again
+    assert trained <= 30 - 10 + 1
+    assert trained + reused >= 20
