@@ -277,15 +277,18 @@ class Kernel:
             self.func(*inputs, *outs, *_buffers(n_bufs, 0, self.dtype), 0, n)
             return
         step = -(-n // (n_threads * CHUNK)) * CHUNK
-        pool = _pool(n_threads)
-        futures = [
+        pool = _pool(n_threads - 1)
+        futures = [  # the pool takes the later parts, the calling thread the first one
             pool.submit(
                 self.func, *inputs, *outs, *_buffers(n_bufs, t, self.dtype), lo, min(lo + step, n)
             )
-            for t, lo in enumerate(range(0, n, step))
+            for t, lo in enumerate(range(step, n, step), start=1)
         ]
-        for f in futures:
-            f.result()
+        try:
+            self.func(*inputs, *outs, *_buffers(n_bufs, 0, self.dtype), 0, min(step, n))
+        finally:
+            for f in futures:
+                f.result()
 
 
 _TLS = threading.local()
