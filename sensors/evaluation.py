@@ -33,29 +33,30 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from cvn_assets.ablation.guardrails import FOCAL
-from cvn_assets.ablation.metrics import classification_metrics
 from cvn_assets.guard.drift import (
     EXPECTANCY_ANY_MIN_CRYPTOS,
     EXPECTANCY_MIN_TRADES,
     STALE_AFTER,
     Verdict,
-    concept_drift,
-    data_drift,
     expectancy_alert,
     expectancy_last_trades,
     expectancy_negative_any,
     expectancy_negative_focal,
     journal_lag,
     journal_stale,
-    sharpness_drift,
     stale_verdict,
 )
+from cvn_assets.guard.window_rules import (
+    CONCEPT_DAYS,
+    DATA_DRIFT_DAYS,
+    SHARPNESS_DAYS,
+    drift_verdicts,
+    drift_windows,
+)
 from resources.journal import (
-    N_TOP_FEATURES,
     last_journaled_hours,
     read_model_predictions,
     read_model_trades,
@@ -73,6 +74,8 @@ __all__ = [
     "ExpectancyEvaluation",
     "JournalEnd",
     "SparseExpectancy",
+    "drift_verdicts",
+    "drift_windows",
     "evaluate_any_expectancy",
     "evaluate_drift",
     "evaluate_expectancy",
@@ -80,10 +83,6 @@ __all__ = [
     "journal_ends",
     "live_champions",
 ]
-
-DATA_DRIFT_DAYS = 7
-CONCEPT_DAYS = 14
-SHARPNESS_DAYS = 7
 
 
 def live_champions(
@@ -539,56 +538,6 @@ class DriftEvaluation:
         )
 
 
-def _data_drift(week: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
-    top = list(ref.get("top_features") or [])[:N_TOP_FEATURES]
-    if not top:
-        return Verdict(
-            "insufficient", math.nan, math.nan, 0, "the live model has no top features recorded"
-        )
-    windows = {f["name"]: week[f"feature_{i}"].dropna().to_numpy(np.float64)
-               for i, f in enumerate(top, start=1)}  # fmt: skip
-    edges = {f["name"]: f["train_decile_edges"] for f in top}
-    floors = {f["name"]: f.get("window_psi_q99") for f in top}
-    shares = {f["name"]: f.get("train_bin_shares") for f in top}  # absent: older stats
-    return data_drift(
-        windows, edges, n_train=ref.get("n_train"), null_floor=floors, expected_shares=shares
-    )
-
-
-def _concept_drift(matured: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
-    oos = ref.get("oos_f1_buy")
-    f1_threshold = ref.get("f1_threshold")
-    if oos is None or f1_threshold is None:
-        return Verdict(
-            "insufficient",
-            math.nan,
-            math.nan,
-            len(matured),
-            "the live model has no OOS f1_buy or f1 threshold recorded",
-        )
-    label = matured["label"].to_numpy(np.int64)
-    pred = matured["buy_proba"].to_numpy(np.float64) >= f1_threshold
-    m = classification_metrics(label, pred.astype(np.int8))
-    relevant = m["tp"] + m["fp"] + m["fn"]
-    v = concept_drift(
-        m["f1_buy"],
-        float(oos),
-        len(matured),
-        n_positives=m["n_true_buy"],
-        n_relevant=max(relevant, m["n_true_buy"]),
-        gap_floor=ref.get("f1_window_gap_q95"),
-    )
-    details = {**v.details, "live_f1": float(m["f1_buy"]), "oos_f1": float(oos)}
-    return dataclasses.replace(v, details=details)
-
-
-def _sharpness(week: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
-    mean_conf = ref.get("train_mean_confidence")
-    if mean_conf is None:
-        return Verdict("insufficient", math.nan, math.nan, len(week), "no training mean confidence")
-    return sharpness_drift(week["buy_proba"].to_numpy(np.float64), float(mean_conf))
-
-
 def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> DriftEvaluation | None:
     """The three drift detectors of ``crypto`` at ``as_of`` (rules: :mod:`cvn_assets.guard.drift`,
     sections 2-4), or None when it has no live champion.
@@ -613,14 +562,9 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
     lo14, lo7 = as_of - timedelta(days=CONCEPT_DAYS), as_of - timedelta(days=DATA_DRIFT_DAYS)
     with registry.engine.connect() as conn:
         rows = read_model_predictions(conn, crypto, vid, lo14, as_of)
-    week = rows[rows["hour"] >= lo7]
-    matured = rows[rows["label"].notna() & (rows["label_known_at"] <= pd.Timestamp(as_of))]
+    week, matured = drift_windows(rows, as_of)
     end = journal_ends(registry, [crypto])[crypto]
-    verdicts = {
-        "data_drift": end.judge(_data_drift(week, ref), as_of),
-        "concept_drift": end.judge(_concept_drift(matured, ref), as_of),
-        "output_sharpness": end.judge(_sharpness(week, ref), as_of),
-    }
+    verdicts = {name: end.judge(v, as_of) for name, v in drift_verdicts(week, matured, ref).items()}
     windows = {
         "data_drift": RowWindow.of(week["hour"], lo7, as_of, "hourly predictions"),
         "concept_drift": RowWindow.of(

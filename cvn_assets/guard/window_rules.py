@@ -1,0 +1,104 @@
+"""The drift rules on a live model's journal windows (pure: no Dagster, no database).
+
+:func:`drift_windows` cuts the prediction rows a sensor read for ``as_of`` into the 7-day
+window and the matured-label rows; :func:`drift_verdicts` judges them against the model's
+registry statistics with the rules of :mod:`cvn_assets.guard.drift`. The ``model_drift``
+sensor (:func:`sensors.evaluation.evaluate_drift`) and the detector benchmark
+(``bench/bench_detectors.py``, :mod:`cvn_assets.guard.detector_bench`) both call these, so
+the benchmark measures the rules the sensor runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cvn_assets.ablation.metrics import classification_metrics
+from cvn_assets.guard.drift import Verdict, concept_drift, data_drift, sharpness_drift
+from cvn_assets.guard.live_model import N_TOP_FEATURES
+
+__all__ = ["CONCEPT_DAYS", "DATA_DRIFT_DAYS", "SHARPNESS_DAYS", "drift_verdicts", "drift_windows"]
+
+DATA_DRIFT_DAYS = 7
+CONCEPT_DAYS = 14
+SHARPNESS_DAYS = 7
+
+
+def _data_drift(week: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
+    top = list(ref.get("top_features") or [])[:N_TOP_FEATURES]
+    if not top:
+        return Verdict(
+            "insufficient", math.nan, math.nan, 0, "the live model has no top features recorded"
+        )
+    windows = {f["name"]: week[f"feature_{i}"].dropna().to_numpy(np.float64)
+               for i, f in enumerate(top, start=1)}  # fmt: skip
+    edges = {f["name"]: f["train_decile_edges"] for f in top}
+    floors = {f["name"]: f.get("window_psi_q99") for f in top}
+    shares = {f["name"]: f.get("train_bin_shares") for f in top}  # absent: older stats
+    return data_drift(
+        windows, edges, n_train=ref.get("n_train"), null_floor=floors, expected_shares=shares
+    )
+
+
+def _concept_drift(matured: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
+    oos = ref.get("oos_f1_buy")
+    f1_threshold = ref.get("f1_threshold")
+    if oos is None or f1_threshold is None:
+        return Verdict(
+            "insufficient",
+            math.nan,
+            math.nan,
+            len(matured),
+            "the live model has no OOS f1_buy or f1 threshold recorded",
+        )
+    label = matured["label"].to_numpy(np.int64)
+    pred = matured["buy_proba"].to_numpy(np.float64) >= f1_threshold
+    m = classification_metrics(label, pred.astype(np.int8))
+    relevant = m["tp"] + m["fp"] + m["fn"]
+    v = concept_drift(
+        m["f1_buy"],
+        float(oos),
+        len(matured),
+        n_positives=m["n_true_buy"],
+        n_relevant=max(relevant, m["n_true_buy"]),
+        gap_floor=ref.get("f1_window_gap_q95"),
+    )
+    details = {**v.details, "live_f1": float(m["f1_buy"]), "oos_f1": float(oos)}
+    return dataclasses.replace(v, details=details)
+
+
+def _sharpness(week: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
+    mean_conf = ref.get("train_mean_confidence")
+    if mean_conf is None:
+        return Verdict("insufficient", math.nan, math.nan, len(week), "no training mean confidence")
+    return sharpness_drift(week["buy_proba"].to_numpy(np.float64), float(mean_conf))
+
+
+def drift_windows(rows: pd.DataFrame, as_of: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(week, matured)`` of a live model's prediction rows read for ``as_of`` (hours in
+    ``[as_of - 14 d, as_of - 1 h]``, :func:`resources.journal.read_model_predictions`'s
+    columns): the rows of the last 7 days, and the rows whose label had matured by ``as_of``
+    (``label_known_at <= as_of``)."""
+    week = rows[rows["hour"] >= as_of - timedelta(days=DATA_DRIFT_DAYS)]
+    matured = rows[rows["label"].notna() & (rows["label_known_at"] <= pd.Timestamp(as_of))]
+    return week, matured
+
+
+def drift_verdicts(
+    week: pd.DataFrame, matured: pd.DataFrame, ref: Mapping[str, Any]
+) -> dict[str, Verdict]:
+    """The drift rules on the windows of :func:`drift_windows` against the live model's
+    registry statistics ``ref`` (pure: what :func:`evaluate_drift` judges, and what
+    ``bench/bench_detectors.py`` measures): ``data_drift``, ``concept_drift``,
+    ``output_sharpness``."""
+    return {
+        "data_drift": _data_drift(week, ref),
+        "concept_drift": _concept_drift(matured, ref),
+        "output_sharpness": _sharpness(week, ref),
+    }
