@@ -49,12 +49,14 @@ from cvn_assets.guard.drift import (
     journal_stale,
     stale_verdict,
 )
+from cvn_assets.guard.integrity import INTEGRITY_RECENT
 from cvn_assets.guard.window_rules import (
     CONCEPT_DAYS,
     DATA_DRIFT_DAYS,
     SHARPNESS_DAYS,
     drift_verdicts,
     drift_windows,
+    integrity_verdict,
 )
 from resources.journal import (
     last_journaled_hours,
@@ -78,6 +80,7 @@ __all__ = [
     "drift_windows",
     "evaluate_any_expectancy",
     "evaluate_drift",
+    "evaluate_integrity",
     "evaluate_expectancy",
     "evaluate_sparse_expectancy",
     "journal_ends",
@@ -548,7 +551,8 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
     * ``concept_drift``: f1_buy at the champion's f1 threshold over the last 14 days of
       **matured** labels (``label_known_at <= as_of``) against the sweep's OOS f1_buy;
     * ``output_sharpness``: mean of max(p, 1 - p) over the last 7 days against the training
-      mean + 0.10.
+      mean + 0.10 -- for a focal champion only (else ``ok``, "not judged": the revert to the
+      baseline has nothing to revert).
 
     Each verdict comes with the :class:`RowWindow` of the rows it used (for the alert). A
     crypto whose journal stops more than 2 h before ``as_of`` (:class:`JournalEnd`) gets
@@ -564,7 +568,10 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
         rows = read_model_predictions(conn, crypto, vid, lo14, as_of)
     week, matured = drift_windows(rows, as_of)
     end = journal_ends(registry, [crypto])[crypto]
-    verdicts = {name: end.judge(v, as_of) for name, v in drift_verdicts(week, matured, ref).items()}
+    loss = version.get("loss_function")
+    verdicts = {
+        name: end.judge(v, as_of) for name, v in drift_verdicts(week, matured, ref, loss).items()
+    }
     windows = {
         "data_drift": RowWindow.of(week["hour"], lo7, as_of, "hourly predictions"),
         "concept_drift": RowWindow.of(
@@ -574,3 +581,26 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
     }
     share = ref.get("min_trade_share")
     return DriftEvaluation(crypto, as_of, vid, verdicts, windows, share)
+
+
+def evaluate_integrity(
+    registry: ModelRegistry, crypto: str, as_of: datetime
+) -> DriftEvaluation | None:
+    """``data_integrity`` of ``crypto`` at ``as_of`` (:func:`cvn_assets.guard.window_rules.
+    integrity_verdict`: the live champion's top features over the last 6 journaled hours --
+    missing, stuck or out of range), or None when it has no live champion. A stale journal
+    turns ``ok`` / ``insufficient`` into ``stale`` as for the drift detectors."""
+    version = registry.live_at(crypto, as_of)
+    if version is None:
+        return None
+    ref = version.get("reference_stats") or {}
+    vid = int(version["id"])
+    lo = as_of - timedelta(hours=INTEGRITY_RECENT)
+    with registry.engine.connect() as conn:
+        rows = read_model_predictions(conn, crypto, vid, lo, as_of)
+    end = journal_ends(registry, [crypto])[crypto]
+    verdict = end.judge(integrity_verdict(rows, ref, as_of), as_of)
+    window = RowWindow.of(rows["hour"], lo, as_of, "hourly predictions")
+    return DriftEvaluation(
+        crypto, as_of, vid, {"data_integrity": verdict}, {"data_integrity": window}
+    )

@@ -47,7 +47,12 @@ from cvn_assets.guard.drift import (
     expectancy_negative_any,
     expectancy_negative_focal,
 )
-from cvn_assets.guard.window_rules import CONCEPT_DAYS, drift_verdicts, drift_windows
+from cvn_assets.guard.integrity import INTEGRITY_RECENT, data_integrity
+from cvn_assets.guard.window_rules import (
+    CONCEPT_DAYS,
+    drift_verdicts,
+    drift_windows,
+)
 
 __all__ = [
     "DAILY_DETECTORS",
@@ -72,6 +77,8 @@ HOUR = pd.Timedelta(hours=1)
 DAY = pd.Timedelta(days=1)
 #: detectors evaluated once a day per crypto (the ``model_drift`` sensor)
 DAILY_DETECTORS: tuple[str, ...] = ("data_drift", "concept_drift", "output_sharpness")
+#: evaluated every hour per crypto
+HOURLY_DETECTORS: tuple[str, ...] = ("data_integrity",)
 #: per-crypto expectancy and its combinations over the book (hourly)
 BOOK_DETECTORS: tuple[str, ...] = ("expectancy", "expectancy_p1", "expectancy_any")
 #: fault name -> family (pipeline: the top feature; concept: the label relation;
@@ -279,7 +286,7 @@ def daily_alarms(j: Journal, start: pd.Timestamp, end: pd.Timestamp) -> dict[str
         lo = day - pd.Timedelta(days=CONCEPT_DAYS)
         a, b = hours.searchsorted(lo), hours.searchsorted(day - HOUR, side="right")
         week, matured = drift_windows(rows.iloc[a:b], day.to_pydatetime())
-        verdicts = drift_verdicts(week, matured, j.ref)
+        verdicts = drift_verdicts(week, matured, j.ref, j.loss_function)
         for name, v in verdicts.items():
             out.setdefault(name, []).append(v.alarm)
         state = state.update(verdicts["output_sharpness"])
@@ -287,6 +294,33 @@ def daily_alarms(j: Journal, start: pd.Timestamp, end: pd.Timestamp) -> dict[str
         if state.revert:
             state = SharpnessState()
     return {k: pd.Series(v, index=days, dtype=bool) for k, v in out.items()}
+
+
+def integrity_alarms(j: Journal, start: pd.Timestamp, end: pd.Timestamp) -> pd.Series:
+    """:func:`cvn_assets.guard.window_rules.integrity_verdict` every hour in ``[start, end]``
+    (a boolean Series over the hours: it alarmed); computed with the function it calls,
+    :func:`cvn_assets.guard.integrity.data_integrity`, on the same rows (hours ``[t - 6 h,
+    t - 1 h]``, time order) from NumPy columns, for speed (tested equal)."""
+    rows = j.predictions
+    hours = rows["hour"]
+    at = pd.date_range(start.ceil("h"), end.floor("h"), freq="h", tz="UTC")
+    flags = np.zeros(len(at), bool)
+    top = [f["name"] for f in j.ref.get("top_features") or []][:5]
+    cols = {name: rows[f"feature_{i}"].to_numpy(np.float64) for i, name in enumerate(top, 1)}
+    edges = {f["name"]: f["train_decile_edges"] for f in j.ref["top_features"][:5]}
+    for i, t in enumerate(at):
+        # the rows integrity_verdict(rows, ref, t) takes: hours in [t - recent h, t - 1 h]
+        a = hours.searchsorted(t - pd.Timedelta(hours=INTEGRITY_RECENT))
+        b = hours.searchsorted(t - HOUR, side="right")
+        flags[i] = data_integrity({k: v[a:b] for k, v in cols.items()}, edges).alarm
+    return pd.Series(flags, index=at, dtype=bool)
+
+
+def evaluate_daily(j: Journal, start: pd.Timestamp, end: pd.Timestamp) -> dict[str, pd.Series]:
+    """:func:`daily_alarms` and, hourly, ``data_integrity`` (:func:`integrity_alarms`)."""
+    out = daily_alarms(j, start, end)
+    out["data_integrity"] = integrity_alarms(j, start, end)
+    return out
 
 
 def _expectancy_verdict(t: pd.DataFrame, at: pd.Timestamp) -> Verdict:
@@ -598,6 +632,18 @@ def onsets(start: pd.Timestamp, end: pd.Timestamp, every_days: int, horizon_days
     return out
 
 
+def _paired(flags: pd.Series, null: pd.Series | None) -> pd.Series:
+    """The alarms of a fault run that the same stream without the fault did not raise at
+    the same evaluation (attributable to the fault)."""
+    if null is None:
+        return flags
+    return flags & ~null.reindex(flags.index, fill_value=False).astype(bool)
+
+
+def _book_key(name: str) -> str:
+    return "expectancy" if name.startswith("expectancy: ") else name
+
+
 def run_benchmark(
     monitored: Sequence[Monitored],
     *,
@@ -608,10 +654,12 @@ def run_benchmark(
 ) -> tuple[list[DetectorTable], dict[str, Any]]:
     """The nulls (``held_out``: the monitored streams as they are; ``shuffled_weeks``:
     :func:`shuffle_weeks`) and the fault runs (every fault of ``faults`` at every onset of
-    :func:`onsets`, in every crypto at once) for every detector. Returns the tables
-    (:func:`summarize`) and the raw counts (``null_days``: evaluated days per null kind and
-    detector; ``onsets``: per fault)."""
+    :func:`onsets`, in every crypto at once) for every detector. A fault run's delay counts
+    only **attributable** alarms: those the same stream without the fault did not raise at
+    the same evaluation (so a detector's false alarms are not read as power). Returns the
+    tables (:func:`summarize`) and the onsets per fault (``raw["onsets"]``)."""
     nulls: dict[str, dict[str, list[pd.Series]]] = {}
+    base: dict[tuple[str, str], pd.Series] = {}  # (crypto, detector) -> held-out flags
     for kind in ("held_out", "shuffled_weeks"):
         streams = [m if kind == "held_out" else shuffle_weeks(m, seed + i)
                    for i, m in enumerate(monitored)]  # fmt: skip
@@ -619,15 +667,17 @@ def run_benchmark(
         per: dict[str, list[pd.Series]] = {}
         for j in js:
             idx = j.predictions["hour"]
-            a, b = idx.iloc[0] + WARMUP, idx.iloc[-1]
-            for name, f in daily_alarms(j, a, b).items():
-                per.setdefault(name, []).append(f)
+            for name, f in evaluate_daily(j, idx.iloc[0] + WARMUP, idx.iloc[-1]).items():
+                per.setdefault(name, []).append(per_day(f))
+                if kind == "held_out":
+                    base[(j.crypto, name)] = f
         if expectancy:
             idx = js[0].predictions["hour"]
             ex = expectancy_alarms(js, idx.iloc[0] + WARMUP, idx.iloc[-1])
             for name, f in ex.items():
-                key = "expectancy" if name.startswith("expectancy: ") else name
-                per.setdefault(key, []).append(per_day(f))
+                per.setdefault(_book_key(name), []).append(per_day(f))
+                if kind == "held_out":
+                    base[("*", name)] = f
         nulls[kind] = per
     delays: dict[str, dict[str, list[float]]] = {}
     raw: dict[str, Any] = {"onsets": {}}
@@ -637,16 +687,16 @@ def run_benchmark(
         when = onsets(idx[0], idx[-1], every_days, hz, seed)
         raw["onsets"][fault] = [str(t) for t in when]
         per_f: dict[str, list[float]] = {}
+        horizon = pd.Timedelta(days=hz)
         for t0 in when:
-            horizon = pd.Timedelta(days=hz)
             js = [journal(m, fault, t0, seed) for m in monitored]
             for j in js:
-                for name, f in daily_alarms(j, t0, t0 + horizon).items():
+                for name, f in evaluate_daily(j, t0, t0 + horizon).items():
+                    f = _paired(f, base.get((j.crypto, name)))
                     per_f.setdefault(name, []).append(fault_delay(f, t0, horizon))
             if expectancy:
-                ex = expectancy_alarms(js, t0, t0 + horizon)
-                for name, f in ex.items():
-                    key = "expectancy" if name.startswith("expectancy: ") else name
-                    per_f.setdefault(key, []).append(fault_delay(f, t0, horizon))
+                for name, f in expectancy_alarms(js, t0, t0 + horizon).items():
+                    f = _paired(f, base.get(("*", name)))
+                    per_f.setdefault(_book_key(name), []).append(fault_delay(f, t0, horizon))
         delays[fault] = per_f
     return summarize(nulls, delays), raw
