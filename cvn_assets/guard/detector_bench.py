@@ -581,6 +581,8 @@ def prepare(
         "test_rows": len(test),
         "monitored_rows": k,
         "monitored": f"{mon.index[0]:%Y-%m-%d}..{mon.index[-1]:%Y-%m-%d}",
+        "first_hour": mon.index[0].isoformat(),
+        "last_hour": mon.index[k - 1].isoformat(),
         "oos_f1_buy": round(float(oos), 4),
         "f1_threshold": round(float(model.threshold), 4),
         "trading_threshold": ref["trading_threshold"],
