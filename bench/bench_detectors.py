@@ -38,6 +38,8 @@ from cvn_assets.guard import detector_bench as db  # noqa: E402
 from cvn_assets.market.labels import parse_label_strategy  # noqa: E402
 
 REAL_DIR = ROOT.parent / "shared" / "data" / "binance_spot_1h_2021_2023"
+#: bump when what a cached champion holds changes (its reference statistics)
+CACHE_VERSION = 2
 REAL_PAIRS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
 
 
@@ -91,8 +93,9 @@ def monitored(args: argparse.Namespace) -> tuple[list[db.Monitored], list[dict[s
     for crypto, candles in candles_for(args.source, args.quick).items():
         n = len(candles) - 167 - label.horizon
         split = split_for(n, args.quick)
-        key = json.dumps([args.source, crypto, len(candles), str(candles.index[-1]), split.train,
-                          split.test, variant.name, label.name, args.fee, args.trade_share, s],
+        key = json.dumps([CACHE_VERSION, args.source, crypto, len(candles),
+                          str(candles.index[-1]), split.train, split.test, variant.name,
+                          label.name, args.fee, args.trade_share, args.force_share, s],
                          sort_keys=True, default=str)  # fmt: skip
         path = Path(args.cache) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
         if path.exists():
@@ -102,6 +105,7 @@ def monitored(args: argparse.Namespace) -> tuple[list[db.Monitored], list[dict[s
             m, summary = db.prepare(
                 crypto, candles, split, variant=variant, label=label, settings=s,
                 fee_per_side=args.fee, min_trade_share=args.trade_share,
+                force_share=args.force_share,
             )  # fmt: skip
             summary["train_seconds"] = round(time.perf_counter() - t, 1)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default="SL0.5_TP1_H4")
     ap.add_argument("--fee", type=float, default=0.00075, help="fee per side (fraction)")
     ap.add_argument("--trade-share", type=float, default=0.10, help="min trading share")
+    ap.add_argument(
+        "--force-share",
+        type=float,
+        default=None,
+        help="trade this share of hours whatever the expectancy (exercise the P1)",
+    )
     ap.add_argument("--faults", default=",".join(db.FAULTS))
     ap.add_argument("--every-days", type=int, default=21)
     ap.add_argument("--cache", default="/tmp/det-cache")
@@ -128,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     ms, summaries = monitored(args)
     print(f"# detector benchmark: {args.source}{' (quick)' if args.quick else ''}, "
-          f"variant {args.variant}, label {args.label}, fee {args.fee}/side")  # fmt: skip
+          f"variant {args.variant}, label {args.label}, fee {args.fee}/side, "
+          f"forced trade share {args.force_share}")  # fmt: skip
     for s in summaries:
         print("  ", s)
     faults = [f for f in args.faults.split(",") if f]

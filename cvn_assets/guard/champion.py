@@ -406,6 +406,7 @@ def reference_statistics(
         "train_mean_confidence": float(np.mean(np.maximum(p_tr, 1.0 - p_tr))),
         "oos_f1_buy": None if oos_f1_buy is None else float(oos_f1_buy),
         "f1_window_gap_q95": window_f1_gap_quantile(p_cal, y_cal, float(model.threshold)),
+        "calibration_buy_rate": float(np.mean(y_cal)),  # issue 23: concept drift's gate
         "n_train": int(len(plan.train)),
         "n_calibration": int(len(plan.calibration)),
     }

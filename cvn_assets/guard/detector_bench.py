@@ -323,12 +323,16 @@ def evaluate_daily(j: Journal, start: pd.Timestamp, end: pd.Timestamp) -> dict[s
     return out
 
 
-def _expectancy_verdict(t: pd.DataFrame, at: pd.Timestamp) -> Verdict:
-    e = t["exit_time"]
-    a48 = e.searchsorted(at - pd.Timedelta(hours=48), side="right")
-    a24 = e.searchsorted(at - pd.Timedelta(hours=24), side="right")
-    b = e.searchsorted(at, side="right")
-    r = t["net_return"].to_numpy(np.float64)
+_H_NS = 3_600_000_000_000
+
+
+def _expectancy_verdict(e: NDArray[np.int64], r: NDArray[np.float64], at: int) -> Verdict:
+    """:func:`expectancy_alert` on the trades exiting in ``(at - 48 h, at]`` and ``(at - 24 h,
+    at]`` (``e``: sorted exit times in ns, ``r``: their net returns; the sensor's windows,
+    :func:`sensors.evaluation.evaluate_expectancy`)."""
+    a48 = int(np.searchsorted(e, at - 48 * _H_NS, side="right"))
+    a24 = int(np.searchsorted(e, at - 24 * _H_NS, side="right"))
+    b = int(np.searchsorted(e, at, side="right"))
     return expectancy_alert(r[a48:b], r[a24:b])
 
 
@@ -347,12 +351,20 @@ def expectancy_alarms(
     }
     for jj in journals:
         flags[f"expectancy: {jj.crypto}"] = np.zeros(len(hours), bool)
-    for h_i, at in enumerate(hours):
+    cols = {
+        jj.crypto: (
+            pd.DatetimeIndex(jj.trades["exit_time"]).as_unit("ns").asi8,
+            jj.trades["net_return"].to_numpy(np.float64),
+        )
+        for jj in journals
+        if len(jj.trades)
+    }
+    for h_i, at in enumerate(hours.as_unit("ns").asi8):
         per: dict[str, Verdict] = {}
         for jj in journals:
-            if len(jj.trades) == 0:
+            if jj.crypto not in cols:
                 continue
-            per[jj.crypto] = v = _expectancy_verdict(jj.trades, at)
+            per[jj.crypto] = v = _expectancy_verdict(*cols[jj.crypto], int(at))
             flags[f"expectancy: {jj.crypto}"][h_i] = v.alarm
         if not per:
             continue
@@ -507,6 +519,7 @@ def prepare(
     settings: Mapping[str, Any],
     fee_per_side: float,
     min_trade_share: float,
+    force_share: float | None = None,
 ) -> tuple[Monitored, dict[str, Any]]:
     """Train ``variant`` as a champion on the first ``split.train`` rows of ``candles``'s
     model dataset (the champion's own path: :func:`cvn_assets.guard.training.
@@ -514,7 +527,10 @@ def prepare(
     f1_buy), and return the monitored rest with the registry statistics, plus a summary
     (sizes, f1, trading threshold, BUY rate). ``settings``: ``xgb_params``,
     ``num_boost_round``, ``early_stopping_rounds``, ``seed``, ``primary_calibration``,
-    ``early_stopping_frac``, ``calibration_frac``, ``embargo_pct``."""
+    ``early_stopping_frac``, ``calibration_frac``, ``embargo_pct``. ``force_share``: set the
+    trading threshold to the ``1 - force_share`` quantile of the calibration block's buy_proba
+    (the champion trades in that share of hours whatever its expectancy: the way to exercise
+    the expectancy rules where no threshold has a positive net expectancy)."""
     from cvn_assets.ablation.metrics import classification_metrics
     from cvn_assets.guard.training import (
         dataset_through,
@@ -553,6 +569,11 @@ def prepare(
     oos = classification_metrics(y_test, (p_test >= model.threshold).astype(np.int8))["f1_buy"]
     stats["oos_f1_buy"] = float(oos)
     ref = registry_stats(model, stats)
+    if force_share is not None:  # trade the top force_share of the calibration block's hours
+        cal = train.iloc[plan.calibration].loc[:, list(FEATURE_NAMES)]
+        p_cal = model.predict_proba(cal)[:, 1]
+        ref["trading_threshold"] = float(np.quantile(p_cal, 1.0 - force_share))
+        ref["forced_trade_share"] = force_share
     mon = ds.iloc[split.train + split.test :]
     c = candles.loc[mon.index[0] :]
     out = simulate_long_trades(

@@ -258,3 +258,19 @@ def test_quick_benchmark_detects_a_stuck_feature_and_counts_its_null_windows(tmp
     assert drift["null: held_out"]["days"] == 2 * days
     assert math.isfinite(drift["null: held_out"]["far_30d"])
     assert "### data_integrity" in capsys.readouterr().out
+
+
+def test_concept_drift_skips_quiet_windows_and_doubles_the_calibration_floor():
+    ref = {"oos_f1_buy": 0.5, "f1_threshold": 0.5, "f1_window_gap_q95": 0.06,
+           "calibration_buy_rate": 0.2, "top_features": []}  # fmt: skip
+    # 336 matured rows, 40 BUY labels: rate 0.119 < 0.75 x 0.2 = 0.15 -> not judged
+    quiet = pd.DataFrame({"label": [1] * 40 + [0] * 296, "buy_proba": 0.9})
+    v = drift_verdicts(quiet, quiet, ref)["concept_drift"]
+    assert v.level == "insufficient" and "BUY rate 0.119" in v.reason
+    # 60 BUY labels (0.179 >= 0.15): judged; every row predicted BUY: f1 = 120 / (120 + 276)
+    busy = pd.DataFrame({"label": [1] * 60 + [0] * 276, "buy_proba": 0.9})
+    v = drift_verdicts(busy, busy, ref)["concept_drift"]
+    assert v.details["gap_floor"] == pytest.approx(0.12)  # 2 x the calibration q95
+    assert v.value == pytest.approx(0.5 - 120 / 396) and v.level == "crit"
+    older = {k: x for k, x in ref.items() if k != "calibration_buy_rate"}  # frozen before
+    assert drift_verdicts(quiet, quiet, older)["concept_drift"].level != "insufficient"
