@@ -212,7 +212,8 @@ def test_daily_evaluations_and_the_null_rate_by_hand():
     assert len(flags["data_drift"]) == 24
     assert flags["data_drift"].index[0] == pd.Timestamp("2024-03-17", tz="UTC")
     r = db.null_rate([pd.Series([True, False, False]), pd.Series([True, True] + [False] * 40)])
-    assert (r.alerts, r.days) == (3, 45) and r.per_30d == pytest.approx(2.0)
+    assert (r.alerts, r.days, r.streams) == (3, 45, 2) and r.per_30d == pytest.approx(2.0)
+    assert r.book_30d == pytest.approx(4.0)  # two cryptos side by side
     assert db.fault_delay(pd.Series([False, True], index=flags["data_drift"].index[:2]),
                           start, pd.Timedelta(days=14)) == pytest.approx(43 / 24)  # fmt: skip
     assert (
