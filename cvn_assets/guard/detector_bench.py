@@ -252,7 +252,8 @@ def _trades(
     n = len(hours)
     exits, rets = [], []
     free = 0
-    for i in buys:
+    for b in buys:
+        i = int(b)
         if i < free:
             continue
         j = i + int(off[i])
