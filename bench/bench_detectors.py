@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from cvn_assets.ablation.variants import DEFAULT_VARIANTS  # noqa: E402
 from cvn_assets.guard import detector_bench as db  # noqa: E402
+from cvn_assets.guard.detector_setup import Split, prepare  # noqa: E402
 from cvn_assets.market.labels import parse_label_strategy  # noqa: E402
 
 REAL_DIR = ROOT.parent / "shared" / "data" / "binance_spot_1h_2021_2023"
@@ -77,12 +78,12 @@ def candles_for(source: str, quick: bool) -> dict[str, Any]:
     return dict(synthetic_candles(DEFAULT_UNIVERSE))
 
 
-def split_for(n_rows: int, quick: bool) -> db.Split:
+def split_for(n_rows: int, quick: bool) -> Split:
     """Champion training on the first ~64 % of the dataset, OOS block ~9 %, the rest
     monitored (quick: 9 000 + 1 000 rows)."""
     if quick:
-        return db.Split(train=9_000, test=1_000)
-    return db.Split(train=int(n_rows * 0.64), test=int(n_rows * 0.09))
+        return Split(train=9_000, test=1_000)
+    return Split(train=int(n_rows * 0.64), test=int(n_rows * 0.09))
 
 
 def monitored(args: argparse.Namespace) -> tuple[list[db.Monitored], list[dict[str, Any]]]:
@@ -102,7 +103,7 @@ def monitored(args: argparse.Namespace) -> tuple[list[db.Monitored], list[dict[s
             m, summary = pickle.loads(path.read_bytes())
         else:
             t = time.perf_counter()
-            m, summary = db.prepare(
+            m, summary = prepare(
                 crypto, candles, split, variant=variant, label=label, settings=s,
                 fee_per_side=args.fee, min_trade_share=args.trade_share,
                 force_share=args.force_share,

@@ -9,6 +9,7 @@ import pytest
 
 from cvn_assets.ablation.variants import DEFAULT_VARIANTS
 from cvn_assets.guard import detector_bench as db
+from cvn_assets.guard.detector_setup import prepare
 from cvn_assets.market.labels import parse_label_strategy
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "binance_spot_1h_2021_2023"
@@ -29,7 +30,7 @@ def test_real_candles_integrity_is_silent_on_2023_and_catches_a_stuck_feature():
     for pair in ("BTCUSDT", "ETHUSDT"):
         candles = read_candles_csv(DATA / f"{pair}_1h.csv")
         split = bench_detectors.split_for(len(candles) - 171, quick=False)
-        m, summary = db.prepare(
+        m, summary = prepare(
             pair, candles, split, variant=variant, label=label,
             settings=bench_detectors.settings(quick=True), fee_per_side=0.00075,
             min_trade_share=0.10,
