@@ -33,29 +33,32 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from cvn_assets.ablation.guardrails import FOCAL
-from cvn_assets.ablation.metrics import classification_metrics
 from cvn_assets.guard.drift import (
     EXPECTANCY_ANY_MIN_CRYPTOS,
     EXPECTANCY_MIN_TRADES,
     STALE_AFTER,
     Verdict,
-    concept_drift,
-    data_drift,
     expectancy_alert,
     expectancy_last_trades,
     expectancy_negative_any,
     expectancy_negative_focal,
     journal_lag,
     journal_stale,
-    sharpness_drift,
     stale_verdict,
 )
+from cvn_assets.guard.integrity import INTEGRITY_RECENT
+from cvn_assets.guard.window_rules import (
+    CONCEPT_DAYS,
+    DATA_DRIFT_DAYS,
+    SHARPNESS_DAYS,
+    drift_verdicts,
+    drift_windows,
+    integrity_verdict,
+)
 from resources.journal import (
-    N_TOP_FEATURES,
     last_journaled_hours,
     read_model_predictions,
     read_model_trades,
@@ -73,17 +76,16 @@ __all__ = [
     "ExpectancyEvaluation",
     "JournalEnd",
     "SparseExpectancy",
+    "drift_verdicts",
+    "drift_windows",
     "evaluate_any_expectancy",
     "evaluate_drift",
+    "evaluate_integrity",
     "evaluate_expectancy",
     "evaluate_sparse_expectancy",
     "journal_ends",
     "live_champions",
 ]
-
-DATA_DRIFT_DAYS = 7
-CONCEPT_DAYS = 14
-SHARPNESS_DAYS = 7
 
 
 def live_champions(
@@ -539,56 +541,6 @@ class DriftEvaluation:
         )
 
 
-def _data_drift(week: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
-    top = list(ref.get("top_features") or [])[:N_TOP_FEATURES]
-    if not top:
-        return Verdict(
-            "insufficient", math.nan, math.nan, 0, "the live model has no top features recorded"
-        )
-    windows = {f["name"]: week[f"feature_{i}"].dropna().to_numpy(np.float64)
-               for i, f in enumerate(top, start=1)}  # fmt: skip
-    edges = {f["name"]: f["train_decile_edges"] for f in top}
-    floors = {f["name"]: f.get("window_psi_q99") for f in top}
-    shares = {f["name"]: f.get("train_bin_shares") for f in top}  # absent: older stats
-    return data_drift(
-        windows, edges, n_train=ref.get("n_train"), null_floor=floors, expected_shares=shares
-    )
-
-
-def _concept_drift(matured: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
-    oos = ref.get("oos_f1_buy")
-    f1_threshold = ref.get("f1_threshold")
-    if oos is None or f1_threshold is None:
-        return Verdict(
-            "insufficient",
-            math.nan,
-            math.nan,
-            len(matured),
-            "the live model has no OOS f1_buy or f1 threshold recorded",
-        )
-    label = matured["label"].to_numpy(np.int64)
-    pred = matured["buy_proba"].to_numpy(np.float64) >= f1_threshold
-    m = classification_metrics(label, pred.astype(np.int8))
-    relevant = m["tp"] + m["fp"] + m["fn"]
-    v = concept_drift(
-        m["f1_buy"],
-        float(oos),
-        len(matured),
-        n_positives=m["n_true_buy"],
-        n_relevant=max(relevant, m["n_true_buy"]),
-        gap_floor=ref.get("f1_window_gap_q95"),
-    )
-    details = {**v.details, "live_f1": float(m["f1_buy"]), "oos_f1": float(oos)}
-    return dataclasses.replace(v, details=details)
-
-
-def _sharpness(week: pd.DataFrame, ref: Mapping[str, Any]) -> Verdict:
-    mean_conf = ref.get("train_mean_confidence")
-    if mean_conf is None:
-        return Verdict("insufficient", math.nan, math.nan, len(week), "no training mean confidence")
-    return sharpness_drift(week["buy_proba"].to_numpy(np.float64), float(mean_conf))
-
-
 def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> DriftEvaluation | None:
     """The three drift detectors of ``crypto`` at ``as_of`` (rules: :mod:`cvn_assets.guard.drift`,
     sections 2-4), or None when it has no live champion.
@@ -599,7 +551,8 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
     * ``concept_drift``: f1_buy at the champion's f1 threshold over the last 14 days of
       **matured** labels (``label_known_at <= as_of``) against the sweep's OOS f1_buy;
     * ``output_sharpness``: mean of max(p, 1 - p) over the last 7 days against the training
-      mean + 0.10.
+      mean + 0.10 -- for a focal champion only (else ``ok``, "not judged": the revert to the
+      baseline has nothing to revert).
 
     Each verdict comes with the :class:`RowWindow` of the rows it used (for the alert). A
     crypto whose journal stops more than 2 h before ``as_of`` (:class:`JournalEnd`) gets
@@ -613,13 +566,11 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
     lo14, lo7 = as_of - timedelta(days=CONCEPT_DAYS), as_of - timedelta(days=DATA_DRIFT_DAYS)
     with registry.engine.connect() as conn:
         rows = read_model_predictions(conn, crypto, vid, lo14, as_of)
-    week = rows[rows["hour"] >= lo7]
-    matured = rows[rows["label"].notna() & (rows["label_known_at"] <= pd.Timestamp(as_of))]
+    week, matured = drift_windows(rows, as_of)
     end = journal_ends(registry, [crypto])[crypto]
+    loss = version.get("loss_function")
     verdicts = {
-        "data_drift": end.judge(_data_drift(week, ref), as_of),
-        "concept_drift": end.judge(_concept_drift(matured, ref), as_of),
-        "output_sharpness": end.judge(_sharpness(week, ref), as_of),
+        name: end.judge(v, as_of) for name, v in drift_verdicts(week, matured, ref, loss).items()
     }
     windows = {
         "data_drift": RowWindow.of(week["hour"], lo7, as_of, "hourly predictions"),
@@ -630,3 +581,26 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
     }
     share = ref.get("min_trade_share")
     return DriftEvaluation(crypto, as_of, vid, verdicts, windows, share)
+
+
+def evaluate_integrity(
+    registry: ModelRegistry, crypto: str, as_of: datetime
+) -> DriftEvaluation | None:
+    """``data_integrity`` of ``crypto`` at ``as_of`` (:func:`cvn_assets.guard.window_rules.
+    integrity_verdict`: the live champion's top features over the last 6 journaled hours --
+    missing, stuck or out of range), or None when it has no live champion. A stale journal
+    turns ``ok`` / ``insufficient`` into ``stale`` as for the drift detectors."""
+    version = registry.live_at(crypto, as_of)
+    if version is None:
+        return None
+    ref = version.get("reference_stats") or {}
+    vid = int(version["id"])
+    lo = as_of - timedelta(hours=INTEGRITY_RECENT)
+    with registry.engine.connect() as conn:
+        rows = read_model_predictions(conn, crypto, vid, lo, as_of)
+    end = journal_ends(registry, [crypto])[crypto]
+    verdict = end.judge(integrity_verdict(rows, ref, as_of), as_of)
+    window = RowWindow.of(rows["hour"], lo, as_of, "hourly predictions")
+    return DriftEvaluation(
+        crypto, as_of, vid, {"data_integrity": verdict}, {"data_integrity": window}
+    )

@@ -59,6 +59,7 @@ from sensors.evaluation import (
     evaluate_any_expectancy,
     evaluate_drift,
     evaluate_expectancy,
+    evaluate_integrity,
     evaluate_sparse_expectancy,
     journal_ends,
 )
@@ -658,7 +659,7 @@ def delivery_status(alert_sink: AlertSink, now: datetime) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ drift
-DRIFT_RUNBOOK_NAMES = ("data_drift", "concept_drift", "output_sharpness")
+DRIFT_RUNBOOK_NAMES = ("data_drift", "concept_drift", "output_sharpness", "data_integrity")
 
 
 def build_model_drift_sensor(champion_job: Any) -> Any:
@@ -670,9 +671,11 @@ def build_model_drift_sensor(champion_job: Any) -> Any:
         jobs=[alert_job, shadow_retrain_job, champion_job],
         minimum_interval_seconds=guard_interval(600),
         default_status=DefaultSensorStatus.STOPPED,
-        description="Daily per crypto: data drift (PSI top-5 features, 7 d), concept drift "
-        "(f1_buy gap, 14 d matured labels), output sharpness (7 d). Crit drift: shadow "
-        "retrain; 2 consecutive sharpness triggers: revert to the baseline.",
+        description="Hourly per crypto: data integrity (last 6 h of the top features: "
+        "missing, stuck, out of range). Daily per crypto: data drift (window-shape PSI of the "
+        "non-calendar top-5 features, 7 d), concept drift (f1_buy gap, 14 d matured labels), "
+        "output sharpness (7 d, focal champions). Crit drift: shadow retrain; 2 consecutive "
+        "sharpness triggers: revert to the baseline.",
     )
     def model_drift(
         context: SensorEvaluationContext, guard_clock: GuardClock, model_registry: ModelRegistry
@@ -686,12 +689,24 @@ def evaluate_model_drift(
     context: SensorEvaluationContext, now: datetime, model_registry: ModelRegistry
 ) -> Any:
     """One tick of ``model_drift`` at ``now`` (the sensor body)."""
-    day = _bucket(now, "D")
+    day, hour = _bucket(now, "D"), _bucket(now, "h")
     cursor = _cursor(context)
-    if cursor.get("evaluated_day") and pd.Timestamp(cursor["evaluated_day"]) >= day:
-        return SkipReason(f"day {day.date()} already evaluated")
+    new_day = not (cursor.get("evaluated_day") and pd.Timestamp(cursor["evaluated_day"]) >= day)
+    if (
+        not new_day
+        and cursor.get("evaluated_hour")
+        and pd.Timestamp(cursor["evaluated_hour"]) >= hour
+    ):
+        return SkipReason(f"day {day.date()} already evaluated (and the hour's integrity)")
+    requests = integrity_requests(model_registry, hour)
+    if not new_day:
+        cursor["evaluated_hour"] = hour.isoformat()
+        return SensorResult(
+            run_requests=requests,
+            cursor=json.dumps(cursor),
+            skip_reason=None if requests else SkipReason(f"{hour:%Y-%m-%dT%H}: integrity ok"),
+        )
     sharp = dict(cursor.get("sharpness", {}))
-    requests: list[RunRequest] = []
     summary = {}
     for crypto in SETTINGS.universe:
         ev = evaluate_drift(model_registry, crypto, day)
@@ -707,12 +722,44 @@ def evaluate_model_drift(
             )
             sharp[crypto] = 0
     context.log.info(f"{day.date()}: {summary}")
-    new_cursor = json.dumps({"evaluated_day": day.isoformat(), "sharpness": sharp})
+    new_cursor = json.dumps(
+        {"evaluated_day": day.isoformat(), "evaluated_hour": hour.isoformat(), "sharpness": sharp}
+    )
     if not requests:
         return SensorResult(
             skip_reason=SkipReason(f"{day.date()}: no drift alarm {summary}"), cursor=new_cursor
         )
     return SensorResult(run_requests=requests, cursor=new_cursor)
+
+
+def integrity_requests(model_registry: ModelRegistry, hour: datetime) -> list[RunRequest]:
+    """``data_integrity`` (issue 23) every hour per crypto: one alert per broken crypto and
+    UTC day (its run key; a break lasting hours pages once a day), never a retrain (a model
+    retrained on a broken feed learns the break)."""
+    requests = []
+    for crypto in SETTINGS.universe:
+        ev = evaluate_integrity(model_registry, crypto, hour)
+        if ev is None or not ev["data_integrity"].alarm:
+            continue
+        v, day = ev["data_integrity"], _bucket(hour, "D")
+        inc = incident_id("data_integrity", [crypto], day)
+        requests.append(
+            RunRequest(
+                run_key=_key("alert", "data_integrity", crypto, day),
+                job_name=alert_job.name,
+                run_config=alert_run_config(
+                    "data_integrity",
+                    v.level,
+                    [crypto],
+                    ev.figures("data_integrity"),
+                    inc,
+                    ev.message("data_integrity"),
+                    hour,
+                ),  # fmt: skip
+                tags={"cvn/alert": "data_integrity", "cvn/severity": v.level},
+            )
+        )
+    return requests
 
 
 def drift_alert_requests(ev: DriftEvaluation) -> list[RunRequest]:

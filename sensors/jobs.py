@@ -91,6 +91,7 @@ RUNBOOKS = {
     "guard_stale": "runbooks/runbook_guard_stale.md",
     "guard_flags_unreadable": "runbooks/runbook_guard_flags_unreadable.md",
     "data_drift": "runbooks/runbook_data_drift.md",
+    "data_integrity": "runbooks/runbook_data_integrity.md",
     "concept_drift": "runbooks/runbook_concept_drift.md",
     "output_sharpness": "runbooks/runbook_output_sharpness_drift.md",
     "rollback": "runbooks/runbook_focal_loss_negative_expectancy.md",

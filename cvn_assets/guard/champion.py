@@ -43,7 +43,7 @@ from cvn_assets.ablation.guardrails import CROSS_ENTROPY, FOCAL
 from cvn_assets.ablation.metrics import MIN_TRADE_SHARE, classification_metrics
 from cvn_assets.ablation.training import TrainResult, XGBWrapper
 from cvn_assets.ablation.variants import Variant
-from cvn_assets.guard.monitoring import decile_edges, psi, training_shares
+from cvn_assets.guard.monitoring import decile_edges, psi, shape_reference, training_shares
 from cvn_assets.market.features import FEATURE_NAMES
 from cvn_assets.market.folds import (
     FoldError,
@@ -368,6 +368,7 @@ def _feature_reference(name: str, gain: float, train_values: pd.Series) -> dict[
         "train_decile_edges": edges.tolist(),
         "train_bin_shares": training_shares(x, edges).tolist(),
         "window_psi_q99": window_psi_quantile(x),
+        **(shape_reference(x) or {}),  # issue 23: the data-drift rule's window-shape bins
     }
 
 
@@ -386,6 +387,8 @@ def reference_statistics(
       ``monitoring.decile_edges``), the training values' shares in the merged bins of those
       edges (``train_bin_shares``, ``monitoring.training_shares``: what the data-drift PSI
       expects; fewer than 10 when deciles tie) and the no-drift floor ``window_psi_q99``;
+      and the window-shape reference the data-drift rule uses (``shape_edges``,
+      ``shape_shares``, ``shape_window_psi_q99``: ``monitoring.shape_reference``);
     * ``buy_proba_decile_edges``: decile edges of the calibrated ``buy_proba`` on the
       **calibration block** (the most recent data the model saw, out of its training rows);
     * ``train_mean_confidence``: mean of ``max(p, 1 - p)`` over the training rows (calibrated
@@ -403,6 +406,7 @@ def reference_statistics(
         "train_mean_confidence": float(np.mean(np.maximum(p_tr, 1.0 - p_tr))),
         "oos_f1_buy": None if oos_f1_buy is None else float(oos_f1_buy),
         "f1_window_gap_q95": window_f1_gap_quantile(p_cal, y_cal, float(model.threshold)),
+        "calibration_buy_rate": float(np.mean(y_cal)),  # issue 23: concept drift's gate
         "n_train": int(len(plan.train)),
         "n_calibration": int(len(plan.calibration)),
     }

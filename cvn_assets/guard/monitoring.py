@@ -150,8 +150,10 @@ __all__ = [
     "metrics_row",
     "psi",
     "psi_null_quantile",
+    "shape_reference",
     "training_failures",
     "training_shares",
+    "window_standardize",
 ]
 
 #: The 9 interior decile levels 0.1 .. 0.9 (10 bins).
@@ -932,4 +934,52 @@ def _psi_fields(
         "buy_proba_psi": psi_value,
         "buy_proba_psi_null_p95": psi_null,
         "buy_proba_psi_expected": psi_expected,
+    }
+
+
+# --------------------------------------------------------------------------- window shape
+
+#: rows of a data-drift window (7 days of hourly rows)
+SHAPE_WINDOW_ROWS = 168
+
+
+def window_standardize(values: ArrayLike) -> NDArray[np.float64]:
+    """``(x - median) / IQR`` of a window's own values (issue 23: inputs comparable across
+    volatility regimes): a volatility feature's level and a return's scale move with the
+    market's regime for weeks, so a 7-day window of them covers one or two training deciles
+    and its PSI against the training deciles sits at its ceiling in any regime but the
+    training's. Standardised by the window itself, only the **shape** of the week's
+    distribution is left (skew, tails, clumps, a stuck or constant stretch). ``IQR = 0``
+    (more than half the values equal): ``x - median`` (the clump stays a clump). Finite 1-D
+    values (``ValueError`` otherwise); empty in, empty out."""
+    x = _finite_1d("values", values, allow_empty=True)
+    if x.size == 0:
+        return x
+    q25, med, q75 = np.quantile(x, [0.25, 0.5, 0.75])
+    iqr = float(q75 - q25)
+    return (x - med) / iqr if iqr > 0 else x - med
+
+
+def shape_reference(
+    train_values: ArrayLike, window: int = SHAPE_WINDOW_ROWS, q: float = 0.99
+) -> dict[str, Any] | None:
+    """The data-drift reference of one feature on window-standardised values: the training
+    series cut into consecutive ``window``-row blocks, each standardised by itself
+    (:func:`window_standardize`) and pooled; ``shape_edges`` (its decile edges),
+    ``shape_shares`` (its shares in their merged bins) and ``shape_window_psi_q99`` (the
+    ``q`` quantile of the blocks' own PSI against them: the no-drift spread of a week's shape,
+    with the feature's autocorrelation). None with fewer than 20 blocks."""
+    x = _finite_1d("train_values", train_values, allow_empty=True)
+    nb = x.size // window
+    if nb < 20:
+        return None
+    blocks = [window_standardize(x[i * window : (i + 1) * window]) for i in range(nb)]
+    pooled = np.concatenate(blocks)
+    edges = decile_edges(pooled)
+    shares = training_shares(pooled, edges)
+    psis = [psi(b, edges, expected=shares) for b in blocks]
+    return {
+        "shape_edges": edges.tolist(),
+        "shape_shares": shares.tolist(),
+        "shape_window_psi_q99": float(np.quantile(psis, q)),
     }
