@@ -56,6 +56,7 @@ from dagster import (
 
 from cvn_assets import sweep
 from cvn_assets.ablation.guardrails import CROSS_ENTROPY, FOCAL
+from cvn_assets.drill_profile import Phases, cpu_seconds
 from cvn_assets.drill_setup import (
     P1_RULE,
     Runner,
@@ -86,6 +87,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(default: ./.dagster_home_drill_<scenario>)",
     )  # fmt: skip
     parser.add_argument(
+        "--profile", action="store_true",
+        help="print wall and CPU seconds per phase (sweep, champions, paper_job runs, sensor "
+        "evaluations, the runs the sensors launched) before the summary",
+    )  # fmt: skip
+    parser.add_argument(
         "--edge", type=float, default=4.0,
         help="the synthetic market's predictable drift (default 4.0; the sweep's own market has "
         "0.5, where no champion finds a threshold with positive net expectancy: nothing trades)",
@@ -99,9 +105,14 @@ class _SensorLoop:
     Collects the alerts and the rollback runs launched."""
 
     def __init__(
-        self, run: Runner, sensors: dict[str, SensorDefinition], resources: dict[str, Any]
+        self,
+        run: Runner,
+        sensors: dict[str, SensorDefinition],
+        resources: dict[str, Any],
+        phases: Phases | None = None,
     ) -> None:
         self.run, self.sensors, self.resources = run, sensors, resources
+        self.phases = phases or Phases()
         self.cursors: dict[str, str | None] = {name: None for name in sensors}
         self.launched: dict[str, set[str]] = {name: set() for name in sensors}
         self.alerts: list[dict[str, Any]] = []
@@ -109,21 +120,26 @@ class _SensorLoop:
 
     def tick(self, now: pd.Timestamp) -> None:
         for name, sdef in self.sensors.items():
-            ctx = build_sensor_context(
-                instance=self.run.instance,
-                cursor=self.cursors[name],
-                resources={**self.resources, "guard_clock": GuardClock(fixed_now=now.isoformat())},
-                sensor_name=name,
-                definitions=self.run.defs,
-            )
-            result = sdef.evaluate_tick(ctx)
+            with self.phases.phase("sensor evaluations"):
+                ctx = build_sensor_context(
+                    instance=self.run.instance,
+                    cursor=self.cursors[name],
+                    resources={
+                        **self.resources,
+                        "guard_clock": GuardClock(fixed_now=now.isoformat()),
+                    },
+                    sensor_name=name,
+                    definitions=self.run.defs,
+                )
+                result = sdef.evaluate_tick(ctx)
             if result.cursor is not None:
                 self.cursors[name] = result.cursor
             for req in result.run_requests or []:
                 if req.run_key in self.launched[name]:
                     continue  # Dagster dedupes a sensor's run_key for ever
                 self.launched[name].add(req.run_key)
-                self._launch(req, now)
+                with self.phases.phase(f"launched {req.job_name}"):
+                    self._launch(req, now)
 
     def _launch(self, req: RunRequest, now: pd.Timestamp) -> None:
         job = req.job_name
@@ -177,12 +193,15 @@ def _replay_days(
     for d in range(days):
         day = first_day + pd.Timedelta(days=d)
         end_of_day = day + pd.Timedelta(hours=23)
-        run(
-            "paper_job",
-            None,
-            end_of_day + pd.Timedelta(hours=1),
-            tags=sweep._range_tags(f"{cryptos[0]}|{day:%Y-%m-%d}", f"{cryptos[-1]}|{day:%Y-%m-%d}"),
-        )
+        with loop.phases.phase("paper_job runs"):
+            run(
+                "paper_job",
+                None,
+                end_of_day + pd.Timedelta(hours=1),
+                tags=sweep._range_tags(
+                    f"{cryptos[0]}|{day:%Y-%m-%d}", f"{cryptos[-1]}|{day:%Y-%m-%d}"
+                ),
+            )
         for h in range(1, 25):
             loop.tick(day + pd.Timedelta(hours=h))
 
@@ -204,14 +223,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 1. the default sweep on the scenario's market; 2. champions: the baseline, then a
     # focal one by audited override
-    prep = sweep_and_champions(market_cfg, first_day)
+    phases = Phases()
+    prep = sweep_and_champions(market_cfg, first_day, phases)
     if isinstance(prep, int):
         return prep
     defs, run, registry, config_store = prep.defs, prep.run, prep.registry, prep.config_store
     cryptos = prep.cryptos
     # 3. the replay, day by day, with the sensors ticking every hour
     sensors = tickable_sensors(defs)
-    loop = _SensorLoop(run, sensors, sensor_resources(defs, registry, config_store))
+    loop = _SensorLoop(run, sensors, sensor_resources(defs, registry, config_store), phases)
     _replay_days(run, loop, cryptos, first_day, days)
 
     flag, _ = config_store.get(LOSS_FLAG)
@@ -239,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary["p2_any_after_rollback"] = len(after)
     if after:
         summary["hours_turn_to_first_p2_after_rollback"] = hours_since(turn, after[0]["at"])
+    summary["cpu_seconds"] = round(cpu_seconds() - phases.cpu0, 1)
+    if args.profile:
+        print(phases.table(), flush=True)
     print(json.dumps(summary))
     passed = _passed(args.scenario, p1, len(loop.rollback_runs), flag, turn)
     return 0 if passed and (args.scenario != "crash" or after) else 1

@@ -21,6 +21,7 @@ from dagster import DagsterInstance
 
 from cvn_assets import sweep
 from cvn_assets.ablation.guardrails import CROSS_ENTROPY
+from cvn_assets.drill_profile import Phases
 from cvn_assets.market.synthetic_market import DEFAULT_HOURS, DEFAULT_START
 from resources.config_store import ConfigStore
 from resources.model_registry import ModelRegistry
@@ -154,10 +155,15 @@ class Prepared:
     cryptos: list[str]
 
 
-def sweep_and_champions(market_cfg: dict[str, Any], first_day: pd.Timestamp) -> Prepared | int:
+def sweep_and_champions(
+    market_cfg: dict[str, Any], first_day: pd.Timestamp, phases: Phases | None = None
+) -> Prepared | int:
     """The default sweep on the market ``market_cfg``, then the champions promoted just
-    before ``first_day``; the sweep's exit status when it did not complete."""
-    rc = sweep.main(["--quiet", "--resource-config", json.dumps({"market_data": market_cfg})])
+    before ``first_day``; the sweep's exit status when it did not complete. ``phases``
+    times the two steps (``sweep``, ``champions``)."""
+    phases = phases or Phases()
+    with phases.phase("sweep"):
+        rc = sweep.main(["--quiet", "--resource-config", json.dumps({"market_data": market_cfg})])
     if rc != 0:
         print(f"STOPPED: the sweep did not complete (exit status {rc})", file=sys.stderr)
         return rc
@@ -169,7 +175,8 @@ def sweep_and_champions(market_cfg: dict[str, Any], first_day: pd.Timestamp) -> 
     run = Runner(defs, DagsterInstance.get(), market_cfg)
     baseline = next(v.name for v in SETTINGS.variants if v.loss_function == CROSS_ENTROPY)
     cryptos = list(SETTINGS.universe)
-    promote_champions(run, baseline, cryptos, first_day)
+    with phases.phase("champions"):
+        promote_champions(run, baseline, cryptos, first_day)
     return Prepared(defs, run, ModelRegistry(), ConfigStore(), baseline, cryptos)
 
 
