@@ -6,11 +6,19 @@ default market:
 
 1. the default sweep (:func:`cvn_assets.sweep.main`) on the synthetic market with the
    scenario's events, which all lie after the sweep's window (the market is prefix-stable:
-   the sweep's candles are those of the default);
+   the sweep's candles are those of the default); through the sweep cache
+   (:mod:`cvn_assets.drill_cache`, ``--sweep-cache DIR``, default ``./.drill_sweep_cache``;
+   ``--no-sweep-cache`` bypasses it): a finished sweep's home of the same identity and market
+   is copied into the fresh home, and the sweep then finds every cell stored and trains none;
 2. champions per crypto through ``champion_job``: the baseline first, then a focal variant by
    an audited override (actor ``drill``) -- so the P1 rule can apply and a rollback has a
    previous (baseline) champion to re-promote;
-3. day by day: ``paper_job`` (journal and monitoring metrics of the day, all cryptos), then
+3. day by day: ``paper_job`` (journal and monitoring metrics of the day, all cryptos; tagged
+   ``cvn/live``, so each crypto's day continues from its stored state -- last hour, open
+   position, measured latencies -- as the live loop does, instead of replaying every day
+   since the first champion; the rows equal a backfill's, ``tests/integration/
+   test_live_loop.py``, except that after a champion change the position carried is the one
+   journaled, where a backfill re-derives it under the new alias history), then
    every hour of that day each sensor is evaluated **as the daemon would**: the real sensor
    functions with their cursors carried from tick to tick, the guard clock at that hour, and
    Dagster's run-key dedupe (a run_key already launched by that sensor is not launched
@@ -34,9 +42,13 @@ Scenarios (``T`` = the first replayed day + ``--turn-day`` days):
   buying (falling prices are "no BUY" to them): no loss, nothing for the P1 to detect.
 * ``calm``: no event. Expected: no P1, no rollback, the flag unchanged.
 
+``--profile`` prints the wall and CPU seconds of each phase (sweep, champions, paper_job runs,
+sensor evaluations, the runs the sensors launched by job) before the summary.
+
 The last line is a JSON summary ``{"scenario", "alerts": [{"name", "severity", "cryptos",
 "at"}], "rollback_runs", "loss_function", "champions", ...}`` with the measured hours from the
-turn to the first P1 and to the rollback (crash) and the P1 rate per 30 days (calm).
+turn to the first P1 and to the rollback (crash), the P1 rate per 30 days (calm), and the
+drill's ``seconds`` (wall) and ``cpu_seconds``.
 """
 
 import argparse

@@ -198,7 +198,7 @@ def run_sweep(market_cfg: dict[str, Any], cache: Path | None) -> int:
     document = None
     if why is None:
         try:
-            document = _cache_document(market_cfg)
+            document = cache_document(market_cfg)
         except Exception as exc:  # a bad setting: sweep.main names it and refuses
             why = f"no sweep identity ({type(exc).__name__})"
     if document is None:
@@ -215,7 +215,7 @@ def run_sweep(market_cfg: dict[str, Any], cache: Path | None) -> int:
     return rc
 
 
-def _cache_document(market_cfg: dict[str, Any]) -> dict[str, Any]:
+def cache_document(market_cfg: dict[str, Any]) -> dict[str, Any]:
     """What the sweep cache's key of the default sweep on ``market_cfg`` digests."""
     from cvn_assets.assets._util import sweep_identity  # loads CVN_* (see sweep_and_champions)
     from resources.market_data import MarketDataResource
