@@ -13,8 +13,9 @@ last: an entry without it is incomplete and ignored). The key (:func:`cache_key`
   the library versions and the source of every module that computes a cell's numbers);
 - the drill's market config as given (the ``market_data`` resource config);
 - the source of the modules that run the sweep and store its results (:data:`STORE_CODE`:
-  the sweep command, the asset modules, the settings, every ``resources`` module), which the
-  identity does not cover because they change no number, only how and where it is kept.
+  the sweep command and its asset modules, the settings, the stores and their migrations),
+  which the identity does not cover because they change no number, only how and where it is
+  kept.
 
 Any change of one of them is another key: the stale entry is never read (and stays on disk
 until deleted; each is about 80 MB). After a restore the drill still runs the sweep command
@@ -43,30 +44,45 @@ HOME_DIR = "home"
 #: restoring drill writes its own)
 NOT_CACHED = ("dagster.yaml",)
 _ROOT = Path(__file__).resolve().parent.parent  # the project root (cvn_assets/, resources/)
-#: sources (relative to the project root) that run the sweep and store its results; a
-#: directory stands for its ``*.py`` files
+#: sources (relative to the project root) that run the sweep and store its results (the
+#: sweep command, its assets, the settings, the stores; a directory stands for the ``*.py``
+#: files); the guard's modules are not among them: the champions and the replay run after
+#: the restore, on the code of the day
 STORE_CODE: tuple[str, ...] = (
     "cvn_assets/sweep.py",
     "cvn_assets/settings.py",
     "cvn_assets/partitions.py",
     "cvn_assets/definitions.py",
-    "cvn_assets/assets",
+    "cvn_assets/assets/_util.py",
+    "cvn_assets/assets/cells.py",
+    "cvn_assets/assets/celery_cells.py",
+    "cvn_assets/assets/checks.py",
+    "cvn_assets/assets/market.py",
+    "cvn_assets/assets/results.py",
+    "cvn_assets/assets/training.py",
     "cvn_assets/ablation",
     "cvn_assets/market",
     "cvn_assets/execution",
-    "resources",
+    "resources/db.py",
+    "resources/home_source.py",
+    "resources/instance_storage.py",
+    "resources/market_data.py",
+    "resources/model_store.py",
+    "resources/results_store.py",
+    "resources/sweep_settings.py",
+    "resources/migrations",
 )
 
 
 def store_code_digest(root: Path = _ROOT, paths: tuple[str, ...] = STORE_CODE) -> str:
     """SHA-256 (16 hex) of the names and bytes of the ``paths`` under ``root`` (a directory:
-    its ``*.py`` files, sorted). Raises ``FileNotFoundError`` for a missing path."""
+    the ``*.py`` files in it and below, sorted). Raises ``FileNotFoundError`` for a missing path."""
     h = hashlib.sha256()
     for rel in paths:
         p = root / rel
         if not p.exists():
             raise FileNotFoundError(f"sweep cache: source {p} does not exist")
-        files = sorted(p.glob("*.py")) if p.is_dir() else [p]
+        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
         for f in files:
             h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
