@@ -18,7 +18,7 @@ last: an entry without it is incomplete and ignored). The key (:func:`cache_key`
   kept.
 
 Any change of one of them is another key: the stale entry is never read (and stays on disk
-until deleted; each is about 80 MB). After a restore the drill still runs the sweep command
+until deleted; each is about 170 MB). After a restore the drill still runs the sweep command
 on the home, which checks every stored cell against the identity (``reused``) and trains
 none: the cache only saves the training, never the check.
 
