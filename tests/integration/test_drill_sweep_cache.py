@@ -80,7 +80,10 @@ def _results(home) -> list[tuple]:
             rows = conn.execute(sa.text("select * from finetune_results")).mappings().all()
     finally:
         eng.dispose()
-    return sorted(tuple((k, v) for k, v in sorted(r.items()) if k not in NOT_RESULTS) for r in rows)
+    return sorted(
+        (tuple((k, v) for k, v in sorted(r.items()) if k not in NOT_RESULTS) for r in rows),
+        key=repr,
+    )
 
 
 def test_the_sweep_cache_is_reused_for_equal_settings_and_not_for_changed_ones(tmp_path):
