@@ -19,8 +19,9 @@ from typing import Any
 import pandas as pd
 from dagster import DagsterInstance
 
-from cvn_assets import sweep
+from cvn_assets import drill_cache, sweep
 from cvn_assets.ablation.guardrails import CROSS_ENTROPY
+from cvn_assets.drill_profile import Phases
 from cvn_assets.market.synthetic_market import DEFAULT_HOURS, DEFAULT_START
 from resources.config_store import ConfigStore
 from resources.model_registry import ModelRegistry
@@ -154,10 +155,20 @@ class Prepared:
     cryptos: list[str]
 
 
-def sweep_and_champions(market_cfg: dict[str, Any], first_day: pd.Timestamp) -> Prepared | int:
+def sweep_and_champions(
+    market_cfg: dict[str, Any],
+    first_day: pd.Timestamp,
+    phases: Phases | None = None,
+    *,
+    cache: Path | None = None,
+) -> Prepared | int:
     """The default sweep on the market ``market_cfg``, then the champions promoted just
-    before ``first_day``; the sweep's exit status when it did not complete."""
-    rc = sweep.main(["--quiet", "--resource-config", json.dumps({"market_data": market_cfg})])
+    before ``first_day``; the sweep's exit status when it did not complete. ``phases``
+    times the two steps (``sweep``, ``champions``). ``cache``: the sweep cache's directory
+    (:mod:`cvn_assets.drill_cache`; None: no cache), used with the home ``$DAGSTER_HOME``."""
+    phases = phases or Phases()
+    with phases.phase("sweep"):
+        rc = run_sweep(market_cfg, cache)
     if rc != 0:
         print(f"STOPPED: the sweep did not complete (exit status {rc})", file=sys.stderr)
         return rc
@@ -169,8 +180,51 @@ def sweep_and_champions(market_cfg: dict[str, Any], first_day: pd.Timestamp) -> 
     run = Runner(defs, DagsterInstance.get(), market_cfg)
     baseline = next(v.name for v in SETTINGS.variants if v.loss_function == CROSS_ENTROPY)
     cryptos = list(SETTINGS.universe)
-    promote_champions(run, baseline, cryptos, first_day)
+    with phases.phase("champions"):
+        promote_champions(run, baseline, cryptos, first_day)
     return Prepared(defs, run, ModelRegistry(), ConfigStore(), baseline, cryptos)
+
+
+def run_sweep(market_cfg: dict[str, Any], cache: Path | None) -> int:
+    """The default sweep (``sweep.main``) on the market ``market_cfg`` in ``$DAGSTER_HOME``,
+    through the sweep cache ``cache`` (None: none): a complete entry of the same key is
+    copied into the home first, so the sweep finds every cell stored and trains none; after
+    a sweep that completed without one, the home is stored as the entry. Returns the sweep's
+    exit status."""
+    args = ["--quiet", "--resource-config", json.dumps({"market_data": market_cfg})]
+    if cache is None:
+        return sweep.main(args)
+    why = drill_cache.uncacheable(os.environ)
+    document = None
+    if why is None:
+        try:
+            document = cache_document(market_cfg)
+        except Exception as exc:  # a bad setting: sweep.main names it and refuses
+            why = f"no sweep identity ({type(exc).__name__})"
+    if document is None:
+        print(f"sweep cache: not used: {why}", flush=True)
+        return sweep.main(args)
+    home = Path(os.environ["DAGSTER_HOME"])
+    entry = cache / drill_cache.cache_key(document)
+    hit = drill_cache.restore(entry, home)
+    print(f"sweep cache: {'restored' if hit else 'no entry yet'}: {entry}", flush=True)
+    rc = sweep.main(args)
+    if rc == 0 and not hit:
+        drill_cache.save(home, entry, document)
+        print(f"sweep cache: stored {entry}", flush=True)
+    return rc
+
+
+def cache_document(market_cfg: dict[str, Any]) -> dict[str, Any]:
+    """What the sweep cache's key of the default sweep on ``market_cfg`` digests."""
+    from cvn_assets.assets._util import sweep_identity  # loads CVN_* (see sweep_and_champions)
+    from resources.market_data import MarketDataResource
+    from resources.sweep_settings import SweepSettings
+
+    identity = sweep_identity(SweepSettings(), MarketDataResource(**market_cfg))
+    return drill_cache.key_document(
+        identity.fingerprint, market_cfg, drill_cache.store_code_digest()
+    )
 
 
 def hours_since(turn: pd.Timestamp, at: str) -> float:

@@ -15,7 +15,8 @@
   the database (naive = UTC); never use it on an input.
 * The results-store database itself: :func:`database_url` (the field, else
   ``$CVN_DATABASE_URL``, else SQLite under ``$DAGSTER_HOME``), :func:`open_engine` (an engine
-  with SQLite's foreign keys on; no schema work) and :func:`redact_url`. The schema upgrade
+  with SQLite's foreign keys on; no schema work), :func:`shared_engine` (one per URL per
+  process, prepared once: what the resources use) and :func:`redact_url`. The schema upgrade
   is :func:`resources.migrations.upgrade_database`; the resources whose tables live there
   derive from :class:`~resources.results_store.ResultsDatabaseResource`, which opens and
   upgrades. Imports run one way: ``db`` <- ``migrations`` <- ``results_store``.
@@ -24,7 +25,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -189,6 +192,41 @@ def open_engine(url: str) -> sa.Engine:
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine, "connect", sqlite_foreign_keys)
     return engine
+
+
+#: engines kept open by :func:`shared_engine` (per process), the least recently used first
+MAX_SHARED_ENGINES = 8
+_SHARED: OrderedDict[tuple[int, str], sa.Engine] = OrderedDict()
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_engine(url: str, prepare: Callable[[sa.Engine], Any] | None = None) -> sa.Engine:
+    """The process's engine on ``url`` (:func:`open_engine`), opened and ``prepare``-d (e.g.
+    the schema upgrade) on the first call for that URL in this process, then reused: a
+    resource initialised again for every sensor tick or run (Dagster does) no longer opens a
+    connection pool and checks the schema each time. At most :data:`MAX_SHARED_ENGINES` are
+    kept; the least recently used one is disposed (its pooled connections closed; a holder
+    can still use it, it reconnects) and opened and prepared again when asked for. A forked
+    child gets its own (keyed by process id). A ``prepare`` that raises leaves nothing
+    cached."""
+    key = (os.getpid(), url)
+    with _SHARED_LOCK:
+        engine = _SHARED.get(key)
+        if engine is not None:
+            _SHARED.move_to_end(key)
+            return engine
+        engine = open_engine(url)
+        try:
+            if prepare is not None:
+                prepare(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        _SHARED[key] = engine
+        while len(_SHARED) > MAX_SHARED_ENGINES:
+            _, old = _SHARED.popitem(last=False)
+            old.dispose()
+        return engine
 
 
 def sqlite_foreign_keys(dbapi_conn: Any, _record: Any) -> None:

@@ -27,7 +27,7 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import PrivateAttr
 
 from cvn_assets.ablation.identity import SweepIdentity, describe_diff, identity_diff
-from resources.db import database_url, open_engine, redact_url
+from resources.db import database_url, redact_url, shared_engine
 from resources.migrations import upgrade_database
 
 METADATA = sa.MetaData()
@@ -128,8 +128,9 @@ class ResultsDatabaseResource(ConfigurableResource):
 
     ``database_url``: the field, else ``$CVN_DATABASE_URL`` (resolved at use: a run config
     that sets no URL keeps the environment's), else SQLite under ``$DAGSTER_HOME``
-    (:func:`resources.db.database_url`). The engine is opened on first use, and the schema
-    upgraded to the newest migration then (:func:`resources.migrations.upgrade_database`).
+    (:func:`resources.db.database_url`). The engine is the process's one for that URL
+    (:func:`resources.db.shared_engine`), opened on first use and the schema upgraded to the
+    newest migration then (:func:`resources.migrations.upgrade_database`).
     """
 
     database_url: str = ""
@@ -150,9 +151,9 @@ class ResultsDatabaseResource(ConfigurableResource):
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            engine = open_engine(self.url)
-            upgrade_database(engine)  # Alembic: create, or upgrade in place, to head
-            self._engine = engine
+            # one per URL per process, upgraded (Alembic: create, or upgrade in place, to
+            # head) when first opened: not again at every sensor tick's resource init
+            self._engine = shared_engine(self.url, upgrade_database)
         return self._engine
 
 

@@ -1,5 +1,7 @@
 """The incident drill's own plumbing (the drill itself runs as `make drill`)."""
 
+import pandas as pd
+
 
 def test_the_drill_gives_every_sensor_the_resources_it_requires(tmp_path, monkeypatch):
     """The drill ticks the sensor functions itself: each sensor of the definitions must find
@@ -44,3 +46,36 @@ def test_the_drill_can_tick_every_sensor_it_ticks(tmp_path, monkeypatch):
             )
             result = sdef.evaluate_tick(ctx)
             assert not result.run_requests, name  # nothing to do on an empty home
+
+
+def test_the_loop_ticks_every_sensor_with_resources_built_once(tmp_path, monkeypatch):
+    """The drill's loop builds the resources once and hands each sensor exactly those it
+    requires (the built objects themselves, at every tick); two ticks on an empty home
+    evaluate every sensor twice and launch nothing."""
+    from dagster import DagsterInstance, build_resources
+
+    from cvn_assets.definitions import defs
+    from cvn_assets.drill import _SensorLoop, sensor_resources, tickable_sensors
+    from cvn_assets.drill_profile import Phases
+    from cvn_assets.drill_setup import Runner
+    from resources.config_store import ConfigStore
+    from resources.model_registry import ModelRegistry
+
+    monkeypatch.setenv("CVN_DATABASE_URL", f"sqlite:///{tmp_path / 'r.sqlite'}")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    sensors = tickable_sensors(defs)
+    given = sensor_resources(defs, ModelRegistry(), ConfigStore())
+    phases = Phases()
+    with DagsterInstance.ephemeral() as instance, build_resources(given, instance=instance) as b:
+        built = {key: getattr(b, key) for key in given}
+        loop = _SensorLoop(Runner(defs, instance, {}), sensors, built, phases)
+        for name, sdef in sensors.items():
+            handed = loop.given[name]
+            assert set(handed) == sdef.required_resource_keys - {"guard_clock"}, name
+            for key, rdef in handed.items():
+                assert rdef.resource_fn(None) is built[key], (name, key)
+        for hour in ("2026-01-05T10:00:00+00:00", "2026-01-05T11:00:00+00:00"):
+            loop.tick(pd.Timestamp(hour))
+    assert phases.rows["sensor evaluations"].count == 2 * len(sensors)
+    assert not loop.alerts and not loop.rollback_runs
+    assert all(not keys for keys in loop.launched.values())
