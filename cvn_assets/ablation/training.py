@@ -449,7 +449,7 @@ def train_variant(
     dtrain = xgb.DMatrix(data.Xtr, label=data.ytr, feature_names=data.names)
     xgb_params: dict[str, Any] = {**DEFAULT_XGB_PARAMS, **data.user_params, "seed": data.seed}
     prior = int(data.ytr.sum()) / data.ytr.shape[0]
-    arm = _loss_arm(variant, data.ytr, data.yva, prior, int(xgb_params["nthread"]))
+    arm = _loss_arm(variant, data.ytr, data.yva, prior)
     xgb_params.update(arm.params)
     booster, history, best, seconds = _fit(xgb_params, dtrain, data, arm, variant.name)
     model = XGBWrapper(
@@ -588,16 +588,10 @@ class _LossArm:
 
 
 def _loss_arm(
-    variant: Variant,
-    ytr: NDArray[np.float32],
-    yva: NDArray[np.float32],
-    prior: float,
-    nthread: int = 1,
+    variant: Variant, ytr: NDArray[np.float32], yva: NDArray[np.float32], prior: float
 ) -> _LossArm:
-    """Focal: the optimal constant margin as base score and the focal objective on the
-    booster's ``nthread`` threads (as XGBoost's built-in objectives use them; the values do
-    not depend on the thread count, tests/unit/test_focal_bitwise.py); cross entropy:
-    ``binary:logistic`` from the training prior."""
+    """Focal: the optimal constant margin as base score and the focal objective; cross
+    entropy: ``binary:logistic`` from the training prior."""
     yva64 = yva.astype(np.float64)
     if variant.is_focal:
         assert variant.gamma is not None and variant.alpha is not None
@@ -609,7 +603,7 @@ def _loss_arm(
 
         return _LossArm(
             params={"base_score": base_score, "disable_default_eval_metric": 1},
-            obj=FocalObjective(gamma, alpha, n_threads=nthread),
+            obj=FocalObjective(gamma, alpha),
             metric="focal",
             valid_loss=focal_valid_loss,
             base_score=base_score,
