@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: name -> (sweep resource config, extra environment)
 CONTENDERS: dict[str, tuple[dict, dict[str, str]]] = {
     "default": ({}, {}),
-    "before": ({"nthread": 2, "cell_workers": 1}, {"GOMP_SPINCOUNT": "30000"}),
+    "before": ({"sweep": {"nthread": 2, "cell_workers": 1}}, {"GOMP_SPINCOUNT": "30000"}),
 }
 CPU_RATIO_TARGET = 1.3
 
