@@ -14,34 +14,26 @@ included):
 """
 
 import argparse
-import multiprocessing as mp
 import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+
+from bench_load import sweep_env, with_load  # same folder: python bench/bench_eta.py
 
 REPO = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^\[\s*(\d+)/(\d+)\].*ETA(>?)\s*([\d.]+|nan)s")
 TARGET = 0.25
 
 
-def _burn(stop_at: float) -> None:
-    x = 0
-    while time.time() < stop_at:
-        x += 1
-
-
 def timed_sweep(universe: str | None) -> tuple[list[tuple[float, str]], float]:
     """The sweep's stdout lines with their arrival times, and the exit time."""
     with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "DAGSTER_HOME": home}
-        for k in ("CVN_DATABASE_URL", "CVN_STORE_DIR", "CVN_MARKET_SOURCE", "CVN_CSV_DIR"):
-            env.pop(k, None)
-        if universe:
-            env["CVN_UNIVERSE"] = universe
+        env = sweep_env(home, {}, universe)
         proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "cvn_assets.sweep"],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -81,16 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"cores {os.cpu_count()}  universe {args.universe or '(default)'}  share {args.share}")
     for load in (int(x) for x in args.loads.split(",")):
-        stop = time.time() + 7200
-        burners = [mp.Process(target=_burn, args=(stop,), daemon=True) for _ in range(load)]
-        for b in burners:
-            b.start()
-        try:
-            lines, end = timed_sweep(args.universe)
-        finally:
-            for b in burners:
-                b.terminate()
-                b.join()
+        lines, end = with_load(load, partial(timed_sweep, args.universe))
         total = end - lines[0][0]
         for kind, (eta, actual) in eta_points(lines, end, args.share).items():
             ratio = eta / actual

@@ -46,16 +46,23 @@ def _burn(stop_at: float) -> None:
         x += 1
 
 
+def sweep_env(home: str, env_extra: dict[str, str], universe: str | None) -> dict[str, str]:
+    """The environment of a sweep into ``home`` on the embedded default (no outside store or
+    market), with ``env_extra`` and, if given, ``universe`` as ``CVN_UNIVERSE``."""
+    env = {**os.environ, "DAGSTER_HOME": home, **env_extra}
+    for k in ("CVN_DATABASE_URL", "CVN_STORE_DIR", "CVN_MARKET_SOURCE", "CVN_CSV_DIR"):
+        env.pop(k, None)
+    if "GOMP_SPINCOUNT" in env_extra:
+        env.pop("OMP_WAIT_POLICY", None)
+    if universe:
+        env["CVN_UNIVERSE"] = universe
+    return env
+
+
 def run_sweep(config: dict, env_extra: dict[str, str], universe: str | None) -> tuple[float, float]:
     """(wall s, CPU s) of one sweep into a fresh home; exits naming the error if it fails."""
     with tempfile.TemporaryDirectory() as home:
-        env = {**os.environ, "DAGSTER_HOME": home, **env_extra}
-        for k in ("CVN_DATABASE_URL", "CVN_STORE_DIR", "CVN_MARKET_SOURCE", "CVN_CSV_DIR"):
-            env.pop(k, None)
-        if "GOMP_SPINCOUNT" in env_extra:
-            env.pop("OMP_WAIT_POLICY", None)
-        if universe:
-            env["CVN_UNIVERSE"] = universe
+        env = sweep_env(home, env_extra, universe)
         cmd = [sys.executable, "-m", "cvn_assets.sweep", "--quiet"]
         cmd += ["--resource-config", json.dumps(config)]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -68,7 +75,8 @@ def run_sweep(config: dict, env_extra: dict[str, str], universe: str | None) -> 
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _with_load(n: int, fn):
+def with_load(n: int, fn):
+    """``fn()`` while ``n`` busy processes spin beside it (stopped afterwards, by PID)."""
     burners = [mp.Process(target=_burn, args=(time.time() + 7200,), daemon=True) for _ in range(n)]
     for b in burners:
         b.start()
@@ -96,7 +104,7 @@ def main() -> None:
     for load in loads:
         for name in names:
             config, env = CONTENDERS[name]
-            wall, cpu = _with_load(load, partial(run_sweep, config, env, args.universe))
+            wall, cpu = with_load(load, partial(run_sweep, config, env, args.universe))
             got[name, load] = (wall, cpu)
             print(f"{name:<8} load {load}: wall {wall:7.1f} s   cpu {cpu:7.1f} s", flush=True)
     print(f"\nratios to the same contender idle (target: CPU <= {CPU_RATIO_TARGET}x)")
