@@ -1,5 +1,6 @@
 """Fixtures for integration tests: a real PostgreSQL, isolated Dagster homes."""
 
+import json
 import os
 import socket
 import subprocess
@@ -12,6 +13,20 @@ import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parents[2]
 PG_SCRIPT = REPO / "scripts" / "pg_throwaway.sh"
+
+#: a CI-sized sweep grid (definition-time environment): 2 cryptos x 3 folds (the settings'
+#: floor) x 2 variants, the baseline and one focal variant
+SMALL_GRID = {
+    "CVN_UNIVERSE": "BTCUSDC,ETHUSDC",
+    "CVN_N_FOLDS": "3",
+    "CVN_VARIANTS": json.dumps(
+        [
+            {"name": "baseline", "loss_function": "binary:logistic"},
+            {"name": "focal_g2_a025", "loss_function": "focal", "gamma": 2, "alpha": 0.25},
+        ]
+    ),
+}
+SMALL_GRID_CELLS = 2 * 3 * 2
 
 
 def _free_port() -> int:

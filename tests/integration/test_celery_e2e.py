@@ -25,7 +25,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from tests.integration.conftest import REPO
+from tests.integration.conftest import REPO, SMALL_GRID, SMALL_GRID_CELLS
 from tests.support import celery_local as cl
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -36,17 +36,8 @@ SMALL = json.dumps(
         "sweep": {"num_boost_round": 30, "early_stopping_rounds": 10},
     }
 )
-GRID = {
-    "CVN_UNIVERSE": "BTCUSDC,ETHUSDC",
-    "CVN_N_FOLDS": "3",
-    "CVN_VARIANTS": json.dumps(
-        [
-            {"name": "baseline", "loss_function": "binary:logistic"},
-            {"name": "focal_g2_a025", "loss_function": "focal", "gamma": 2, "alpha": 0.25},
-        ]
-    ),
-}
-N_CELLS = 2 * 3 * 2
+GRID = SMALL_GRID
+N_CELLS = SMALL_GRID_CELLS
 #: finetune_results columns that are not results (wall clock)
 NOT_RESULTS = ["train_seconds", "written_at"]
 

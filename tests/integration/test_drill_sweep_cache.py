@@ -14,21 +14,12 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.conftest import REPO
+from tests.integration.conftest import REPO, SMALL_GRID, SMALL_GRID_CELLS
 
 pytestmark = pytest.mark.slow
 
-GRID = {
-    "CVN_UNIVERSE": "BTCUSDC,ETHUSDC",
-    "CVN_N_FOLDS": "3",
-    "CVN_VARIANTS": json.dumps(
-        [
-            {"name": "baseline", "loss_function": "binary:logistic"},
-            {"name": "focal_g2_a025", "loss_function": "focal", "gamma": 2, "alpha": 0.25},
-        ]
-    ),
-}
-N_CELLS = 2 * 3 * 2
+GRID = SMALL_GRID
+N_CELLS = SMALL_GRID_CELLS
 MARKET = {"hours": 3000, "edge": 4.0}
 SWEEP = (
     "import json, sys\n"
