@@ -145,6 +145,19 @@ def _iso(t: datetime) -> str:
     return pd.Timestamp(t).tz_convert("UTC").isoformat()
 
 
+def _window_figures(as_of: datetime, min_trades: int, verdict: Verdict) -> dict[str, Any]:
+    """The alert figures every expectancy combination shares: the 48 h / 24 h windows'
+    bounds, the trade minimum, and how many cryptos alarm against how many are needed."""
+    return {
+        "window_48h_start": _iso(as_of - WINDOW_48H),
+        "window_24h_start": _iso(as_of - WINDOW_24H),
+        "window_end": _iso(as_of),
+        "min_trades": min_trades,
+        "crypto_count": int(verdict.value) if math.isfinite(verdict.value) else None,
+        "crypto_count_needed": int(verdict.threshold) if math.isfinite(verdict.threshold) else None,
+    }
+
+
 def _pct(x: float) -> str:
     return f"{100.0 * x:+.3f} %"
 
@@ -201,12 +214,7 @@ class ExpectancyEvaluation:
         the live model version, level, trade counts, means and critical means (fractions)."""
         v = self.verdict
         out: dict[str, Any] = {
-            "window_48h_start": _iso(self.as_of - WINDOW_48H),
-            "window_24h_start": _iso(self.as_of - WINDOW_24H),
-            "window_end": _iso(self.as_of),
-            "min_trades": self.min_trades,
-            "crypto_count": int(v.value) if math.isfinite(v.value) else None,
-            "crypto_count_needed": int(v.threshold) if math.isfinite(v.threshold) else None,
+            **_window_figures(self.as_of, self.min_trades, v),
             "focal_cryptos": ",".join(self.focal_cryptos),
         }
         for crypto in self.focal_cryptos:
@@ -322,12 +330,7 @@ class ChampionsExpectancy:
         means and critical means (fractions)."""
         ev, v = self.evaluation, self.verdict
         out: dict[str, Any] = {
-            "window_48h_start": _iso(ev.as_of - WINDOW_48H),
-            "window_24h_start": _iso(ev.as_of - WINDOW_24H),
-            "window_end": _iso(ev.as_of),
-            "min_trades": ev.min_trades,
-            "crypto_count": int(v.value) if math.isfinite(v.value) else None,
-            "crypto_count_needed": int(v.threshold) if math.isfinite(v.threshold) else None,
+            **_window_figures(ev.as_of, ev.min_trades, v),
             "live_cryptos": ",".join(self.cryptos),
             "focal_cryptos": ",".join(ev.focal_cryptos),
         }
