@@ -201,6 +201,15 @@ def _outcome_fault(
     return perm
 
 
+def faulted_feature(top: Sequence[str], fault: str) -> str:
+    """The top feature a pipeline ``fault`` breaks: the first one, except for ``lag_1d``,
+    which breaks the first that is not an hour-of-day feature (``hour_sin`` of 24 h earlier
+    is the same value: the model sees no change, so there is nothing to detect)."""
+    if fault == "lag_1d":
+        return next((f for f in top if not f.startswith("hour_")), top[0])
+    return top[0]
+
+
 def journal(
     m: Monitored, fault: str | None = None, onset: pd.Timestamp | None = None, seed: int = 0
 ) -> Journal:
@@ -218,7 +227,7 @@ def journal(
         k0 = int(x.index.searchsorted(onset))
     top = m.top_features
     if fault in ("stuck", "scale_x100", "nan", "lag_1d"):
-        x = _feature_fault(x, top[0], fault, k0)
+        x = _feature_fault(x, faulted_feature(top, fault), fault, k0)
     proba = np.asarray(m.predict(x), dtype=np.float64)
     if fault == "sharpened":
         proba[k0:] = _sigmoid(SHARPEN_FACTOR * _logit(proba[k0:]))

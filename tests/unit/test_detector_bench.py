@@ -251,6 +251,14 @@ def test_feature_faults_start_at_the_onset_and_break_only_the_top_feature():
         db.journal(m, "typo", t0)
 
 
+def test_a_day_lag_breaks_the_first_top_feature_that_a_day_changes():
+    # hour_sin 24 h earlier is the same value: lagging it would inject nothing
+    assert db.faulted_feature(["hour_sin", "rv_6", "atr_14"], "lag_1d") == "rv_6"
+    assert db.faulted_feature(["hour_sin", "rv_6"], "stuck") == "hour_sin"
+    assert db.faulted_feature(["dow_sin", "rv_6"], "lag_1d") == "dow_sin"  # a day moves it
+    assert db.faulted_feature(["hour_sin", "hour_cos"], "lag_1d") == "hour_sin"
+
+
 def test_outcome_faults_permute_within_weeks_and_calibration_faults_by_hand():
     m = _monitored()
     t0 = m.features.index[168]
