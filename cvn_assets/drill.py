@@ -211,16 +211,20 @@ def tickable_sensors(defs: Any) -> dict[str, SensorDefinition]:
 
 
 def sensor_resources(
-    defs: Any, registry: ModelRegistry, config_store: ConfigStore
+    defs: Any, registry: ModelRegistry, config_store: ConfigStore, market_cfg: dict[str, Any]
 ) -> dict[str, Any]:
     """The resources the sensors are given (each tick hands a sensor those it requires): every
     resource of the definitions (so a new sensor's resources are never missing), with the
-    drill's registry and config store; the guard clock is set per tick."""
+    drill's registry, config store and market (the one its jobs run on: ``data_integrity``
+    recomputes the journaled features from its candles); the guard clock is set per tick."""
+    from resources.market_data import MarketDataResource
+
     return {
         **defs.resources,
         "model_registry": registry,
         "config_store": config_store,
         "rollback_log": RollbackLog(),
+        "market_data": MarketDataResource(**market_cfg),
     }
 
 
@@ -282,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cryptos = prep.cryptos
     # 3. the replay, day by day, with the sensors ticking every hour
     sensors = tickable_sensors(defs)
-    given = sensor_resources(defs, registry, config_store)
+    given = sensor_resources(defs, registry, config_store, market_cfg)
     with build_resources(given, instance=run.instance) as built:
         loop = _SensorLoop(run, sensors, {key: getattr(built, key) for key in given}, phases)
         _replay_days(run, loop, cryptos, first_day, days)

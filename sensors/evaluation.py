@@ -28,7 +28,9 @@ module runs no SQL of its own.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,7 +51,7 @@ from cvn_assets.guard.drift import (
     journal_stale,
     stale_verdict,
 )
-from cvn_assets.guard.integrity import INTEGRITY_RECENT
+from cvn_assets.guard.integrity import INTEGRITY_RECENT, recompute_features
 from cvn_assets.guard.window_rules import (
     CONCEPT_DAYS,
     DATA_DRIFT_DAYS,
@@ -587,12 +589,13 @@ def evaluate_drift(registry: ModelRegistry, crypto: str, as_of: datetime) -> Dri
 
 
 def evaluate_integrity(
-    registry: ModelRegistry, crypto: str, as_of: datetime
+    registry: ModelRegistry, crypto: str, as_of: datetime, market_data: Any = None
 ) -> DriftEvaluation | None:
     """``data_integrity`` of ``crypto`` at ``as_of`` (:func:`cvn_assets.guard.window_rules.
     integrity_verdict`: the live champion's top features over the last 6 journaled hours --
-    missing, stuck or out of range), or None when it has no live champion. A stale journal
-    turns ``ok`` / ``insufficient`` into ``stale`` as for the drift detectors."""
+    missing, stuck, out of range, or, with ``market_data`` (the ``market_data`` resource), not
+    what the candles give: :func:`recomputed_window`), or None when it has no live champion. A
+    stale journal turns ``ok`` / ``insufficient`` into ``stale`` as for the drift detectors."""
     version = registry.live_at(crypto, as_of)
     if version is None:
         return None
@@ -601,9 +604,54 @@ def evaluate_integrity(
     lo = as_of - timedelta(hours=INTEGRITY_RECENT)
     with registry.engine.connect() as conn:
         rows = read_model_predictions(conn, crypto, vid, lo, as_of)
+    again, why = None, None
+    if market_data is not None and len(rows):
+        try:
+            again = recomputed_window(market_data, crypto, min(rows["hour"]), max(rows["hour"]))
+        except (ValueError, OSError) as exc:  # the feed's own failure: guard_stale's, not ours
+            why = f"features not recomputed from the candles: {exc}"
     end = journal_ends(registry, [crypto])[crypto]
-    verdict = end.judge(integrity_verdict(rows, ref, as_of), as_of)
+    verdict = integrity_verdict(rows, ref, as_of, again)
+    if why is not None:
+        verdict = dataclasses.replace(verdict, details={**verdict.details, "recompute": why})
+    verdict = end.judge(verdict, as_of)
     window = RowWindow.of(rows["hour"], lo, as_of, "hourly predictions")
     return DriftEvaluation(
         crypto, as_of, vid, {"data_integrity": verdict}, {"data_integrity": window}
     )
+
+
+#: (crypto, candle-window digest) -> recomputed features, the last few only
+_RECOMPUTED: dict[tuple[str, str], pd.DataFrame] = {}
+_RECOMPUTED_LOCK = threading.Lock()
+
+
+def recomputed_window(
+    market_data: Any, crypto: str, first_hour: pd.Timestamp, last_hour: pd.Timestamp
+) -> pd.DataFrame:
+    """The features of ``crypto``'s hours ``[first_hour, last_hour]`` recomputed from the
+    ``market_data`` resource's candles (:func:`cvn_assets.guard.integrity.recompute_features`).
+
+    The candles are loaded through the end of ``last_hour``'s UTC day (those that exist: the
+    feed stops at the last closed candle; the features are causal, so later candles change
+    nothing in the hours judged), and the result is kept per crypto and candle window, so the
+    24 hourly evaluations of a day replayed at once (the drills) recompute once; a candle
+    revised by the feed changes the window's digest and is recomputed."""
+    day_end = pd.Timestamp(last_hour).floor("D") + pd.Timedelta(days=1)
+    candles = market_data.load_candles_through(crypto, day_end)
+    first = pd.Timestamp(first_hour).floor("D")
+    i0 = max(0, int(candles.index.searchsorted(first)) - 1000)
+    window = candles.iloc[i0:]
+    digest = hashlib.sha1(window.to_numpy().tobytes())
+    digest.update(window.index.asi8.tobytes())
+    key = (crypto, digest.hexdigest())
+    with _RECOMPUTED_LOCK:  # the daemon evaluates sensors in threads
+        hit = _RECOMPUTED.get(key)
+    if hit is not None:
+        return hit
+    frame = recompute_features(window, first, window.index[-1])
+    with _RECOMPUTED_LOCK:
+        while len(_RECOMPUTED) >= 16:
+            _RECOMPUTED.pop(next(iter(_RECOMPUTED)))
+        _RECOMPUTED[key] = frame
+    return frame

@@ -49,6 +49,7 @@ from cvn_assets.partitions import SETTINGS
 from resources.alerts import AlertSink, incident_id
 from resources.config_store import LOSS_FLAG, ConfigStore
 from resources.guard_clock import GuardClock, guard_interval
+from resources.market_data import MarketDataResource
 from resources.model_registry import ModelRegistry
 from resources.rollbacks import RollbackLog
 from sensors.evaluation import (
@@ -678,17 +679,24 @@ def build_model_drift_sensor(champion_job: Any) -> Any:
         "sharpness triggers: revert to the baseline.",
     )
     def model_drift(
-        context: SensorEvaluationContext, guard_clock: GuardClock, model_registry: ModelRegistry
+        context: SensorEvaluationContext,
+        guard_clock: GuardClock,
+        model_registry: ModelRegistry,
+        market_data: MarketDataResource,
     ):
-        return evaluate_model_drift(context, guard_clock.now(), model_registry)
+        return evaluate_model_drift(context, guard_clock.now(), model_registry, market_data)
 
     return model_drift
 
 
 def evaluate_model_drift(
-    context: SensorEvaluationContext, now: datetime, model_registry: ModelRegistry
+    context: SensorEvaluationContext,
+    now: datetime,
+    model_registry: ModelRegistry,
+    market_data: Any = None,
 ) -> Any:
-    """One tick of ``model_drift`` at ``now`` (the sensor body)."""
+    """One tick of ``model_drift`` at ``now`` (the sensor body); ``market_data`` (the resource)
+    lets ``data_integrity`` compare the journaled features with their recomputation."""
     day, hour = _bucket(now, "D"), _bucket(now, "h")
     cursor = _cursor(context)
     new_day = not (cursor.get("evaluated_day") and pd.Timestamp(cursor["evaluated_day"]) >= day)
@@ -698,7 +706,7 @@ def evaluate_model_drift(
         and pd.Timestamp(cursor["evaluated_hour"]) >= hour
     ):
         return SkipReason(f"day {day.date()} already evaluated (and the hour's integrity)")
-    requests = integrity_requests(model_registry, hour)
+    requests = integrity_requests(model_registry, hour, market_data)
     if not new_day:
         cursor["evaluated_hour"] = hour.isoformat()
         return SensorResult(
@@ -732,13 +740,15 @@ def evaluate_model_drift(
     return SensorResult(run_requests=requests, cursor=new_cursor)
 
 
-def integrity_requests(model_registry: ModelRegistry, hour: datetime) -> list[RunRequest]:
+def integrity_requests(
+    model_registry: ModelRegistry, hour: datetime, market_data: Any = None
+) -> list[RunRequest]:
     """``data_integrity`` (issue 23) every hour per crypto: one alert per broken crypto and
     UTC day (its run key; a break lasting hours pages once a day), never a retrain (a model
     retrained on a broken feed learns the break)."""
     requests = []
     for crypto in SETTINGS.universe:
-        ev = evaluate_integrity(model_registry, crypto, hour)
+        ev = evaluate_integrity(model_registry, crypto, hour, market_data)
         if ev is None or not ev["data_integrity"].alarm:
             continue
         v, day = ev["data_integrity"], _bucket(hour, "D")

@@ -150,6 +150,8 @@ class Journal:
     trades: pd.DataFrame  # exit_time (UTC), net_return
     loss_function: str
     ref: Mapping[str, Any]
+    #: the features recomputed from the candles (the stream's own, unbroken; index = hours)
+    recomputed: pd.DataFrame | None = None
 
 
 def _logit(p: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -237,7 +239,7 @@ def journal(
     pred["label_known_at"] = known
     thr = m.ref.get("trading_threshold")
     trades = _trades(hours, proba, thr, gross - 2.0 * m.fee_per_side, off)
-    return Journal(m.crypto, pred, trades, m.loss_function, m.ref)
+    return Journal(m.crypto, pred, trades, m.loss_function, m.ref, m.features)
 
 
 def _trades(
@@ -313,11 +315,17 @@ def integrity_alarms(j: Journal, start: pd.Timestamp, end: pd.Timestamp) -> pd.S
     top = [f["name"] for f in j.ref.get("top_features") or []][:5]
     cols = {name: rows[f"feature_{i}"].to_numpy(np.float64) for i, name in enumerate(top, 1)}
     edges = {f["name"]: f["train_decile_edges"] for f in j.ref["top_features"][:5]}
+    again = {}
+    if j.recomputed is not None:
+        at_rows = j.recomputed.reindex(pd.DatetimeIndex(hours))
+        again = {k: at_rows[k].to_numpy(np.float64) for k in cols if k in j.recomputed.columns}
     for i, t in enumerate(at):
-        # the rows integrity_verdict(rows, ref, t) takes: hours in [t - recent h, t - 1 h]
+        # the rows integrity_verdict(rows, ref, t, recomputed) takes: [t - recent h, t - 1 h]
         a = hours.searchsorted(t - pd.Timedelta(hours=INTEGRITY_RECENT))
         b = hours.searchsorted(t - HOUR, side="right")
-        flags[i] = data_integrity({k: v[a:b] for k, v in cols.items()}, edges).alarm
+        window = {k: v[a:b] for k, v in cols.items()}
+        rec = {k: v[a:b] for k, v in again.items()} if again else None
+        flags[i] = data_integrity(window, edges, recomputed=rec).alarm
     return pd.Series(flags, index=at, dtype=bool)
 
 

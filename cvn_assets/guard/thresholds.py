@@ -25,7 +25,7 @@ hour``                     function=focal}`` warn 1/h, crit 5/h  focal training 
                                                                  exiting in the 48 h / 24 h before
                                                                  the day's end: crit when the 48 h
                                                                  mean is significantly < 0
-                                                                 (one-sided t, alpha 0.05, >= 10
+                                                                 (one-sided t, alpha 0.01, >= 10
                                                                  trades), warn when the 24 h mean is
 ``inference_latency_p99``  warn > 100 ms, crit > 500 ms          the day's p99 latency (ms)
 =========================  ====================================  =================================

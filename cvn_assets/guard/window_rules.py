@@ -170,10 +170,18 @@ def drift_verdicts(
     }
 
 
-def integrity_verdict(rows: pd.DataFrame, ref: Mapping[str, Any], as_of: datetime) -> Verdict:
+def integrity_verdict(
+    rows: pd.DataFrame,
+    ref: Mapping[str, Any],
+    as_of: datetime,
+    recomputed: pd.DataFrame | None = None,
+) -> Verdict:
     """:func:`cvn_assets.guard.integrity.data_integrity` on the top features of the prediction
     rows of the hours ``[as_of - recent h, as_of - 1 h]`` (their candles closed by ``as_of``),
-    in time order, missing values kept."""
+    in time order, missing values kept. ``recomputed`` (optional): the features recomputed
+    from the candles (:func:`cvn_assets.guard.integrity.recompute_features`; index = open
+    time, columns = feature names), matched to the rows by hour; a top feature it lacks is not
+    compared."""
     top = list(ref.get("top_features") or [])[:N_TOP_FEATURES]
     if not top:
         return Verdict(
@@ -186,4 +194,8 @@ def integrity_verdict(rows: pd.DataFrame, ref: Mapping[str, Any], as_of: datetim
     windows = {f["name"]: recent[f"feature_{i}"].to_numpy(np.float64)
                for i, f in enumerate(top, start=1)}  # fmt: skip
     edges = {f["name"]: f["train_decile_edges"] for f in top}
-    return data_integrity(windows, edges)
+    again = None
+    if recomputed is not None:
+        at = recomputed.reindex(pd.DatetimeIndex(recent["hour"]))
+        again = {k: at[k].to_numpy(np.float64) for k in windows if k in recomputed.columns}
+    return data_integrity(windows, edges, recomputed=again)

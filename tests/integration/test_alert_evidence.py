@@ -21,10 +21,11 @@ from scipy import stats
 
 from cvn_assets.ablation.identity import SweepIdentity
 from cvn_assets.definitions import defs
-from cvn_assets.guard.drift import data_drift
+from cvn_assets.guard.drift import EXPECTANCY_ALPHA, data_drift
 from resources.config_store import ConfigStore
 from resources.guard_clock import GuardClock
 from resources.journal import replace_days
+from resources.market_data import MarketDataResource
 from resources.model_registry import ModelRegistry
 from resources.results_store import ResultsStore
 from resources.rollbacks import RollbackLog
@@ -94,6 +95,7 @@ def _tick(name: str, now: datetime, url: str, cursor=None):
             "model_registry": ModelRegistry(database_url=url),
             "config_store": ConfigStore(database_url=url),
             "rollback_log": RollbackLog(database_url=url),
+            "market_data": MarketDataResource(),
         },
         sensor_name=name,
         definitions=defs,
@@ -154,7 +156,7 @@ def test_thin_48h_window_is_insufficient_never_a_p1_or_rollback_and_pages_a_spar
     cfg = _send_alert_config(first.run_requests[0])
     fig = json.loads(cfg["figures_json"])
     r = np.array(net)
-    t_crit = -stats.t.ppf(0.95, 9) * r.std(ddof=1) / math.sqrt(10)
+    t_crit = -stats.t.ppf(1 - EXPECTANCY_ALPHA, 9) * r.std(ddof=1) / math.sqrt(10)
     assert stats.ttest_1samp(r, 0.0, alternative="less").pvalue < 0.05
     assert fig["n_trades"] == 10 and fig["n_48h"] == 2
     assert fig["mean"] == pytest.approx(-0.0074, abs=1e-9)
@@ -197,7 +199,7 @@ def test_p1_and_warn_figures_are_exactly_the_live_focal_trades_of_their_windows(
         assert fig[f"{c}_model_version"] == ids[c]["focal"]
         assert fig[f"{c}_n_48h"] == 12 and fig[f"{c}_n_24h"] == in24.size == 6
         assert fig[f"{c}_mean_48h"] == pytest.approx(net_in.mean(), abs=1e-6)
-        crit = -stats.t.ppf(0.95, 11) * net_in.std(ddof=1) / math.sqrt(12)
+        crit = -stats.t.ppf(1 - EXPECTANCY_ALPHA, 11) * net_in.std(ddof=1) / math.sqrt(12)
         assert fig[f"{c}_critical_48h"] == pytest.approx(crit, abs=1e-6)
         assert f"{c} 48 h mean {100 * net_in.mean():+.3f} %" in cfg["message"]
         assert "(n 12)" in cfg["message"]

@@ -16,6 +16,7 @@ import pytest
 from dagster import DagsterInstance
 from scipy import stats
 
+from cvn_assets.guard.drift import EXPECTANCY_ALPHA
 from resources.config_store import ConfigStore
 from resources.journal import replace_days
 from resources.model_registry import ModelRegistry
@@ -96,7 +97,7 @@ def test_baselines_losing_after_a_rollback_page_the_p2_not_the_p1(home):  # noqa
     for c in CRYPTOS:
         net = nets[c]
         sd = float(np.std(net, ddof=1))
-        critical = -stats.t.ppf(0.95, len(net) - 1) * sd / np.sqrt(len(net))
+        critical = -stats.t.ppf(1 - EXPECTANCY_ALPHA, len(net) - 1) * sd / np.sqrt(len(net))
         assert fig[f"{c}_model_version"] == ids[c]["baseline"]
         assert (fig[f"{c}_variant"], fig[f"{c}_loss_function"]) == ("baseline", "binary:logistic")
         assert (fig[f"{c}_level"], fig[f"{c}_n_48h"], fig[f"{c}_n_24h"]) == ("crit", 12, 12)

@@ -30,6 +30,7 @@ from scipy import stats
 
 from cvn_assets.ablation.identity import SweepIdentity
 from cvn_assets.assets.guard import monitoring_metrics
+from cvn_assets.guard.drift import EXPECTANCY_ALPHA
 from resources.journal import predictions_table, replace_day, replace_days
 from resources.model_registry import ModelRegistry
 from resources.results_store import ResultsStore
@@ -148,7 +149,7 @@ def _checks(result) -> dict:
 
 
 def _t_critical(r: np.ndarray) -> float:
-    return float(-stats.t.ppf(0.95, r.size - 1) * r.std(ddof=1) / math.sqrt(r.size))
+    return float(-stats.t.ppf(1 - EXPECTANCY_ALPHA, r.size - 1) * r.std(ddof=1) / math.sqrt(r.size))
 
 
 def _peak_per_clock_hour(ends: list[float], day: pd.Timestamp) -> int:

@@ -19,6 +19,7 @@ from scipy import stats
 
 from cvn_assets import ops
 from cvn_assets.definitions import defs
+from cvn_assets.guard.drift import EXPECTANCY_ALPHA
 from resources.alerts import AlertSink
 from resources.config_store import ConfigStore
 from resources.model_registry import ModelRegistry
@@ -115,8 +116,9 @@ def test_evaluate_as_of_just_before_the_rollback(shared, capsys):
     )
     per = {c["crypto"]: c for c in before["per_crypto"]}
     for crypto, net in home["nets"].items():
-        # the hand check: mean and the one-sided 95 % critical mean -t(0.95, n-1) s / sqrt(n)
-        crit = -stats.t.ppf(0.95, len(net) - 1) * np.std(net, ddof=1) / np.sqrt(len(net))
+        # the hand check: mean and the one-sided critical mean -t(1 - alpha, n-1) s / sqrt(n)
+        t = stats.t.ppf(1 - EXPECTANCY_ALPHA, len(net) - 1)
+        crit = -t * np.std(net, ddof=1) / np.sqrt(len(net))
         assert per[crypto]["mean"] == pytest.approx(np.mean(net), abs=1e-9)
         assert per[crypto]["critical"] == pytest.approx(crit, abs=1e-9)
         assert per[crypto]["version"] == home["ids"][crypto]["focal"]

@@ -71,6 +71,87 @@ def test_integrity_verdict_reads_the_last_6_closed_hours_in_time_order():
     assert integrity_verdict(rows, ref, later).level == "ok"
 
 
+def test_integrity_flags_values_that_differ_from_their_recomputation():
+    rng = np.random.default_rng(1)
+    walk = np.cumsum(rng.standard_normal(48)) / 4  # a slow feature: lagging it keeps its range
+    lagged = np.r_[walk[:24], walk[:24]]  # the last 24 h served from the day before
+    v = data_integrity({"a": lagged}, {"a": EDGES}, recomputed={"a": walk})
+    assert v.level == "crit" and v.details["a"] == {**v.details["a"], "problem": "mismatch",
+                                                    "mismatch_share": 1.0}  # fmt: skip
+    same = data_integrity({"a": walk}, {"a": EDGES}, recomputed={"a": walk.copy()})
+    assert same.level == "ok" and same.details["a"]["mismatch_share"] == 0.0
+    # without a recomputation the lag is invisible to every other rule
+    assert data_integrity({"a": lagged}, {"a": EDGES}).level == "ok"
+    # 3 of the last 6 hours differ -> crit; 2 of 6 -> ok (a revised candle pages nobody)
+    spread = EDGES[-1] - EDGES[0]  # 2.56
+    three = walk.copy()
+    three[-3:] += 1e-5 * spread  # beyond the tolerance 1e-6 x spread
+    assert data_integrity({"a": three}, {"a": EDGES}, recomputed={"a": walk}).level == "crit"
+    two = walk.copy()
+    two[-2:] += 1.0
+    v2 = data_integrity({"a": two}, {"a": EDGES}, recomputed={"a": walk})
+    assert v2.level == "ok" and v2.details["a"]["mismatch_share"] == pytest.approx(2 / 6)
+    rounding = walk + 1e-7 * spread  # within the tolerance everywhere
+    assert data_integrity({"a": rounding}, {"a": EDGES}, recomputed={"a": walk}).level == "ok"
+    # an hour the candles cannot give (NaN recomputed) is not compared; a journaled NaN
+    # against a known value is a difference
+    unknown = walk.copy()
+    unknown[-4:] = np.nan
+    assert data_integrity({"a": lagged}, {"a": EDGES}, recomputed={"a": unknown}).details["a"][
+        "mismatch_share"
+    ] == pytest.approx(2 / 6)
+    holes = walk.copy()
+    holes[[-1, -3, -5]] = np.nan
+    assert (
+        data_integrity({"a": holes}, {"a": EDGES}, recomputed={"a": walk}).details["a"]["problem"]
+        == "mismatch"
+    )
+    with pytest.raises(ValueError, match=r"recomputed\['a'\] has 47 values, the window 48"):
+        data_integrity({"a": walk}, {"a": EDGES}, recomputed={"a": walk[1:]})
+
+
+def test_recompute_features_equals_the_features_of_the_whole_history():
+    from cvn_assets.guard.integrity import RECOMPUTE_HISTORY, recompute_features
+    from cvn_assets.market.features import WARMUP_BARS, build_features
+    from cvn_assets.market.synthetic_market import synthetic_candles
+
+    candles = synthetic_candles(("BTCUSDC",), hours=3_000)["BTCUSDC"]
+    whole = build_features(candles)
+    first, last = candles.index[2_500], candles.index[2_505]
+    again = recompute_features(candles, first, last)
+    assert list(again.index) == list(candles.index[2_500:2_506])
+    # rolling windows exact; Wilder (atr_14, rsi_14) from 887 candles back: rounding only
+    np.testing.assert_allclose(again.to_numpy(), whole.iloc[2_500:2_506].to_numpy(),
+                               rtol=1e-12, atol=1e-12)  # fmt: skip
+    assert RECOMPUTE_HISTORY + WARMUP_BARS < 2_500
+    # hours in the warm-up are NaN (never compared); hours past the candles: no rows
+    early = recompute_features(candles, candles.index[160], candles.index[170])
+    assert len(early) == 11 and early.iloc[:7].isna().all().all()  # rows 160..166
+    assert early.iloc[7:].notna().all().all()  # from row WARMUP_BARS = 167 on
+    assert recompute_features(candles, candles.index[0], candles.index[10]).empty
+    later = candles.index[-1] + pd.Timedelta(hours=1)
+    assert recompute_features(candles, later, later + pd.Timedelta(hours=5)).empty
+    with pytest.raises(ValueError, match="UTC open times"):
+        recompute_features(candles.tz_localize(None), first, last)
+
+
+def test_integrity_verdict_matches_recomputed_features_by_hour():
+    hours = pd.date_range("2024-01-01", periods=30, freq="h", tz="UTC")
+    x = np.sin(np.arange(30) / 3)
+    served = np.r_[x[:24], x[:6]]  # hours 24..29 served the values of a day before
+    rows = pd.DataFrame({"hour": hours, "feature_1": served}).iloc[::-1]  # unsorted, as read
+    ref = {"top_features": [{"name": "a", "train_decile_edges": EDGES}]}
+    recomputed = pd.DataFrame({"a": x, "other": 0.0}, index=hours)
+    as_of = datetime(2024, 1, 2, 6, tzinfo=UTC)  # hours 00:00 .. 05:00 of 01-02
+    v = integrity_verdict(rows, ref, as_of, recomputed)
+    assert v.details["a"]["problem"] == "mismatch"
+    assert integrity_verdict(rows, ref, as_of).level == "ok"
+    # a top feature the feature code does not produce is not compared
+    assert integrity_verdict(rows, ref, as_of, recomputed[["other"]]).level == "ok"
+    before = datetime(2024, 1, 2, 0, tzinfo=UTC)  # hours 18:00 .. 23:00: as served
+    assert integrity_verdict(rows, ref, before, recomputed).level == "ok"
+
+
 # ------------------------------------------------------------------------ window shape
 def test_window_standardize_by_hand():
     assert window_standardize([1, 2, 3, 4, 5]).tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
@@ -229,10 +310,17 @@ def test_integrity_alarms_equal_the_sensor_rule_hour_by_hour():
     j = db.journal(m, "stuck", t0)
     at = pd.date_range(t0 - pd.Timedelta(hours=3), t0 + pd.Timedelta(hours=9), freq="h")
     fast = db.integrity_alarms(j, at[0], at[-1])
-    slow = [integrity_verdict(j.predictions, j.ref, t.to_pydatetime()).alarm for t in at]
+    slow = [integrity_verdict(j.predictions, j.ref, t.to_pydatetime(), j.recomputed).alarm
+            for t in at]  # fmt: skip
     assert fast.tolist() == slow
-    # stuck from 300 on: the window [t - 6 h, t - 1 h] holds 6 stuck values from t0 + 6 h
-    assert fast.tolist() == [False] * 9 + [True] * 4
+    # stuck from 300 on: stuck values differ from the recomputed ones from the second stuck
+    # hour (the first is its own value): 3 of the window's 6 from t0 + 4 h
+    assert fast.tolist() == [False] * 7 + [True] * 6
+    lag = db.journal(m, "lag_1d", t0)
+    fast_lag = db.integrity_alarms(lag, at[0], at[-1])
+    slow_lag = [integrity_verdict(lag.predictions, lag.ref, t.to_pydatetime(), lag.recomputed)
+                .alarm for t in at]  # fmt: skip
+    assert fast_lag.tolist() == slow_lag == [False] * 6 + [True] * 7  # 3 lagged hours: t0 + 3 h
 
 
 # ------------------------------------------------------------------------ the benchmark

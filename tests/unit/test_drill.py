@@ -12,7 +12,7 @@ def test_the_drill_gives_every_sensor_the_resources_it_requires(tmp_path, monkey
     from resources.model_registry import ModelRegistry
 
     monkeypatch.setenv("CVN_DATABASE_URL", f"sqlite:///{tmp_path / 'r.sqlite'}")
-    given = set(sensor_resources(defs, ModelRegistry(), ConfigStore())) | {"guard_clock"}
+    given = set(sensor_resources(defs, ModelRegistry(), ConfigStore(), {})) | {"guard_clock"}
     sensors = defs.get_repository_def().sensor_defs
     assert {s.name for s in sensors} >= {"alert_delivery", "expectancy_negative_focal"}
     for s in sensors:
@@ -36,7 +36,7 @@ def test_the_drill_can_tick_every_sensor_it_ticks(tmp_path, monkeypatch):
     every = {s.name for s in defs.get_repository_def().sensor_defs}
     assert every - set(sensors) == {"monitoring_follows_paper"}
     resources = {
-        **sensor_resources(defs, ModelRegistry(), ConfigStore()),
+        **sensor_resources(defs, ModelRegistry(), ConfigStore(), {}),
         "guard_clock": GuardClock(fixed_now="2026-01-05T10:00:00+00:00"),
     }
     with DagsterInstance.ephemeral() as instance:
@@ -64,7 +64,7 @@ def test_the_loop_ticks_every_sensor_with_resources_built_once(tmp_path, monkeyp
     monkeypatch.setenv("CVN_DATABASE_URL", f"sqlite:///{tmp_path / 'r.sqlite'}")
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     sensors = tickable_sensors(defs)
-    given = sensor_resources(defs, ModelRegistry(), ConfigStore())
+    given = sensor_resources(defs, ModelRegistry(), ConfigStore(), {})
     phases = Phases()
     with DagsterInstance.ephemeral() as instance, build_resources(given, instance=instance) as b:
         built = {key: getattr(b, key) for key in given}
@@ -79,3 +79,21 @@ def test_the_loop_ticks_every_sensor_with_resources_built_once(tmp_path, monkeyp
     assert phases.rows["sensor evaluations"].count == 2 * len(sensors)
     assert not loop.alerts and not loop.rollback_runs
     assert all(not keys for keys in loop.launched.values())
+
+
+def test_the_drill_sensors_read_the_market_its_jobs_run_on():
+    """``data_integrity`` recomputes the journaled features from the sensors' ``market_data``:
+    it must be the scenario's market the drill's jobs run on, not the definitions' default
+    (a crash drill once compared the crashed journal with the calm default market)."""
+    from cvn_assets.definitions import defs
+    from cvn_assets.drill import sensor_resources
+    from cvn_assets.drill_setup import market_config
+    from resources.config_store import ConfigStore
+    from resources.model_registry import ModelRegistry
+
+    turn = pd.Timestamp("2026-01-10", tz="UTC")
+    cfg = market_config("crash", turn, 1.0)
+    market = sensor_resources(defs, ModelRegistry(), ConfigStore(), cfg)["market_data"]
+    scenario = market.scenario()
+    assert scenario is not None and scenario.crash_pct == 0.25
+    assert pd.Timestamp(scenario.edge_shift_at) == turn
