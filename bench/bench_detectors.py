@@ -7,12 +7,18 @@ Per crypto a focal champion (the spec's ``focal_g2_a025``, or ``--variant``) is 
 the champion's own path on the first part of the history, its OOS f1_buy measured on the
 next block, and the rest is monitored: the nulls are that held-out stream as it is and with
 its weeks shuffled; the faults are injected into it (every crypto at once) every 21 days.
+With ``--real-live`` the champion is trained on the whole 2021-2023 history (first 88 % of its
+model dataset; OOS f1 on the last 12 %) and the monitored stream is the separate 2024-2026
+file (:func:`cvn_assets.guard.detector_setup.prepare_live`): out of sample in time, and not a
+no-change null -- its "null" columns are the live stream as it is, regime changes included.
 
 Run::
 
     .venv/bin/python bench/bench_detectors.py --quick          # CI size: 2 synthetic cryptos
     .venv/bin/python bench/bench_detectors.py                  # the synthetic default, 5 cryptos
     nice -n 10 .venv/bin/python bench/bench_detectors.py --real   # ../shared/data 2021-2023
+    nice -n 10 .venv/bin/python bench/bench_detectors.py --real-live  # trained 2021-2023,
+                                                  # monitored 2024-04 -> 2026-04
 
 Trained champions are cached in ``--cache`` (default ``/tmp/det-cache``; never in the repo).
 ``--json PATH`` writes the tables as JSON.
@@ -35,10 +41,11 @@ sys.path.insert(0, str(ROOT))
 
 from cvn_assets.ablation.variants import DEFAULT_VARIANTS  # noqa: E402
 from cvn_assets.guard import detector_bench as db  # noqa: E402
-from cvn_assets.guard.detector_setup import Split, prepare  # noqa: E402
+from cvn_assets.guard.detector_setup import Split, prepare, prepare_live  # noqa: E402
 from cvn_assets.market.labels import parse_label_strategy  # noqa: E402
 
 REAL_DIR = ROOT.parent / "shared" / "data" / "binance_spot_1h_2021_2023"
+LIVE_DIR = ROOT.parent / "shared" / "data" / "binance_spot_1h_2024_2026"
 #: bump when what a cached champion holds changes (its reference statistics)
 CACHE_VERSION = 2
 REAL_PAIRS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
@@ -62,15 +69,20 @@ def settings(quick: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def candles_for(source: str, quick: bool) -> dict[str, Any]:
-    """crypto -> candles: the synthetic default (``quick``: 2 cryptos, 12 000 hours) or the
-    real 2021-2023 Binance candles."""
-    if source == "real":
-        from cvn_assets.market.candles_io import read_candles_csv
+def read_real(folder: Path, flag: str) -> dict[str, Any]:
+    """crypto -> the real Binance candles of ``folder`` (:data:`REAL_PAIRS`)."""
+    from cvn_assets.market.candles_io import read_candles_csv
 
-        if not REAL_DIR.is_dir():
-            raise SystemExit(f"--real: {REAL_DIR} does not exist")
-        return {p: read_candles_csv(REAL_DIR / f"{p}_1h.csv") for p in REAL_PAIRS}
+    if not folder.is_dir():
+        raise SystemExit(f"{flag}: {folder} does not exist")
+    return {p: read_candles_csv(folder / f"{p}_1h.csv") for p in REAL_PAIRS}
+
+
+def candles_for(source: str, quick: bool) -> dict[str, Any]:
+    """crypto -> the candles a champion is trained on: the synthetic default (``quick``: 2
+    cryptos, 12 000 hours) or the real 2021-2023 Binance candles (``real``, ``real_live``)."""
+    if source in ("real", "real_live"):
+        return read_real(REAL_DIR, f"--{source.replace('_', '-')}")
     from cvn_assets.market.synthetic_market import DEFAULT_UNIVERSE, synthetic_candles
 
     if quick:
@@ -78,12 +90,35 @@ def candles_for(source: str, quick: bool) -> dict[str, Any]:
     return dict(synthetic_candles(DEFAULT_UNIVERSE))
 
 
-def split_for(n_rows: int, quick: bool) -> Split:
+def split_for(n_rows: int, quick: bool, live: bool = False) -> Split:
     """Champion training on the first ~64 % of the dataset, OOS block ~9 %, the rest
-    monitored (quick: 9 000 + 1 000 rows)."""
+    monitored (quick: 9 000 + 1 000 rows); ``live`` (monitored on another frame): training on
+    the first 88 %, the OOS block the remaining 12 %."""
+    if live:
+        train = int(n_rows * 0.88)
+        return Split(train=train, test=n_rows - train)
     if quick:
         return Split(train=9_000, test=1_000)
     return Split(train=int(n_rows * 0.64), test=int(n_rows * 0.09))
+
+
+def cache_path(
+    args: argparse.Namespace,
+    crypto: str,
+    candles: Any,
+    live: Any,
+    split: Split,
+    s: dict[str, Any],
+) -> Path:
+    """Where the champion of ``crypto`` is cached: a hash of the source, both candle frames'
+    extent (``live``: the monitored frame of ``--real-live``, or None), the split, variant,
+    label, fee and trading shares and the training settings."""
+    live_key = [] if live is None else [len(live), str(live.index[0]), str(live.index[-1])]
+    key = json.dumps([CACHE_VERSION, args.source, crypto, len(candles), str(candles.index[-1]),
+                      split.train, split.test, args.variant, args.label, args.fee,
+                      args.trade_share, args.force_share, s, *live_key],
+                     sort_keys=True, default=str)  # fmt: skip
+    return Path(args.cache) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
 
 
 def monitored(args: argparse.Namespace) -> tuple[list[db.Monitored], list[dict[str, Any]]]:
@@ -91,23 +126,23 @@ def monitored(args: argparse.Namespace) -> tuple[list[db.Monitored], list[dict[s
     label = parse_label_strategy(args.label)
     s = settings(args.quick)
     out, summaries = [], []
+    is_live = args.source == "real_live"
+    lives = read_real(LIVE_DIR, "--real-live") if is_live else {}
     for crypto, candles in candles_for(args.source, args.quick).items():
         n = len(candles) - 167 - label.horizon
-        split = split_for(n, args.quick)
-        key = json.dumps([CACHE_VERSION, args.source, crypto, len(candles),
-                          str(candles.index[-1]), split.train, split.test, variant.name,
-                          label.name, args.fee, args.trade_share, args.force_share, s],
-                         sort_keys=True, default=str)  # fmt: skip
-        path = Path(args.cache) / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
+        split = split_for(n, args.quick, live=is_live)
+        live = lives.get(crypto)
+        path = cache_path(args, crypto, candles, live, split, s)
         if path.exists():
             m, summary = pickle.loads(path.read_bytes())
         else:
             t = time.perf_counter()
-            m, summary = prepare(
-                crypto, candles, split, variant=variant, label=label, settings=s,
-                fee_per_side=args.fee, min_trade_share=args.trade_share,
-                force_share=args.force_share,
-            )  # fmt: skip
+            kw = dict(variant=variant, label=label, settings=s, fee_per_side=args.fee,
+                      min_trade_share=args.trade_share, force_share=args.force_share)  # fmt: skip
+            if live is not None:
+                m, summary = prepare_live(crypto, candles, live, split, **kw)
+            else:
+                m, summary = prepare(crypto, candles, split, **kw)
             summary["train_seconds"] = round(time.perf_counter() - t, 1)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(pickle.dumps((m, summary)))
@@ -121,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="CI size (synthetic, 2 cryptos)")
     ap.add_argument("--real", dest="source", action="store_const", const="real",
                     default="synthetic", help="the real candles of ../shared/data")  # fmt: skip
+    ap.add_argument("--real-live", dest="source", action="store_const", const="real_live",
+                    help="trained on 2021-2023 candles, monitored on 2024-2026")  # fmt: skip
     ap.add_argument("--variant", default="focal_g2_a025")
     ap.add_argument("--label", default="SL0.5_TP1_H4")
     ap.add_argument("--fee", type=float, default=0.00075, help="fee per side (fraction)")
