@@ -673,7 +673,8 @@ def build_model_drift_sensor(champion_job: Any) -> Any:
         minimum_interval_seconds=guard_interval(600),
         default_status=DefaultSensorStatus.STOPPED,
         description="Hourly per crypto: data integrity (last 6 h of the top features: "
-        "missing, stuck, out of range). Daily per crypto: data drift (window-shape PSI of the "
+        "missing, stuck, out of range, or not what the candles give: recomputed from "
+        "market_data). Daily per crypto: data drift (window-shape PSI of the "
         "non-calendar top-5 features, 7 d), concept drift (f1_buy gap, 14 d matured labels), "
         "output sharpness (7 d, focal champions). Crit drift: shadow retrain; 2 consecutive "
         "sharpness triggers: revert to the baseline.",
