@@ -198,6 +198,10 @@ class _SensorLoop:
             print(f"  {now.isoformat()}  {job} {req.partition_key or ''}", flush=True)
 
 
+#: the drill's market settings, written into its home
+MARKET_FILE = "drill_market.json"
+
+
 def tickable_sensors(defs: Any) -> dict[str, SensorDefinition]:
     """The sensors the drill ticks: every user-space sensor of the definitions. The
     automation-condition sensor (``monitoring_follows_paper``) is the daemon's own and
@@ -269,11 +273,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    fresh_home(args.home, f".dagster_home_drill_{args.scenario}")
+    home = fresh_home(args.home, f".dagster_home_drill_{args.scenario}")
     t_start = time.perf_counter()
     first_day = first_day_after_window()
     turn = first_day + pd.Timedelta(days=args.turn_day)
     market_cfg = market_config(args.scenario, turn, args.edge)
+    # what $CVN_SYNTHETIC_MARKET must hold to read this home's candles (runbook diagnoses)
+    (home / MARKET_FILE).write_text(json.dumps(market_cfg))
 
     # 1. the default sweep on the scenario's market; 2. champions: the baseline, then a
     # focal one by audited override

@@ -97,3 +97,25 @@ def test_the_drill_sensors_read_the_market_its_jobs_run_on():
     scenario = market.scenario()
     assert scenario is not None and scenario.crash_pct == 0.25
     assert pd.Timestamp(scenario.edge_shift_at) == turn
+
+
+def test_the_market_file_read_back_through_the_env_is_the_drill_market(monkeypatch):
+    """The drill writes its market's settings into its home (``drill_market.json``): that JSON
+    in ``$CVN_SYNTHETIC_MARKET`` must give the default resource the same candles as the
+    drill's own (a runbook diagnosis on a drill home reads the drill's market, not the
+    default one, whose every feature would read ``mismatch``)."""
+    import json
+
+    from cvn_assets.drill_setup import market_config
+    from resources.market_data import MarketDataResource
+
+    cfg = market_config("crash", pd.Timestamp("2026-01-19", tz="UTC"), 4.0)
+    monkeypatch.setenv("CVN_SYNTHETIC_MARKET", json.dumps(cfg))
+    from_env, drill = MarketDataResource(), MarketDataResource(**cfg)
+    assert from_env.generator() == drill.generator()
+    through = pd.Timestamp("2026-01-25", tz="UTC")
+    a = from_env.load_candles_through("BTCUSDC", through)
+    pd.testing.assert_frame_equal(a, drill.load_candles_through("BTCUSDC", through))
+    monkeypatch.delenv("CVN_SYNTHETIC_MARKET")
+    default = MarketDataResource().load_candles_through("BTCUSDC", through)
+    assert not default["close"].equals(a["close"])  # edge 4.0 and the crash: other candles
