@@ -634,12 +634,14 @@ def recomputed_window(
 
     The candles are loaded through the end of ``last_hour``'s UTC day (those that exist: the
     feed stops at the last closed candle; the features are causal, so later candles change
-    nothing in the hours judged), and the result is kept per crypto and candle window, so the
-    24 hourly evaluations of a day replayed at once (the drills) recompute once; a candle
-    revised by the feed changes the window's digest and is recomputed."""
+    nothing in the hours judged) and recomputed from the start of the day before (a 6-hour
+    window may straddle midnight), so every hourly evaluation whose last hour falls in the
+    same day asks for the same window: the result is kept per crypto and candle window, and
+    the 24 evaluations of a day replayed at once (the drills) recompute once; a candle revised
+    by the feed changes the window's digest and is recomputed."""
     day_end = pd.Timestamp(last_hour).floor("D") + pd.Timedelta(days=1)
     candles = market_data.load_candles_through(crypto, day_end)
-    first = pd.Timestamp(first_hour).floor("D")
+    first = min(pd.Timestamp(first_hour).floor("D"), day_end - pd.Timedelta(days=2))
     i0 = max(0, int(candles.index.searchsorted(first)) - 1000)
     window = candles.iloc[i0:]
     digest = hashlib.sha1(window.to_numpy().tobytes())
