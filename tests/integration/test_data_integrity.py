@@ -8,12 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
-from dagster import DagsterInstance, build_sensor_context
 
 from cvn_assets.ablation.identity import SweepIdentity
-from cvn_assets.definitions import defs
 from cvn_assets.market.features import build_features
-from resources.guard_clock import GuardClock
 from resources.market_data import MarketDataResource
 from resources.model_registry import ModelRegistry
 from resources.results_store import ResultsStore
@@ -124,26 +121,12 @@ def test_a_feature_lagged_by_a_day_pages_when_it_differs_from_its_recomputation(
     assert v.details["dist_low_168"]["mismatch_share"] == 0.5
     assert v.details["rv_24"]["mismatch_share"] == 0.0  # served right, recomputed equal
 
-    first = _tick_with_market("model_drift", day, url, market)
-    quiet = _tick_with_market("model_drift", day + timedelta(hours=10), url, market, first.cursor)
+    # the sensor as the definitions build it (its market_data: the default market, as here)
+    first = _tick("model_drift", day, url)
+    quiet = _tick("model_drift", day + timedelta(hours=10), url, first.cursor)
     assert not [r for r in quiet.run_requests if r.job_name == "alert_job"]
-    paged = _tick_with_market("model_drift", day + timedelta(hours=11), url, market, quiet.cursor)
+    paged = _tick("model_drift", day + timedelta(hours=11), url, quiet.cursor)
     alerts = [r for r in paged.run_requests if r.job_name == "alert_job"]
     assert [r.job_name for r in paged.run_requests] == ["alert_job"]
     cfg = _send_alert_config(alerts[0])
     assert cfg["name"] == "data_integrity" and "dist_low_168: mismatch" in cfg["message"]
-
-
-def _tick_with_market(name: str, now, url: str, market, cursor=None):
-    ctx = build_sensor_context(
-        instance=DagsterInstance.ephemeral(),
-        cursor=cursor,
-        resources={
-            "guard_clock": GuardClock(fixed_now=now.isoformat()),
-            "model_registry": ModelRegistry(database_url=url),
-            "market_data": market,
-        },
-        sensor_name=name,
-        definitions=defs,
-    )
-    return defs.get_repository_def().get_sensor_def(name).evaluate_tick(ctx)
