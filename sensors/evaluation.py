@@ -51,7 +51,7 @@ from cvn_assets.guard.drift import (
     journal_stale,
     stale_verdict,
 )
-from cvn_assets.guard.integrity import INTEGRITY_RECENT, recompute_features
+from cvn_assets.guard.integrity import INTEGRITY_RECENT, RECOMPUTE_HISTORY, recompute_features
 from cvn_assets.guard.window_rules import (
     CONCEPT_DAYS,
     DATA_DRIFT_DAYS,
@@ -60,6 +60,7 @@ from cvn_assets.guard.window_rules import (
     drift_windows,
     integrity_verdict,
 )
+from cvn_assets.market.features import WARMUP_BARS
 from resources.journal import (
     last_journaled_hours,
     read_model_predictions,
@@ -642,7 +643,8 @@ def recomputed_window(
     day_end = pd.Timestamp(last_hour).floor("D") + pd.Timedelta(days=1)
     candles = market_data.load_candles_through(crypto, day_end)
     first = min(pd.Timestamp(first_hour).floor("D"), day_end - pd.Timedelta(days=2))
-    i0 = max(0, int(candles.index.searchsorted(first)) - 1000)
+    # exactly the candles recompute_features reads: its history and warm-up before ``first``
+    i0 = max(0, int(candles.index.searchsorted(first)) - RECOMPUTE_HISTORY - WARMUP_BARS)
     window = candles.iloc[i0:]
     digest = hashlib.sha1(window.to_numpy().tobytes())
     digest.update(window.index.asi8.tobytes())

@@ -17,7 +17,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.conftest import REPO
+from tests.integration.conftest import REPO, SMALL_GRID
 
 pytestmark = pytest.mark.slow
 
@@ -25,16 +25,7 @@ SMALL = {
     "market_data": {"hours": 3000},
     "sweep": {"num_boost_round": 30, "early_stopping_rounds": 10},
 }
-GRID = {
-    "CVN_UNIVERSE": "BTCUSDC,ETHUSDC,SOLUSDC",
-    "CVN_N_FOLDS": "3",
-    "CVN_VARIANTS": json.dumps(
-        [
-            {"name": "baseline", "loss_function": "binary:logistic"},
-            {"name": "focal_g2_a025", "loss_function": "focal", "gamma": 2, "alpha": 0.25},
-        ]
-    ),
-}
+GRID = {**SMALL_GRID, "CVN_UNIVERSE": "BTCUSDC,ETHUSDC,SOLUSDC"}  # 3 cryptos
 N_CELLS = 3 * 3 * 2
 
 
